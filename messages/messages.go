@@ -1,0 +1,310 @@
+package messages
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Schema versions of the wire types. A consumer rejects a message whose schema
+// it does not know rather than guessing at its meaning.
+const (
+	JobRequestSchema = "quiesce.job-request/v1"
+	TaskSchema       = "quiesce.task/v1"
+	TaskResultSchema = "quiesce.task-result/v1"
+	JobSchema        = "quiesce.job/v1"
+	BackupSchema     = "quiesce.backup/v1"
+)
+
+// Mode is a job's consistency mode.
+type Mode string
+
+const (
+	// ModeApplication flushes every node (nodetool snapshot) before any volume
+	// snapshot is taken: the default, and the point of quiesce.
+	ModeApplication Mode = "application"
+	// ModeCrash skips the flush barrier and snapshots volumes directly. The
+	// result is crash-consistent at best; use it only where the operator
+	// accepts that (for example a node that cannot be reached).
+	ModeCrash Mode = "crash"
+)
+
+// Phase is a job's lifecycle phase. A phase changes only by compare-and-set on
+// the job's record in the jobs KV bucket.
+type Phase string
+
+// Phases of a job, in order. succeeded, failed and cancelled are terminal.
+const (
+	PhasePlanned      Phase = "planned"
+	PhaseFlushing     Phase = "flushing"
+	PhaseSnapshotting Phase = "snapshotting"
+	PhaseFinishing    Phase = "finishing"
+	PhaseSucceeded    Phase = "succeeded"
+	PhaseFailed       Phase = "failed"
+	PhaseCancelled    Phase = "cancelled"
+)
+
+// Terminal reports whether no further transition can leave p.
+func (p Phase) Terminal() bool {
+	return p == PhaseSucceeded || p == PhaseFailed || p == PhaseCancelled
+}
+
+// Kind is a task's kind: a stable string used in subjects, consumer names,
+// task IDs and metric labels.
+type Kind string
+
+// Task kinds.
+const (
+	KindFlush     Kind = "flush"     // per node: nodetool snapshot -t TAG
+	KindSnapshot  Kind = "snapshot"  // per volume, or per node for a multi-volume set
+	KindClear     Kind = "clear"     // per node: nodetool clearsnapshot -t TAG
+	KindAwait     Kind = "await"     // per job: wait until the job's volume snapshots complete
+	KindRetention Kind = "retention" // per cluster: delete the snapshots of retired backups
+)
+
+// Kinds lists every task kind, in the order a job uses them.
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention}
+
+// Valid reports whether k is a known kind.
+func (k Kind) Valid() bool {
+	for _, x := range Kinds {
+		if k == x {
+			return true
+		}
+	}
+	return false
+}
+
+// JobRequest asks for one backup of one cluster. It is published as JSON on
+// SubjectSubmit with the request ID as the Nats-Msg-Id header, so a request
+// submitted twice makes one job.
+type JobRequest struct {
+	Schema    string `json:"schema"`
+	RequestID string `json:"request_id"`
+	Cluster   string `json:"cluster"`
+	// Policy names a policy of the cluster; empty means the cluster's default.
+	Policy string `json:"policy,omitempty"`
+	// Mode defaults to ModeApplication.
+	Mode Mode `json:"mode,omitempty"`
+	// Tag overrides the Cassandra snapshot tag (default "quiesce-<job id>").
+	Tag string `json:"tag,omitempty"`
+	// Keyspaces limits the Cassandra snapshot to these keyspaces (default all).
+	Keyspaces   []string  `json:"keyspaces,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	RequestedBy string    `json:"requested_by,omitempty"`
+	Deadline    time.Time `json:"deadline,omitempty"`
+}
+
+// JobID returns the job ID a request produces. It is derived from the cluster
+// and the request ID alone, so every replica of the planner, and the CLI before
+// it submits, computes the same ID for the same request.
+func (r JobRequest) JobID() string {
+	return JobIDFor(r.Cluster, r.RequestID)
+}
+
+// JobIDFor derives a job ID from a cluster name and a request ID.
+func JobIDFor(cluster, requestID string) string {
+	sum := sha256.Sum256([]byte(requestID))
+	return cluster + "-" + hex.EncodeToString(sum[:6])
+}
+
+// Node is one Cassandra host as the planner resolved it.
+type Node struct {
+	Name       string   `json:"name"`
+	Address    string   `json:"address,omitempty"`
+	InstanceID string   `json:"instance_id,omitempty"`
+	AZ         string   `json:"az,omitempty"`
+	Volumes    []Volume `json:"volumes"`
+}
+
+// Volume is one data volume of a node.
+type Volume struct {
+	ID     string `json:"id"`
+	Device string `json:"device,omitempty"`
+	// Path is the volume's mount point or, for the fs driver, the directory
+	// that is the volume.
+	Path string            `json:"path,omitempty"`
+	Tags map[string]string `json:"tags,omitempty"`
+}
+
+// Task is one unit of remote work. Its ID is deterministic,
+// "<job>.<kind>.<target>", and is used as the Nats-Msg-Id when it is published
+// and as a tag on anything it creates, so redelivery never repeats an effect.
+type Task struct {
+	Schema  string `json:"schema"`
+	ID      string `json:"id"`
+	Kind    Kind   `json:"kind"`
+	JobID   string `json:"job_id"`
+	Cluster string `json:"cluster"`
+	Policy  string `json:"policy,omitempty"`
+	// Target is the node name (flush, clear, per-node snapshot set), the volume
+	// ID (per-volume snapshot), the job ID (await) or the cluster (retention).
+	Target    string   `json:"target"`
+	Tag       string   `json:"tag,omitempty"`
+	Keyspaces []string `json:"keyspaces,omitempty"`
+	// Node is set for node tasks and snapshot tasks.
+	Node *Node `json:"node,omitempty"`
+	// Volumes are the volumes a snapshot task covers: one for a per-volume
+	// snapshot, several for a crash-consistent per-node set.
+	Volumes []Volume `json:"volumes,omitempty"`
+	// SnapshotTags are applied to every snapshot the task creates.
+	SnapshotTags map[string]string `json:"snapshot_tags,omitempty"`
+	// Retire lists the job IDs whose snapshots a retention task deletes.
+	Retire   []string  `json:"retire,omitempty"`
+	DryRun   bool      `json:"dry_run,omitempty"`
+	Deadline time.Time `json:"deadline,omitempty"`
+}
+
+// TaskID builds the deterministic ID of a task.
+func TaskID(jobID string, kind Kind, target string) string {
+	return jobID + "." + string(kind) + "." + target
+}
+
+// Outcome is how a task ended.
+type Outcome string
+
+// Task outcomes.
+const (
+	OutcomeSucceeded Outcome = "succeeded"
+	OutcomeFailed    Outcome = "failed"
+)
+
+// ErrorClass says why a task failed, for operators and metrics.
+type ErrorClass string
+
+// Error classes.
+const (
+	// ClassPermanent: retrying cannot help (bad input, auth failure, nodetool error).
+	ClassPermanent ErrorClass = "permanent"
+	// ClassExhausted: a transient error that persisted through every delivery.
+	ClassExhausted ErrorClass = "exhausted"
+	// ClassDeadline: the task's deadline passed.
+	ClassDeadline ErrorClass = "deadline"
+	// ClassPanic: the task's handler panicked.
+	ClassPanic ErrorClass = "panic"
+)
+
+// SnapshotRef is one volume snapshot a task created or found.
+type SnapshotRef struct {
+	SnapshotID string    `json:"snapshot_id"`
+	VolumeID   string    `json:"volume_id"`
+	Node       string    `json:"node,omitempty"`
+	State      string    `json:"state,omitempty"`
+	StartTime  time.Time `json:"start_time,omitempty"`
+}
+
+// TaskResult is the event a worker publishes when a task ends, on
+// SubjectTaskEvent(job, kind).
+type TaskResult struct {
+	Schema     string        `json:"schema"`
+	TaskID     string        `json:"task_id"`
+	JobID      string        `json:"job_id"`
+	Kind       Kind          `json:"kind"`
+	Cluster    string        `json:"cluster"`
+	Target     string        `json:"target"`
+	Outcome    Outcome       `json:"outcome"`
+	Error      string        `json:"error,omitempty"`
+	ErrorClass ErrorClass    `json:"error_class,omitempty"`
+	Stderr     string        `json:"stderr,omitempty"`
+	Attempt    int           `json:"attempt"`
+	Worker     string        `json:"worker,omitempty"`
+	StartedAt  time.Time     `json:"started_at"`
+	FinishedAt time.Time     `json:"finished_at"`
+	Snapshots  []SnapshotRef `json:"snapshots,omitempty"`
+	// Deleted lists the snapshot IDs a retention task deleted (or, in a dry
+	// run, would delete).
+	Deleted []string `json:"deleted,omitempty"`
+	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Failure is one failed task as recorded on its job.
+type Failure struct {
+	TaskID string     `json:"task_id"`
+	Kind   Kind       `json:"kind"`
+	Target string     `json:"target"`
+	Error  string     `json:"error"`
+	Class  ErrorClass `json:"class,omitempty"`
+	Stderr string     `json:"stderr,omitempty"`
+}
+
+// Progress counts a job's tasks by kind.
+type Progress struct {
+	Nodes         int `json:"nodes"`
+	Volumes       int `json:"volumes"`
+	Flushed       int `json:"flushed"`
+	FlushFailed   int `json:"flush_failed"`
+	SnapshotTasks int `json:"snapshot_tasks"`
+	Snapshotted   int `json:"snapshotted"`
+	SnapshotFail  int `json:"snapshot_failed"`
+	ClearTasks    int `json:"clear_tasks"`
+	Cleared       int `json:"cleared"`
+	ClearFailed   int `json:"clear_failed"`
+}
+
+// Job is a job's record in the jobs KV bucket, as status readers see it. The
+// coordinator keeps further bookkeeping in the same record; readers ignore it.
+type Job struct {
+	Schema      string    `json:"schema"`
+	ID          string    `json:"id"`
+	RequestID   string    `json:"request_id"`
+	Cluster     string    `json:"cluster"`
+	Policy      string    `json:"policy"`
+	Mode        Mode      `json:"mode"`
+	Tag         string    `json:"tag"`
+	Reason      string    `json:"reason,omitempty"`
+	RequestedBy string    `json:"requested_by,omitempty"`
+	Phase       Phase     `json:"phase"`
+	Error       string    `json:"error,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	Deadline    time.Time `json:"deadline"`
+	// PhaseDeadline bounds the current phase.
+	PhaseDeadline time.Time `json:"phase_deadline,omitempty"`
+	// PhaseTimes records when each phase was entered.
+	PhaseTimes map[Phase]time.Time `json:"phase_times,omitempty"`
+	Progress   Progress            `json:"progress"`
+	Failures   []Failure           `json:"failures,omitempty"`
+	// FlushFirst and FlushLast are the earliest and latest flush completion
+	// times reported by the nodes: their difference is the flush spread.
+	FlushFirst time.Time `json:"flush_first,omitempty"`
+	FlushLast  time.Time `json:"flush_last,omitempty"`
+	// BarrierAt is when the coordinator released the snapshot tasks.
+	BarrierAt time.Time `json:"barrier_at,omitempty"`
+	Retired   []string  `json:"retired,omitempty"`
+	Warnings  []string  `json:"warnings,omitempty"`
+}
+
+// PhaseEvent is published on SubjectPhaseEvent(job) at every phase change.
+type PhaseEvent struct {
+	Schema string    `json:"schema"`
+	JobID  string    `json:"job_id"`
+	From   Phase     `json:"from"`
+	To     Phase     `json:"to"`
+	At     time.Time `json:"at"`
+	Error  string    `json:"error,omitempty"`
+}
+
+// Rejection is published on SubjectRejected(job) when a JobRequest is refused.
+type Rejection struct {
+	Schema    string    `json:"schema"`
+	RequestID string    `json:"request_id,omitempty"`
+	JobID     string    `json:"job_id,omitempty"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
+}
+
+// Backup is the catalog record of a successful job, in the catalog KV bucket
+// under CatalogKey(cluster, job).
+type Backup struct {
+	Schema     string        `json:"schema"`
+	JobID      string        `json:"job_id"`
+	Cluster    string        `json:"cluster"`
+	Policy     string        `json:"policy"`
+	Mode       Mode          `json:"mode"`
+	Tag        string        `json:"tag"`
+	StartedAt  time.Time     `json:"started_at"`
+	FinishedAt time.Time     `json:"finished_at"`
+	Nodes      []Node        `json:"nodes"`
+	Snapshots  []SnapshotRef `json:"snapshots"`
+}

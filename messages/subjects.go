@@ -1,0 +1,75 @@
+package messages
+
+// Streams, buckets and subjects of the JetStream topology.
+const (
+	StreamJobs   = "QUIESCE_JOBS"
+	StreamTasks  = "QUIESCE_TASKS"
+	StreamEvents = "QUIESCE_EVENTS"
+
+	BucketJobs    = "quiesce_jobs"
+	BucketCatalog = "quiesce_catalog"
+	// BucketPlans is an object store holding each job's plan (nodes and
+	// volumes), which can exceed a single message for large clusters.
+	BucketPlans = "quiesce_plans"
+
+	// SubjectSubmit carries JobRequests.
+	SubjectSubmit = "quiesce.jobs.submit"
+	// SubjectTasksAll matches every task subject.
+	SubjectTasksAll = "quiesce.tasks.>"
+	// SubjectEventsAll matches every event subject.
+	SubjectEventsAll = "quiesce.events.>"
+	// SubjectTaskEventsAll matches every task result event.
+	SubjectTaskEventsAll = "quiesce.events.*.task.>"
+
+	// InvalidJobID names the event subject token for requests too malformed
+	// to derive a job ID from. Job IDs start with a cluster name, which cannot
+	// start with an underscore.
+	InvalidJobID = "_invalid"
+)
+
+// SubjectTask is where tasks of kind for cluster are published.
+func SubjectTask(kind Kind, cluster string) string {
+	return "quiesce.tasks." + string(kind) + "." + cluster
+}
+
+// SubjectTaskKind matches every task of one kind.
+func SubjectTaskKind(kind Kind) string {
+	return "quiesce.tasks." + string(kind) + ".>"
+}
+
+// SubjectTaskEvent is where results of a job's tasks of kind are published.
+func SubjectTaskEvent(jobID string, kind Kind) string {
+	return "quiesce.events." + jobID + ".task." + string(kind)
+}
+
+// SubjectPhaseEvent is where a job's phase changes are published.
+func SubjectPhaseEvent(jobID string) string {
+	return "quiesce.events." + jobID + ".phase"
+}
+
+// SubjectRejected is where the rejection of a request for jobID is published.
+func SubjectRejected(jobID string) string {
+	return "quiesce.events." + jobID + ".rejected"
+}
+
+// SubjectJobEvents matches every event of one job.
+func SubjectJobEvents(jobID string) string {
+	return "quiesce.events." + jobID + ".>"
+}
+
+// CatalogKey is a backup's key in the catalog bucket.
+func CatalogKey(cluster, jobID string) string {
+	return cluster + "." + jobID
+}
+
+// Snapshot tags quiesce applies at creation. TagManaged marks a snapshot as
+// quiesce's: retention and delete never touch a snapshot without it.
+const (
+	TagManaged = "quiesce:managed"
+	TagCluster = "quiesce:cluster"
+	TagJob     = "quiesce:job"
+	TagNode    = "quiesce:node"
+	TagTask    = "quiesce:task"
+	TagPolicy  = "quiesce:policy"
+	TagName    = "Name"
+)
