@@ -51,6 +51,9 @@ func (e *ExitError) Error() string {
 // Stderr returns the command's stderr, for the failure event.
 func (e *ExitError) Stderr() string { return string(e.Out.Stderr) }
 
+// Code is the metric label of a command that ran and failed.
+func (e *ExitError) Code() string { return "exit" }
+
 // Runner runs a command on a node. It returns *ExitError for a command that
 // ran and failed, and a classified error (errclass) for one that could not
 // run. A cancelled ctx stops the command.

@@ -1,0 +1,122 @@
+package ssh
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/quiesce/quiesce/internal/config"
+)
+
+// loadSigners reads the configured identity files. A certificate beside a key
+// as "<key>-cert.pub" is offered first, then the bare key.
+func loadSigners(cfg config.SSH) ([]gossh.Signer, error) {
+	var signers []gossh.Signer
+	for _, path := range cfg.IdentityFiles {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("identity file: %w", err)
+		}
+		signer, err := gossh.ParsePrivateKey(pem)
+		var missing *gossh.PassphraseMissingError
+		if errors.As(err, &missing) {
+			pass, perr := passphrase(cfg)
+			if perr != nil {
+				return nil, fmt.Errorf("identity file %s is encrypted: %w", path, perr)
+			}
+			signer, err = gossh.ParsePrivateKeyWithPassphrase(pem, pass)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("identity file %s: %w", path, err)
+		}
+		certPath := path + "-cert.pub"
+		if data, err := os.ReadFile(certPath); err == nil {
+			pub, _, _, _, err := gossh.ParseAuthorizedKey(data)
+			if err != nil {
+				return nil, fmt.Errorf("certificate %s: %w", certPath, err)
+			}
+			cert, ok := pub.(*gossh.Certificate)
+			if !ok {
+				return nil, fmt.Errorf("certificate %s: not a certificate", certPath)
+			}
+			cs, err := gossh.NewCertSigner(cert, signer)
+			if err != nil {
+				return nil, fmt.Errorf("certificate %s: %w", certPath, err)
+			}
+			signers = append(signers, cs)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("certificate %s: %w", certPath, err)
+		}
+		signers = append(signers, signer)
+	}
+	return signers, nil
+}
+
+func passphrase(cfg config.SSH) ([]byte, error) {
+	switch {
+	case cfg.PassphraseEnv != "":
+		v, ok := os.LookupEnv(cfg.PassphraseEnv)
+		if !ok {
+			return nil, fmt.Errorf("passphrase variable %s is not set", cfg.PassphraseEnv)
+		}
+		return []byte(v), nil
+	case cfg.PassphraseFile != "":
+		b, err := os.ReadFile(cfg.PassphraseFile)
+		if err != nil {
+			return nil, fmt.Errorf("passphrase file: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	return nil, errors.New("no passphrase_env or passphrase_file configured")
+}
+
+// auth holds the credentials of an executor. The agent is dialled per
+// handshake and closed after it, so a restarted agent is picked up.
+type auth struct {
+	signers   []gossh.Signer
+	agentSock string
+}
+
+func newAuth(cfg config.SSH) (*auth, error) {
+	signers, err := loadSigners(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &auth{signers: signers}
+	if cfg.Agent {
+		a.agentSock = os.Getenv("SSH_AUTH_SOCK")
+		if a.agentSock == "" {
+			return nil, errors.New("agent: SSH_AUTH_SOCK is not set")
+		}
+	}
+	if len(a.signers) == 0 && a.agentSock == "" {
+		return nil, errors.New("no identity_files and no agent: nothing to authenticate with")
+	}
+	return a, nil
+}
+
+// methods returns the auth methods for one handshake and a function that
+// releases what they hold.
+func (a *auth) methods() ([]gossh.AuthMethod, func(), error) {
+	signers := a.signers
+	release := func() {}
+	if a.agentSock != "" {
+		conn, err := net.Dial("unix", a.agentSock)
+		if err != nil {
+			return nil, release, fmt.Errorf("agent: %w", err)
+		}
+		release = func() { _ = conn.Close() }
+		agentSigners, err := agent.NewClient(conn).Signers()
+		if err != nil {
+			release()
+			return nil, func() {}, fmt.Errorf("agent: %w", err)
+		}
+		signers = append(append([]gossh.Signer(nil), signers...), agentSigners...)
+	}
+	return []gossh.AuthMethod{gossh.PublicKeys(signers...)}, release, nil
+}

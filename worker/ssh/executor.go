@@ -1,0 +1,544 @@
+// Package ssh runs node commands over SSH (golang.org/x/crypto/ssh). Host keys
+// are verified against known_hosts files, or pinned on first use when a
+// cluster opts in; connections are shared per host and redialled when broken;
+// a cancelled or timed-out command is stopped on the node too.
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+	"github.com/quiesce/quiesce/worker/nodetool"
+)
+
+// Defaults for settings the configuration leaves at zero.
+const (
+	DefaultPort               = 22
+	DefaultConnectTimeout     = 10 * time.Second
+	DefaultCommandTimeout     = 15 * time.Minute
+	DefaultKeepaliveInterval  = 30 * time.Second
+	DefaultMaxSessionsPerHost = 8
+	DefaultMaxSessions        = 256
+	DefaultMaxOutput          = 1 << 20
+	DefaultKillGrace          = 5 * time.Second
+)
+
+// Options are the executor's settings that do not come from the cluster's
+// configuration.
+type Options struct {
+	// KeyStore persists pinned host keys; required when the configuration
+	// enables trust_on_first_use.
+	KeyStore KeyStore
+	// MaxSessions bounds concurrent sessions over all hosts.
+	MaxSessions int
+	// MaxOutput bounds the bytes kept of each of stdout and stderr.
+	MaxOutput int
+	// HandshakeTimeout bounds the SSH handshake; default the connect timeout.
+	HandshakeTimeout time.Duration
+	// KillGrace is how long a cancelled command gets to exit after it was
+	// told to stop, before its session is closed under it.
+	KillGrace time.Duration
+	// OnError is called with the code (Code* constants) of every failed
+	// Run, for metrics. It must not block.
+	OnError func(code string)
+	// Logger receives connection events; default none.
+	Logger *zerolog.Logger
+}
+
+// Executor runs commands on nodes over SSH. It is safe for concurrent use.
+type Executor struct {
+	cfg     config.SSH
+	opts    Options
+	log     zerolog.Logger
+	keys    *hostKeys
+	auth    *auth
+	bastion *endpoint
+
+	sem  chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	hosts  map[string]*host
+	closed bool
+}
+
+var _ nodetool.Runner = (*Executor)(nil)
+
+// endpoint is a user at an address.
+type endpoint struct {
+	user string
+	addr string
+}
+
+// host is the shared connection to one address and its session bound.
+type host struct {
+	addr string
+	sem  chan struct{}
+	// lock serialises dialling; a channel so waiting honours a context.
+	lock chan struct{}
+	conn *conn
+}
+
+// conn is one SSH client and the goroutines that watch it.
+type conn struct {
+	client *gossh.Client
+	// closed is closed when the connection has ended.
+	closed chan struct{}
+}
+
+func (c *conn) broken() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// New builds an executor from a cluster's SSH settings. It reads the
+// identity files and known_hosts files now, so a bad setting fails here.
+func New(cfg config.SSH, opts Options) (*Executor, error) {
+	keys, err := newHostKeys(cfg.KnownHosts, cfg.TrustOnFirstUse, opts.KeyStore)
+	if err != nil {
+		return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: err})
+	}
+	a, err := newAuth(cfg)
+	if err != nil {
+		return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: err})
+	}
+	if cfg.User == "" {
+		return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: errors.New("ssh.user is required")})
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.MaxOutput <= 0 {
+		opts.MaxOutput = DefaultMaxOutput
+	}
+	if opts.KillGrace <= 0 {
+		opts.KillGrace = DefaultKillGrace
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = cfg.ConnectTimeout.Or(DefaultConnectTimeout)
+	}
+	e := &Executor{
+		cfg: cfg, opts: opts, keys: keys, auth: a,
+		log:   zerolog.Nop(),
+		sem:   make(chan struct{}, opts.MaxSessions),
+		done:  make(chan struct{}),
+		hosts: map[string]*host{},
+	}
+	if opts.Logger != nil {
+		e.log = *opts.Logger
+	}
+	if cfg.Bastion != "" {
+		b, err := parseBastion(cfg.Bastion, cfg.User)
+		if err != nil {
+			return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: err})
+		}
+		e.bastion = b
+	}
+	return e, nil
+}
+
+// parseBastion reads "[user@]host[:port]".
+func parseBastion(s, defaultUser string) (*endpoint, error) {
+	user := defaultUser
+	if u, rest, ok := strings.Cut(s, "@"); ok {
+		user, s = u, rest
+	}
+	if user == "" || s == "" {
+		return nil, fmt.Errorf("bastion %q: want user@host:port", s)
+	}
+	addr, err := withPort(s, DefaultPort)
+	if err != nil {
+		return nil, fmt.Errorf("bastion: %w", err)
+	}
+	return &endpoint{user: user, addr: addr}, nil
+}
+
+// withPort returns host:port, adding port when s has none.
+func withPort(s string, port int) (string, error) {
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		if _, err := strconv.Atoi(p); err != nil || h == "" {
+			return "", fmt.Errorf("address %q: bad host or port", s)
+		}
+		return s, nil
+	}
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if s == "" {
+		return "", errors.New("empty address")
+	}
+	return net.JoinHostPort(s, strconv.Itoa(port)), nil
+}
+
+// Address returns the address the executor dials for node: its Address (or,
+// without one, its Name), with the configured port unless it names one.
+func (e *Executor) Address(node messages.Node) (string, error) {
+	a := node.Address
+	if a == "" {
+		a = node.Name
+	}
+	port := e.cfg.Port
+	if port == 0 {
+		port = DefaultPort
+	}
+	return withPort(a, port)
+}
+
+// Close closes every connection and waits for the goroutines watching them.
+// Commands still running fail.
+func (e *Executor) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	close(e.done)
+	hosts := make([]*host, 0, len(e.hosts))
+	for _, h := range e.hosts {
+		hosts = append(hosts, h)
+	}
+	e.mu.Unlock()
+	for _, h := range hosts {
+		// Wait for a dial in progress, so its connection is closed too.
+		h.lock <- struct{}{}
+		if h.conn != nil {
+			_ = h.conn.client.Close()
+		}
+		<-h.lock
+	}
+	e.wg.Wait()
+	return nil
+}
+
+var errClosed = errors.New("executor is closed")
+
+func (e *Executor) host(addr string) (*host, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, errClosed
+	}
+	h, ok := e.hosts[addr]
+	if !ok {
+		n := e.cfg.MaxSessionsPerHost
+		if n <= 0 {
+			n = DefaultMaxSessionsPerHost
+		}
+		h = &host{addr: addr, sem: make(chan struct{}, n), lock: make(chan struct{}, 1)}
+		e.hosts[addr] = h
+	}
+	return h, nil
+}
+
+// connect returns the shared connection to addr, dialling when there is none
+// or it broke. fresh tells whether it was dialled for this call.
+func (e *Executor) connect(ctx context.Context, addr, user string) (c *conn, fresh bool, err error) {
+	h, err := e.host(addr)
+	if err != nil {
+		return nil, false, err
+	}
+	select {
+	case h.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false, classify(ctx, "dial", addr, context.Cause(ctx))
+	}
+	defer func() { <-h.lock }()
+	if h.conn != nil && !h.conn.broken() {
+		return h.conn, false, nil
+	}
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, false, errClosed
+	}
+	var via *gossh.Client
+	if e.bastion != nil && addr != e.bastion.addr {
+		b, _, err := e.connect(ctx, e.bastion.addr, e.bastion.user)
+		if err != nil {
+			return nil, false, err
+		}
+		via = b.client
+	}
+	client, err := e.dial(ctx, addr, user, via)
+	if err != nil {
+		return nil, false, err
+	}
+	c = &conn{client: client, closed: make(chan struct{})}
+	h.conn = c
+	e.wg.Add(2)
+	go func() {
+		defer e.wg.Done()
+		_ = client.Wait()
+		close(c.closed)
+		e.log.Debug().Str("address", addr).Msg("ssh connection closed")
+	}()
+	go e.keepalive(c)
+	e.log.Debug().Str("address", addr).Bool("bastion", via != nil).Msg("ssh connected")
+	return c, true, nil
+}
+
+// dial opens a TCP connection (through via when set) and runs the handshake,
+// each under its own timeout.
+func (e *Executor) dial(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, e.cfg.ConnectTimeout.Or(DefaultConnectTimeout))
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if via != nil {
+		nc, err = via.DialContext(dctx, "tcp", addr)
+	} else {
+		d := net.Dialer{KeepAlive: 30 * time.Second}
+		nc, err = d.DialContext(dctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, classify(dctx, "dial", addr, err)
+	}
+
+	hctx, hcancel := context.WithTimeout(ctx, e.opts.HandshakeTimeout)
+	defer hcancel()
+	// A connection through a bastion has no deadlines; closing it is the
+	// one way to interrupt a handshake that hangs.
+	stop := context.AfterFunc(hctx, func() { _ = nc.Close() })
+	methods, release, err := e.auth.methods()
+	if err != nil {
+		stop()
+		_ = nc.Close()
+		return nil, errclass.Permanent(&Error{Op: "handshake", Host: addr, Class: CodeAuth, Err: err})
+	}
+	defer release()
+	cfg := &gossh.ClientConfig{
+		User:              user,
+		Auth:              methods,
+		HostKeyCallback:   e.keys.callback(hctx),
+		HostKeyAlgorithms: e.keys.algorithms(hctx, addr),
+		ClientVersion:     "SSH-2.0-quiesce",
+	}
+	cc, chans, reqs, err := gossh.NewClientConn(nc, addr, cfg)
+	if !stop() {
+		// The handshake was cut short by its deadline.
+		if err == nil {
+			_ = cc.Close()
+			err = context.Cause(hctx)
+		}
+		return nil, classify(hctx, "handshake", addr, err)
+	}
+	if err != nil {
+		_ = nc.Close()
+		return nil, classify(hctx, "handshake", addr, err)
+	}
+	return gossh.NewClient(cc, chans, reqs), nil
+}
+
+// keepalive sends keepalive@openssh.com requests so a long command's idle
+// connection is neither dropped by a middlebox nor kept when the peer is
+// gone: a request unanswered for three intervals closes the connection.
+func (e *Executor) keepalive(c *conn) {
+	defer e.wg.Done()
+	interval := e.cfg.KeepaliveInterval.Or(DefaultKeepaliveInterval)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-e.done:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			// Any reply, even a refusal, shows the peer is alive.
+			_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		timeout := time.NewTimer(3 * interval)
+		select {
+		case err := <-reply:
+			timeout.Stop()
+			if err != nil {
+				_ = c.client.Close()
+				return
+			}
+		case <-timeout.C:
+			e.log.Warn().Str("address", c.client.RemoteAddr().String()).Msg("ssh keepalive unanswered, closing connection")
+			_ = c.client.Close()
+			<-reply
+			return
+		}
+	}
+}
+
+// Run runs cmd on node and waits for it. A command that exits non-zero is a
+// *nodetool.ExitError (permanent); a failure to reach the node is an *Error
+// classified by its Code. When ctx ends, or the configured command timeout
+// passes, the remote command is stopped as well.
+func (e *Executor) Run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	out, err := e.run(ctx, node, cmd)
+	if err != nil && e.opts.OnError != nil {
+		code := errclass.Code(err)
+		if code == "" {
+			code = "other"
+		}
+		e.opts.OnError(code)
+	}
+	return out, err
+}
+
+func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	words, err := cmd.Words()
+	if err != nil {
+		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig, Err: err})
+	}
+	addr, err := e.Address(node)
+	if err != nil {
+		return nodetool.Output{}, errclass.Permanent(&Error{Op: "config", Host: node.Name, Class: CodeConfig, Err: err})
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.CommandTimeout.Or(DefaultCommandTimeout))
+	defer cancel()
+
+	h, err := e.host(addr)
+	if err != nil {
+		return nodetool.Output{}, &Error{Op: "run", Host: addr, Class: CodeCancelled, Err: err}
+	}
+	release, err := e.acquire(ctx, h)
+	if err != nil {
+		return nodetool.Output{}, classify(ctx, "run", addr, err)
+	}
+	defer release()
+
+	for attempt := 0; ; attempt++ {
+		c, fresh, err := e.connect(ctx, addr, e.cfg.User)
+		if err != nil {
+			if errors.Is(err, errClosed) {
+				return nodetool.Output{}, &Error{Op: "run", Host: addr, Class: CodeCancelled, Err: err}
+			}
+			return nodetool.Output{}, err
+		}
+		sess, err := c.client.NewSession()
+		if err != nil {
+			var oce *gossh.OpenChannelError
+			if errors.As(err, &oce) {
+				// The server is up and said no (MaxSessions, say): transient.
+				return nodetool.Output{}, &Error{Op: "session", Host: addr, Class: CodeSession, Err: err}
+			}
+			// A shared connection can die between uses; one fresh dial
+			// tells a stale connection from a dead host.
+			_ = c.client.Close()
+			<-c.closed
+			if fresh || attempt > 0 {
+				return nodetool.Output{}, classify(ctx, "session", addr, err)
+			}
+			continue
+		}
+		return e.exec(ctx, addr, sess, cmd.Argv, remoteCommand(words))
+	}
+}
+
+func (e *Executor) acquire(ctx context.Context, h *host) (func(), error) {
+	select {
+	case e.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	select {
+	case h.sem <- struct{}{}:
+	case <-ctx.Done():
+		<-e.sem
+		return nil, context.Cause(ctx)
+	}
+	return func() { <-h.sem; <-e.sem }, nil
+}
+
+func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, argv []string, remote string) (nodetool.Output, error) {
+	defer sess.Close()
+	// The remote wrapper reads its stdin until end of input; closing this
+	// pipe is how a cancellation reaches a server that ignores signals.
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return nodetool.Output{}, classify(ctx, "session", addr, err)
+	}
+	stdout := &capped{max: e.opts.MaxOutput}
+	stderr := &capped{max: e.opts.MaxOutput}
+	sess.Stdout, sess.Stderr = stdout, stderr
+	if err := sess.Start(remote); err != nil {
+		return nodetool.Output{}, classify(ctx, "session", addr, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	output := func(code int) nodetool.Output {
+		return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: code}
+	}
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = sess.Signal(gossh.SIGTERM)
+		_ = stdin.Close()
+		grace := time.NewTimer(e.opts.KillGrace)
+		select {
+		case <-done:
+			grace.Stop()
+		case <-grace.C:
+			// Closing the channel ends the remote stdin too, so the wrapper
+			// still kills the command if it was only slow to notice.
+			_ = sess.Close()
+			<-done
+		}
+		e.log.Info().Str("address", addr).Str("command", argv[0]).Msg("remote command stopped")
+		return output(-1), classify(ctx, "run", addr, fmt.Errorf("%s stopped: %w", argv[0], context.Cause(ctx)))
+	}
+	var ee *gossh.ExitError
+	if errors.As(err, &ee) {
+		// Bare, as the Runner contract says; nodetool.Client marks it permanent.
+		out := output(ee.ExitStatus())
+		return out, &nodetool.ExitError{Argv: argv, ExitCode: out.ExitCode, Out: out}
+	}
+	if err != nil {
+		return output(-1), classify(ctx, "run", addr, err)
+	}
+	return output(0), nil
+}
+
+// capped keeps the first max bytes written to it and drops the rest, so a
+// chatty command cannot exhaust the worker's memory.
+type capped struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.buf.Len(); room > 0 {
+		if len(p) > room {
+			c.buf.Write(p[:room])
+		} else {
+			c.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+func (c *capped) Bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf.Bytes())
+}
