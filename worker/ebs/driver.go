@@ -1,0 +1,469 @@
+// Package ebs is the EBS volume snapshot driver and the EC2 discovery of a
+// cluster's nodes, on aws-sdk-go-v2.
+//
+// Every snapshot the driver creates is tagged at creation (TagSpecifications),
+// so none ever exists without quiesce:managed and its task's tag. EC2's
+// snapshot calls take no idempotency token; the task tag stands in for one:
+// Create first looks for snapshots carrying it and creates only what is
+// missing, so a redelivered task never makes a second snapshot.
+package ebs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+// TagCopyOf marks a cross-region copy with the snapshot it was copied from,
+// so a repeated copy task finds its earlier copy instead of making another.
+const TagCopyOf = "quiesce:copy-of"
+
+// Driver snapshots one cluster's EBS volumes.
+type Driver struct {
+	cluster config.Cluster
+	opts    Options
+	c       *clients
+}
+
+var _ worker.Snapshotter = (*Driver)(nil)
+
+// New builds the driver for a cluster: region, role and endpoint from the
+// cluster's configuration, credentials from the SDK's default chain (or
+// opts.Credentials). It makes no call to AWS.
+func New(ctx context.Context, cluster config.Cluster, opts Options) (*Driver, error) {
+	c, err := newClients(ctx, cluster, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Driver{cluster: cluster, opts: opts, c: c}, nil
+}
+
+// Region is the cluster's region, where snapshots are taken.
+func (d *Driver) Region() string { return d.c.base.Region }
+
+// Find returns the snapshots, in the cluster's region, carrying every tag in
+// filter. It pages through DescribeSnapshots with the largest page EC2 allows.
+func (d *Driver) Find(ctx context.Context, filter map[string]string) ([]worker.Snapshot, error) {
+	return d.find(ctx, d.c.home(), filter)
+}
+
+func (d *Driver) find(ctx context.Context, client *ec2.Client, filter map[string]string) ([]worker.Snapshot, error) {
+	in := &ec2.DescribeSnapshotsInput{
+		OwnerIds:   []string{"self"},
+		Filters:    tagFilters(filter),
+		MaxResults: aws.Int32(d.opts.pageSize()),
+	}
+	var out []worker.Snapshot
+	p := ec2.NewDescribeSnapshotsPaginator(client, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, classify("DescribeSnapshots", err)
+		}
+		for _, s := range page.Snapshots {
+			out = append(out, fromEC2(s))
+		}
+	}
+	sortSnapshots(out)
+	return out, nil
+}
+
+// Create snapshots req.Volumes, tagged at creation with req.Tags (and, when
+// the cluster says so, each volume's own tags). It is idempotent on the task
+// tag req.Tags[messages.TagTask]: volumes that already have a snapshot with
+// that tag are not snapshotted again, and their snapshots are returned with
+// the new ones.
+func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
+	task := req.Tags[messages.TagTask]
+	if task == "" {
+		return nil, permanentf("CreateSnapshot", CodeInvalidRequest, "request carries no %s tag: refusing an untraceable snapshot", messages.TagTask)
+	}
+	if len(req.Volumes) == 0 {
+		return nil, permanentf("CreateSnapshot", CodeInvalidRequest, "task %s: no volumes to snapshot", task)
+	}
+	existing, err := d.Find(ctx, map[string]string{messages.TagTask: task})
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, s := range existing {
+		have[s.VolumeID] = true
+	}
+	var missing []messages.Volume
+	for _, v := range req.Volumes {
+		if !have[v.ID] {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) == 0 {
+		return existing, nil
+	}
+	tags := cloneTags(req.Tags)
+	// A snapshot quiesce creates is always one retention may later delete.
+	tags[messages.TagManaged] = "true"
+
+	var created []worker.Snapshot
+	if d.cluster.EBS.PerInstance && len(missing) > 1 && req.Node.InstanceID != "" {
+		created, err = d.createSet(ctx, req.Node, missing, tags)
+	} else {
+		created, err = d.createEach(ctx, req.Node, missing, tags)
+	}
+	out := append(existing, created...)
+	sortSnapshots(out)
+	return out, err
+}
+
+// createEach takes one CreateSnapshot per volume. A failure part-way leaves
+// the earlier snapshots tagged with the task, so the retry creates only the
+// rest.
+func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string) ([]worker.Snapshot, error) {
+	var out []worker.Snapshot
+	for _, v := range vols {
+		t := tags
+		if d.cluster.EBS.CopyVolumeTags {
+			t = withVolumeTags(tags, v.Tags)
+		}
+		res, err := d.c.home().CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
+			VolumeId:          aws.String(v.ID),
+			Description:       aws.String(description(tags, node, v.Device)),
+			TagSpecifications: tagSpec(t),
+		})
+		if err != nil {
+			return out, classify("CreateSnapshot", err)
+		}
+		out = append(out, worker.Snapshot{
+			ID:           aws.ToString(res.SnapshotId),
+			VolumeID:     aws.ToString(res.VolumeId),
+			State:        string(res.State),
+			StateMessage: aws.ToString(res.StateMessage),
+			Progress:     aws.ToString(res.Progress),
+			StartTime:    aws.ToTime(res.StartTime),
+			Tags:         fromTags(res.Tags),
+		})
+	}
+	return out, nil
+}
+
+// createSet takes one crash-consistent CreateSnapshots set of the node's
+// selected data volumes: the boot volume and every attached data volume not
+// asked for are excluded.
+func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string) ([]worker.Snapshot, error) {
+	client := d.c.home()
+	inst, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{node.InstanceID}})
+	if err != nil {
+		return nil, classify("DescribeInstances", err)
+	}
+	var instance *types.Instance
+	for _, r := range inst.Reservations {
+		for i := range r.Instances {
+			if aws.ToString(r.Instances[i].InstanceId) == node.InstanceID {
+				instance = &r.Instances[i]
+			}
+		}
+	}
+	if instance == nil {
+		return nil, permanentf("DescribeInstances", CodeInvalidRequest, "instance %s of node %s not found", node.InstanceID, node.Name)
+	}
+	want := map[string]bool{}
+	for _, v := range vols {
+		want[v.ID] = true
+	}
+	attached := map[string]bool{}
+	root := aws.ToString(instance.RootDeviceName)
+	includeRoot := false
+	var exclude []string
+	for _, m := range instance.BlockDeviceMappings {
+		if m.Ebs == nil {
+			continue
+		}
+		id := aws.ToString(m.Ebs.VolumeId)
+		attached[id] = true
+		isRoot := aws.ToString(m.DeviceName) == root
+		switch {
+		case isRoot && want[id]:
+			includeRoot = true
+		case isRoot:
+			// Excluded by ExcludeBootVolume; EC2 refuses it in ExcludeDataVolumeIds.
+		case !want[id]:
+			exclude = append(exclude, id)
+		}
+	}
+	for _, v := range vols {
+		if !attached[v.ID] {
+			return nil, permanentf("CreateSnapshots", CodeInvalidRequest, "volume %s is not attached to instance %s of node %s", v.ID, node.InstanceID, node.Name)
+		}
+	}
+	in := &ec2.CreateSnapshotsInput{
+		InstanceSpecification: &types.InstanceSpecification{
+			InstanceId:           aws.String(node.InstanceID),
+			ExcludeBootVolume:    aws.Bool(!includeRoot),
+			ExcludeDataVolumeIds: exclude,
+		},
+		Description:       aws.String(description(tags, node, "")),
+		TagSpecifications: tagSpec(tags),
+	}
+	if d.cluster.EBS.CopyVolumeTags {
+		in.CopyTagsFromSource = types.CopyTagsFromSourceVolume
+	}
+	res, err := client.CreateSnapshots(ctx, in)
+	if err != nil {
+		return nil, classify("CreateSnapshots", err)
+	}
+	var out []worker.Snapshot
+	got := map[string]bool{}
+	for _, s := range res.Snapshots {
+		got[aws.ToString(s.VolumeId)] = true
+		out = append(out, worker.Snapshot{
+			ID:        aws.ToString(s.SnapshotId),
+			VolumeID:  aws.ToString(s.VolumeId),
+			State:     string(s.State),
+			Progress:  aws.ToString(s.Progress),
+			StartTime: aws.ToTime(s.StartTime),
+			Tags:      fromTags(s.Tags),
+		})
+	}
+	for _, v := range vols {
+		if !got[v.ID] {
+			// Transient: the retry finds the set's snapshots by the task tag
+			// and snapshots only what is missing.
+			return out, &Error{Op: "CreateSnapshots", code: CodeIncompleteSet,
+				err: fmt.Errorf("no snapshot of volume %s in the set of instance %s", v.ID, node.InstanceID)}
+		}
+	}
+	return out, nil
+}
+
+// CopyTo copies a snapshot of the cluster's region to another region,
+// carrying its tags plus TagCopyOf. A copy made earlier (found by TagCopyOf)
+// is returned instead of a second one.
+func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.Snapshot, error) {
+	if region == d.Region() {
+		return worker.Snapshot{}, permanentf("CopySnapshot", CodeInvalidRequest, "copy of %s to its own region %s", snapshotID, region)
+	}
+	dst := d.c.region(region)
+	prior, err := d.find(ctx, dst, map[string]string{TagCopyOf: snapshotID})
+	if err != nil {
+		return worker.Snapshot{}, err
+	}
+	if len(prior) > 0 {
+		return prior[0], nil
+	}
+	src, err := d.describe(ctx, snapshotID)
+	if err != nil {
+		return worker.Snapshot{}, err
+	}
+	if src.Tags[messages.TagManaged] != "true" {
+		return worker.Snapshot{}, errclass.Permanent(fmt.Errorf("copy of snapshot %s: %w", snapshotID, worker.ErrNotManaged))
+	}
+	tags := cloneTags(src.Tags)
+	tags[TagCopyOf] = snapshotID
+	res, err := dst.CopySnapshot(ctx, &ec2.CopySnapshotInput{
+		SourceRegion:      aws.String(d.Region()),
+		SourceSnapshotId:  aws.String(snapshotID),
+		Description:       aws.String("quiesce copy of " + snapshotID + " from " + d.Region()),
+		TagSpecifications: tagSpec(tags),
+	})
+	if err != nil {
+		return worker.Snapshot{}, classify("CopySnapshot", err)
+	}
+	return worker.Snapshot{
+		ID:       aws.ToString(res.SnapshotId),
+		VolumeID: src.VolumeID,
+		State:    worker.StatePending,
+		Tags:     tags,
+	}, nil
+}
+
+// Delete deletes a snapshot of the cluster's region that carries
+// quiesce:managed=true. A snapshot already gone is success; one without the
+// managed tag is never touched (worker.ErrNotManaged); one that an AMI or
+// volume still uses is worker.ErrSnapshotInUse. Both refusals are permanent.
+func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
+	s, err := d.describe(ctx, snapshotID)
+	if apiCode(err) == CodeSnapshotNotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.Tags[messages.TagManaged] != "true" {
+		return errclass.Permanent(fmt.Errorf("delete snapshot %s: %w", snapshotID, worker.ErrNotManaged))
+	}
+	_, err = d.c.home().DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
+	if apiCode(err) == CodeSnapshotNotFound {
+		return nil
+	}
+	return classify("DeleteSnapshot", err)
+}
+
+func (d *Driver) describe(ctx context.Context, snapshotID string) (worker.Snapshot, error) {
+	res, err := d.c.home().DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapshotID}})
+	if err != nil {
+		return worker.Snapshot{}, classify("DescribeSnapshots", err)
+	}
+	for _, s := range res.Snapshots {
+		if aws.ToString(s.SnapshotId) == snapshotID {
+			return fromEC2(s), nil
+		}
+	}
+	// EC2 answers an unknown ID with InvalidSnapshot.NotFound; an empty answer
+	// means the same.
+	return worker.Snapshot{}, errclass.Permanent(&Error{Op: "DescribeSnapshots", code: CodeSnapshotNotFound,
+		err: &smithy.GenericAPIError{Code: CodeSnapshotNotFound, Message: "snapshot " + snapshotID + " does not exist"}})
+}
+
+// Progress is how far a job's snapshots have come.
+type Progress struct {
+	Total, Pending, Completed, Errored int
+	// Failed are the snapshots in the error state, with EC2's state message.
+	Failed []worker.Snapshot
+}
+
+// Done reports whether no snapshot is pending any more.
+func (p Progress) Done() bool { return p.Pending == 0 }
+
+// Err is a permanent error naming every snapshot in the error state with
+// EC2's state message, or nil.
+func (p Progress) Err() error {
+	if len(p.Failed) == 0 {
+		return nil
+	}
+	msgs := make([]string, 0, len(p.Failed))
+	for _, s := range p.Failed {
+		msgs = append(msgs, fmt.Sprintf("snapshot %s of volume %s: %s", s.ID, s.VolumeID, orDefault(s.StateMessage, "error state")))
+	}
+	return errclass.Permanent(&Error{Op: "DescribeSnapshots", code: "SnapshotError", err: errors.New(strings.Join(msgs, "; "))})
+}
+
+// Summarize counts snapshots by state.
+func Summarize(snaps []worker.Snapshot) Progress {
+	p := Progress{Total: len(snaps)}
+	for _, s := range snaps {
+		switch s.State {
+		case worker.StateCompleted:
+			p.Completed++
+		case worker.StateError:
+			p.Errored++
+			p.Failed = append(p.Failed, s)
+		default:
+			p.Pending++
+		}
+	}
+	return p
+}
+
+// JobProgress finds a job's snapshots by its job tag, in batched pages, and
+// counts them by state.
+func (d *Driver) JobProgress(ctx context.Context, jobID string) (Progress, []worker.Snapshot, error) {
+	snaps, err := d.Find(ctx, map[string]string{messages.TagJob: jobID})
+	if err != nil {
+		return Progress{}, nil, err
+	}
+	return Summarize(snaps), snaps, nil
+}
+
+func tagFilters(filter map[string]string) []types.Filter {
+	keys := make([]string, 0, len(filter))
+	for k := range filter {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]types.Filter, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, types.Filter{Name: aws.String("tag:" + k), Values: []string{filter[k]}})
+	}
+	return out
+}
+
+func tagSpec(tags map[string]string) []types.TagSpecification {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ts := make([]types.Tag, 0, len(keys))
+	for _, k := range keys {
+		ts = append(ts, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
+	}
+	return []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: ts}}
+}
+
+// withVolumeTags adds a volume's own tags under quiesce's, which win. Keys
+// under aws: are reserved and cannot be set.
+func withVolumeTags(tags, vol map[string]string) map[string]string {
+	out := cloneTags(tags)
+	for k, v := range vol {
+		if strings.HasPrefix(k, "aws:") {
+			continue
+		}
+		if _, ok := out[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func fromTags(ts []types.Tag) map[string]string {
+	out := make(map[string]string, len(ts))
+	for _, t := range ts {
+		out[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return out
+}
+
+func fromEC2(s types.Snapshot) worker.Snapshot {
+	return worker.Snapshot{
+		ID:           aws.ToString(s.SnapshotId),
+		VolumeID:     aws.ToString(s.VolumeId),
+		State:        string(s.State),
+		StateMessage: aws.ToString(s.StateMessage),
+		Progress:     aws.ToString(s.Progress),
+		StartTime:    aws.ToTime(s.StartTime),
+		Tags:         fromTags(s.Tags),
+	}
+}
+
+func sortSnapshots(s []worker.Snapshot) {
+	slices.SortFunc(s, func(a, b worker.Snapshot) int {
+		if c := strings.Compare(a.VolumeID, b.VolumeID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+func description(tags map[string]string, node messages.Node, device string) string {
+	d := "quiesce " + tags[messages.TagJob] + " " + node.Name
+	if device != "" {
+		d += " " + device
+	}
+	return d
+}
+
+func cloneTags(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+2)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,99 @@
+package ebs
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/mototest"
+)
+
+// fakeEC2 is an in-process EC2 endpoint: each action answers with a canned
+// XML body or an EC2 error, and every request is counted by action.
+type fakeEC2 struct {
+	mu      sync.Mutex
+	answers map[string]fakeAnswer
+	calls   map[string]int
+	srv     *httptest.Server
+}
+
+type fakeAnswer struct {
+	status int
+	code   string // an EC2 error code, or "" for a success with body
+	body   string
+}
+
+func newFakeEC2(t *testing.T) *fakeEC2 {
+	f := &fakeEC2{answers: map[string]fakeAnswer{}, calls: map[string]int{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeEC2) on(action string, a fakeAnswer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[action] = a
+}
+
+func (f *fakeEC2) count(action string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[action]
+}
+
+func (f *fakeEC2) serve(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	action := r.Form.Get("Action")
+	f.mu.Lock()
+	f.calls[action]++
+	a, ok := f.answers[action]
+	f.mu.Unlock()
+	switch {
+	case !ok:
+		mototest.WriteEC2Error(w, http.StatusBadRequest, "InvalidAction", "no fake answer for "+action)
+	case a.code != "":
+		mototest.WriteEC2Error(w, a.status, a.code, "fake "+a.code)
+	default:
+		w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<%[1]sResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId>%[2]s</%[1]sResponse>`, action, a.body)
+	}
+}
+
+// snapshotXML is one item of a DescribeSnapshots snapshotSet.
+func snapshotXML(id, volume, state string, tags map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "<item><snapshotId>%s</snapshotId><volumeId>%s</volumeId><status>%s</status><tagSet>", id, volume, state)
+	for k, v := range tags {
+		fmt.Fprintf(&b, "<item><key>%s</key><value>%s</value></item>", k, v)
+	}
+	b.WriteString("</tagSet></item>")
+	return b.String()
+}
+
+// fastOptions retry quickly: tests must not sleep through production backoff.
+func fastOptions() Options {
+	return Options{MaxAttempts: 3, RetryBaseDelay: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+}
+
+func fakeDriver(t *testing.T, f *fakeEC2, opts Options) *Driver {
+	t.Helper()
+	d, err := New(t.Context(), config.Cluster{
+		Name:   "c1",
+		Region: "us-east-1",
+		EBS:    config.EBS{Endpoint: f.srv.URL},
+	}, opts)
+	require.NoError(t, err)
+	return d
+}
