@@ -1,0 +1,271 @@
+// Package observability turns quiesce's hooks into Prometheus metrics, serves
+// them with health and readiness endpoints, reads the task backlog from
+// JetStream, and sets up logging. The core packages (planner, worker) never
+// import a metrics library: they call Observer interfaces that Metrics
+// implements.
+//
+// Every metric is named quiesce_<subsystem>_<name>_<unit>. Labels are bounded:
+// cluster, kind, outcome, phase, reason, op and code. Job, node, volume and
+// snapshot IDs never become label values; they belong in log fields.
+package observability
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/worker"
+)
+
+// Namespace prefixes every metric quiesce defines.
+const Namespace = "quiesce"
+
+// Bucket layouts, each fitted to what it measures.
+var (
+	// A job takes minutes to hours in production; the small buckets keep the
+	// embedded demo (seconds) from landing in one bucket.
+	jobBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800}
+	// Phases span sub-second (planned) to hours (finishing waits for EBS).
+	phaseBuckets = []float64{0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400}
+	// The barrier wait is every node's nodetool snapshot: tens of
+	// milliseconds on a small demo, seconds to minutes on a large fleet.
+	barrierWaitBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+	// The release is the coordinator's own work after the last flush result:
+	// milliseconds when healthy.
+	releaseBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	// The flush spread is how far apart in time the nodes' hard-link
+	// snapshots are: the smaller, the closer to a cluster-wide point in time.
+	spreadBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	// A task is an SSH command or an EC2 call (sub-second to a minute) or an
+	// await (minutes to hours).
+	taskBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200}
+)
+
+// Metrics implements planner.Observer and worker.Observer with Prometheus
+// collectors, plus the drivers' error hooks (EC2Error, SSHError). One value
+// serves every role in a process.
+type Metrics struct {
+	jobsStarted      *prometheus.CounterVec
+	jobsFinished     *prometheus.CounterVec
+	jobDuration      *prometheus.HistogramVec
+	phaseDuration    *prometheus.HistogramVec
+	barrierWait      *prometheus.HistogramVec
+	barrierRelease   *prometheus.HistogramVec
+	flushSpread      *prometheus.HistogramVec
+	barrierFailures  *prometheus.CounterVec
+	lastSuccess      *prometheus.GaugeVec
+	backupMaxAge     *prometheus.GaugeVec
+	rejected         *prometheus.CounterVec
+	retired          *prometheus.CounterVec
+	tasksStarted     *prometheus.CounterVec
+	tasksFinished    *prometheus.CounterVec
+	taskErrors       *prometheus.CounterVec
+	taskDuration     *prometheus.HistogramVec
+	redeliveries     *prometheus.CounterVec
+	inFlight         *prometheus.GaugeVec
+	snapshotsPending *prometheus.GaugeVec
+	snapshotsErrored *prometheus.GaugeVec
+	ec2Errors        *prometheus.CounterVec
+	sshErrors        *prometheus.CounterVec
+
+	collectors []prometheus.Collector
+	names      []string
+
+	mu   sync.Mutex
+	last map[string]float64 // newest success per cluster, in lastSuccess
+}
+
+var (
+	_ planner.Observer = (*Metrics)(nil)
+	_ worker.Observer  = (*Metrics)(nil)
+)
+
+// NewMetrics builds the metrics and registers them with reg. A process calls
+// it once per registry; registering twice on one registry is an error.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{last: map[string]float64{}}
+	m.jobsStarted = m.counter("job", "started_total",
+		"Jobs created from accepted requests.", "cluster")
+	m.jobsFinished = m.counter("job", "finished_total",
+		"Jobs that reached a terminal phase; outcome is the phase (succeeded, failed, cancelled).", "cluster", "outcome")
+	m.jobDuration = m.histogram("job", "duration_seconds",
+		"Time from a job's creation to its terminal phase.", jobBuckets, "cluster", "outcome")
+	m.phaseDuration = m.histogram("job", "phase_duration_seconds",
+		"Time a job spent in a phase before leaving it.", phaseBuckets, "cluster", "phase")
+	m.barrierWait = m.histogram("barrier", "wait_seconds",
+		"Time from the first flush task published to the release of the snapshot tasks.", barrierWaitBuckets, "cluster")
+	m.barrierRelease = m.histogram("barrier", "release_latency_seconds",
+		"Time from the last flush result applied to the release of the snapshot tasks.", releaseBuckets, "cluster")
+	m.flushSpread = m.histogram("barrier", "flush_spread_seconds",
+		"Time between the first and the last node's flush within one job.", spreadBuckets, "cluster")
+	m.barrierFailures = m.counter("barrier", "failures_total",
+		"Flush barriers that failed, by reason (a node failed, the flush phase timed out, ...).", "cluster", "reason")
+	m.lastSuccess = m.gauge("backup", "last_success_timestamp_seconds",
+		"Unix time at which the newest successful backup of a cluster finished.", "cluster")
+	m.backupMaxAge = m.gauge("backup", "max_age_seconds",
+		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
+	m.rejected = m.counter("planner", "requests_rejected_total",
+		"Job requests refused, by reason class.", "reason")
+	m.retired = m.counter("retention", "snapshots_retired_total",
+		"Volume snapshots deleted by retention.", "cluster")
+	m.tasksStarted = m.counter("worker", "tasks_started_total",
+		"Task deliveries a worker began.", "kind")
+	m.tasksFinished = m.counter("worker", "tasks_finished_total",
+		"Task deliveries a worker ended; outcome is succeeded, failed, retry or skipped.", "kind", "outcome")
+	m.taskErrors = m.counter("worker", "task_errors_total",
+		"Task deliveries that ended with an error, by error code or class.", "kind", "code")
+	m.taskDuration = m.histogram("worker", "task_duration_seconds",
+		"Time a worker spent on one task delivery.", taskBuckets, "kind", "outcome")
+	m.redeliveries = m.counter("worker", "task_redeliveries_total",
+		"Tasks that arrived with a delivery count above one.", "kind")
+	m.inFlight = m.gauge("worker", "tasks_in_flight",
+		"Task deliveries this worker is running now.", "kind")
+	m.snapshotsPending = m.gauge("ebs", "snapshots_pending",
+		"Volume snapshots of a cluster's running job still pending, as last seen by an await task.", "cluster")
+	m.snapshotsErrored = m.gauge("ebs", "snapshots_errored",
+		"Volume snapshots of a cluster's running job in the error state, as last seen by an await task.", "cluster")
+	m.ec2Errors = m.counter("ec2", "errors_total",
+		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
+	m.sshErrors = m.counter("ssh", "errors_total",
+		"SSH connections or commands that failed, by error class.", "code")
+
+	var errs []error
+	for _, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Metrics) counter(subsystem, name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: subsystem, Name: name, Help: help,
+	}, labels)
+	m.collectors = append(m.collectors, c)
+	m.names = append(m.names, prometheus.BuildFQName(Namespace, subsystem, name))
+	return c
+}
+
+func (m *Metrics) gauge(subsystem, name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Subsystem: subsystem, Name: name, Help: help,
+	}, labels)
+	m.collectors = append(m.collectors, g)
+	m.names = append(m.names, prometheus.BuildFQName(Namespace, subsystem, name))
+	return g
+}
+
+func (m *Metrics) histogram(subsystem, name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: subsystem, Name: name, Help: help, Buckets: buckets,
+	}, labels)
+	m.collectors = append(m.collectors, h)
+	fq := prometheus.BuildFQName(Namespace, subsystem, name)
+	m.names = append(m.names, fq+"_bucket", fq+"_sum", fq+"_count")
+	return h
+}
+
+// JobStarted implements planner.Observer.
+func (m *Metrics) JobStarted(cluster string) {
+	m.jobsStarted.WithLabelValues(cluster).Inc()
+}
+
+// JobFinished implements planner.Observer.
+func (m *Metrics) JobFinished(cluster string, phase messages.Phase, d time.Duration) {
+	m.jobsFinished.WithLabelValues(cluster, string(phase)).Inc()
+	m.jobDuration.WithLabelValues(cluster, string(phase)).Observe(d.Seconds())
+}
+
+// PhaseFinished implements planner.Observer.
+func (m *Metrics) PhaseFinished(cluster string, phase messages.Phase, d time.Duration) {
+	m.phaseDuration.WithLabelValues(cluster, string(phase)).Observe(d.Seconds())
+}
+
+// BarrierReleased implements planner.Observer.
+func (m *Metrics) BarrierReleased(cluster string, wait, release, spread time.Duration) {
+	m.barrierWait.WithLabelValues(cluster).Observe(wait.Seconds())
+	m.barrierRelease.WithLabelValues(cluster).Observe(release.Seconds())
+	m.flushSpread.WithLabelValues(cluster).Observe(spread.Seconds())
+}
+
+// BarrierFailed implements planner.Observer.
+func (m *Metrics) BarrierFailed(cluster, reason string) {
+	m.barrierFailures.WithLabelValues(cluster, reason).Inc()
+}
+
+// BackupSucceeded implements planner.Observer. The gauge only moves forward:
+// two coordinators, or a late event, must not make a cluster look staler
+// than it is.
+func (m *Metrics) BackupSucceeded(cluster string, t time.Time) {
+	ts := float64(t.UnixNano()) / 1e9
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ts > m.last[cluster] {
+		m.last[cluster] = ts
+		m.lastSuccess.WithLabelValues(cluster).Set(ts)
+	}
+}
+
+// RequestRejected implements planner.Observer.
+func (m *Metrics) RequestRejected(reason string) {
+	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// SnapshotsRetired implements planner.Observer.
+func (m *Metrics) SnapshotsRetired(cluster string, n int) {
+	m.retired.WithLabelValues(cluster).Add(float64(n))
+}
+
+// TaskStarted implements worker.Observer.
+func (m *Metrics) TaskStarted(kind messages.Kind) {
+	m.tasksStarted.WithLabelValues(string(kind)).Inc()
+	m.inFlight.WithLabelValues(string(kind)).Inc()
+}
+
+// TaskFinished implements worker.Observer.
+func (m *Metrics) TaskFinished(kind messages.Kind, outcome string, d time.Duration, code string) {
+	m.inFlight.WithLabelValues(string(kind)).Dec()
+	m.tasksFinished.WithLabelValues(string(kind), outcome).Inc()
+	m.taskDuration.WithLabelValues(string(kind), outcome).Observe(d.Seconds())
+	if code != "" {
+		m.taskErrors.WithLabelValues(string(kind), code).Inc()
+	}
+}
+
+// TaskRedelivered implements worker.Observer.
+func (m *Metrics) TaskRedelivered(kind messages.Kind) {
+	m.redeliveries.WithLabelValues(string(kind)).Inc()
+}
+
+// SnapshotStates implements worker.Observer.
+func (m *Metrics) SnapshotStates(cluster string, pending, errored int) {
+	m.snapshotsPending.WithLabelValues(cluster).Set(float64(pending))
+	m.snapshotsErrored.WithLabelValues(cluster).Set(float64(errored))
+}
+
+// EC2Error counts an EC2 API error; op is the API operation
+// ("CreateSnapshot") and code the AWS error code ("RequestLimitExceeded").
+func (m *Metrics) EC2Error(op, code string) {
+	m.ec2Errors.WithLabelValues(op, code).Inc()
+}
+
+// SSHError counts an SSH failure by class ("dial", "auth", "host_key",
+// "timeout", "exit", ...).
+func (m *Metrics) SSHError(code string) {
+	m.sshErrors.WithLabelValues(code).Inc()
+}
+
+// SetBackupMaxAge publishes how old a cluster's newest backup may get before
+// the stale-backup alert fires. Setting it for every configured cluster also
+// lets the alert catch a cluster that has never been backed up.
+func (m *Metrics) SetBackupMaxAge(cluster string, d time.Duration) {
+	m.backupMaxAge.WithLabelValues(cluster).Set(d.Seconds())
+}
