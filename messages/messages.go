@@ -150,7 +150,9 @@ type Task struct {
 	// SnapshotTags are applied to every snapshot the task creates.
 	SnapshotTags map[string]string `json:"snapshot_tags,omitempty"`
 	// Retire lists the job IDs whose snapshots a retention task deletes.
-	Retire   []string  `json:"retire,omitempty"`
+	Retire []string `json:"retire,omitempty"`
+	// Expect is how many snapshots an await task waits for.
+	Expect   int       `json:"expect,omitempty"`
 	DryRun   bool      `json:"dry_run,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
 }
@@ -214,6 +216,12 @@ type TaskResult struct {
 	// Deleted lists the snapshot IDs a retention task deleted (or, in a dry
 	// run, would delete).
 	Deleted []string `json:"deleted,omitempty"`
+	// Retired lists the jobs whose every managed snapshot a retention task
+	// deleted.
+	Retired []string `json:"retired,omitempty"`
+	// Retained lists the retired jobs a retention task could not fully
+	// delete (a snapshot in use); their catalog records are kept.
+	Retained []string `json:"retained,omitempty"`
 	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
 	Warnings []string `json:"warnings,omitempty"`
 }

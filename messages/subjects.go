@@ -73,3 +73,24 @@ const (
 	TagPolicy  = "quiesce:policy"
 	TagName    = "Name"
 )
+
+// SubjectControl is where operator commands for a job (cancel) are published.
+func SubjectControl(jobID string) string {
+	return "quiesce.events." + jobID + ".control"
+}
+
+// SubjectControlAll matches every job's control subject.
+const SubjectControlAll = "quiesce.events.*.control"
+
+// Control is an operator command for a job, published on SubjectControl.
+type Control struct {
+	Schema string `json:"schema"`
+	JobID  string `json:"job_id"`
+	// Action is "cancel".
+	Action string `json:"action"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ControlSchema versions Control.
+const ControlSchema = "quiesce.control/v1"

@@ -74,6 +74,14 @@ func ValidateTarget(field, s string) error {
 	return nil
 }
 
+// ValidateRequestID checks a request ID.
+func ValidateRequestID(s string) error {
+	if !requestIDPattern.MatchString(s) {
+		return &FieldError{"request_id", s, "must match " + requestIDPattern.String()}
+	}
+	return nil
+}
+
 // ValidateJobID checks a job ID's shape.
 func ValidateJobID(s string) error {
 	if !jobIDPattern.MatchString(s) {

@@ -1,0 +1,275 @@
+// Package fakes holds in-memory node tools and snapshotters that record when
+// each call happened, for fast tests and benchmarks of the orchestration.
+// Every driver also has tests against its real counterpart.
+package fakes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+// NodeTool is an in-memory nodetool: tags per node, with timestamps.
+type NodeTool struct {
+	mu sync.Mutex
+	// Tags holds the snapshot tags present on each node.
+	Tags map[string]map[string]bool
+	// FlushedAt records when each node's snapshot completed.
+	FlushedAt map[string]time.Time
+	// Fail makes a node's snapshot fail with the error it returns (nil: ok).
+	Fail func(node string) error
+	// Delay returns how long a node's snapshot takes.
+	Delay func(node string) time.Duration
+	// Block, when set, is waited on by every snapshot call before it runs.
+	Block chan struct{}
+	Calls atomic.Int64
+	Clears atomic.Int64
+}
+
+var _ worker.NodeTool = (*NodeTool)(nil)
+
+// NewNodeTool makes an empty fleet.
+func NewNodeTool() *NodeTool {
+	return &NodeTool{Tags: map[string]map[string]bool{}, FlushedAt: map[string]time.Time{}}
+}
+
+// Snapshot records the tag on the node.
+func (f *NodeTool) Snapshot(ctx context.Context, node messages.Node, tag string, _ []string) error {
+	f.Calls.Add(1)
+	if f.Block != nil {
+		select {
+		case <-f.Block:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	if f.Delay != nil {
+		if d := f.Delay(node.Name); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	}
+	if f.Fail != nil {
+		if err := f.Fail(node.Name); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Tags[node.Name] == nil {
+		f.Tags[node.Name] = map[string]bool{}
+	}
+	f.Tags[node.Name][tag] = true
+	if _, ok := f.FlushedAt[node.Name]; !ok {
+		f.FlushedAt[node.Name] = time.Now()
+	}
+	return nil
+}
+
+// ClearSnapshot removes the tag.
+func (f *NodeTool) ClearSnapshot(_ context.Context, node messages.Node, tag string) error {
+	f.Clears.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.Tags[node.Name], tag)
+	return nil
+}
+
+// TagsOn returns the tags present on a node.
+func (f *NodeTool) TagsOn(node string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for t := range f.Tags[node] {
+		out = append(out, t)
+	}
+	return out
+}
+
+// LastFlush returns the latest flush completion time.
+func (f *NodeTool) LastFlush() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var last time.Time
+	for _, t := range f.FlushedAt {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
+}
+
+// Snapshotter is an in-memory volume snapshot store.
+type Snapshotter struct {
+	mu    sync.Mutex
+	snaps map[string]*worker.Snapshot
+	seq   int
+	// CreatedAt records when each Create call began, by volume.
+	CreatedAt map[string]time.Time
+	// Fail makes Create of a volume fail with the error it returns.
+	Fail func(volume string) error
+	// Hold, when set, is waited on by Create after it created the snapshot
+	// and before it returns: a worker killed there has done the work but
+	// not reported it.
+	Hold chan struct{}
+	// Pending leaves new snapshots pending until Complete is called.
+	Pending bool
+	Creates atomic.Int64
+	Deletes atomic.Int64
+}
+
+var _ worker.Snapshotter = (*Snapshotter)(nil)
+
+// NewSnapshotter makes an empty store.
+func NewSnapshotter() *Snapshotter {
+	return &Snapshotter{snaps: map[string]*worker.Snapshot{}, CreatedAt: map[string]time.Time{}}
+}
+
+// Find returns snapshots carrying every tag of filter.
+func (s *Snapshotter) Find(_ context.Context, filter map[string]string) ([]worker.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []worker.Snapshot
+	for _, sn := range s.snaps {
+		ok := true
+		for k, v := range filter {
+			if sn.Tags[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			c := *sn
+			c.Tags = maps.Clone(sn.Tags)
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Create snapshots each volume.
+func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
+	now := time.Now()
+	var out []worker.Snapshot
+	for _, v := range req.Volumes {
+		if s.Fail != nil {
+			if err := s.Fail(v.ID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.mu.Lock()
+	for _, v := range req.Volumes {
+		s.Creates.Add(1)
+		s.seq++
+		state := worker.StateCompleted
+		if s.Pending {
+			state = worker.StatePending
+		}
+		sn := &worker.Snapshot{ID: fmt.Sprintf("snap-%017x", s.seq), VolumeID: v.ID, State: state,
+			StartTime: now, Tags: maps.Clone(req.Tags)}
+		s.snaps[sn.ID] = sn
+		if _, ok := s.CreatedAt[v.ID]; !ok {
+			s.CreatedAt[v.ID] = now
+		}
+		out = append(out, *sn)
+	}
+	s.mu.Unlock()
+	if s.Hold != nil {
+		select {
+		case <-s.Hold:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	return out, nil
+}
+
+// Delete removes a managed snapshot.
+func (s *Snapshotter) Delete(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sn, ok := s.snaps[id]
+	if !ok {
+		return nil
+	}
+	if sn.Tags[messages.TagManaged] != "true" {
+		return errclass.Permanent(worker.ErrNotManaged)
+	}
+	s.Deletes.Add(1)
+	delete(s.snaps, id)
+	return nil
+}
+
+// Put adds a snapshot as is (to plant an unmanaged one, say).
+func (s *Snapshotter) Put(sn worker.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := sn
+	s.snaps[sn.ID] = &c
+}
+
+// Complete marks every pending snapshot completed.
+func (s *Snapshotter) Complete() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sn := range s.snaps {
+		if sn.State == worker.StatePending {
+			sn.State = worker.StateCompleted
+		}
+	}
+}
+
+// Count returns how many snapshots carry every tag of filter.
+func (s *Snapshotter) Count(filter map[string]string) int {
+	out, _ := s.Find(context.Background(), filter)
+	return len(out)
+}
+
+// FirstCreate returns the earliest Create time.
+func (s *Snapshotter) FirstCreate() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first time.Time
+	for _, t := range s.CreatedAt {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	return first
+}
+
+// Drivers serves the same node tool and snapshotter for every cluster.
+type Drivers struct {
+	Tool worker.NodeTool
+	Snap worker.Snapshotter
+}
+
+var _ worker.Drivers = Drivers{}
+
+// NodeTool returns the node tool.
+func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
+	if d.Tool == nil {
+		return nil, errors.New("no node tool")
+	}
+	return d.Tool, nil
+}
+
+// Snapshotter returns the snapshotter.
+func (d Drivers) Snapshotter(string) (worker.Snapshotter, error) {
+	if d.Snap == nil {
+		return nil, errors.New("no snapshotter")
+	}
+	return d.Snap, nil
+}

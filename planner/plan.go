@@ -1,0 +1,181 @@
+package planner
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
+)
+
+// Plan is what a job will do: its nodes and how their volumes are grouped
+// into snapshot tasks. It is stored in the plans object store, since for a
+// large cluster it exceeds one message.
+type Plan struct {
+	JobID     string              `json:"job_id"`
+	Cluster   string              `json:"cluster"`
+	Policy    config.Policy       `json:"policy"`
+	Mode      messages.Mode       `json:"mode"`
+	Tag       string              `json:"tag"`
+	Keyspaces []string            `json:"keyspaces,omitempty"`
+	Nodes     []messages.Node     `json:"nodes"`
+	Units     []SnapshotUnit      `json:"units"`
+	Created   time.Time           `json:"created"`
+	Request   messages.JobRequest `json:"request"`
+
+	nodeIndex map[string]int
+	unitIndex map[string]int
+	nodeUnits [][]int
+}
+
+// SnapshotUnit is one snapshot task: one volume, or every data volume of a
+// node taken together as a crash-consistent set.
+type SnapshotUnit struct {
+	Target  string `json:"target"`
+	Node    int    `json:"node"`
+	Volumes []int  `json:"volumes"`
+}
+
+// BuildPlan groups a cluster's nodes into tasks. perInstance groups each
+// node's volumes into one unit when it has more than one.
+func BuildPlan(req messages.JobRequest, policy config.Policy, nodes []messages.Node, perInstance bool, now time.Time) (*Plan, error) {
+	if len(nodes) == 0 {
+		return nil, fmt.Errorf("cluster %q has no nodes", req.Cluster)
+	}
+	mode := req.Mode
+	if mode == "" {
+		mode = messages.ModeApplication
+	}
+	jobID := req.JobID()
+	tag := req.Tag
+	if tag == "" {
+		tag = "quiesce-" + jobID
+	}
+	p := &Plan{
+		JobID: jobID, Cluster: req.Cluster, Policy: policy, Mode: mode, Tag: tag,
+		Keyspaces: req.Keyspaces, Nodes: nodes, Created: now, Request: req,
+	}
+	seenNode := make(map[string]bool, len(nodes))
+	seenVol := make(map[string]bool, len(nodes)*4)
+	units := make([]SnapshotUnit, 0, len(nodes)*2)
+	for i, n := range nodes {
+		if err := messages.ValidateTarget("node", n.Name); err != nil {
+			return nil, err
+		}
+		if seenNode[n.Name] {
+			return nil, fmt.Errorf("node %q listed twice", n.Name)
+		}
+		seenNode[n.Name] = true
+		if len(n.Volumes) == 0 {
+			return nil, fmt.Errorf("node %q has no data volumes", n.Name)
+		}
+		for _, v := range n.Volumes {
+			if err := messages.ValidateTarget("volume", v.ID); err != nil {
+				return nil, err
+			}
+			if seenVol[v.ID] {
+				return nil, fmt.Errorf("volume %q listed twice", v.ID)
+			}
+			seenVol[v.ID] = true
+		}
+		if perInstance && len(n.Volumes) > 1 {
+			vols := make([]int, len(n.Volumes))
+			for k := range vols {
+				vols[k] = k
+			}
+			units = append(units, SnapshotUnit{Target: n.Name, Node: i, Volumes: vols})
+			continue
+		}
+		for k, v := range n.Volumes {
+			units = append(units, SnapshotUnit{Target: v.ID, Node: i, Volumes: []int{k}})
+		}
+	}
+	p.Units = units
+	p.index()
+	return p, nil
+}
+
+// index builds the lookup tables a loaded plan needs.
+func (p *Plan) index() {
+	p.nodeIndex = make(map[string]int, len(p.Nodes))
+	for i, n := range p.Nodes {
+		p.nodeIndex[n.Name] = i
+	}
+	p.unitIndex = make(map[string]int, len(p.Units))
+	p.nodeUnits = make([][]int, len(p.Nodes))
+	for j, u := range p.Units {
+		p.unitIndex[u.Target] = j
+		p.nodeUnits[u.Node] = append(p.nodeUnits[u.Node], j)
+	}
+}
+
+// VolumeCount is the number of volumes the job snapshots.
+func (p *Plan) VolumeCount() int {
+	n := 0
+	for _, u := range p.Units {
+		n += len(u.Volumes)
+	}
+	return n
+}
+
+func (p *Plan) deadline(phase messages.Phase, now time.Time) time.Time {
+	var d time.Duration
+	switch phase {
+	case messages.PhasePlanned, messages.PhaseFlushing:
+		d = p.Policy.FlushTimeout.Or(config.DefaultFlushTimeout)
+	case messages.PhaseSnapshotting:
+		d = p.Policy.SnapshotTimeout.Or(config.DefaultSnapshotTimeout)
+	default:
+		d = p.Policy.FinishTimeout.Or(config.DefaultFinishTimeout)
+	}
+	return now.Add(d)
+}
+
+func (p *Plan) baseTask(kind messages.Kind, target string, deadline time.Time) messages.Task {
+	return messages.Task{
+		Schema: messages.TaskSchema, ID: messages.TaskID(p.JobID, kind, target), Kind: kind,
+		JobID: p.JobID, Cluster: p.Cluster, Policy: p.Policy.Name, Target: target, Tag: p.Tag,
+		Deadline: deadline,
+	}
+}
+
+func (p *Plan) flushTask(i int, deadline time.Time) messages.Task {
+	t := p.baseTask(messages.KindFlush, p.Nodes[i].Name, deadline)
+	n := p.Nodes[i]
+	t.Node = &n
+	t.Keyspaces = p.Keyspaces
+	return t
+}
+
+func (p *Plan) clearTask(i int, deadline time.Time) messages.Task {
+	t := p.baseTask(messages.KindClear, p.Nodes[i].Name, deadline)
+	n := p.Nodes[i]
+	t.Node = &n
+	return t
+}
+
+func (p *Plan) snapshotTask(j int, deadline time.Time) messages.Task {
+	u := p.Units[j]
+	n := p.Nodes[u.Node]
+	t := p.baseTask(messages.KindSnapshot, u.Target, deadline)
+	t.Node = &messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ}
+	for _, k := range u.Volumes {
+		t.Volumes = append(t.Volumes, n.Volumes[k])
+	}
+	t.Node.Volumes = t.Volumes
+	t.SnapshotTags = map[string]string{
+		messages.TagManaged: "true",
+		messages.TagCluster: p.Cluster,
+		messages.TagJob:     p.JobID,
+		messages.TagNode:    n.Name,
+		messages.TagPolicy:  p.Policy.Name,
+		messages.TagName:    fmt.Sprintf("quiesce %s %s %s", p.Cluster, n.Name, p.JobID),
+	}
+	return t
+}
+
+func (p *Plan) awaitTask(deadline time.Time) messages.Task {
+	t := p.baseTask(messages.KindAwait, p.JobID, deadline)
+	t.Expect = p.VolumeCount()
+	return t
+}

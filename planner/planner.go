@@ -1,0 +1,265 @@
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/messages"
+)
+
+// Discoverer finds a cluster's nodes and their data volumes.
+type Discoverer interface {
+	Discover(ctx context.Context, cluster config.Cluster) ([]messages.Node, error)
+}
+
+// StaticDiscoverer reads the static inventory of the configuration file.
+type StaticDiscoverer struct{}
+
+var _ Discoverer = StaticDiscoverer{}
+
+// Discover returns the cluster's configured nodes.
+func (StaticDiscoverer) Discover(_ context.Context, c config.Cluster) ([]messages.Node, error) {
+	nodes := make([]messages.Node, 0, len(c.Nodes))
+	for _, n := range c.Nodes {
+		vols := make([]messages.Volume, 0, len(n.Volumes))
+		for _, v := range n.Volumes {
+			vols = append(vols, messages.Volume{ID: v.ID, Device: v.Device, Path: v.Path, Tags: v.Tags})
+		}
+		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ, Volumes: vols})
+	}
+	return nodes, nil
+}
+
+// PlannerConfig tunes a Planner.
+type PlannerConfig struct {
+	Options
+	Config *config.Config
+	// Discover resolves a cluster's nodes; the static inventory when nil.
+	// Clusters with a discovery section need an EC2 discoverer.
+	Discover func(cluster config.Cluster) Discoverer
+}
+
+// Planner consumes JobRequests: it validates each, resolves its cluster,
+// stores the plan, creates the job record and publishes the first tasks.
+// Replicas share one durable consumer.
+type Planner struct {
+	e   *engine
+	cfg PlannerConfig
+
+	mu      sync.Mutex
+	cc      jetstream.ConsumeContext
+	wg      sync.WaitGroup
+	started bool
+}
+
+// NewPlanner makes a planner.
+func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) *Planner {
+	if cfg.Discover == nil {
+		cfg.Discover = func(config.Cluster) Discoverer { return StaticDiscoverer{} }
+	}
+	return &Planner{e: newEngine(js, h, cfg.Options), cfg: cfg}
+}
+
+// Start binds to the planner consumer.
+func (p *Planner) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return errors.New("planner already started")
+	}
+	cons, err := p.e.js.Consumer(ctx, messages.StreamJobs, topology.ConsumerPlanner)
+	if err != nil {
+		return err
+	}
+	runCtx := context.WithoutCancel(ctx)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		p.wg.Add(1)
+		defer p.wg.Done()
+		p.handle(runCtx, m)
+	}, jetstream.PullMaxMessages(16))
+	if err != nil {
+		return err
+	}
+	p.cc, p.started = cc, true
+	return nil
+}
+
+// Ready reports whether the planner is consuming.
+func (p *Planner) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.started {
+		return errors.New("planner not started")
+	}
+	return nil
+}
+
+// Stop stops consuming and waits for the request in hand.
+func (p *Planner) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.started {
+		p.mu.Unlock()
+		return nil
+	}
+	p.started = false
+	p.cc.Stop()
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// RejectError is a request refused for a reason retrying cannot fix.
+type RejectError struct {
+	// Class is a short, bounded reason for metrics.
+	Class  string
+	Reason string
+}
+
+func (e *RejectError) Error() string { return e.Reason }
+
+func reject(class, format string, a ...any) error {
+	return &RejectError{Class: class, Reason: fmt.Sprintf(format, a...)}
+}
+
+func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
+	req, err := messages.DecodeJobRequest(m.Data())
+	jobID := messages.InvalidJobID
+	if messages.ValidateRequestID(req.RequestID) == nil && messages.ValidateCluster(req.Cluster) == nil {
+		jobID = req.JobID()
+	}
+	log := p.e.log.With().Str("job_id", jobID).Str("request_id", req.RequestID).Str("cluster", req.Cluster).Logger()
+	if err != nil {
+		class := "invalid"
+		if strings.Contains(err.Error(), "not valid JSON") {
+			class = "malformed"
+		}
+		p.rejectMsg(ctx, m, req, jobID, &RejectError{Class: class, Reason: err.Error()})
+		return
+	}
+	created, err := p.Submit(ctx, req)
+	var rej *RejectError
+	switch {
+	case errors.As(err, &rej):
+		p.rejectMsg(ctx, m, req, jobID, rej)
+	case err != nil:
+		log.Warn().Err(err).Msg("request not planned; will retry")
+		_ = m.NakWithDelay(2 * time.Second)
+	default:
+		if created {
+			log.Info().Msg("job planned")
+		} else {
+			log.Info().Msg("duplicate request; job already exists")
+		}
+		_ = m.DoubleAck(ctx)
+	}
+}
+
+func (p *Planner) rejectMsg(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, rej *RejectError) {
+	p.e.obs.RequestRejected(rej.Class)
+	p.e.log.Warn().Str("job_id", jobID).Str("request_id", req.RequestID).Str("reason", rej.Reason).Msg("job request rejected")
+	ev := messages.Rejection{Schema: messages.JobRequestSchema, RequestID: req.RequestID, JobID: jobID, Reason: rej.Reason, At: p.e.now()}
+	if data, err := json.Marshal(ev); err == nil {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, _ = p.e.js.Publish(pctx, messages.SubjectRejected(jobID), data)
+		cancel()
+	}
+	_ = m.TermWithReason(truncate(rej.Reason, 200))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// Plan validates a request against the configuration and builds its plan,
+// without storing or publishing anything.
+func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, error) {
+	if err := req.Validate(); err != nil {
+		return nil, reject("invalid", "invalid job request: %v", err)
+	}
+	now := p.e.now()
+	if err := req.CheckDeadline(now); err != nil {
+		return nil, reject("invalid", "invalid job request: %v", err)
+	}
+	cl, ok := p.cfg.Config.Cluster(req.Cluster)
+	if !ok {
+		return nil, reject("unknown_cluster", "unknown cluster %q: not in the configuration", req.Cluster)
+	}
+	policy, err := p.cfg.Config.Policy(req.Cluster, req.Policy)
+	if err != nil {
+		return nil, reject("unknown_policy", "%v", err)
+	}
+	nodes, err := p.cfg.Discover(*cl).Discover(ctx, *cl)
+	if err != nil {
+		return nil, fmt.Errorf("discover cluster %q: %w", req.Cluster, err)
+	}
+	plan, err := BuildPlan(req, policy, nodes, cl.EBS.PerInstance, now)
+	if err != nil {
+		return nil, reject("invalid_plan", "cluster %q: %v", req.Cluster, err)
+	}
+	return plan, nil
+}
+
+// Submit plans a request and starts its job. It returns false, with no
+// error, when the request's job already exists: a request is a job once.
+func (p *Planner) Submit(ctx context.Context, req messages.JobRequest) (bool, error) {
+	jobID := req.JobID()
+	if _, err := p.e.h.Jobs.Get(ctx, jobID); err == nil {
+		return false, nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, err
+	}
+	plan, err := p.Plan(ctx, req)
+	if err != nil {
+		return false, err
+	}
+	data, err := json.Marshal(plan)
+	if err != nil {
+		return false, err
+	}
+	// The plan is stored before the record that refers to it, so any
+	// replica that sees the record can load the plan.
+	if _, err := p.e.h.Plans.PutBytes(ctx, jobID, data); err != nil {
+		return false, fmt.Errorf("store plan: %w", err)
+	}
+	p.e.cachePlan(plan)
+	rec := newRecord(plan, p.e.now())
+	recData, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	unlock := p.e.lock(jobID)
+	defer unlock()
+	rev, err := p.e.h.Jobs.Create(ctx, jobID, recData)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create job record: %w", err)
+	}
+	p.e.obs.JobStarted(plan.Cluster)
+	p.e.report(ctx, plan, rec, []transition{{from: "", to: messages.PhasePlanned, at: rec.CreatedAt}})
+	// Publishing the first tasks here saves a round trip through the
+	// coordinator; if this process dies first, the sweep finishes it.
+	if err := p.e.drain(ctx, plan, rec, rev); err != nil {
+		p.e.log.Warn().Err(err).Str("job_id", jobID).Msg("first tasks not published yet; the coordinator will retry")
+	}
+	return true, nil
+}

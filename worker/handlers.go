@@ -1,0 +1,248 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+// taskOutput is what a handler produced besides success or failure.
+type taskOutput struct {
+	Snapshots []messages.SnapshotRef
+	Deleted   []string
+	Retired   []string
+	Retained  []string
+	Warnings  []string
+}
+
+func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+	switch t.Kind {
+	case messages.KindFlush:
+		return nil, w.flush(ctx, t)
+	case messages.KindSnapshot:
+		return w.snapshot(ctx, log, t)
+	case messages.KindClear:
+		return nil, w.clear(ctx, t)
+	case messages.KindAwait:
+		return w.await(ctx, log, t)
+	case messages.KindRetention:
+		return w.retention(ctx, log, t)
+	}
+	return nil, errclass.Permanent(fmt.Errorf("unknown task kind %q", t.Kind))
+}
+
+// jobEnded reports whether the task's job is already terminal, so work that
+// would create something (a flush, a snapshot) is not started for it.
+func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
+	if w.jobs == nil {
+		return false
+	}
+	e, err := w.jobs.Get(ctx, jobID)
+	if err != nil {
+		return false
+	}
+	var j messages.Job
+	if json.Unmarshal(e.Value(), &j) != nil {
+		return false
+	}
+	return j.Phase.Terminal()
+}
+
+func (w *Worker) flush(ctx context.Context, t messages.Task) error {
+	if t.Node == nil {
+		return errclass.Permanent(errors.New("flush task has no node"))
+	}
+	if w.jobEnded(ctx, t.JobID) {
+		return errSkip
+	}
+	nt, err := w.drivers.NodeTool(t.Cluster)
+	if err != nil {
+		return errclass.Permanent(err)
+	}
+	return nt.Snapshot(ctx, *t.Node, t.Tag, t.Keyspaces)
+}
+
+func (w *Worker) clear(ctx context.Context, t messages.Task) error {
+	if t.Node == nil {
+		return errclass.Permanent(errors.New("clear task has no node"))
+	}
+	nt, err := w.drivers.NodeTool(t.Cluster)
+	if err != nil {
+		return errclass.Permanent(err)
+	}
+	return nt.ClearSnapshot(ctx, *t.Node, t.Tag)
+}
+
+// snapshot takes the task's volume snapshots unless a snapshot carrying the
+// task's tag exists already: EC2 takes no idempotency token, so the tag is
+// what makes a redelivered task find its earlier work instead of repeating it.
+func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+	if t.Node == nil || len(t.Volumes) == 0 {
+		return nil, errclass.Permanent(errors.New("snapshot task has no node or volumes"))
+	}
+	snap, err := w.drivers.Snapshotter(t.Cluster)
+	if err != nil {
+		return nil, errclass.Permanent(err)
+	}
+	existing, err := snap.Find(ctx, map[string]string{messages.TagTask: t.ID})
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]Snapshot{}
+	for _, s := range existing {
+		have[s.VolumeID] = s
+	}
+	var missing []messages.Volume
+	for _, v := range t.Volumes {
+		if _, ok := have[v.ID]; !ok {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		// A partial set from an earlier attempt cannot be completed
+		// consistently with a per-instance call; only the missing volumes
+		// are taken, each still carrying the task tag.
+		if w.jobEnded(ctx, t.JobID) {
+			return nil, errSkip
+		}
+		tags := maps.Clone(t.SnapshotTags)
+		if tags == nil {
+			tags = map[string]string{}
+		}
+		tags[messages.TagTask] = t.ID
+		created, err := snap.Create(ctx, CreateRequest{Node: *t.Node, Volumes: missing, Tags: tags})
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range created {
+			have[s.VolumeID] = s
+		}
+	} else {
+		log.Info().Msg("snapshots found by task tag; not taken again")
+	}
+	out := &taskOutput{}
+	for _, v := range t.Volumes {
+		s, ok := have[v.ID]
+		if !ok {
+			return nil, fmt.Errorf("driver returned no snapshot for volume %s", v.ID)
+		}
+		if s.State == StateError {
+			return nil, errclass.Permanent(fmt.Errorf("snapshot %s of volume %s is in error: %s", s.ID, v.ID, s.StateMessage))
+		}
+		out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
+			SnapshotID: s.ID, VolumeID: v.ID, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
+		})
+	}
+	return out, nil
+}
+
+// errStillPending is the transient error of an await task whose snapshots
+// are not all complete by the end of one delivery.
+var errStillPending = errors.New("snapshots still pending")
+
+// await polls the job's snapshots until every one is completed. An error
+// state fails the task permanently with the snapshot's own message.
+func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+	snap, err := w.drivers.Snapshotter(t.Cluster)
+	if err != nil {
+		return nil, errclass.Permanent(err)
+	}
+	filter := map[string]string{messages.TagJob: t.JobID, messages.TagManaged: "true"}
+	for {
+		all, err := snap.Find(ctx, filter)
+		if err != nil {
+			return nil, err
+		}
+		pending, errored := 0, 0
+		var bad []string
+		for _, s := range all {
+			switch s.State {
+			case StateCompleted:
+			case StateError:
+				errored++
+				bad = append(bad, fmt.Sprintf("%s (volume %s): %s", s.ID, s.VolumeID, s.StateMessage))
+			default:
+				pending++
+			}
+		}
+		w.cfg.Observer.SnapshotStates(t.Cluster, pending, errored)
+		if errored > 0 {
+			sort.Strings(bad)
+			return nil, errclass.Permanent(fmt.Errorf("%d snapshot(s) in error: %s", errored, strings.Join(bad, "; ")))
+		}
+		if pending == 0 && len(all) >= t.Expect {
+			out := &taskOutput{}
+			for _, s := range all {
+				out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
+					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
+				})
+			}
+			return out, nil
+		}
+		log.Debug().Int("pending", pending).Int("found", len(all)).Int("expect", t.Expect).Msg("waiting for snapshots")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %d of %d complete: %w", errStillPending, len(all)-pending, t.Expect, context.Cause(ctx))
+		case <-time.After(w.cfg.AwaitPoll):
+		}
+	}
+}
+
+// retention deletes the managed snapshots of the retired jobs. A snapshot in
+// use (an AMI or a volume made from it) is reported and skipped.
+func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+	snap, err := w.drivers.Snapshotter(t.Cluster)
+	if err != nil {
+		return nil, errclass.Permanent(err)
+	}
+	out := &taskOutput{}
+	for _, job := range t.Retire {
+		if err := messages.ValidateJobID(job); err != nil {
+			return nil, errclass.Permanent(err)
+		}
+		found, err := snap.Find(ctx, map[string]string{
+			messages.TagJob: job, messages.TagManaged: "true", messages.TagCluster: t.Cluster,
+		})
+		if err != nil {
+			return nil, err
+		}
+		sort.Slice(found, func(i, j int) bool { return found[i].ID < found[j].ID })
+		kept := false
+		for _, s := range found {
+			if t.DryRun {
+				out.Deleted = append(out.Deleted, s.ID)
+				continue
+			}
+			err := snap.Delete(ctx, s.ID)
+			switch {
+			case err == nil:
+				out.Deleted = append(out.Deleted, s.ID)
+				log.Info().Str("snapshot_id", s.ID).Str("retired_job", job).Msg("snapshot deleted")
+			case errors.Is(err, ErrSnapshotInUse):
+				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s of job %s is in use; kept", s.ID, job))
+				kept = true
+			case errors.Is(err, ErrNotManaged):
+				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s is not managed; kept", s.ID))
+				kept = true
+			default:
+				return nil, err
+			}
+		}
+		if kept {
+			out.Retained = append(out.Retained, job)
+		} else if !t.DryRun {
+			out.Retired = append(out.Retired, job)
+		}
+	}
+	return out, nil
+}
