@@ -278,7 +278,7 @@ func TestSelectRetired(t *testing.T) {
 	bk := func(id string, ago time.Duration) messages.Backup {
 		return messages.Backup{JobID: id, FinishedAt: time.Unix(1_000_000, 0).Add(-ago)}
 	}
-	newestFirst := []messages.Backup{bk("c-000000000004", 0), bk("c-000000000003", time.Hour), bk("c-000000000002", 2 * time.Hour), bk("c-000000000001", 3 * time.Hour)}
+	newestFirst := []messages.Backup{bk("c-000000000004", 0), bk("c-000000000003", time.Hour), bk("c-000000000002", 2*time.Hour), bk("c-000000000001", 3*time.Hour)}
 	cases := []struct {
 		desc string
 		keep int

@@ -29,8 +29,8 @@ type NodeTool struct {
 	// Delay returns how long a node's snapshot takes.
 	Delay func(node string) time.Duration
 	// Block, when set, is waited on by every snapshot call before it runs.
-	Block chan struct{}
-	Calls atomic.Int64
+	Block  chan struct{}
+	Calls  atomic.Int64
 	Clears atomic.Int64
 }
 
