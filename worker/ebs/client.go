@@ -196,14 +196,16 @@ func (c *clients) region(region string) *ec2.Client {
 	return cl
 }
 
-// observeAttempts inserts, inside the SDK's retry loop, a middleware that
-// reports every attempt EC2 answered with an error code.
+// observeAttempts adds a middleware that reports every attempt EC2 answered
+// with an error code.
 func (o Options) observeAttempts(stack *middleware.Stack) error {
 	if o.OnAPIError == nil {
 		return nil
 	}
 	hook := o.OnAPIError
-	return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("quiesceObserveAttempt",
+	// Last in the finalize step, so inside the retry loop whatever else the
+	// stack holds (CopySnapshot's presigning stack has no Retry to anchor to).
+	return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("quiesceObserveAttempt",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (
 			middleware.FinalizeOutput, middleware.Metadata, error,
 		) {
@@ -213,5 +215,5 @@ func (o Options) observeAttempts(stack *middleware.Stack) error {
 				hook(awsmiddleware.GetOperationName(ctx), apiErr.ErrorCode())
 			}
 			return out, md, err
-		}), "Retry", middleware.After)
+		}), middleware.After)
 }
