@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/quiesce/quiesce/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -25,11 +27,11 @@ func TestMain(m *testing.M) {
 			os.Setenv(k, v)
 		}
 	}
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(m, append(testenv.LeakOptions(),
 		// The SDK's HTTP client keeps idle keep-alive connections; they end
 		// with the process.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	)...)
 }
