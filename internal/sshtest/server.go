@@ -28,6 +28,8 @@ import (
 type Options struct {
 	// HostKey is the server's key; default a new ed25519 key.
 	HostKey gossh.Signer
+	// ExtraHostKeys are offered too, for clients that ask for their types.
+	ExtraHostKeys []gossh.Signer
 	// AuthorizedKeys may log in, as any user.
 	AuthorizedKeys []gossh.PublicKey
 	// UserCA signs user certificates that may log in.
@@ -71,13 +73,23 @@ type Server struct {
 // Start starts a server and stops it at the end of the test.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	return StartAt(t, "127.0.0.1:0", opts)
+}
+
+// StartAt starts a server listening on addr (a loopback address) and stops
+// it at the end of the test.
+func StartAt(t testing.TB, addr string, opts Options) *Server {
+	t.Helper()
 	if opts.HostKey == nil {
 		opts.HostKey = NewKey(t)
 	}
 	s := &Server{opts: opts, HostKey: opts.HostKey, conns: map[net.Conn]struct{}{}}
 	s.cfg = &gossh.ServerConfig{PublicKeyCallback: s.checkKey}
 	s.cfg.AddHostKey(opts.HostKey)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for _, k := range opts.ExtraHostKeys {
+		s.cfg.AddHostKey(k)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("sshtest: listen: %v", err)
 	}

@@ -1,0 +1,95 @@
+package nodetool
+
+import (
+	"context"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+// ForCluster returns a Client for a cluster's nodes: its nodetool command and
+// environment, per-node overrides and sudo setting.
+func ForCluster(cl config.Cluster, r Runner) *Client {
+	c := &Client{Runner: r, Base: cl.Nodetool, Env: cl.NodetoolEnv, Sudo: cl.SSH.Sudo}
+	for _, n := range cl.Nodes {
+		if len(n.Nodetool) > 0 {
+			if c.PerNode == nil {
+				c.PerNode = map[string][]string{}
+			}
+			c.PerNode[n.Name] = n.Nodetool
+		}
+	}
+	return c
+}
+
+// Version runs "nodetool version" and returns the release version.
+func (c *Client) Version(ctx context.Context, node messages.Node) (string, error) {
+	out, err := c.run(ctx, node, "version")
+	if err != nil {
+		return "", classify(err)
+	}
+	v, err := ParseVersion(out.Stdout)
+	return v, errclass.Permanent(err)
+}
+
+// Status runs "nodetool status [keyspace]".
+func (c *Client) Status(ctx context.Context, node messages.Node, keyspace string) ([]StatusNode, error) {
+	args := []string{"status"}
+	if keyspace != "" {
+		if err := messages.ValidateKeyspace(keyspace); err != nil {
+			return nil, errclass.Permanent(err)
+		}
+		args = append(args, keyspace)
+	}
+	out, err := c.run(ctx, node, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	nodes, err := ParseStatus(out.Stdout)
+	return nodes, errclass.Permanent(err)
+}
+
+// Info runs "nodetool info", with -T when tokens is set.
+func (c *Client) Info(ctx context.Context, node messages.Node, tokens bool) (Info, error) {
+	args := []string{"info"}
+	if tokens {
+		args = append(args, "-T")
+	}
+	out, err := c.run(ctx, node, args...)
+	if err != nil {
+		return Info{}, classify(err)
+	}
+	info, err := ParseInfo(out.Stdout)
+	return info, errclass.Permanent(err)
+}
+
+// Ring runs "nodetool ring [keyspace]".
+func (c *Client) Ring(ctx context.Context, node messages.Node, keyspace string) ([]RingEntry, error) {
+	args := []string{"ring"}
+	if keyspace != "" {
+		if err := messages.ValidateKeyspace(keyspace); err != nil {
+			return nil, errclass.Permanent(err)
+		}
+		args = append(args, keyspace)
+	}
+	out, err := c.run(ctx, node, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	entries, err := ParseRing(out.Stdout)
+	return entries, errclass.Permanent(err)
+}
+
+// DescribeRing runs "nodetool describering KEYSPACE".
+func (c *Client) DescribeRing(ctx context.Context, node messages.Node, keyspace string) (string, []TokenRange, error) {
+	if err := messages.ValidateKeyspace(keyspace); err != nil {
+		return "", nil, errclass.Permanent(err)
+	}
+	out, err := c.run(ctx, node, "describering", keyspace)
+	if err != nil {
+		return "", nil, classify(err)
+	}
+	v, ranges, err := ParseDescribeRing(out.Stdout)
+	return v, ranges, errclass.Permanent(err)
+}
