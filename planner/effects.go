@@ -48,7 +48,13 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx string) (any
 		}
 		return nil, e.publishTasks(ctx, []messages.Task{p.clearTask(i, now.Add(cleanupTaskTimeout))})
 	case fx == fxAwait:
-		return nil, e.publishTasks(ctx, []messages.Task{p.awaitTask(r.PhaseDeadline)})
+		expect := 0
+		for j, u := range p.Units {
+			if r.unitRequired(p, j) {
+				expect += len(u.Volumes)
+			}
+		}
+		return nil, e.publishTasks(ctx, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
 	case fx == fxCatalog:
 		return nil, e.writeCatalog(ctx, p, r)
 	case fx == fxRetention:

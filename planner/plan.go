@@ -174,8 +174,8 @@ func (p *Plan) snapshotTask(j int, deadline time.Time) messages.Task {
 	return t
 }
 
-func (p *Plan) awaitTask(deadline time.Time) messages.Task {
+func (p *Plan) awaitTask(expect int, deadline time.Time) messages.Task {
 	t := p.baseTask(messages.KindAwait, p.JobID, deadline)
-	t.Expect = p.VolumeCount()
+	t.Expect = expect
 	return t
 }

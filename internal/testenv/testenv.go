@@ -96,19 +96,7 @@ func (e *Env) Connect(t TB) (*nats.Conn, jetstream.JetStream) {
 
 // Handles binds the topology's buckets through js.
 func Handles(ctx context.Context, js jetstream.JetStream) (*topology.Handles, error) {
-	jobs, err := js.KeyValue(ctx, messages.BucketJobs)
-	if err != nil {
-		return nil, err
-	}
-	cat, err := js.KeyValue(ctx, messages.BucketCatalog)
-	if err != nil {
-		return nil, err
-	}
-	plans, err := js.ObjectStore(ctx, messages.BucketPlans)
-	if err != nil {
-		return nil, err
-	}
-	return &topology.Handles{Jobs: jobs, Catalog: cat, Plans: plans}, nil
+	return topology.Bind(ctx, js)
 }
 
 // Request builds a valid JobRequest.

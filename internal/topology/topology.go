@@ -206,3 +206,21 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	}
 	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans}, nil
 }
+
+// Bind opens the topology's buckets without creating anything: for
+// commands that only read (status, jobs, backups).
+func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
+	jobs, err := js.KeyValue(ctx, messages.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w (has quiesce run against this server yet?)", messages.BucketJobs, err)
+	}
+	cat, err := js.KeyValue(ctx, messages.BucketCatalog)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
+	}
+	plans, err := js.ObjectStore(ctx, messages.BucketPlans)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", messages.BucketPlans, err)
+	}
+	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans}, nil
+}

@@ -1,0 +1,128 @@
+package planner_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+func TestPoisonTaskFailsJobAfterMaxDeliver(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 2, volumes: 1, maxDeliver: 3})
+	// A transient error that never goes away.
+	b.snap.Fail = func(vol string) error {
+		if vol == "vol-2-1" {
+			return errors.New("connection reset by peer")
+		}
+		return nil
+	}
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "poison"))
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseFailed, j.Phase)
+	require.Contains(t, j.Error, "vol-2-1")
+	require.Len(t, j.Failures, 1)
+	require.Equal(t, messages.ClassExhausted, j.Failures[0].Class)
+	require.Contains(t, j.Failures[0].Error, "connection reset by peer")
+	// The snapshot that was taken is no backup: it is deleted, and every
+	// node's tag is cleared.
+	require.NoError(t, testenv.Eventually(10*time.Second, func() bool {
+		return b.snap.Count(map[string]string{messages.TagJob: job}) == 0 &&
+			len(b.tool.TagsOn("node-1")) == 0 && len(b.tool.TagsOn("node-2")) == 0
+	}))
+	n, err := b.env.StreamCount(context.Background(), messages.StreamTasks)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing left to redeliver")
+}
+
+func TestFlushDeadlineFailsAndCleansUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 3, volumes: 1, flushTimeout: 500 * time.Millisecond})
+	b.tool.Delay = func(node string) time.Duration {
+		if node == "node-3" {
+			return time.Hour // a node that hangs
+		}
+		return 0
+	}
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "deadline"))
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseFailed, j.Phase)
+	// Either the worker's task deadline or the coordinator's phase
+	// deadline fires first; both name the node.
+	require.Contains(t, j.Error, "deadline passed")
+	require.Contains(t, j.Error, "node-3")
+	require.Zero(t, b.snap.Creates.Load())
+	require.NoError(t, testenv.Eventually(10*time.Second, func() bool {
+		return len(b.tool.TagsOn("node-1")) == 0 && len(b.tool.TagsOn("node-2")) == 0
+	}))
+}
+
+func TestCancelStopsReleasingAndCleansUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 3, volumes: 1})
+	block := make(chan struct{})
+	b.tool.Delay = func(node string) time.Duration {
+		if node == "node-3" {
+			<-block
+		}
+		return 0
+	}
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "cancel-me"))
+	b.env.WaitFor(t, job, jobTimeout, func(j messages.Job) bool { return j.Progress.Flushed == 2 })
+
+	data, err := json.Marshal(messages.Control{Schema: messages.ControlSchema, JobID: job, Action: "cancel", By: "alice", Reason: "maintenance"})
+	require.NoError(t, err)
+	_, err = b.env.JS.Publish(context.Background(), messages.SubjectControl(job), data)
+	require.NoError(t, err)
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseCancelled, j.Phase)
+	require.Contains(t, j.Error, "cancelled by alice: maintenance")
+	close(block) // node-3's flush lands after the cancel
+
+	require.NoError(t, testenv.Eventually(10*time.Second, func() bool {
+		return len(b.tool.TagsOn("node-1")) == 0 && len(b.tool.TagsOn("node-2")) == 0 && len(b.tool.TagsOn("node-3")) == 0
+	}), "a late flush is cleared too")
+	require.Zero(t, b.snap.Creates.Load())
+}
+
+func TestCrashModeSkipsFlush(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 2, volumes: 2})
+	b.startAll(t)
+	req := testenv.Request("c1", "crash-mode")
+	req.Mode = messages.ModeCrash
+	job := b.env.Submit(t, req)
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+	require.Zero(t, b.tool.Calls.Load())
+	require.EqualValues(t, 4, b.snap.Creates.Load())
+}
+
+func TestAllowPartialBacksUpTheNodesThatFlushed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 3, volumes: 1, allowPartial: true})
+	b.tool.Fail = func(node string) error {
+		if node == "node-1" {
+			return errclass.Permanent(errors.New("nodetool failed"))
+		}
+		return nil
+	}
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "partial"))
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+	require.EqualValues(t, 2, b.snap.Creates.Load())
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagNode: "node-1"}))
+	require.NotEmpty(t, j.Warnings)
+	require.Contains(t, j.Warnings[0], "partial backup")
+}
