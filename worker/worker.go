@@ -71,6 +71,8 @@ type Worker struct {
 	cancel   context.CancelCauseFunc
 	inflight sync.WaitGroup
 	bound    map[messages.Kind]bool
+	// publishFn publishes a result event; tests replace it.
+	publishFn func(context.Context, *messages.TaskResult) error
 }
 
 // New makes a worker. jobs is the jobs bucket, read to skip tasks of jobs
@@ -104,8 +106,10 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Worker{js: js, jobs: jobs, drivers: drivers, cfg: cfg,
+	w := &Worker{js: js, jobs: jobs, drivers: drivers, cfg: cfg,
 		log: cfg.Logger.With().Str("worker", cfg.Name).Logger(), bound: map[messages.Kind]bool{}}
+	w.publishFn = w.publish
+	return w
 }
 
 // Start binds to each kind's durable consumer and begins pulling. Tasks run
@@ -296,7 +300,7 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 	switch {
 	case herr == nil:
 		result.Outcome = messages.OutcomeSucceeded
-		if err := w.publish(ctx, result); err != nil {
+		if err := w.publishFn(ctx, result); err != nil {
 			log.Warn().Err(err).Msg("result not published; task returned for redelivery")
 			_ = msg.NakWithDelay(w.cfg.BackoffBase)
 			return outcomeRetry, "publish"
@@ -345,7 +349,7 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 	if code == "" {
 		code = string(result.ErrorClass)
 	}
-	if err := w.publish(ctx, result); err != nil {
+	if err := w.publishFn(ctx, result); err != nil {
 		log.Warn().Err(err).Msg("failure not published; task returned for redelivery")
 		_ = msg.NakWithDelay(w.cfg.BackoffBase)
 		return outcomeRetry, "publish"

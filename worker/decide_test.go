@@ -1,0 +1,165 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+// recordingMsg is a jetstream.Msg that records how it was settled.
+type recordingMsg struct {
+	mu        sync.Mutex
+	settled   string
+	delay     time.Duration
+	reason    string
+	heartbeat int
+}
+
+var _ jetstream.Msg = (*recordingMsg)(nil)
+
+func (m *recordingMsg) Metadata() (*jetstream.MsgMetadata, error) { return &jetstream.MsgMetadata{}, nil }
+func (m *recordingMsg) Data() []byte                              { return nil }
+func (m *recordingMsg) Headers() nats.Header                      { return nil }
+func (m *recordingMsg) Subject() string                           { return "quiesce.tasks.flush.c1" }
+func (m *recordingMsg) Reply() string                             { return "" }
+func (m *recordingMsg) set(s string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settled = s
+	return nil
+}
+func (m *recordingMsg) Ack() error                      { return m.set("ack") }
+func (m *recordingMsg) DoubleAck(context.Context) error { return m.set("ack") }
+func (m *recordingMsg) Nak() error                      { return m.set("nak") }
+func (m *recordingMsg) NakWithDelay(d time.Duration) error {
+	m.mu.Lock()
+	m.delay = d
+	m.mu.Unlock()
+	return m.set("nak")
+}
+func (m *recordingMsg) InProgress() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.heartbeat++
+	return nil
+}
+func (m *recordingMsg) Term() error { return m.set("term") }
+func (m *recordingMsg) TermWithReason(r string) error {
+	m.mu.Lock()
+	m.reason = r
+	m.mu.Unlock()
+	return m.set("term")
+}
+
+// capturePublisher stands in for JetStream's Publish in decide.
+type capturePublisher struct {
+	mu      sync.Mutex
+	results []messages.TaskResult
+}
+
+func TestDecideClassifiesInOnePlace(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		desc        string
+		err         error
+		attempt     int
+		deadlineHit bool
+		shutdown    bool
+		wantSettled string
+		wantOutcome outcome
+		wantClass   messages.ErrorClass
+		minDelay    time.Duration
+	}{
+		{desc: "success acks", err: nil, attempt: 1, wantSettled: "ack", wantOutcome: outcomeSucceeded},
+		{desc: "permanent terminates", err: errclass.Permanent(errors.New("auth failed")), attempt: 1,
+			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassPermanent},
+		{desc: "transient retries", err: errors.New("connection refused"), attempt: 1,
+			wantSettled: "nak", wantOutcome: outcomeRetry, minDelay: 5 * time.Millisecond},
+		{desc: "transient on the last delivery is exhausted", err: errors.New("connection refused"), attempt: 3,
+			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassExhausted},
+		{desc: "retry-after sets a floor on the delay", err: errclass.RetryAfter(errors.New("SnapshotCreationPerVolumeRateExceeded"), 15*time.Second),
+			attempt: 1, wantSettled: "nak", wantOutcome: outcomeRetry, minDelay: 15 * time.Second},
+		{desc: "deadline terminates", err: context.DeadlineExceeded, attempt: 1, deadlineHit: true,
+			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassDeadline},
+		{desc: "panic retries, then is reported as a panic", err: &panicError{value: "boom"}, attempt: 3,
+			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassPanic},
+		{desc: "shutdown hands the task back", err: context.Canceled, attempt: 1, shutdown: true,
+			wantSettled: "nak", wantOutcome: outcomeReturned},
+		{desc: "skip of an ended job acks", err: errSkip, attempt: 1, wantSettled: "ack", wantOutcome: outcomeSkipped},
+	}
+	for _, tc := range cases {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			pub := &capturePublisher{}
+			w := New(nil, nil, nil, Config{Logger: zerolog.Nop(), BackoffBase: 10 * time.Millisecond,
+				MaxDeliver: func(messages.Kind) int { return 3 }})
+			w.publishFn = func(_ context.Context, r *messages.TaskResult) error {
+				pub.mu.Lock()
+				defer pub.mu.Unlock()
+				pub.results = append(pub.results, *r)
+				return nil
+			}
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			if tc.shutdown {
+				cancel(ErrShutdown)
+			}
+			msg := &recordingMsg{}
+			res := &messages.TaskResult{TaskID: "j.flush.n1", Kind: messages.KindFlush}
+			got, _ := w.decide(ctx, zerolog.Nop(), msg, res, tc.err, tc.attempt, messages.KindFlush, tc.deadlineHit)
+			require.Equal(t, tc.wantOutcome, got)
+			require.Equal(t, tc.wantSettled, msg.settled)
+			require.GreaterOrEqual(t, msg.delay, tc.minDelay)
+			switch tc.wantOutcome {
+			case outcomeFailed:
+				require.Len(t, pub.results, 1, "a terminal failure is reported once")
+				require.Equal(t, messages.OutcomeFailed, pub.results[0].Outcome)
+				require.Equal(t, tc.wantClass, pub.results[0].ErrorClass)
+				require.NotEmpty(t, msg.reason)
+			case outcomeSucceeded:
+				require.Len(t, pub.results, 1)
+				require.Equal(t, messages.OutcomeSucceeded, pub.results[0].Outcome)
+			default:
+				require.Empty(t, pub.results, "no event for a delivery that will be retried")
+			}
+		})
+	}
+}
+
+func TestBackoffGrowsAndIsCapped(t *testing.T) {
+	t.Parallel()
+	w := New(nil, nil, nil, Config{BackoffBase: time.Second, BackoffMax: time.Minute})
+	for attempt := 1; attempt < 40; attempt++ {
+		d := w.backoff(attempt)
+		want := time.Second << min(attempt-1, 20)
+		if want > time.Minute {
+			want = time.Minute
+		}
+		require.GreaterOrEqual(t, d, want/2, "attempt %d", attempt)
+		require.LessOrEqual(t, d, want, "attempt %d", attempt)
+	}
+}
+
+func TestRunRecoversPanics(t *testing.T) {
+	t.Parallel()
+	w := New(nil, nil, panicDrivers{}, Config{Logger: zerolog.Nop()})
+	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}})
+	var pe *panicError
+	require.ErrorAs(t, err, &pe)
+	require.Contains(t, string(pe.stack), "panicDrivers")
+}
+
+type panicDrivers struct{}
+
+func (panicDrivers) NodeTool(string) (NodeTool, error)       { panic("driver bug") }
+func (panicDrivers) Snapshotter(string) (Snapshotter, error) { panic("driver bug") }
