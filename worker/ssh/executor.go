@@ -386,6 +386,21 @@ func (e *Executor) keepalive(c *conn) {
 	}
 }
 
+// Check connects to node (or reuses the connection) without running
+// anything: the host answers, its key is trusted and the credentials are
+// accepted. The error is classified like Run's.
+func (e *Executor) Check(ctx context.Context, node messages.Node) error {
+	addr, err := e.Address(node)
+	if err != nil {
+		return errclass.Permanent(&Error{Op: "config", Host: node.Name, Class: CodeConfig, Err: err})
+	}
+	_, _, err = e.connect(ctx, addr, e.cfg.User)
+	if errors.Is(err, errClosed) {
+		return &Error{Op: "dial", Host: addr, Class: CodeCancelled, Err: err}
+	}
+	return err
+}
+
 // Run runs cmd on node and waits for it. A command that exits non-zero is a
 // *nodetool.ExitError (permanent); a failure to reach the node is an *Error
 // classified by its Code. When ctx ends, or the configured command timeout
