@@ -38,9 +38,11 @@ const (
 // calls on one volume, and pending snapshots take longer than that to clear.
 const SnapshotRateDelay = 15 * time.Second
 
-// QuotaDelay is how long a task waits after the SDK's retry quota ran dry:
-// long enough for first-attempt successes elsewhere to refill the bucket.
-const QuotaDelay = 15 * time.Second
+// ThrottleDelay is the least a task waits after EC2 kept throttling it:
+// either every SDK attempt was throttled, or the SDK's retry quota ran dry
+// (then first-attempt successes elsewhere refill the bucket meanwhile).
+// Retrying sooner would only spend more of the account's request budget.
+const ThrottleDelay = 15 * time.Second
 
 // transientCodes are 4xx answers that a later attempt can succeed on. Every
 // other 4xx answer is a validation, authorization or not-found error that
@@ -91,7 +93,7 @@ func classify(op string, err error) error {
 	if errors.As(err, &quota) {
 		// Checked before the API error it is joined with: the SDK gave up
 		// retrying, not EC2.
-		return errclass.RetryAfter(&Error{Op: op, code: CodeRetryQuotaExceeded, err: err}, QuotaDelay)
+		return errclass.RetryAfter(&Error{Op: op, code: CodeRetryQuotaExceeded, err: err}, ThrottleDelay)
 	}
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) {
@@ -105,6 +107,9 @@ func classify(op string, err error) error {
 	code := apiErr.ErrorCode()
 	e := &Error{Op: op, code: code, err: err}
 	switch code {
+	case CodeRequestLimitExceeded:
+		// The SDK has already spent every attempt on it.
+		return errclass.RetryAfter(e, ThrottleDelay)
 	case CodeConcurrentSnapshotLimit, CodeSnapshotPerVolumeRate:
 		return errclass.RetryAfter(e, SnapshotRateDelay)
 	case CodeSnapshotInUse:

@@ -43,7 +43,7 @@ func TestClassification(t *testing.T) {
 		wantCode  string
 		attempts  int
 	}{
-		{desc: "throttle retried by the SDK, then transient", status: 503, code: "RequestLimitExceeded", attempts: 3, wantCode: "RequestLimitExceeded"},
+		{desc: "throttle retried by the SDK, then a delayed task retry", status: 503, code: "RequestLimitExceeded", attempts: 3, minDelay: ThrottleDelay, wantCode: "RequestLimitExceeded"},
 		{desc: "concurrent snapshot limit waits 15s", status: 400, code: "ConcurrentSnapshotLimitExceeded", attempts: 1, minDelay: 15 * time.Second, wantCode: "ConcurrentSnapshotLimitExceeded"},
 		{desc: "per-volume rate waits 15s", status: 400, code: "SnapshotCreationPerVolumeRateExceeded", attempts: 1, minDelay: 15 * time.Second, wantCode: "SnapshotCreationPerVolumeRateExceeded"},
 		{desc: "bad parameter is permanent", status: 400, code: "InvalidParameterValue", attempts: 1, permanent: true, wantCode: "InvalidParameterValue"},
@@ -56,7 +56,7 @@ func TestClassification(t *testing.T) {
 		{desc: "unavailable retried, then transient", status: 503, code: "Unavailable", attempts: 3, wantCode: "Unavailable"},
 		// A bucket of 5 pays for one throttled retry (cost 5): two attempts,
 		// then the quota error, whatever MaxAttempts says.
-		{desc: "retry quota runs dry: delayed task retry", status: 503, code: "RequestLimitExceeded", quota: 5, attempts: 2, minDelay: QuotaDelay, wantCode: "RetryQuotaExceeded"},
+		{desc: "retry quota runs dry: delayed task retry", status: 503, code: "RequestLimitExceeded", quota: 5, attempts: 2, minDelay: ThrottleDelay, wantCode: "RetryQuotaExceeded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -212,4 +212,52 @@ func TestHTTPStatusOfNonHTTPError(t *testing.T) {
 	t.Parallel()
 	require.Zero(t, httpStatus(errors.New("x")))
 	require.Equal(t, CodeTransport, errclass.Code(classify("Op", errors.New("dial tcp: refused"))))
+}
+
+// TestFindPagesAndFilters: Find asks for the largest page, only our own
+// snapshots, one tag filter per key, and follows NextToken.
+func TestFindPagesAndFilters(t *testing.T) {
+	t.Parallel()
+	f := newFakeEC2(t)
+	managed := map[string]string{messages.TagManaged: "true", messages.TagJob: "c1-000000000001"}
+	f.on("DescribeSnapshots", fakeAnswer{pages: []string{
+		"<snapshotSet>" + snapshotXML("snap-2", "vol-2", "pending", managed) + "</snapshotSet><nextToken>p2</nextToken>",
+		"<snapshotSet>" + snapshotXMLMsg("snap-1", "vol-1", "error", "KMS key is disabled", managed) + "</snapshotSet>",
+	}})
+	d := fakeDriver(t, f, fastOptions())
+	p, snaps, err := d.JobProgress(t.Context(), "c1-000000000001")
+	require.NoError(t, err)
+	require.Equal(t, []string{"snap-1", "snap-2"}, []string{snaps[0].ID, snaps[1].ID}, "sorted by volume")
+	require.Equal(t, 2, p.Total)
+	require.Equal(t, 1, p.Pending)
+	require.Equal(t, 1, p.Errored)
+	require.ErrorContains(t, p.Err(), "KMS key is disabled")
+
+	reqs := f.requests("DescribeSnapshots")
+	require.Len(t, reqs, 2)
+	for _, r := range reqs {
+		require.Equal(t, "1000", r.Get("MaxResults"))
+		require.Equal(t, "self", r.Get("Owner.1"))
+		require.Equal(t, "tag:quiesce:job", r.Get("Filter.1.Name"))
+		require.Equal(t, "c1-000000000001", r.Get("Filter.1.Value.1"))
+	}
+	require.Empty(t, reqs[0].Get("NextToken"))
+	require.Equal(t, "p2", reqs[1].Get("NextToken"))
+}
+
+// TestCreateReusesTaskSnapshot: a snapshot already carrying the task tag is
+// returned and no CreateSnapshot is made.
+func TestCreateReusesTaskSnapshot(t *testing.T) {
+	t.Parallel()
+	f := newFakeEC2(t)
+	task := "c1-000000000001.snapshot.vol-1"
+	f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet>" +
+		snapshotXML("snap-1", "vol-1", "pending", map[string]string{messages.TagTask: task}) + "</snapshotSet>"})
+	d := fakeDriver(t, f, fastOptions())
+	snaps, err := d.Create(t.Context(), createRequest(task, "vol-1"))
+	require.NoError(t, err)
+	require.Len(t, snaps, 1)
+	require.Equal(t, "snap-1", snaps[0].ID)
+	require.Zero(t, f.count("CreateSnapshot"))
+	require.Equal(t, "tag:quiesce:task", f.requests("DescribeSnapshots")[0].Get("Filter.1.Name"))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ type fakeEC2 struct {
 	mu      sync.Mutex
 	answers map[string]fakeAnswer
 	calls   map[string]int
+	forms   map[string][]url.Values
 	srv     *httptest.Server
 }
 
@@ -28,10 +30,12 @@ type fakeAnswer struct {
 	status int
 	code   string // an EC2 error code, or "" for a success with body
 	body   string
+	// pages, when set, are the bodies of successive calls (the last repeats).
+	pages []string
 }
 
 func newFakeEC2(t *testing.T) *fakeEC2 {
-	f := &fakeEC2{answers: map[string]fakeAnswer{}, calls: map[string]int{}}
+	f := &fakeEC2{answers: map[string]fakeAnswer{}, calls: map[string]int{}, forms: map[string][]url.Values{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -49,6 +53,13 @@ func (f *fakeEC2) count(action string) int {
 	return f.calls[action]
 }
 
+// requests returns the form of every call of an action.
+func (f *fakeEC2) requests(action string) []url.Values {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.forms[action]
+}
+
 func (f *fakeEC2) serve(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -57,8 +68,13 @@ func (f *fakeEC2) serve(w http.ResponseWriter, r *http.Request) {
 	action := r.Form.Get("Action")
 	f.mu.Lock()
 	f.calls[action]++
+	n := f.calls[action]
+	f.forms[action] = append(f.forms[action], r.Form)
 	a, ok := f.answers[action]
 	f.mu.Unlock()
+	if len(a.pages) > 0 {
+		a.body = a.pages[min(n, len(a.pages))-1]
+	}
 	switch {
 	case !ok:
 		mototest.WriteEC2Error(w, http.StatusBadRequest, "InvalidAction", "no fake answer for "+action)
@@ -73,8 +89,12 @@ func (f *fakeEC2) serve(w http.ResponseWriter, r *http.Request) {
 
 // snapshotXML is one item of a DescribeSnapshots snapshotSet.
 func snapshotXML(id, volume, state string, tags map[string]string) string {
+	return snapshotXMLMsg(id, volume, state, "", tags)
+}
+
+func snapshotXMLMsg(id, volume, state, msg string, tags map[string]string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "<item><snapshotId>%s</snapshotId><volumeId>%s</volumeId><status>%s</status><tagSet>", id, volume, state)
+	fmt.Fprintf(&b, "<item><snapshotId>%s</snapshotId><volumeId>%s</volumeId><status>%s</status><statusMessage>%s</statusMessage><tagSet>", id, volume, state, msg)
 	for k, v := range tags {
 		fmt.Fprintf(&b, "<item><key>%s</key><value>%s</value></item>", k, v)
 	}
