@@ -27,11 +27,13 @@ type recordingMsg struct {
 
 var _ jetstream.Msg = (*recordingMsg)(nil)
 
-func (m *recordingMsg) Metadata() (*jetstream.MsgMetadata, error) { return &jetstream.MsgMetadata{}, nil }
-func (m *recordingMsg) Data() []byte                              { return nil }
-func (m *recordingMsg) Headers() nats.Header                      { return nil }
-func (m *recordingMsg) Subject() string                           { return "quiesce.tasks.flush.c1" }
-func (m *recordingMsg) Reply() string                             { return "" }
+func (m *recordingMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{}, nil
+}
+func (m *recordingMsg) Data() []byte         { return nil }
+func (m *recordingMsg) Headers() nats.Header { return nil }
+func (m *recordingMsg) Subject() string      { return "quiesce.tasks.flush.c1" }
+func (m *recordingMsg) Reply() string        { return "" }
 func (m *recordingMsg) set(s string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
