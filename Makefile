@@ -1,0 +1,57 @@
+# quiesce: the two commands a new machine needs are `make demo` and `make test`.
+GO            ?= go
+PKGS          := ./...
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+TEST_TIMEOUT  ?= 20m
+
+.PHONY: all build demo test test-integration test-chaos bench fuzz lint promtool ci clean
+
+all: build
+
+build:
+	$(GO) build -o bin/quiesce ./cmd/quiesce
+
+## demo: back up a simulated 3-node cluster on an embedded JetStream server.
+demo: build
+	./bin/quiesce demo
+
+## test: unit and in-process tests against the real embedded nats-server, with the race detector.
+test:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## test-integration: the tiers against a real OpenSSH sshd and moto's EC2 server
+## (each test skips with a message naming what to install when its server is missing).
+test-integration:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags integration $(PKGS)
+
+## test-chaos: kill workers, coordinators and NATS servers under load, seeded.
+test-chaos:
+	$(GO) test -race -count=1 -timeout 30m -tags chaos -run Chaos ./internal/chaos/...
+
+## bench: orchestration benchmarks next to raw JetStream on the same server.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/bench/...
+
+## fuzz: a short run of every fuzz target (seed corpora run in `make test` too).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$pkg || exit 1; \
+	  done; \
+	done
+
+lint:
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags integration $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+## promtool: check the alert rules and run their unit tests.
+promtool:
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
+
+ci: lint test test-integration promtool demo
+
+clean:
+	rm -rf bin
