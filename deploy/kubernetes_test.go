@@ -120,6 +120,7 @@ type manifests struct {
 	namespaces      []*corev1.Namespace
 	pdbs            []*policyv1.PodDisruptionBudget
 	serviceMonitors []*monitoringv1.ServiceMonitor
+	prometheusRules []*monitoringv1.PrometheusRule
 	scaledObjects   []*scaledObject
 	files           []string
 }
@@ -186,6 +187,10 @@ func loadManifests(t *testing.T) manifests {
 				var s monitoringv1.ServiceMonitor
 				decodeStrict(t, where, b, &s)
 				m.serviceMonitors = append(m.serviceMonitors, &s)
+			case "monitoring.coreos.com/v1 PrometheusRule":
+				var r monitoringv1.PrometheusRule
+				decodeStrict(t, where, b, &r)
+				m.prometheusRules = append(m.prometheusRules, &r)
 			case "keda.sh/v1alpha1 ScaledObject":
 				var s scaledObject
 				decodeStrict(t, where, b, &s)
@@ -428,4 +433,18 @@ func TestKubernetesScrapeTargets(t *testing.T) {
 		}
 		require.Equal(t, 1, n, "%s selects %d Deployments", p.Name, n)
 	}
+}
+
+// The PrometheusRule carries exactly the rules promtool tests in alerts.yml.
+func TestKubernetesPrometheusRuleMatchesAlerts(t *testing.T) {
+	t.Parallel()
+	m := loadManifests(t)
+	require.Len(t, m.prometheusRules, 1)
+	data, err := os.ReadFile(filepath.Join("prometheus", "alerts.yml"))
+	require.NoError(t, err)
+	var want monitoringv1.PrometheusRuleSpec
+	decodeStrict(t, "alerts.yml", data, &want)
+	require.NotEmpty(t, want.Groups)
+	require.Equal(t, want, m.prometheusRules[0].Spec,
+		"kubernetes/prometheusrule.yaml differs from prometheus/alerts.yml: regenerate it (see its header)")
 }
