@@ -1,0 +1,219 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/drivers"
+	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/observability"
+	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/worker"
+)
+
+// roleOptions tune the roles of one process.
+type roleOptions struct {
+	concurrency map[messages.Kind]int
+	kinds       []messages.Kind
+	softStop    time.Duration
+	awaitPoll   time.Duration
+	sweep       time.Duration
+	name        string
+}
+
+// node is the set of roles one process runs.
+type node struct {
+	log         zerolog.Logger
+	h           *topology.Handles
+	planner     *planner.Planner
+	coordinator *planner.Coordinator
+	worker      *worker.Worker
+	drivers     *drivers.Registry
+	softStop    time.Duration
+}
+
+func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream, roles []string, log zerolog.Logger,
+	metrics *observability.Metrics, o roleOptions) (*node, error) {
+	h, err := topology.Ensure(ctx, js, topologyOptions(cfg))
+	if err != nil {
+		return nil, withCode(ExitError, fmt.Errorf("topology: %w", err))
+	}
+	n := &node{log: log, h: h, softStop: o.softStop}
+	if n.softStop == 0 {
+		n.softStop = 30 * time.Second
+	}
+	var pobs planner.Observer = planner.NopObserver{}
+	var wobs worker.Observer = worker.NopObserver{}
+	hooks := drivers.Hooks{}
+	if metrics != nil {
+		pobs, wobs = metrics, metrics
+		hooks = drivers.Hooks{EC2Error: metrics.EC2Error, SSHError: metrics.SSHError}
+	}
+	n.drivers = drivers.New(ctx, cfg, log, hooks)
+	n.drivers.SetExtra("nats.jetstream", js)
+	n.drivers.SetExtra("nats.replicas", cfg.Replicas())
+	popts := planner.Options{Logger: log, Observer: pobs}
+	if slices.Contains(roles, "coordinator") {
+		n.coordinator = planner.NewCoordinator(js, h, planner.CoordinatorConfig{Options: popts, SweepInterval: o.sweep})
+		if err := n.coordinator.Start(ctx); err != nil {
+			n.stop(ctx)
+			return nil, withCode(ExitError, fmt.Errorf("coordinator: %w", err))
+		}
+	}
+	if slices.Contains(roles, "worker") {
+		n.worker = worker.New(js, h.Jobs, n.drivers, worker.Config{
+			Name: o.name, Kinds: o.kinds, Concurrency: o.concurrency, Logger: log, Observer: wobs, AwaitPoll: o.awaitPoll,
+		})
+		if err := n.worker.Start(ctx); err != nil {
+			n.stop(ctx)
+			return nil, withCode(ExitError, fmt.Errorf("worker: %w", err))
+		}
+	}
+	if slices.Contains(roles, "planner") {
+		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Config: cfg, Discover: n.drivers.Discoverer})
+		if err := n.planner.Start(ctx); err != nil {
+			n.stop(ctx)
+			return nil, withCode(ExitError, fmt.Errorf("planner: %w", err))
+		}
+	}
+	return n, nil
+}
+
+// ready is the readiness check: every role bound to its consumer.
+func (n *node) ready() error {
+	var errs []error
+	if n.planner != nil {
+		errs = append(errs, n.planner.Ready())
+	}
+	if n.coordinator != nil {
+		errs = append(errs, n.coordinator.Ready())
+	}
+	if n.worker != nil {
+		errs = append(errs, n.worker.Ready())
+	}
+	return errors.Join(errs...)
+}
+
+// stop shuts the roles down in order: take no new jobs, let running tasks
+// finish (up to the soft-stop timeout, then cancel them so they are
+// redelivered), then stop applying events.
+func (n *node) stop(ctx context.Context) {
+	if n.planner != nil {
+		_ = n.planner.Stop(ctx)
+	}
+	if n.worker != nil {
+		sctx, cancel := context.WithTimeout(ctx, n.softStop)
+		if err := n.worker.Stop(sctx); err != nil {
+			n.log.Warn().Msg("running tasks did not finish in time; they were cancelled and will be redelivered")
+		}
+		cancel()
+	}
+	if n.coordinator != nil {
+		_ = n.coordinator.Stop(ctx)
+	}
+	if n.drivers != nil {
+		_ = n.drivers.Close()
+	}
+}
+
+func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
+	var (
+		concurrency int
+		softStop    time.Duration
+		kinds       []string
+		name        string
+	)
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return withCode(ExitRejected, err)
+			}
+			log = log.With().Str("role", use).Logger()
+			var ks []messages.Kind
+			for _, k := range kinds {
+				if !messages.Kind(k).Valid() {
+					return withCode(ExitRejected, fmt.Errorf("--kinds: unknown task kind %q", k))
+				}
+				ks = append(ks, messages.Kind(k))
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			nc, js, err := g.connect(cfg, use)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			reg := observability.NewRegistry()
+			metrics, err := observability.NewMetrics(reg)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			if slices.Contains(roles, "worker") || slices.Contains(roles, "coordinator") {
+				if err := reg.Register(observability.NewBacklogCollector(ctx, js, observability.BacklogOptions{})); err != nil {
+					return withCode(ExitError, err)
+				}
+			}
+			conc := map[messages.Kind]int{}
+			if concurrency > 0 {
+				for _, k := range messages.Kinds {
+					conc[k] = concurrency
+				}
+			}
+			n, err := startRoles(ctx, cfg, js, roles, log, metrics, roleOptions{concurrency: conc, kinds: ks, softStop: softStop, name: name})
+			if err != nil {
+				return err
+			}
+			ready := func() error {
+				if nc.Status() != nats.CONNECTED {
+					return fmt.Errorf("NATS connection is %s", nc.Status())
+				}
+				return n.ready()
+			}
+			serveErr := make(chan error, 1)
+			if g.metricsAddr != "" {
+				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready) }()
+			}
+			log.Info().Strs("roles", roles).Str("nats", g.url(cfg)).Str("metrics_addr", g.metricsAddr).Msg("quiesce started")
+			select {
+			case <-ctx.Done():
+			case err := <-serveErr:
+				if err != nil {
+					log.Error().Err(err).Msg("metrics server stopped")
+				}
+			}
+			log.Info().Msg("shutting down")
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), softStop+30*time.Second)
+			defer cancel()
+			n.stop(sctx)
+			_ = nc.Drain()
+			log.Info().Msg("stopped")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&g.metricsAddr, "metrics-addr", ":9464", "listen address for /metrics, /healthz and /readyz (empty: off)")
+	if slices.Contains(roles, "worker") {
+		cmd.Flags().IntVar(&concurrency, "concurrency", 0, "tasks run at once per kind (default: 64 flush/clear, 16 others)")
+		cmd.Flags().StringSliceVar(&kinds, "kinds", nil, "task kinds to execute (default all)")
+		cmd.Flags().StringVar(&name, "name", "", "worker name in events (default host-pid)")
+	}
+	cmd.Flags().DurationVar(&softStop, "soft-stop", 30*time.Second, "on SIGTERM, how long running tasks may finish before they are cancelled")
+	return cmd
+}
