@@ -1,7 +1,7 @@
 # quiesce: the two commands a new machine needs are `make demo` and `make test`.
 GO            ?= go
 PKGS          := ./...
-STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT  ?= 20m
 
 .PHONY: all build demo test test-integration test-chaos bench fuzz lint promtool ci clean
