@@ -45,6 +45,12 @@ var (
 	taskBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200}
 )
 
+// taskOutcomes are the outcomes worker.Observer.TaskFinished reports.
+var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped"}
+
+// jobOutcomes are the terminal phases a job can finish in.
+var jobOutcomes = []messages.Phase{messages.PhaseSucceeded, messages.PhaseFailed, messages.PhaseCancelled}
+
 // Metrics implements planner.Observer and worker.Observer with Prometheus
 // collectors, plus the drivers' error hooks (EC2Error, SSHError). One value
 // serves every role in a process.
@@ -132,6 +138,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
 	m.sshErrors = m.counter("ssh", "errors_total",
 		"SSH connections or commands that failed, by error class.", "code")
+
+	// Every kind's task series exist from the start at zero, so a dashboard
+	// shows an idle worker as 0 rather than nothing, and increase() sees the
+	// first failure of a fresh process.
+	for _, kind := range messages.Kinds {
+		k := string(kind)
+		m.inFlight.WithLabelValues(k)
+		m.tasksStarted.WithLabelValues(k)
+		m.redeliveries.WithLabelValues(k)
+		for _, outcome := range taskOutcomes {
+			m.tasksFinished.WithLabelValues(k, outcome)
+		}
+	}
 
 	var errs []error
 	for _, c := range m.collectors {
@@ -261,6 +280,22 @@ func (m *Metrics) EC2Error(op, code string) {
 // "timeout", "exit", ...).
 func (m *Metrics) SSHError(code string) {
 	m.sshErrors.WithLabelValues(code).Inc()
+}
+
+// InitCluster makes a configured cluster's job series exist at zero before
+// its first job, so the failed-job alert's increase() catches the first
+// failure after a restart, and publishes maxAge (when positive) as the
+// cluster's stale-backup threshold. A process calls it at start for every
+// cluster of its config.
+func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
+	m.jobsStarted.WithLabelValues(cluster)
+	for _, p := range jobOutcomes {
+		m.jobsFinished.WithLabelValues(cluster, string(p))
+	}
+	m.retired.WithLabelValues(cluster)
+	if maxAge > 0 {
+		m.SetBackupMaxAge(cluster, maxAge)
+	}
 }
 
 // SetBackupMaxAge publishes how old a cluster's newest backup may get before

@@ -135,6 +135,25 @@ func TestMetricsWorkerHooks(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(m.sshErrors.WithLabelValues("auth")))
 }
 
+func TestMetricsSeriesExistAtZero(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	// Task series of every kind exist before any task ran.
+	require.Equal(t, len(messages.Kinds), testutil.CollectAndCount(m.inFlight))
+	require.Equal(t, 4*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("flush", "failed")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.jobsFinished))
+	m.InitCluster("c1", 0)
+	require.Equal(t, 3, testutil.CollectAndCount(m.jobsFinished))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsFinished.WithLabelValues("c1", "failed")))
+	require.Equal(t, 0, testutil.CollectAndCount(m.backupMaxAge), "no threshold given, none exported")
+	m.InitCluster("c2", 7*24*time.Hour)
+	require.Equal(t, 604800.0, testutil.ToFloat64(m.backupMaxAge.WithLabelValues("c2")))
+	// Initialising does not count anything.
+	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsStarted.WithLabelValues("c2")))
+}
+
 func TestNewMetricsTwiceOnOneRegistryFails(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
