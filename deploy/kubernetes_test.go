@@ -265,7 +265,7 @@ func TestKubernetesDeployments(t *testing.T) {
 
 		c := spec.Containers[0]
 		require.Contains(t, []string{"planner", "coordinator", "worker"}, c.Args[0], name)
-		require.Contains(t, c.Args, "--config=/etc/quiesce/config.yaml", name)
+		require.Contains(t, c.Args, "--config=/etc/quiesce/quiesce.yaml", name)
 		require.Contains(t, c.Args, "--metrics-addr=:9464", name)
 		require.True(t, slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--nats=") }), name)
 		require.False(t, c.Resources.Requests.Cpu().IsZero(), "%s: cpu request", name)
@@ -344,12 +344,12 @@ func TestKubernetesConfigMatchesMounts(t *testing.T) {
 	m := loadManifests(t)
 	cm := m.configMaps["quiesce-config"]
 	require.NotNil(t, cm)
-	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
+	cfg, err := config.Parse([]byte(cm.Data["quiesce.yaml"]))
 	require.NoError(t, err)
 	require.Equal(t, 3, cfg.Replicas(), "production streams are replicated on the three NATS servers")
 
 	for _, d := range m.deployments {
-		require.True(t, mounted(d, "/etc/quiesce/config.yaml"), d.Name)
+		require.True(t, mounted(d, "/etc/quiesce/quiesce.yaml"), d.Name)
 		require.True(t, mounted(d, cfg.NATS.CredsFile), "%s: %s", d.Name, cfg.NATS.CredsFile)
 	}
 	var worker *appsv1.Deployment
