@@ -1,0 +1,292 @@
+//go:build integration
+
+package ebs_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/drivers"
+	"github.com/quiesce/quiesce/internal/fakes"
+	"github.com/quiesce/quiesce/internal/mototest"
+	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/ebs"
+)
+
+const jobRegion = "us-east-1"
+
+// nodeDrivers flushes on simulated nodes and snapshots through snap (the
+// registry's real ebs driver, possibly wrapped).
+type nodeDrivers struct {
+	tool *fakes.NodeTool
+	snap func(cluster string) (worker.Snapshotter, error)
+}
+
+func (d nodeDrivers) NodeTool(string) (worker.NodeTool, error)         { return d.tool, nil }
+func (d nodeDrivers) Snapshotter(c string) (worker.Snapshotter, error) { return d.snap(c) }
+
+// jobBundle is a moto EC2 with three tagged Cassandra instances behind a
+// counting proxy, an embedded JetStream, and the configuration and driver
+// registry of cluster c1 discovered by tag.
+type jobBundle struct {
+	env   *testenv.Env
+	proxy *mototest.Throttle
+	cfg   *config.Config
+	reg   *drivers.Registry
+	tool  *fakes.NodeTool
+	// volumesOf maps each node to its data volumes; node-3 has two.
+	volumesOf map[string][]string
+
+	mu        sync.Mutex
+	ec2Errors map[string]int
+}
+
+func setupJob(t *testing.T) *jobBundle {
+	t.Helper()
+	ctx := t.Context()
+	moto := mototest.Start(t)
+	b := &jobBundle{proxy: mototest.NewThrottle(t, moto.URL), tool: fakes.NewNodeTool(),
+		volumesOf: map[string][]string{}, ec2Errors: map[string]int{}}
+
+	raw := ec2.New(ec2.Options{
+		Region: jobRegion, BaseEndpoint: aws.String(moto.URL),
+		Credentials: credentials.NewStaticCredentialsProvider(mototest.AccessKeyID, mototest.SecretAccessKey, ""),
+	})
+	imgs, err := raw.DescribeImages(ctx, &ec2.DescribeImagesInput{})
+	require.NoError(t, err)
+	require.NotEmpty(t, imgs.Images)
+	for i, devices := range [][]string{{"/dev/sdf"}, {"/dev/sdf"}, {"/dev/sdf", "/dev/sdg"}} {
+		name := fmt.Sprintf("node-%d", i+1)
+		run, err := raw.RunInstances(ctx, &ec2.RunInstancesInput{
+			ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro,
+			MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
+				{Key: aws.String("Name"), Value: aws.String(name)},
+				{Key: aws.String("cassandra-cluster"), Value: aws.String("c1")},
+			}}},
+		})
+		require.NoError(t, err)
+		in := run.Instances[0]
+		for _, dev := range devices {
+			v, err := raw.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: in.Placement.AvailabilityZone, Size: aws.Int32(10)})
+			require.NoError(t, err)
+			_, err = raw.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: v.VolumeId, InstanceId: in.InstanceId, Device: aws.String(dev)})
+			require.NoError(t, err)
+			b.volumesOf[name] = append(b.volumesOf[name], aws.ToString(v.VolumeId))
+		}
+	}
+
+	b.cfg = &config.Config{
+		Clusters: []config.Cluster{{
+			Name: "c1", Region: jobRegion, Executor: "local", Snapshotter: "ebs", DefaultPolicy: "nightly",
+			EBS:       config.EBS{Endpoint: b.proxy.URL, PerInstance: true},
+			Discovery: &config.Discovery{InstanceTags: map[string]string{"cassandra-cluster": "c1"}},
+		}},
+		Policies: []config.Policy{{Name: "nightly", Cluster: "c1"}},
+	}
+	require.NoError(t, b.cfg.Validate())
+	b.reg = drivers.New(ctx, b.cfg, zerolog.Nop(), drivers.Hooks{EC2Error: func(op, code string) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.ec2Errors[op+" "+code]++
+	}})
+	t.Cleanup(func() { _ = b.reg.Close() })
+
+	b.env = testenv.New(t, topology.Options{AckWait: time.Second})
+	_, pjs := b.env.Connect(t)
+	ph, err := testenv.Handles(ctx, pjs)
+	require.NoError(t, err)
+	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{
+		Options: planner.Options{Logger: zerolog.Nop()}, Config: b.cfg, Discover: b.reg.Discoverer,
+	})
+	require.NoError(t, p.Start(ctx))
+	t.Cleanup(func() { _ = p.Stop(context.WithoutCancel(ctx)) })
+
+	_, cjs := b.env.Connect(t)
+	ch, err := testenv.Handles(ctx, cjs)
+	require.NoError(t, err)
+	c := planner.NewCoordinator(cjs, ch, planner.CoordinatorConfig{Options: planner.Options{Logger: zerolog.Nop()},
+		SweepInterval: 100 * time.Millisecond, StallAfter: 2 * time.Second})
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(func() { _ = c.Stop(context.WithoutCancel(ctx)) })
+	return b
+}
+
+func (b *jobBundle) startWorker(t *testing.T, js jetstream.JetStream, snap func(string) (worker.Snapshotter, error)) *worker.Worker {
+	t.Helper()
+	if snap == nil {
+		snap = b.reg.Snapshotter
+	}
+	h, err := testenv.Handles(t.Context(), js)
+	require.NoError(t, err)
+	w := worker.New(js, h.Jobs, nodeDrivers{tool: b.tool, snap: snap}, worker.Config{
+		Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, BackoffBase: 50 * time.Millisecond,
+		BackoffMax: time.Second, AwaitPoll: 50 * time.Millisecond, MaxDeliver: b.env.Opts.MaxDeliverFor,
+	})
+	require.NoError(t, w.Start(t.Context()))
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 10*time.Second)
+		defer cancel()
+		_ = w.StopAndCancel(stop)
+	})
+	return w
+}
+
+func (b *jobBundle) ec2ErrorCount(key string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ec2Errors[key]
+}
+
+// checkSnapshots asserts one snapshot per single-volume node and one set for
+// node-3, every one tagged, and that the catalog record lists exactly them.
+func (b *jobBundle) checkSnapshots(t *testing.T, job string) {
+	t.Helper()
+	ctx := t.Context()
+	d, err := b.reg.Snapshotter("c1")
+	require.NoError(t, err)
+	snaps, err := d.Find(ctx, map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.Len(t, snaps, 4, "one snapshot per data volume, no duplicates")
+	byVolume := map[string]worker.Snapshot{}
+	for _, s := range snaps {
+		byVolume[s.VolumeID] = s
+	}
+	for name, vols := range b.volumesOf {
+		target := vols[0]
+		if len(vols) > 1 {
+			target = name
+		}
+		for _, v := range vols {
+			s, ok := byVolume[v]
+			require.True(t, ok, "no snapshot of %s (%s)", v, name)
+			require.Equal(t, "true", s.Tags[messages.TagManaged])
+			require.Equal(t, "c1", s.Tags[messages.TagCluster])
+			require.Equal(t, job, s.Tags[messages.TagJob])
+			require.Equal(t, name, s.Tags[messages.TagNode])
+			require.Equal(t, "nightly", s.Tags[messages.TagPolicy])
+			require.Equal(t, messages.TaskID(job, messages.KindSnapshot, target), s.Tags[messages.TagTask])
+			require.NotEmpty(t, s.Tags[messages.TagName])
+		}
+		require.Contains(t, b.tool.FlushedAt, name, "node flushed")
+		require.Empty(t, b.tool.TagsOn(name), "hard links cleared")
+	}
+	require.Equal(t, 1, b.proxy.Seen("CreateSnapshots"), "node-3's volumes as one set")
+
+	backups, err := planner.Backups(ctx, b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	require.Equal(t, job, backups[0].JobID)
+	require.Len(t, backups[0].Nodes, 3)
+	var cataloged, want []string
+	for _, r := range backups[0].Snapshots {
+		cataloged = append(cataloged, r.SnapshotID)
+	}
+	for _, s := range snaps {
+		want = append(want, s.ID)
+	}
+	require.ElementsMatch(t, want, cataloged)
+}
+
+// TestMotoFullBackupJob runs one backup job through planner, coordinator and
+// worker, with nodes discovered in moto's EC2 by tag and snapshots taken by
+// the ebs driver: node-3 has two data volumes and gets one CreateSnapshots
+// set, the others one CreateSnapshot each. EC2 throttles the first two
+// CreateSnapshot calls; the SDK retries them.
+func TestMotoFullBackupJob(t *testing.T) {
+	t.Parallel()
+	b := setupJob(t)
+	b.proxy.Only("CreateSnapshot").First(2)
+	_, js := b.env.Connect(t)
+	b.startWorker(t, js, nil)
+
+	job := b.env.Submit(t, testenv.Request("c1", "ebs-moto-1"))
+	j := b.env.WaitTerminal(t, job, 2*time.Minute)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+
+	b.checkSnapshots(t, job)
+	require.Equal(t, 2+2, b.proxy.Seen("CreateSnapshot"), "two volumes, two throttled attempts")
+	require.Equal(t, 2, b.proxy.Throttled())
+	require.Equal(t, 2, b.ec2ErrorCount("CreateSnapshot "+ebs.CodeRequestLimitExceeded), "throttles counted through the hook")
+}
+
+// dyingSnapshotter creates the snapshots, then never returns: the worker
+// process dies between the EC2 call and its ack.
+type dyingSnapshotter struct {
+	worker.Snapshotter
+	created chan<- struct{}
+}
+
+func (d dyingSnapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
+	if _, err := d.Snapshotter.Create(ctx, req); err != nil {
+		return nil, err
+	}
+	select {
+	case d.created <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil, context.Cause(ctx)
+}
+
+// TestMotoKilledWorkerSnapshotsOnce: the first worker takes EBS snapshots and
+// is killed before any result or ack; the tasks are redelivered to a second
+// worker, which finds the snapshots by their task tags. Every volume has
+// exactly one snapshot and EC2 saw one create call per task.
+func TestMotoKilledWorkerSnapshotsOnce(t *testing.T) {
+	t.Parallel()
+	b := setupJob(t)
+	created := make(chan struct{}, 1)
+	var dying atomic.Bool
+	dying.Store(true)
+	nc1, js1 := b.env.Connect(t)
+	w1 := b.startWorker(t, js1, func(c string) (worker.Snapshotter, error) {
+		s, err := b.reg.Snapshotter(c)
+		if err != nil || !dying.Load() {
+			return s, err
+		}
+		return dyingSnapshotter{Snapshotter: s, created: created}, nil
+	})
+
+	job := b.env.Submit(t, testenv.Request("c1", "ebs-moto-kill"))
+	select {
+	case <-created:
+	case <-time.After(time.Minute):
+		t.Fatal("no snapshot created")
+	}
+	// Let every snapshot task reach EC2 on the doomed worker, then kill it.
+	require.Eventually(t, func() bool {
+		return b.proxy.Seen("CreateSnapshot") == 2 && b.proxy.Seen("CreateSnapshots") == 1
+	}, time.Minute, 20*time.Millisecond)
+	nc1.Close()
+	stop, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, w1.StopAndCancel(stop))
+	dying.Store(false)
+
+	_, js2 := b.env.Connect(t)
+	b.startWorker(t, js2, nil)
+	j := b.env.WaitTerminal(t, job, 2*time.Minute)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+
+	b.checkSnapshots(t, job)
+	require.Equal(t, 2, b.proxy.Seen("CreateSnapshot"), "no second snapshot after redelivery")
+	require.Equal(t, 1, b.proxy.Seen("CreateSnapshots"))
+}
