@@ -21,7 +21,7 @@ func TestRetryQuotaBoundsAmplification(t *testing.T) {
 	t.Parallel()
 	const calls, attempts = 30, 8
 	for _, tt := range []struct {
-		desc  string
+		desc     string
 		quota    int
 		min, max int
 	}{
