@@ -292,7 +292,12 @@ func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.
 // managed tag is never touched (worker.ErrNotManaged); one that an AMI or
 // volume still uses is worker.ErrSnapshotInUse. Both refusals are permanent.
 func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
-	s, err := d.describe(ctx, snapshotID)
+	return d.deleteIn(ctx, d.Region(), snapshotID)
+}
+
+func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error {
+	client := d.c.region(region)
+	s, err := d.describeIn(ctx, client, snapshotID)
 	if apiCode(err) == CodeSnapshotNotFound {
 		return nil
 	}
@@ -300,9 +305,9 @@ func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
 		return err
 	}
 	if s.Tags[messages.TagManaged] != "true" {
-		return errclass.Permanent(fmt.Errorf("delete snapshot %s: %w", snapshotID, worker.ErrNotManaged))
+		return errclass.Permanent(fmt.Errorf("delete snapshot %s in %s: %w", snapshotID, region, worker.ErrNotManaged))
 	}
-	_, err = d.c.home().DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
+	_, err = client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
 	if apiCode(err) == CodeSnapshotNotFound {
 		return nil
 	}
@@ -310,7 +315,11 @@ func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
 }
 
 func (d *Driver) describe(ctx context.Context, snapshotID string) (worker.Snapshot, error) {
-	res, err := d.c.home().DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapshotID}})
+	return d.describeIn(ctx, d.c.home(), snapshotID)
+}
+
+func (d *Driver) describeIn(ctx context.Context, client *ec2.Client, snapshotID string) (worker.Snapshot, error) {
+	res, err := client.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapshotID}})
 	if err != nil {
 		return worker.Snapshot{}, classify("DescribeSnapshots", err)
 	}

@@ -488,3 +488,46 @@ func ids(snaps []worker.Snapshot) []string {
 	}
 	return out
 }
+
+// TestMotoCopyJobAndDeleteCopies: a job's snapshots are copied to each copy
+// region once, however often the copy runs, and the copies are retired with
+// the same guards as the originals.
+func TestMotoCopyJobAndDeleteCopies(t *testing.T) {
+	t.Parallel()
+	b := setupMoto(t)
+	node := b.launch(t, map[string]string{"quiesce-cluster": "c1"}, dataVolume{device: "/dev/sdf"}, dataVolume{device: "/dev/sdg"})
+	cl := b.cluster("c1")
+	cl.EBS.CopyRegions = []string{otherRegion, "eu-west-1"}
+	d := b.driver(t, cl)
+	job := "c1-000000000009"
+	for _, v := range node.Volumes {
+		_, err := d.Create(t.Context(), worker.CreateRequest{Node: node, Volumes: []messages.Volume{v},
+			Tags: snapshotTags("c1", job, node.Name, v.ID)})
+		require.NoError(t, err)
+	}
+
+	copies, err := d.CopyJob(t.Context(), job)
+	require.NoError(t, err)
+	require.Len(t, copies, 4)
+	again, err := d.CopyJob(t.Context(), job)
+	require.NoError(t, err)
+	require.Equal(t, ids(copies), ids(again))
+	require.Equal(t, 4, b.proxy.Seen("CopySnapshot"))
+	for _, region := range cl.EBS.CopyRegions {
+		got, err := d.find(t.Context(), d.c.region(region), map[string]string{messages.TagJob: job})
+		require.NoError(t, err)
+		require.Len(t, got, 2, region)
+	}
+
+	deleted, err := d.DeleteCopies(t.Context(), job)
+	require.NoError(t, err)
+	require.ElementsMatch(t, ids(copies), deleted)
+	for _, region := range cl.EBS.CopyRegions {
+		got, err := d.find(t.Context(), d.c.region(region), map[string]string{messages.TagJob: job})
+		require.NoError(t, err)
+		require.Empty(t, got, region)
+	}
+	home, err := d.Find(t.Context(), map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.Len(t, home, 2, "the originals are not copies")
+}
