@@ -278,8 +278,12 @@ func TestHooksPendingAndRollback(t *testing.T) {
 				return errors.New("injected: copy failed")
 			}
 			entered <- s
+			release := hold
+			if s[0].Tags[messages.TagTask] != "held" {
+				release = nil // only the context ends the wait
+			}
 			select {
-			case <-hold:
+			case <-release:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
