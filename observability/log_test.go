@@ -3,7 +3,9 @@ package observability
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -104,4 +106,47 @@ func TestSecretNeverPrints(t *testing.T) {
 	out += string(b)
 	require.NotContains(t, out, "hunter2")
 	require.Equal(t, "hunter2", s.Reveal())
+}
+
+// Secrets inside error strings of libraries are masked in the log line
+// itself, and the line stays valid JSON (or readable console output).
+func TestLoggerRedactsSecretsInLines(t *testing.T) {
+	t.Parallel()
+	seed := "SUAM" + strings.Repeat("B", 54)
+	inputs := map[string]string{
+		"url":       "dial nats://svc:s3cr3t@nats-0:4222: connection refused",
+		"kv":        "auth failed: password=s3cr3t, retry",
+		"quoted":    `config: token="s3cr3t" rejected`,
+		"pem":       "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\ns3cr3t\n-----END OPENSSH PRIVATE KEY-----\nend",
+		"cut pem":   "-----BEGIN RSA PRIVATE KEY-----\ns3cr3t",
+		"seed":      "bad seed " + seed,
+		"secret kv": `secret: 's3cr3t'`,
+	}
+	for _, format := range []string{"json", "console"} {
+		var buf bytes.Buffer
+		log, err := NewLogger(&buf, "info", format)
+		require.NoError(t, err)
+		for name, in := range inputs {
+			buf.Reset()
+			log.Error().Err(errors.New(in)).Str("detail", in).Msg(in)
+			out := buf.String()
+			require.NotContains(t, out, "s3cr3t", "%s %s: %s", format, name, out)
+			require.NotContains(t, out, seed, "%s %s", format, name)
+			require.Contains(t, out, redacted, "%s %s", format, name)
+			if format == "json" {
+				var v map[string]any
+				require.NoError(t, json.Unmarshal(buf.Bytes(), &v), "%s: %s", name, out)
+				require.Equal(t, "error", v["level"])
+			}
+		}
+	}
+}
+
+func BenchmarkLoggerLine(b *testing.B) {
+	log, err := NewLogger(io.Discard, "info", "json")
+	require.NoError(b, err)
+	for b.Loop() {
+		log.Info().Str("job_id", "c1-0123456789ab").Str("task_id", "c1-0123456789ab.flush.node-17").
+			Str("cluster", "c1").Int("attempt", 1).Msg("task succeeded")
+	}
 }
