@@ -5,7 +5,22 @@
 // so none ever exists without quiesce:managed and its task's tag. EC2's
 // snapshot calls take no idempotency token; the task tag stands in for one:
 // Create first looks for snapshots carrying it and creates only what is
-// missing, so a redelivered task never makes a second snapshot.
+// missing, so a redelivered task never makes a second snapshot. This relies
+// on one delivery of a task running at a time (the queue's ack wait and
+// heartbeats) and on a redelivery coming later than EC2 takes to make a new
+// snapshot's tags visible to DescribeSnapshots (seconds).
+//
+// Errors are classified by EC2 error code in one place (classify):
+//
+//   - RequestLimitExceeded is retried inside the SDK (Options: attempts,
+//     full-jitter backoff, retry quota); if every attempt is throttled, or
+//     the retry quota is empty, the task is retried after ThrottleDelay.
+//   - ConcurrentSnapshotLimitExceeded and SnapshotCreationPerVolumeRateExceeded
+//     are retried by the task after SnapshotRateDelay (15 s), not by the SDK.
+//   - Other 4xx answers (validation, authorization, not found) are permanent.
+//   - 5xx answers and transport failures are transient.
+//
+// Every error carries its EC2 code (errclass.Code) for bounded metric labels.
 package ebs
 
 import (
