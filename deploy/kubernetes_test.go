@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
-	"github.com/quiesce/quiesce/observability"
 )
 
 // KEDA's Go module is the whole operator (controller-runtime, cloud SDKs of
@@ -392,7 +392,7 @@ func TestKubernetesScaledObject(t *testing.T) {
 		consumers[tr.Metadata["consumer"]] = true
 	}
 	for _, kind := range messages.Kinds {
-		require.True(t, consumers[observability.TaskConsumerName(kind)], "no trigger for %s tasks", kind)
+		require.True(t, consumers[topology.TaskConsumer(kind)], "no trigger for %s tasks", kind)
 	}
 	require.Len(t, consumers, len(messages.Kinds))
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -18,9 +19,6 @@ type ConsumerLookup interface {
 }
 
 var _ ConsumerLookup = jetstream.JetStream(nil)
-
-// TaskConsumerName is the durable consumer that delivers tasks of kind.
-func TaskConsumerName(kind messages.Kind) string { return "tasks-" + string(kind) }
 
 // DefaultBacklogTimeout bounds one scrape's consumer-info requests. It is
 // short so that a slow or partitioned NATS makes the backlog series vanish
@@ -34,7 +32,7 @@ type BacklogOptions struct {
 	// Kinds to report; default messages.Kinds.
 	Kinds []messages.Kind
 	// ConsumerName maps a kind to its durable consumer; default
-	// TaskConsumerName.
+	// topology.TaskConsumer, the consumers the workers bind.
 	ConsumerName func(messages.Kind) string
 	// Timeout bounds one scrape; default DefaultBacklogTimeout.
 	Timeout time.Duration
@@ -89,7 +87,7 @@ func newBacklogCollector(opts BacklogOptions) *BacklogCollector {
 		opts.Kinds = messages.Kinds
 	}
 	if opts.ConsumerName == nil {
-		opts.ConsumerName = TaskConsumerName
+		opts.ConsumerName = topology.TaskConsumer
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultBacklogTimeout

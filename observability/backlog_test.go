@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -51,7 +52,7 @@ func TestBacklogCollectorReadsConsumerInfo(t *testing.T) {
 	consumers := map[messages.Kind]jetstream.Consumer{}
 	for _, kind := range []messages.Kind{messages.KindFlush, messages.KindSnapshot} {
 		c, err := js.CreateOrUpdateConsumer(ctx, messages.StreamTasks, jetstream.ConsumerConfig{
-			Durable:       TaskConsumerName(kind),
+			Durable:       topology.TaskConsumer(kind),
 			FilterSubject: messages.SubjectTaskKind(kind),
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       time.Minute,
