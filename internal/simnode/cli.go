@@ -84,6 +84,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nodetool: Failed to connect to '127.0.0.1:7199' - NoSuchFileException: '%s'.\n", filepath.Join(root, metaFile))
 		return ExitUsage
 	}
+	if f, err := readFaults(n.root); err == nil && f.Down {
+		fmt.Fprintf(stderr, "nodetool: Failed to connect to '%s:7199' - ConnectException: 'Connection refused (Connection refused)'.\n", n.info.Address)
+		return ExitUsage
+	}
 	err = commands[cmd](n, cargs, stdout)
 	var ue *usageError
 	switch {
@@ -323,14 +327,47 @@ func cmdStatus(n *Node, args []string, w io.Writer) error {
 	if err := n.checkKeyspaceArg(pos); err != nil {
 		return err
 	}
-	header := "Datacenter: " + n.info.DC
-	fmt.Fprintf(w, "%s\n%s\n", header, strings.Repeat("=", len(header)))
-	fmt.Fprintln(w, "Status=Up/Down")
-	fmt.Fprintln(w, "|/ State=Normal/Leaving/Joining/Moving")
-	var tb table
-	tb.add("--", "Address", "Load", "Tokens", "Owns (effective)", "Host ID", "Rack")
-	tb.add("UN", n.info.Address, n.load(), strconv.Itoa(len(n.info.Tokens)), "100.0%", n.info.HostID, n.info.Rack)
-	tb.print(w, "  ")
+	members, err := n.members()
+	if err != nil {
+		return err
+	}
+	own := ownership(members, n.rf())
+	// One table per datacenter, with column widths shared by all of them,
+	// as Cassandra's SharedTable lays them out.
+	var dcs []string
+	tables := map[string]*table{}
+	var all table
+	for i, m := range members {
+		tb := tables[m.info.DC]
+		if tb == nil {
+			tb = &table{}
+			tb.add("--", "Address", "Load", "Tokens", "Owns (effective)", "Host ID", "Rack")
+			tables[m.info.DC] = tb
+			dcs = append(dcs, m.info.DC)
+		}
+		state, load := "UN", "?"
+		if !m.up {
+			state = "DN"
+		}
+		if m.load >= 0 {
+			load = FormatSize(m.load)
+		}
+		tb.add(state, m.info.Address, load, strconv.Itoa(len(m.info.Tokens)), formatPercent(own[i], 1), m.info.HostID, m.info.Rack)
+	}
+	for _, dc := range dcs {
+		all.rows = append(all.rows, tables[dc].rows...)
+	}
+	widths := all.widths()
+	for i, dc := range dcs {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		header := "Datacenter: " + dc
+		fmt.Fprintf(w, "%s\n%s\n", header, strings.Repeat("=", len(header)))
+		fmt.Fprintln(w, "Status=Up/Down")
+		fmt.Fprintln(w, "|/ State=Normal/Leaving/Joining/Moving")
+		tables[dc].printWidths(w, "  ", widths)
+	}
 	fmt.Fprintln(w)
 	return nil
 }
@@ -382,24 +419,55 @@ func cmdRing(n *Node, args []string, w io.Writer) error {
 	if err := n.checkKeyspaceArg(pos); err != nil {
 		return err
 	}
-	width := max(len(n.info.Address), len("Address"))
+	members, err := n.members()
+	if err != nil {
+		return err
+	}
+	own := ownership(members, n.rf())
+	toks := ring(members)
+	width := len("Address")
+	vnodes := false
+	for _, m := range members {
+		width = max(width, len(m.info.Address))
+		vnodes = vnodes || len(m.info.Tokens) > 1
+	}
 	format := "%-" + strconv.Itoa(width) + "s  %-12s%-7s%-8s%-16s%-20s%-44s\n"
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Datacenter: "+n.info.DC)
-	fmt.Fprintln(w, "==========")
-	fmt.Fprintf(w, format, "Address", "Rack", "Status", "State", "Load", "Owns", "Token")
-	toks := n.info.Tokens
-	if len(toks) > 1 {
-		fmt.Fprintf(w, format, "", "", "", "", "", "", toks[len(toks)-1])
-	} else {
+	var dcs []string
+	for _, m := range members {
+		if len(dcs) == 0 || dcs[len(dcs)-1] != m.info.DC {
+			dcs = append(dcs, m.info.DC)
+		}
+	}
+	for _, dc := range dcs {
+		var dcToks []ringToken
+		for _, t := range toks {
+			if members[t.member].info.DC == dc {
+				dcToks = append(dcToks, t)
+			}
+		}
+		fmt.Fprintln(w, "Datacenter: "+dc)
+		fmt.Fprintln(w, "==========")
+		fmt.Fprintf(w, format, "Address", "Rack", "Status", "State", "Load", "Owns", "Token")
+		if len(dcToks) > 1 {
+			fmt.Fprintf(w, format, "", "", "", "", "", "", dcToks[len(dcToks)-1].text)
+		} else {
+			fmt.Fprintln(w)
+		}
+		for _, t := range dcToks {
+			m := members[t.member]
+			status, load := "Up", "?"
+			if !m.up {
+				status = "Down"
+			}
+			if m.load >= 0 {
+				load = FormatSize(m.load)
+			}
+			fmt.Fprintf(w, format, m.info.Address, m.info.Rack, status, "Normal", load, formatPercent(own[t.member], 2), t.text)
+		}
 		fmt.Fprintln(w)
 	}
-	load := n.load()
-	for _, t := range toks {
-		fmt.Fprintf(w, format, n.info.Address, n.info.Rack, "Up", "Normal", load, "100.00%", t)
-	}
-	fmt.Fprintln(w)
-	if len(toks) > 1 {
+	if vnodes {
 		fmt.Fprintln(w, `  Warning: "nodetool ring" is used to output all the tokens of a node.`)
 		fmt.Fprintln(w, `  To view status related info of a node use "nodetool status" instead.`)
 		fmt.Fprintln(w)
@@ -419,14 +487,23 @@ func cmdDescribeRing(n *Node, args []string, w io.Writer) error {
 	if _, err := n.tables(pos); err != nil {
 		return err
 	}
+	members, err := n.members()
+	if err != nil {
+		return err
+	}
+	toks := ring(members)
 	fmt.Fprintln(w, "Schema Version:"+n.info.SchemaID)
 	fmt.Fprintln(w, "TokenRange: ")
-	toks := n.info.Tokens
-	ep := n.info.Address
 	for i := range toks {
-		start := toks[(i+len(toks)-1)%len(toks)]
-		fmt.Fprintf(w, "\tTokenRange(start_token:%s, end_token:%s, endpoints:[%s], rpc_endpoints:[%s], endpoint_details:[EndpointDetails(host:%s, datacenter:%s, rack:%s)])\n",
-			start, toks[i], ep, ep, ep, n.info.DC, n.info.Rack)
+		start := toks[(i+len(toks)-1)%len(toks)].text
+		var eps, details []string
+		for _, m := range replicas(toks, i, n.rf()) {
+			in := members[m].info
+			eps = append(eps, in.Address)
+			details = append(details, fmt.Sprintf("EndpointDetails(host:%s, datacenter:%s, rack:%s)", in.Address, in.DC, in.Rack))
+		}
+		fmt.Fprintf(w, "\tTokenRange(start_token:%s, end_token:%s, endpoints:[%s], rpc_endpoints:[%s], endpoint_details:[%s])\n",
+			start, toks[i].text, strings.Join(eps, ", "), strings.Join(eps, ", "), strings.Join(details, ", "))
 	}
 	return nil
 }
@@ -445,7 +522,7 @@ type table struct{ rows [][]string }
 
 func (t *table) add(cols ...string) { t.rows = append(t.rows, cols) }
 
-func (t *table) print(w io.Writer, delim string) {
+func (t *table) widths() []int {
 	var widths []int
 	for _, r := range t.rows {
 		for i, c := range r {
@@ -455,6 +532,12 @@ func (t *table) print(w io.Writer, delim string) {
 			widths[i] = max(widths[i], len(c))
 		}
 	}
+	return widths
+}
+
+func (t *table) print(w io.Writer, delim string) { t.printWidths(w, delim, t.widths()) }
+
+func (t *table) printWidths(w io.Writer, delim string, widths []int) {
 	var b strings.Builder
 	for _, r := range t.rows {
 		for i, wd := range widths {
@@ -463,7 +546,7 @@ func (t *table) print(w io.Writer, delim string) {
 				c = r[i]
 			}
 			b.WriteString(c)
-			b.WriteString(strings.Repeat(" ", wd-len(c)))
+			b.WriteString(strings.Repeat(" ", max(0, wd-len(c))))
 			if i < len(widths)-1 {
 				b.WriteString(delim)
 			}

@@ -52,6 +52,10 @@ type Faults struct {
 	ClearError     string   `json:"clearsnapshot_error,omitempty"`
 	ClearFailTimes int      `json:"clearsnapshot_fail_times,omitempty"`
 	ClearDelay     Duration `json:"clearsnapshot_delay,omitempty"`
+	// Down makes the node unreachable to nodetool: the CLI fails to connect,
+	// Fleet calls fail with a transient error, and its peers' status shows
+	// it "DN". The node's Go API still works.
+	Down bool `json:"down,omitempty"`
 }
 
 // FaultError is an injected failure.

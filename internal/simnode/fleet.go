@@ -66,6 +66,13 @@ func (f *Fleet) lookup(node messages.Node) (*Node, error) {
 	if n == nil {
 		return nil, errclass.Permanent(fmt.Errorf("simnode: no node %q in the fleet", node.Name))
 	}
+	// A node that is down cannot be reached: transient, as a refused
+	// connection is.
+	if fl, err := readFaults(n.root); err != nil {
+		return nil, err
+	} else if fl.Down {
+		return nil, &ConnectError{Node: node.Name}
+	}
 	return n, nil
 }
 
@@ -146,3 +153,13 @@ func (n *Node) ClearSnapshotContext(ctx context.Context, tag string) error {
 	}
 	return err
 }
+
+// ConnectError is a node that is down (Faults.Down): nodetool cannot reach it.
+type ConnectError struct{ Node string }
+
+func (e *ConnectError) Error() string {
+	return "nodetool on " + e.Node + ": Failed to connect: Connection refused"
+}
+
+// Code is the metric label.
+func (e *ConnectError) Code() string { return "connect" }

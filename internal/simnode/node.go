@@ -67,6 +67,9 @@ type Options struct {
 	Rack string
 	// NumTokens is the number of vnodes (default 16, as in Cassandra 4.1).
 	NumTokens int
+	// ReplicationFactor of every keyspace, for the ownership nodetool shows
+	// once nodes are joined into a cluster (default 3).
+	ReplicationFactor int
 }
 
 // Table is one table of a node and the directory that holds its SSTables.
@@ -95,6 +98,8 @@ type Info struct {
 	SchemaID    string    `json:"schema_version"`
 	CreatedAt   time.Time `json:"created_at"`
 	ClusterName string    `json:"cluster_name"`
+	// ReplicationFactor of every keyspace (SimpleStrategy).
+	ReplicationFactor int `json:"replication_factor"`
 }
 
 // Node is a handle on a simulated node. Handles are cheap and safe for
@@ -132,6 +137,9 @@ func Create(root string, opts Options) (*Node, error) {
 	if opts.NumTokens <= 0 {
 		opts.NumTokens = defaultTokens
 	}
+	if opts.ReplicationFactor <= 0 {
+		opts.ReplicationFactor = 3
+	}
 	if len(opts.DataDirs) == 0 {
 		opts.DataDirs = []string{filepath.Join(root, "data")}
 	}
@@ -149,6 +157,8 @@ func Create(root string, opts Options) (*Node, error) {
 		SchemaID:    uuid(),
 		CreatedAt:   time.Now().UTC().Truncate(time.Millisecond),
 		ClusterName: "Test Cluster",
+
+		ReplicationFactor: opts.ReplicationFactor,
 	}
 	for _, d := range opts.DataDirs {
 		abs, err := filepath.Abs(d)
