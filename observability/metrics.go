@@ -109,7 +109,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.flushSpread = m.histogram("barrier", "flush_spread_seconds",
 		"Time between the first and the last node's flush within one job.", spreadBuckets, "cluster")
 	m.barrierFailures = m.counter("barrier", "failures_total",
-		"Flush barriers that failed, by reason (a node failed, the flush phase timed out, ...).", "cluster", "reason")
+		"Flush barriers that did not release, by reason: failed (a node failed), deadline (the flush phase timed out), cancelled.", "cluster", "reason")
 	m.lastSuccess = m.gauge("backup", "last_success_timestamp_seconds",
 		"Unix time at which the newest successful backup of a cluster finished.", "cluster")
 	m.backupMaxAge = m.gauge("backup", "max_age_seconds",
