@@ -276,8 +276,9 @@ func (m *Metrics) EC2Error(op, code string) {
 	m.ec2Errors.WithLabelValues(op, code).Inc()
 }
 
-// SSHError counts an SSH failure by class ("dial", "auth", "host_key",
-// "timeout", "exit", ...).
+// SSHError counts an SSH failure by class, the ssh executor's error codes:
+// "connect", "handshake", "auth", "hostkey", "timeout", "session", "exit",
+// "config".
 func (m *Metrics) SSHError(code string) {
 	m.sshErrors.WithLabelValues(code).Inc()
 }
