@@ -20,8 +20,8 @@ import (
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/drivers"
-	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/mototest"
+	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/testenv"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
@@ -35,7 +35,7 @@ const jobRegion = "us-east-1"
 // nodeDrivers flushes on simulated nodes and snapshots through snap (the
 // registry's real ebs driver, possibly wrapped).
 type nodeDrivers struct {
-	tool *fakes.NodeTool
+	tool worker.NodeTool
 	snap func(cluster string) (worker.Snapshotter, error)
 }
 
@@ -43,14 +43,15 @@ func (d nodeDrivers) NodeTool(string) (worker.NodeTool, error)         { return 
 func (d nodeDrivers) Snapshotter(c string) (worker.Snapshotter, error) { return d.snap(c) }
 
 // jobBundle is a moto EC2 with three tagged Cassandra instances behind a
-// counting proxy, an embedded JetStream, and the configuration and driver
-// registry of cluster c1 discovered by tag.
+// counting proxy, a simulated Cassandra node (simnode: flush and hard-link
+// snapshots on disk) for each, an embedded JetStream, and the configuration
+// and driver registry of cluster c1 discovered by tag.
 type jobBundle struct {
 	env   *testenv.Env
 	proxy *mototest.Throttle
 	cfg   *config.Config
 	reg   *drivers.Registry
-	tool  *fakes.NodeTool
+	fleet *simnode.Fleet
 	// volumesOf maps each node to its data volumes; node-3 has two.
 	volumesOf map[string][]string
 
@@ -62,7 +63,7 @@ func setupJob(t *testing.T) *jobBundle {
 	t.Helper()
 	ctx := t.Context()
 	moto := mototest.Start(t)
-	b := &jobBundle{proxy: mototest.NewThrottle(t, moto.URL), tool: fakes.NewNodeTool(),
+	b := &jobBundle{proxy: mototest.NewThrottle(t, moto.URL), fleet: simnode.NewFleet(),
 		volumesOf: map[string][]string{}, ec2Errors: map[string]int{}}
 
 	raw := ec2.New(ec2.Options{
@@ -74,6 +75,10 @@ func setupJob(t *testing.T) *jobBundle {
 	require.NotEmpty(t, imgs.Images)
 	for i, devices := range [][]string{{"/dev/sdf"}, {"/dev/sdf"}, {"/dev/sdf", "/dev/sdg"}} {
 		name := fmt.Sprintf("node-%d", i+1)
+		n, err := simnode.Create(t.TempDir(), simnode.Options{Name: name})
+		require.NoError(t, err)
+		require.NoError(t, n.Write("app", "events", []byte("row-of-"+name)))
+		b.fleet.Add(n)
 		run, err := raw.RunInstances(ctx, &ec2.RunInstancesInput{
 			ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro,
 			MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
@@ -136,7 +141,7 @@ func (b *jobBundle) startWorker(t *testing.T, js jetstream.JetStream, snap func(
 	}
 	h, err := testenv.Handles(t.Context(), js)
 	require.NoError(t, err)
-	w := worker.New(js, h.Jobs, nodeDrivers{tool: b.tool, snap: snap}, worker.Config{
+	w := worker.New(js, h.Jobs, nodeDrivers{tool: b.fleet, snap: snap}, worker.Config{
 		Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, BackoffBase: 50 * time.Millisecond,
 		BackoffMax: time.Second, AwaitPoll: 50 * time.Millisecond, MaxDeliver: b.env.Opts.MaxDeliverFor,
 	})
@@ -185,8 +190,20 @@ func (b *jobBundle) checkSnapshots(t *testing.T, job string) {
 			require.Equal(t, messages.TaskID(job, messages.KindSnapshot, target), s.Tags[messages.TagTask])
 			require.NotEmpty(t, s.Tags[messages.TagName])
 		}
-		require.Contains(t, b.tool.FlushedAt, name, "node flushed")
-		require.Empty(t, b.tool.TagsOn(name), "hard links cleared")
+		// The node flushed under the job's tag, then had its hard links
+		// cleared.
+		n := b.fleet.Node(name)
+		events, err := simnode.Events(n.Root())
+		require.NoError(t, err)
+		var kinds []string
+		for _, e := range events {
+			require.Equal(t, "quiesce-"+job, e.Tag)
+			kinds = append(kinds, e.Kind)
+		}
+		require.Equal(t, []string{"snapshot", "clear"}, kinds, name)
+		tags, err := n.Tags()
+		require.NoError(t, err)
+		require.Empty(t, tags, name)
 	}
 	require.Equal(t, 1, b.proxy.Seen("CreateSnapshots"), "node-3's volumes as one set")
 
