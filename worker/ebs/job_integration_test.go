@@ -59,7 +59,7 @@ type jobBundle struct {
 	ec2Errors map[string]int
 }
 
-func setupJob(t *testing.T) *jobBundle {
+func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 	t.Helper()
 	ctx := t.Context()
 	moto := mototest.Start(t)
@@ -105,6 +105,9 @@ func setupJob(t *testing.T) *jobBundle {
 			Discovery: &config.Discovery{InstanceTags: map[string]string{"cassandra-cluster": "c1"}},
 		}},
 		Policies: []config.Policy{{Name: "nightly", Cluster: "c1"}},
+	}
+	for _, f := range configure {
+		f(b.cfg)
 	}
 	require.NoError(t, b.cfg.Validate())
 	b.reg = drivers.New(ctx, b.cfg, zerolog.Nop(), drivers.Hooks{EC2Error: func(op, code string) {
@@ -306,4 +309,36 @@ func TestMotoKilledWorkerSnapshotsOnce(t *testing.T) {
 	b.checkSnapshots(t, job)
 	require.Equal(t, 2, b.proxy.Seen("CreateSnapshot"), "no second snapshot after redelivery")
 	require.Equal(t, 1, b.proxy.Seen("CreateSnapshots"))
+}
+
+// TestMotoRetentionDeletesRetiredSnapshots: with keep_last 1, the second
+// job's retention task deletes the first job's EBS snapshots through the
+// driver's guarded Delete and leaves the newest backup's alone.
+func TestMotoRetentionDeletesRetiredSnapshots(t *testing.T) {
+	t.Parallel()
+	b := setupJob(t, func(c *config.Config) { c.Policies[0].KeepLast = 1 })
+	_, js := b.env.Connect(t)
+	b.startWorker(t, js, nil)
+
+	first := b.env.Submit(t, testenv.Request("c1", "ebs-moto-ret-1"))
+	j := b.env.WaitTerminal(t, first, 2*time.Minute)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+	second := b.env.Submit(t, testenv.Request("c1", "ebs-moto-ret-2"))
+	j = b.env.WaitTerminal(t, second, 2*time.Minute)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+
+	d, err := b.reg.Snapshotter("c1")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		old, err := d.Find(t.Context(), map[string]string{messages.TagJob: first})
+		return err == nil && len(old) == 0
+	}, time.Minute, 50*time.Millisecond, "the retired job's snapshots are deleted")
+	require.Equal(t, 4, b.proxy.Seen("DeleteSnapshot"))
+	kept, err := d.Find(t.Context(), map[string]string{messages.TagJob: second})
+	require.NoError(t, err)
+	require.Len(t, kept, 4, "the newest backup keeps every snapshot")
+	require.Eventually(t, func() bool {
+		backups, err := planner.Backups(t.Context(), b.env.H.Catalog, "c1")
+		return err == nil && len(backups) == 1 && backups[0].JobID == second
+	}, time.Minute, 50*time.Millisecond)
 }
