@@ -1,6 +1,7 @@
 package ebs
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -62,4 +63,21 @@ func TestSelected(t *testing.T) {
 	for _, tt := range tests {
 		require.Equal(t, tt.want, selected(&tt.sel, tt.device, tt.tags), tt.desc)
 	}
+}
+
+func TestWithVolumeTags(t *testing.T) {
+	t.Parallel()
+	ours := map[string]string{messages.TagManaged: "true", messages.TagName: "quiesce c1 n1 job"}
+	got := withVolumeTags(ours, map[string]string{"Name": "theirs", "team": "db", "aws:cloudformation:stack-name": "x"})
+	require.Equal(t, map[string]string{messages.TagManaged: "true", messages.TagName: "quiesce c1 n1 job", "team": "db"}, got)
+
+	many := map[string]string{}
+	for i := range 60 {
+		many[fmt.Sprintf("k%02d", i)] = "v"
+	}
+	got = withVolumeTags(ours, many)
+	require.Len(t, got, maxTags)
+	require.Equal(t, "true", got[messages.TagManaged], "quiesce's tags always fit")
+	require.Contains(t, got, "k00")
+	require.NotContains(t, got, "k59")
 }

@@ -425,16 +425,29 @@ func tagSpec(tags map[string]string) []types.TagSpecification {
 	return []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: ts}}
 }
 
+// maxTags is EC2's limit of tags on one resource.
+const maxTags = 50
+
 // withVolumeTags adds a volume's own tags under quiesce's, which win. Keys
-// under aws: are reserved and cannot be set.
+// under aws: are reserved and cannot be set. Volume tags that would take the
+// snapshot past EC2's 50-tag limit are left out (in key order), rather than
+// failing the snapshot.
 func withVolumeTags(tags, vol map[string]string) map[string]string {
 	out := cloneTags(tags)
-	for k, v := range vol {
+	keys := make([]string, 0, len(vol))
+	for k := range vol {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if len(out) >= maxTags {
+			break
+		}
 		if strings.HasPrefix(k, "aws:") {
 			continue
 		}
 		if _, ok := out[k]; !ok {
-			out[k] = v
+			out[k] = vol[k]
 		}
 	}
 	return out
