@@ -94,8 +94,9 @@ func (d *Discoverer) Discover(ctx context.Context, cluster config.Cluster) ([]me
 	byInstance := map[string][]types.Volume{}
 	for batch := range slices.Chunk(ids, volumeBatch) {
 		vp := ec2.NewDescribeVolumesPaginator(client, &ec2.DescribeVolumesInput{
-			Filters:    []types.Filter{{Name: aws.String("attachment.instance-id"), Values: batch}},
-			MaxResults: aws.Int32(d.opts.pageSize()),
+			Filters: []types.Filter{{Name: aws.String("attachment.instance-id"), Values: batch}},
+			// DescribeVolumes pages hold at most 500.
+			MaxResults: aws.Int32(min(d.opts.pageSize(), 500)),
 		})
 		for vp.HasMorePages() {
 			page, err := vp.NextPage(ctx)
