@@ -439,7 +439,7 @@ func (n *Node) Flush(keyspaces ...string) error {
 // or repeating a row.
 func (n *Node) flushLocked(tables []Table) error {
 	for _, t := range tables {
-		if err := n.recoverFlush(t); err != nil {
+		if err := n.recoverTable(t); err != nil {
 			return err
 		}
 		mt := n.memtablePath(t)
@@ -464,11 +464,116 @@ func (n *Node) flushLocked(tables []Table) error {
 		if err := os.Remove(seg); err != nil {
 			return err
 		}
+		if err := compact(t.Dir); err != nil {
+			return fmt.Errorf("simnode: compact %s.%s: %w", t.Keyspace, t.Name, err)
+		}
 	}
 	return nil
 }
 
-func (n *Node) recoverFlush(t Table) error {
+// CompactionThreshold is how many live generations a table may hold before a
+// flush compacts them into one, as size-tiered compaction would. Snapshots
+// keep the replaced files through their hard links, which is what gives a
+// snapshot a non-zero true size.
+const CompactionThreshold = 8
+
+// compact merges the live generations of dir into a new one once there are
+// CompactionThreshold of them. The new generation records its ancestors, so
+// a process that dies before removing them leaves a state recoverTable
+// finishes: no row is lost or counted twice.
+func compact(dir string) error {
+	gens, err := liveGenerations(dir)
+	if err != nil || len(gens) < CompactionThreshold {
+		return err
+	}
+	var data []byte
+	for _, g := range gens {
+		d, err := os.ReadFile(componentPath(dir, g, "Data.db"))
+		if err != nil {
+			return err
+		}
+		data = append(data, d...)
+	}
+	next := gens[len(gens)-1] + 1
+	if err := writeSSTableData(dir, next, data, gens); err != nil {
+		return err
+	}
+	for _, g := range gens {
+		if err := removeGeneration(dir, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// liveGenerations lists the complete generations of dir, ascending.
+func liveGenerations(dir string) ([]int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var gens []int
+	for _, e := range ents {
+		if g, c, ok := parseComponent(e.Name()); ok && c == "TOC.txt" {
+			gens = append(gens, g)
+		}
+	}
+	sort.Ints(gens)
+	return gens, nil
+}
+
+// removeGeneration deletes a generation, TOC.txt first so that it stops
+// being live before any component goes.
+func removeGeneration(dir string, gen int) error {
+	for i := len(components) - 1; i >= 0; i-- {
+		if err := os.Remove(componentPath(dir, gen, components[i])); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ancestors reads the generations a compacted generation replaced.
+func ancestors(dir string, gen int) []int {
+	data, err := os.ReadFile(componentPath(dir, gen, "Statistics.db"))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, line := range strings.Split(string(data), "\n") {
+		v, ok := strings.CutPrefix(line, "ancestors=")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Split(v, ",") {
+			if g, err := strconv.Atoi(f); err == nil {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+func (n *Node) recoverTable(t Table) error {
+	// A compaction that died before removing what it replaced.
+	gens, err := liveGenerations(t.Dir)
+	if err != nil {
+		return err
+	}
+	live := map[int]bool{}
+	for _, g := range gens {
+		live[g] = true
+	}
+	for _, g := range gens {
+		for _, a := range ancestors(t.Dir, g) {
+			if live[a] {
+				if err := removeGeneration(t.Dir, a); err != nil {
+					return err
+				}
+				live[a] = false
+			}
+		}
+	}
 	segs, err := filepath.Glob(filepath.Join(n.root, commitlogDir, t.Keyspace+"."+t.Name+".flushing-*"))
 	if err != nil {
 		return err
@@ -535,6 +640,11 @@ func writeSSTable(dir string, gen int, seg string) error {
 	if i := bytes.LastIndexByte(data, '\n'); i < len(data)-1 {
 		data = data[:i+1]
 	}
+	return writeSSTableData(dir, gen, data, nil)
+}
+
+// writeSSTableData writes generation gen holding data, newline-separated rows.
+func writeSSTableData(dir string, gen int, data []byte, ancestors []int) error {
 	var index bytes.Buffer
 	rows := 0
 	for off := 0; off < len(data); {
@@ -546,6 +656,13 @@ func writeSSTable(dir string, gen int, seg string) error {
 	_ = binary.Write(&summary, binary.BigEndian, uint32(rows))
 	_ = binary.Write(&summary, binary.BigEndian, uint64(len(data)))
 	stats := fmt.Sprintf("format=nb\nrows=%d\nbytes=%d\nflushed_at=%d\n", rows, len(data), time.Now().UnixNano())
+	if len(ancestors) > 0 {
+		as := make([]string, len(ancestors))
+		for i, a := range ancestors {
+			as[i] = strconv.Itoa(a)
+		}
+		stats += "ancestors=" + strings.Join(as, ",") + "\n"
+	}
 	digest := strconv.FormatUint(uint64(crc32.ChecksumIEEE(data)), 10)
 	contents := map[string][]byte{
 		"Data.db":       data,
@@ -635,6 +752,12 @@ func (n *Node) snapshot(done <-chan struct{}, tag string, keyspaces []string, sk
 	if !skipFlush {
 		if err := n.flushLocked(tables); err != nil {
 			return err
+		}
+	} else {
+		for _, t := range tables {
+			if err := n.recoverTable(t); err != nil {
+				return err
+			}
 		}
 	}
 	created := time.Now().UTC().Truncate(time.Millisecond)
@@ -898,7 +1021,7 @@ func (n *Node) AllRows() ([]string, error) {
 	defer unlock()
 	var rows []string
 	for _, t := range n.info.Tables {
-		if err := n.recoverFlush(t); err != nil {
+		if err := n.recoverTable(t); err != nil {
 			return nil, err
 		}
 		r, err := Rows(t.Dir)

@@ -430,3 +430,57 @@ func TestFormatSize(t *testing.T) {
 		require.Equal(t, tc.want, FormatSize(tc.in), "%d", tc.in)
 	}
 }
+
+func TestCompaction(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, Options{Keyspaces: map[string][]string{"ks": {"a"}}})
+	tb := n.Tables()[0]
+	var rows []string
+	for i := range CompactionThreshold - 1 {
+		rows = append(rows, writeRows(t, n, "ks", "a", i*10, i*10+10)...)
+		require.NoError(t, n.Flush())
+	}
+	gens, err := liveGenerations(tb.Dir)
+	require.NoError(t, err)
+	require.Len(t, gens, CompactionThreshold-1)
+	require.NoError(t, n.Snapshot("before", nil))
+	entries, err := n.ListSnapshots()
+	require.NoError(t, err)
+	require.Zero(t, entries[0].TrueSize)
+
+	rows = append(rows, writeRows(t, n, "ks", "a", 1000, 1010)...)
+	require.NoError(t, n.Flush())
+	gens, err = liveGenerations(tb.Dir)
+	require.NoError(t, err)
+	require.Equal(t, []int{CompactionThreshold + 1}, gens, "compacted into one generation")
+	live, err := Rows(tb.Dir)
+	require.NoError(t, err)
+	require.ElementsMatch(t, rows, live)
+
+	entries, err = n.ListSnapshots()
+	require.NoError(t, err)
+	require.Positive(t, entries[0].TrueSize, "the snapshot alone now holds the replaced SSTables")
+	snap, err := SnapshotRows(tb.DataDir, "before")
+	require.NoError(t, err)
+	require.Len(t, snap, (CompactionThreshold-1)*10)
+
+	// A compaction that died before removing its ancestors is finished by
+	// the next operation, without counting a row twice.
+	more := writeRows(t, n, "ks", "a", 2000, 2005)
+	require.NoError(t, n.Flush())
+	gens, err = liveGenerations(tb.Dir)
+	require.NoError(t, err)
+	var data []byte
+	for _, g := range gens {
+		d, err := os.ReadFile(componentPath(tb.Dir, g, "Data.db"))
+		require.NoError(t, err)
+		data = append(data, d...)
+	}
+	require.NoError(t, writeSSTableData(tb.Dir, gens[len(gens)-1]+1, data, gens))
+	all, err := n.AllRows()
+	require.NoError(t, err)
+	require.ElementsMatch(t, append(rows, more...), all)
+	gens2, err := liveGenerations(tb.Dir)
+	require.NoError(t, err)
+	require.Equal(t, []int{gens[len(gens)-1] + 1}, gens2)
+}
