@@ -55,10 +55,12 @@ type Planner struct {
 	e   *engine
 	cfg PlannerConfig
 
-	mu      sync.Mutex
-	cc      jetstream.ConsumeContext
-	wg      sync.WaitGroup
-	started bool
+	mu       sync.Mutex
+	cc       jetstream.ConsumeContext
+	wg       sync.WaitGroup
+	started  bool
+	admit    sync.Mutex
+	stopping bool
 }
 
 // NewPlanner makes a planner.
@@ -82,7 +84,14 @@ func (p *Planner) Start(ctx context.Context) error {
 	}
 	runCtx := context.WithoutCancel(ctx)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		p.admit.Lock()
+		if p.stopping {
+			p.admit.Unlock()
+			_ = m.NakWithDelay(0)
+			return
+		}
 		p.wg.Add(1)
+		p.admit.Unlock()
 		defer p.wg.Done()
 		p.handle(runCtx, m)
 	}, jetstream.PullMaxMessages(16))
@@ -113,6 +122,9 @@ func (p *Planner) Stop(ctx context.Context) error {
 	p.started = false
 	p.cc.Stop()
 	p.mu.Unlock()
+	p.admit.Lock()
+	p.stopping = true
+	p.admit.Unlock()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {

@@ -144,7 +144,9 @@ func (r *record) refreshProgress(p *Plan) {
 		ClearTasks: r.ClearQueued.count(), Cleared: r.Cleared.count(), ClearFailed: r.ClearFailed.count(),
 	}
 	for j := range p.Units {
-		if r.unitRequired(p, j) {
+		// Until the barrier the plan's total is shown; after it, the units
+		// of the nodes that flushed (fewer only in a partial backup).
+		if r.Phase == messages.PhasePlanned || r.Phase == messages.PhaseFlushing || r.unitRequired(p, j) {
 			pr.SnapshotTasks++
 		}
 	}

@@ -70,6 +70,10 @@ type Worker struct {
 	consumes []jetstream.ConsumeContext
 	cancel   context.CancelCauseFunc
 	inflight sync.WaitGroup
+	// admit guards stopping and inflight.Add, so no task is admitted once
+	// Stop has begun to wait.
+	admit    sync.Mutex
+	stopping bool
 	bound    map[messages.Kind]bool
 	// publishFn publishes a result event; tests replace it.
 	publishFn func(context.Context, *messages.TaskResult) error
@@ -135,7 +139,16 @@ func (w *Worker) Start(ctx context.Context) error {
 		kind := kind
 		cc, err := cons.Consume(func(msg jetstream.Msg) {
 			sem <- struct{}{}
+			w.admit.Lock()
+			if w.stopping {
+				w.admit.Unlock()
+				<-sem
+				// Fetched after Stop: hand it straight back.
+				_ = msg.NakWithDelay(0)
+				return
+			}
 			w.inflight.Add(1)
+			w.admit.Unlock()
 			go func() {
 				defer func() { <-sem; w.inflight.Done() }()
 				w.handle(runCtx, kind, msg)
@@ -171,6 +184,9 @@ func (w *Worker) stopLocked() {
 		cc.Stop()
 	}
 	w.consumes = nil
+	w.admit.Lock()
+	w.stopping = true
+	w.admit.Unlock()
 }
 
 // Stop stops fetching and waits for running tasks to finish. If ctx ends

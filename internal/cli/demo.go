@@ -22,6 +22,7 @@ import (
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/worker/fs"
 )
 
 type demoOptions struct {
@@ -131,7 +132,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	var wg sync.WaitGroup
 	writers := make([]*simnode.Writer, len(nodes))
 	for i, sn := range nodes {
-		writers[i] = &simnode.Writer{Node: sn, Interval: 2 * time.Millisecond}
+		writers[i] = &simnode.Writer{Node: sn, Interval: 2 * time.Millisecond, Record: true}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -167,6 +168,9 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	backups, err := planner.Backups(ctx, n.h.Catalog, "demo")
 	if err != nil {
 		return withCode(ExitError, err)
+	}
+	if err := demoRestore(out, dir, cfg, nodes, writers, backups[0]); err != nil {
+		return err
 	}
 	fmt.Fprintf(out, "catalog of cluster demo (keep last %d):\n", o.keep)
 	printBackups(out, backups)
@@ -306,5 +310,63 @@ func demoSummary(ctx context.Context, out io.Writer, n *node, j messages.Job, di
 		}
 	}
 	fmt.Fprintln(out)
+	return nil
+}
+
+// demoRestore restores every volume of the newest backup into a scratch
+// directory, as one would create volumes from EBS snapshots, and checks
+// that each node's Cassandra snapshot holds every row the writer had been
+// told was written before that node flushed.
+func demoRestore(out io.Writer, dir string, cfg *config.Config, nodes []*simnode.Node, writers []*simnode.Writer, b messages.Backup) error {
+	store, err := fs.New(cfg.Clusters[0].FS.Store)
+	if err != nil {
+		return withCode(ExitError, err)
+	}
+	fmt.Fprintf(out, "restore check of backup %s:\n", b.JobID)
+	bad := 0
+	for i, sn := range nodes {
+		var flushedAt time.Time
+		evs, err := simnode.Events(sn.Root())
+		if err != nil {
+			return withCode(ExitError, err)
+		}
+		for _, e := range evs {
+			if e.Kind == "snapshot" && e.Tag == b.Tag {
+				flushedAt = e.Time
+			}
+		}
+		have := map[string]bool{}
+		vols := 0
+		for _, s := range b.Snapshots {
+			if s.Node != sn.Name() {
+				continue
+			}
+			dst := filepath.Join(dir, "restore", b.JobID, s.VolumeID)
+			if err := store.Restore(s.SnapshotID, dst); err != nil {
+				return withCode(ExitError, fmt.Errorf("restore %s: %w", s.SnapshotID, err))
+			}
+			rows, err := simnode.SnapshotRows(dst, b.Tag)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			for _, r := range rows {
+				have[r] = true
+			}
+			vols++
+		}
+		want := writers[i].AckedBefore(flushedAt)
+		missing := 0
+		for _, r := range want {
+			if !have[r] {
+				missing++
+			}
+		}
+		bad += missing
+		fmt.Fprintf(out, "  %s: restored %d volumes; %d of %d rows acknowledged before its flush are in snapshots/%s\n",
+			sn.Name(), vols, len(want)-missing, len(want), b.Tag)
+	}
+	if bad > 0 {
+		return withCode(ExitFailed, fmt.Errorf("%d acknowledged rows missing from the restored backup", bad))
+	}
 	return nil
 }
