@@ -1,0 +1,178 @@
+//go:build integration
+
+package ssh_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/sshtest"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+	"github.com/quiesce/quiesce/worker/nodetool"
+	"github.com/quiesce/quiesce/worker/ssh"
+)
+
+// sshdBundle is a real OpenSSH sshd and an executor configured for it.
+type sshdBundle struct {
+	sshd *sshtest.SSHD
+	dir  string
+	user gossh.Signer
+	cfg  config.SSH
+	node messages.Node
+}
+
+func setupSSHD(t *testing.T) *sshdBundle {
+	t.Helper()
+	dir := t.TempDir()
+	keyPath, user := sshtest.UserKey(t, dir)
+	sshd := sshtest.StartSSHD(t, sshtest.SSHDOptions{AuthorizedKeys: []gossh.PublicKey{user.PublicKey()}})
+	return &sshdBundle{
+		sshd: sshd, dir: dir, user: user,
+		cfg: config.SSH{
+			User:               sshd.User,
+			IdentityFiles:      []string{keyPath},
+			KnownHosts:         []string{sshtest.WriteKnownHosts(t, dir, sshd.KnownHosts())},
+			ConnectTimeout:     config.Duration(10 * time.Second),
+			CommandTimeout:     config.Duration(60 * time.Second),
+			MaxSessionsPerHost: 64,
+		},
+		node: messages.Node{Name: "sshd-node", Address: sshd.Addr},
+	}
+}
+
+func (b *sshdBundle) executor(t *testing.T, opts ssh.Options) *ssh.Executor {
+	t.Helper()
+	e, err := ssh.New(b.cfg, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+	return e
+}
+
+func TestSSHDFlushSnapshotClear(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	e := b.executor(t, ssh.Options{})
+	c, root := nodetoolClient(t, e)
+	ctx := testCtx(t)
+
+	v, err := c.Version(ctx, b.node)
+	require.NoError(t, err, b.sshd.Log())
+	require.Equal(t, "4.1.3", v)
+	require.NoError(t, c.Snapshot(ctx, b.node, "quiesce-sshd-1", []string{"shop"}))
+	require.DirExists(t, filepath.Join(root, "snapshots", "quiesce-sshd-1"))
+	require.NoError(t, c.Snapshot(ctx, b.node, "quiesce-sshd-1", nil), "an existing tag is success")
+	tags, err := c.Tags(ctx, b.node)
+	require.NoError(t, err)
+	require.Equal(t, []string{"quiesce-sshd-1"}, tags)
+	require.NoError(t, c.ClearSnapshot(ctx, b.node, "quiesce-sshd-1"))
+	require.NoDirExists(t, filepath.Join(root, "snapshots", "quiesce-sshd-1"))
+
+	out, err := e.Run(ctx, b.node, nodetool.Command{Argv: []string{"printf", "[%s]", "$(id) `id` 'q' ; |"}})
+	require.NoError(t, err)
+	require.Equal(t, "[$(id) `id` 'q' ; |]", string(out.Stdout))
+	out, err = e.Run(ctx, b.node, nodetool.Command{Argv: []string{"sh", "-c", "echo failing >&2; exit 4"}})
+	require.Error(t, err)
+	require.Equal(t, 4, out.ExitCode)
+	require.Equal(t, "failing\n", errclass.Stderr(err))
+}
+
+func TestSSHDChangedHostKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	e := b.executor(t, ssh.Options{})
+	_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+	require.NoError(t, err, b.sshd.Log())
+
+	// The host is rebuilt (or impersonated) with a new key on the same address.
+	b.sshd.Stop()
+	_, newKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	again := sshtest.StartSSHD(t, sshtest.SSHDOptions{Addr: b.sshd.Addr, HostKey: newKey, AuthorizedKeys: []gossh.PublicKey{b.user.PublicKey()}})
+
+	// A connection made before the change stays what it was (sshd keeps
+	// its sessions across a restart); every new connection is refused.
+	fresh := b.executor(t, ssh.Options{})
+	_, err = fresh.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+	var hk *ssh.HostKeyError
+	require.ErrorAs(t, err, &hk)
+	require.True(t, hk.Changed)
+	require.Equal(t, gossh.FingerprintSHA256(again.HostKey.PublicKey()), hk.Fingerprint)
+	require.Contains(t, err.Error(), sshtest.KnownHostsName(b.sshd.Addr))
+	require.True(t, errclass.IsPermanent(err))
+	require.Equal(t, ssh.CodeHostKey, errclass.Code(err))
+}
+
+func TestSSHDCancelLeavesNoProcess(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	e := b.executor(t, ssh.Options{KillGrace: 5 * time.Second})
+	for _, how := range []string{"cancel", "timeout"} {
+		marker := fmt.Sprintf("quiesce-sshd-%s-%d", how, time.Now().UnixNano())
+		ctx, cancel := context.WithCancel(testCtx(t))
+		if how == "timeout" {
+			ctx, cancel = context.WithTimeout(testCtx(t), 2*time.Second)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := e.Run(ctx, b.node, nodetool.Command{Argv: []string{"sh", "-c", "sleep 300; echo " + marker, marker}})
+			errc <- err
+		}()
+		require.Eventually(t, func() bool { return running(t, marker) }, 10*time.Second, 20*time.Millisecond, b.sshd.Log())
+		if how == "cancel" {
+			cancel()
+		}
+		select {
+		case err := <-errc:
+			require.Error(t, err)
+			want := map[string]string{"cancel": ssh.CodeCancelled, "timeout": ssh.CodeTimeout}[how]
+			require.Equal(t, want, errclass.Code(err))
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		cancel()
+		require.Eventually(t, func() bool { return !running(t, marker) }, 10*time.Second, 20*time.Millisecond,
+			"%s: a process carrying the marker outlived the command", how)
+	}
+}
+
+func TestSSHDFiftyConcurrentSessions(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	e := b.executor(t, ssh.Options{})
+	const n = 50
+	meet := t.TempDir()
+	// Each command checks in, then waits until all n have: only sessions
+	// running at the same time can all get past the wait.
+	script := `touch "$1/$2"; i=0; while [ "$(ls "$1" | wc -l)" -lt ` + fmt.Sprint(n) +
+		` ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; ls "$1" | wc -l`
+	var wg sync.WaitGroup
+	outs := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			out, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"sh", "-c", script, "meet", meet, fmt.Sprint(i)}})
+			outs[i], errs[i] = strings.TrimSpace(string(out.Stdout)), err
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i], "session %d\n%s", i, b.sshd.Log())
+		require.Equal(t, fmt.Sprint(n), outs[i], "session %d did not see all %d sessions at once", i, n)
+	}
+	entries, err := os.ReadDir(meet)
+	require.NoError(t, err)
+	require.Len(t, entries, n)
+}
