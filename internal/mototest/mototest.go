@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -28,6 +29,11 @@ const (
 
 // startTimeout bounds moto's start-up (a Python import of every service).
 const startTimeout = 60 * time.Second
+
+// slots bounds the moto servers running at once in one test binary: each is
+// a Python process that takes about a CPU-second to start, and parallel
+// tests starting a dozen on a small CI machine only slow each other down.
+var slots = make(chan struct{}, max(2, runtime.NumCPU()))
 
 // Server is a running moto_server.
 type Server struct {
@@ -48,6 +54,12 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Skip(SkipMessage)
 	}
+	select {
+	case slots <- struct{}{}:
+	case <-t.Context().Done():
+		t.Fatalf("mototest: no moto_server slot: %v", context.Cause(t.Context()))
+	}
+	t.Cleanup(func() { <-slots })
 	port, err := freePort()
 	if err != nil {
 		t.Fatalf("mototest: free port: %v", err)
