@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -65,20 +64,24 @@ func TestSSHDFlushSnapshotClear(t *testing.T) {
 	t.Parallel()
 	b := setupSSHD(t)
 	e := b.executor(t, ssh.Options{})
-	c, root := nodetoolClient(t, e)
+	c, sim := nodetoolClient(t, e)
 	ctx := testCtx(t)
 
 	v, err := c.Version(ctx, b.node)
 	require.NoError(t, err, b.sshd.Log())
-	require.Equal(t, "4.1.3", v)
+	require.Equal(t, sim.Info().Version, v)
 	require.NoError(t, c.Snapshot(ctx, b.node, "quiesce-sshd-1", []string{"shop"}))
-	require.DirExists(t, filepath.Join(root, "snapshots", "quiesce-sshd-1"))
+	simTags, err := sim.Tags()
+	require.NoError(t, err)
+	require.Equal(t, []string{"quiesce-sshd-1"}, simTags)
 	require.NoError(t, c.Snapshot(ctx, b.node, "quiesce-sshd-1", nil), "an existing tag is success")
 	tags, err := c.Tags(ctx, b.node)
 	require.NoError(t, err)
 	require.Equal(t, []string{"quiesce-sshd-1"}, tags)
 	require.NoError(t, c.ClearSnapshot(ctx, b.node, "quiesce-sshd-1"))
-	require.NoDirExists(t, filepath.Join(root, "snapshots", "quiesce-sshd-1"))
+	simTags, err = sim.Tags()
+	require.NoError(t, err)
+	require.Empty(t, simTags)
 
 	out, err := e.Run(ctx, b.node, nodetool.Command{Argv: []string{"printf", "[%s]", "$(id) `id` 'q' ; |"}})
 	require.NoError(t, err)
@@ -146,6 +149,12 @@ func TestSSHDCancelLeavesNoProcess(t *testing.T) {
 		require.Eventually(t, func() bool { return !running(t, marker) }, 10*time.Second, 20*time.Millisecond,
 			"%s: a process carrying the marker outlived the command", how)
 	}
+}
+
+func TestSSHDCancelledSnapshotLeavesNoNodetool(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	cancelSnapshot(t, b.executor(t, ssh.Options{}), b.node)
 }
 
 func TestSSHDFiftyConcurrentSessions(t *testing.T) {

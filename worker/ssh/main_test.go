@@ -19,14 +19,17 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/sshtest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
 
 func TestMain(m *testing.M) {
-	if root := os.Getenv(fakeNodetoolEnv); root != "" {
-		os.Exit(fakeNodetool(root, os.Args[1:], os.Stdout, os.Stderr))
+	// Run as a command on a node, the test binary is the simulated node's
+	// nodetool.
+	if os.Getenv(simnode.RootEnv) != "" {
+		os.Exit(simnode.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }

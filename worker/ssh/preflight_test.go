@@ -3,7 +3,6 @@ package ssh_test
 import (
 	"bytes"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -18,20 +17,19 @@ import (
 func TestPreflight(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
-	exe, err := os.Executable()
-	require.NoError(t, err)
+	sim, base, env := simNode(t)
 	stranger := sshtest.Start(t, sshtest.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	closed := ln.Addr().String()
 	require.NoError(t, ln.Close())
 
-	data := t.TempDir()
+	data := sim.Info().DataDirs[0]
 	cl := config.Cluster{
 		Name:        "c1",
 		SSH:         b.cfg,
-		Nodetool:    []string{exe},
-		NodetoolEnv: map[string]string{fakeNodetoolEnv: t.TempDir()},
+		Nodetool:    base,
+		NodetoolEnv: env,
 		Nodes: []config.Node{
 			{Name: "no-nodetool", Nodetool: []string{"/nonexistent/nodetool"}},
 		},
@@ -48,7 +46,7 @@ func TestPreflight(t *testing.T) {
 
 	good := rows[0]
 	require.True(t, good.OK(), "%+v", good)
-	require.Equal(t, "4.1.3", good.Nodetool.Detail)
+	require.Equal(t, sim.Info().Version, good.Nodetool.Detail)
 	require.Equal(t, "UN", good.Cassandra.Detail)
 	require.Contains(t, good.Disk.Detail, "free")
 	require.Equal(t, ssh.CheckOK, good.Clock.State)
@@ -72,7 +70,7 @@ func TestPreflight(t *testing.T) {
 	out := buf.String()
 	require.Contains(t, out, "NODE")
 	require.Contains(t, out, "CASSANDRA")
-	require.Contains(t, out, "4.1.3")
+	require.Contains(t, out, sim.Info().Version)
 	require.Contains(t, out, "stranger host key:")
 	require.Contains(t, out, "problem(s)")
 	t.Log("\n" + out)
