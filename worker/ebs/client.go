@@ -66,6 +66,12 @@ type Options struct {
 	// (EC2 accepts 5 to 1000).
 	PageSize int32
 
+	// STSEndpoint overrides the STS endpoint used to assume a cluster's
+	// role_arn (tests point it at moto). The cluster's EC2 endpoint override
+	// is not reused for STS: in production it may be an EC2 VPC endpoint.
+	// Without it the SDK's configuration applies (AWS_ENDPOINT_URL_STS, say).
+	STSEndpoint string
+
 	// OnAPIError is called for every failed attempt that EC2 (or STS) answered
 	// with an error code, retried or not: op is the API operation, code the
 	// EC2 error code. Observability counts throttles with it.
@@ -165,8 +171,8 @@ func newClients(ctx context.Context, cluster config.Cluster, opts Options) (*cli
 	}
 	if cluster.RoleARN != "" {
 		stsClient := sts.NewFromConfig(cfg, func(o *sts.Options) {
-			if cluster.EBS.Endpoint != "" {
-				o.BaseEndpoint = aws.String(cluster.EBS.Endpoint)
+			if opts.STSEndpoint != "" {
+				o.BaseEndpoint = aws.String(opts.STSEndpoint)
 			}
 		})
 		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, cluster.RoleARN,

@@ -474,7 +474,9 @@ func TestMotoAssumeRole(t *testing.T) {
 	b.launch(t, map[string]string{"quiesce-cluster": "c1", "Name": "n1"}, dataVolume{device: "/dev/sdf"})
 	cl := b.cluster("c1")
 	cl.RoleARN = "arn:aws:iam::123456789012:role/quiesce-backup"
-	nodes, err := NewDiscoverer(b.options()).Discover(t.Context(), cl)
+	opts := b.options()
+	opts.STSEndpoint = b.proxy.URL
+	nodes, err := NewDiscoverer(opts).Discover(t.Context(), cl)
 	require.NoError(t, err)
 	require.Len(t, nodes, 1)
 	require.Equal(t, "n1", nodes[0].Name)
