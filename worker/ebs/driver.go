@@ -206,7 +206,7 @@ func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messa
 		}
 		id := aws.ToString(m.Ebs.VolumeId)
 		attached[id] = true
-		isRoot := aws.ToString(m.DeviceName) == root
+		isRoot := sameDevice(aws.ToString(m.DeviceName), root)
 		switch {
 		case isRoot && want[id]:
 			includeRoot = true
@@ -281,7 +281,7 @@ func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.
 		return worker.Snapshot{}, err
 	}
 	if src.Tags[messages.TagManaged] != "true" {
-		return worker.Snapshot{}, errclass.Permanent(fmt.Errorf("copy of snapshot %s: %w", snapshotID, worker.ErrNotManaged))
+		return worker.Snapshot{}, notManaged("CopySnapshot", snapshotID, d.Region())
 	}
 	tags := cloneTags(src.Tags)
 	tags[TagCopyOf] = snapshotID
@@ -320,13 +320,19 @@ func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error 
 		return err
 	}
 	if s.Tags[messages.TagManaged] != "true" {
-		return errclass.Permanent(fmt.Errorf("delete snapshot %s in %s: %w", snapshotID, region, worker.ErrNotManaged))
+		return notManaged("DeleteSnapshot", snapshotID, region)
 	}
 	_, err = client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
 	if apiCode(err) == CodeSnapshotNotFound {
 		return nil
 	}
 	return classify("DeleteSnapshot", err)
+}
+
+// notManaged refuses to act on a snapshot without quiesce:managed=true.
+func notManaged(op, snapshotID, region string) error {
+	return errclass.Permanent(&Error{Op: op, code: CodeNotManaged, is: worker.ErrNotManaged,
+		err: fmt.Errorf("snapshot %s in %s", snapshotID, region)})
 }
 
 func (d *Driver) describe(ctx context.Context, snapshotID string) (worker.Snapshot, error) {

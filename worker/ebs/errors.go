@@ -29,6 +29,8 @@ const (
 	CodeTransport = "Transport"
 	// CodeInvalidRequest: the driver refused a request before calling EC2.
 	CodeInvalidRequest = "InvalidRequest"
+	// CodeNotManaged: the driver refused a snapshot without the managed tag.
+	CodeNotManaged = "NotManaged"
 	// CodeIncompleteSet: EC2 returned fewer snapshots than volumes asked for.
 	CodeIncompleteSet = "IncompleteSnapshotSet"
 )
