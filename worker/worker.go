@@ -263,6 +263,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	if err := json.Unmarshal(msg.Data(), &task); err != nil || task.Schema != messages.TaskSchema || task.Kind != kind {
 		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("undecodable task terminated")
 		_ = msg.TermWithReason("undecodable task")
+		w.cfg.Observer.TaskStarted(kind)
 		w.cfg.Observer.TaskFinished(kind, string(outcomeFailed), 0, "undecodable")
 		return
 	}

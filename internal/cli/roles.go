@@ -49,6 +49,18 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		return nil, withCode(ExitError, fmt.Errorf("topology: %w", err))
 	}
 	n := &node{log: log, h: h, softStop: o.softStop}
+	if metrics != nil {
+		// Every cluster's series exist from the start, and the last backup
+		// times survive a restart, so stale-backup alerts see every cluster.
+		for _, cl := range cfg.Clusters {
+			metrics.InitCluster(cl.Name, 0)
+		}
+		if slices.Contains(roles, "coordinator") {
+			if _, err := metrics.LoadLastSuccess(ctx, h.Catalog); err != nil {
+				log.Warn().Err(err).Msg("last backup times not loaded from the catalog")
+			}
+		}
+	}
 	if n.softStop == 0 {
 		n.softStop = 30 * time.Second
 	}

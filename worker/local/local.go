@@ -90,15 +90,19 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 }
 
 // capped keeps the first MaxOutput bytes written to it and drops the rest.
-type capped struct{ bytes.Buffer }
+// The buffer is a field, not embedded: an embedded bytes.Buffer would give
+// capped a ReadFrom that io.Copy prefers to Write, bypassing the cap.
+type capped struct{ buf bytes.Buffer }
 
 func (c *capped) Write(p []byte) (int, error) {
-	if room := MaxOutput - c.Len(); room > 0 {
+	if room := MaxOutput - c.buf.Len(); room > 0 {
 		if len(p) > room {
-			c.Buffer.Write(p[:room])
+			c.buf.Write(p[:room])
 		} else {
-			c.Buffer.Write(p)
+			c.buf.Write(p)
 		}
 	}
 	return len(p), nil
 }
+
+func (c *capped) Bytes() []byte { return c.buf.Bytes() }

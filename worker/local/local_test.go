@@ -1,0 +1,97 @@
+package local_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+	"github.com/quiesce/quiesce/worker/local"
+	"github.com/quiesce/quiesce/worker/nodetool"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var node = messages.Node{Name: "n1"}
+
+func TestRunCapturesOutputAndExitCode(t *testing.T) {
+	t.Parallel()
+	r := &local.Runner{}
+	out, err := r.Run(context.Background(), node, nodetool.Command{Argv: []string{"sh", "-c", "echo out; echo err >&2"}})
+	require.NoError(t, err)
+	require.Equal(t, "out\n", string(out.Stdout))
+	require.Equal(t, "err\n", string(out.Stderr))
+
+	_, err = r.Run(context.Background(), node, nodetool.Command{Argv: []string{"sh", "-c", "echo 'error: Keyspace x does not exist' >&2; exit 1"}})
+	var ee *nodetool.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 1, ee.ExitCode)
+	require.Contains(t, err.Error(), "Keyspace x does not exist")
+	require.Contains(t, errclass.Stderr(err), "Keyspace x")
+}
+
+func TestRunPassesEnvAndNoShell(t *testing.T) {
+	t.Parallel()
+	r := &local.Runner{}
+	// An argument full of shell syntax reaches the program as one word.
+	out, err := r.Run(context.Background(), node, nodetool.Command{
+		Argv: []string{"printf", "%s|%s", "$(id); rm -rf /", "$QUIESCE_X"},
+		Env:  map[string]string{"QUIESCE_X": "y"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, "$(id); rm -rf /|$QUIESCE_X", string(out.Stdout))
+}
+
+func TestMissingProgramIsPermanent(t *testing.T) {
+	t.Parallel()
+	_, err := (&local.Runner{}).Run(context.Background(), node, nodetool.Command{Argv: []string{"/nonexistent/nodetool"}})
+	require.Error(t, err)
+	require.True(t, errclass.IsPermanent(err))
+}
+
+func TestCancelKillsTheProcessGroup(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("pgrep"); err != nil {
+		t.Skip("pgrep not found: apt-get install procps")
+	}
+	marker := fmt.Sprintf("quiesce-local-cancel-%d-%d", os.Getpid(), time.Now().UnixNano())
+	script := filepath.Join(t.TempDir(), "s.sh")
+	// A child that ignores SIGTERM: only the group kill after WaitDelay ends it.
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\nsh -c 'trap \"\" TERM; sleep 60' "+marker+" &\nsleep 60\n"), 0o755))
+	ctx, cancel := context.WithCancelCause(context.Background())
+	r := &local.Runner{WaitDelay: 200 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Run(ctx, node, nodetool.Command{Argv: []string{"/bin/sh", script}})
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return exec.Command("pgrep", "-f", marker).Run() == nil }, 5*time.Second, 10*time.Millisecond)
+	stop := errors.New("task cancelled")
+	cancel(stop)
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, stop)
+	case <-time.After(20 * time.Second):
+		// A child left alive keeps the output pipe open and Run waiting.
+		_ = exec.Command("pkill", "-f", marker).Run()
+		t.Fatal("Run did not return after cancellation: a process of the command outlived it")
+	}
+	require.Eventually(t, func() bool { return exec.Command("pgrep", "-f", marker).Run() != nil }, 5*time.Second, 20*time.Millisecond,
+		"no process of the command outlives its cancellation")
+}
+
+func TestOutputIsBounded(t *testing.T) {
+	t.Parallel()
+	out, err := (&local.Runner{}).Run(context.Background(), node, nodetool.Command{Argv: []string{"head", "-c", "3000000", "/dev/zero"}})
+	require.NoError(t, err)
+	require.Equal(t, local.MaxOutput, len(out.Stdout))
+}
