@@ -70,3 +70,14 @@ type Drivers interface {
 	NodeTool(cluster string) (NodeTool, error)
 	Snapshotter(cluster string) (Snapshotter, error)
 }
+
+// Copier is implemented by snapshotters that keep copies of a job's
+// snapshots in other regions (EBS CopySnapshot). The await task makes the
+// copies once the job's snapshots complete; retention deletes them with
+// their originals.
+type Copier interface {
+	// CopyJob copies every completed snapshot of a job; idempotent.
+	CopyJob(ctx context.Context, jobID string) ([]Snapshot, error)
+	// DeleteCopies deletes a job's copies, with Delete's guards.
+	DeleteCopies(ctx context.Context, jobID string) ([]string, error)
+}

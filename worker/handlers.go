@@ -182,6 +182,15 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 		}
 		if pending == 0 && len(all) >= t.Expect {
 			out := &taskOutput{}
+			if c, ok := snap.(Copier); ok {
+				copies, err := c.CopyJob(ctx, t.JobID)
+				if err != nil {
+					return nil, fmt.Errorf("copy snapshots to other regions: %w", err)
+				}
+				if len(copies) > 0 {
+					log.Info().Int("copies", len(copies)).Msg("snapshots copied to other regions")
+				}
+			}
 			for _, s := range all {
 				out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
 					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
@@ -235,6 +244,17 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s is not managed; kept", s.ID))
 				kept = true
 			default:
+				return nil, err
+			}
+		}
+		if c, ok := snap.(Copier); ok && !t.DryRun {
+			deleted, err := c.DeleteCopies(ctx, job)
+			out.Deleted = append(out.Deleted, deleted...)
+			switch {
+			case errors.Is(err, ErrSnapshotInUse):
+				out.Warnings = append(out.Warnings, fmt.Sprintf("a copy of job %s is in use; kept: %v", job, err))
+				kept = true
+			case err != nil:
 				return nil, err
 			}
 		}

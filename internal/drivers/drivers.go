@@ -81,6 +81,7 @@ type Registry struct {
 	mu      sync.Mutex
 	tools   map[string]worker.NodeTool
 	snaps   map[string]worker.Snapshotter
+	discs   map[string]planner.Discoverer
 	closers []io.Closer
 }
 
@@ -90,7 +91,7 @@ var _ worker.Drivers = (*Registry)(nil)
 // role assumption, say), not the drivers' lifetime.
 func New(ctx context.Context, cfg *config.Config, log zerolog.Logger, hooks Hooks) *Registry {
 	return &Registry{cfg: cfg, env: Env{Ctx: ctx, Log: log, Hooks: hooks, Extras: map[string]any{}},
-		tools: map[string]worker.NodeTool{}, snaps: map[string]worker.Snapshotter{}}
+		tools: map[string]worker.NodeTool{}, snaps: map[string]worker.Snapshotter{}, discs: map[string]planner.Discoverer{}}
 }
 
 // SetExtra hands a factory something only the caller has (a JetStream
@@ -203,10 +204,16 @@ func (r *Registry) Snapshotter(name string) (worker.Snapshotter, error) {
 	return s, nil
 }
 
-// Discoverer returns how the planner finds the cluster's nodes.
+// Discoverer returns how the planner finds the cluster's nodes. It is kept
+// per cluster, so credentials (an assumed role) are reused across jobs.
 func (r *Registry) Discoverer(cl config.Cluster) planner.Discoverer {
 	if cl.Discovery == nil {
 		return planner.StaticDiscoverer{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d, ok := r.discs[cl.Name]; ok {
+		return d
 	}
 	regMu.Lock()
 	f := discoverers["ec2"]
@@ -218,6 +225,7 @@ func (r *Registry) Discoverer(cl config.Cluster) planner.Discoverer {
 	if err != nil {
 		return failingDiscoverer{err}
 	}
+	r.discs[cl.Name] = d
 	return d
 }
 

@@ -15,3 +15,5 @@ func init() {
 		return ebs.NewDiscoverer(ebs.Options{OnAPIError: env.Hooks.EC2Error}), nil
 	})
 }
+
+var _ worker.Copier = (*ebs.Driver)(nil)
