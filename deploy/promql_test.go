@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"github.com/quiesce/quiesce/internal/testenv"
+
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -315,7 +317,7 @@ func TestAlertRulesPromtool(t *testing.T) {
 	t.Parallel()
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Skip("promtool not found: apt-get install prometheus")
+		testenv.Missing(t, "promtool not found: apt-get install prometheus")
 	}
 	for _, args := range [][]string{
 		{"check", "rules", "alerts.yml"},

@@ -3,6 +3,8 @@
 package mototest
 
 import (
+	"github.com/quiesce/quiesce/internal/testenv"
+
 	"bytes"
 	"context"
 	"errors"
@@ -52,7 +54,7 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
-		t.Skip(SkipMessage)
+		testenv.Missing(t, SkipMessage)
 	}
 	select {
 	case slots <- struct{}{}:
