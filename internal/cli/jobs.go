@@ -206,15 +206,11 @@ func statusCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, js, err := g.connect(nil, "status")
+			nc, _, h, err := g.bind(cmd.Context(), nil, "status")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			h, err := topology.Bind(cmd.Context(), js)
-			if err != nil {
-				return withCode(ExitError, err)
-			}
 			entry, err := h.Jobs.Get(cmd.Context(), args[0])
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return withCode(ExitRejected, fmt.Errorf("no job %s", args[0]))
@@ -332,15 +328,11 @@ func jobsCmd(g *globals) *cobra.Command {
 		Short: "List jobs, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, js, err := g.connect(nil, "jobs")
+			nc, _, h, err := g.bind(cmd.Context(), nil, "jobs")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			h, err := topology.Bind(cmd.Context(), js)
-			if err != nil {
-				return withCode(ExitError, err)
-			}
 			lister, err := h.Jobs.ListKeysFiltered(cmd.Context(), "*")
 			if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 				return withCode(ExitError, err)
@@ -397,15 +389,11 @@ func backupsCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateCluster(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, js, err := g.connect(nil, "backups")
+			nc, _, h, err := g.bind(cmd.Context(), nil, "backups")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			h, err := topology.Bind(cmd.Context(), js)
-			if err != nil {
-				return withCode(ExitError, err)
-			}
 			backups, err := planner.Backups(cmd.Context(), h.Catalog, args[0])
 			if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 				return withCode(ExitError, err)
@@ -444,17 +432,13 @@ func cancelCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, js, err := g.connect(nil, "cancel")
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			nc, js, h, err := g.bind(ctx, nil, "cancel")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			ctx, stop := signalContext(cmd.Context())
-			defer stop()
-			h, err := topology.Bind(ctx, js)
-			if err != nil {
-				return withCode(ExitError, err)
-			}
 			if _, err := h.Jobs.Get(ctx, args[0]); errors.Is(err, jetstream.ErrKeyNotFound) {
 				return withCode(ExitRejected, fmt.Errorf("no job %s", args[0]))
 			}
@@ -497,15 +481,11 @@ func retentionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, js, err := g.connect(cfg, "retention")
+			nc, _, h, err := g.bind(cmd.Context(), cfg, "retention")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			h, err := topology.Bind(cmd.Context(), js)
-			if err != nil {
-				return withCode(ExitError, err)
-			}
 			backups, err := planner.Backups(cmd.Context(), h.Catalog, cluster)
 			if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 				return withCode(ExitError, err)

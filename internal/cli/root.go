@@ -208,3 +208,18 @@ func topologyCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+// bind connects and opens the topology's buckets, for commands that read
+// or change jobs.
+func (g *globals) bind(ctx context.Context, cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, *topology.Handles, error) {
+	nc, js, err := g.connect(cfg, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	h, err := topology.Bind(ctx, js)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, withCode(ExitError, err)
+	}
+	return nc, js, h, nil
+}

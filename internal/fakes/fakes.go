@@ -142,14 +142,7 @@ func (s *Snapshotter) Find(_ context.Context, filter map[string]string) ([]worke
 	defer s.mu.Unlock()
 	var out []worker.Snapshot
 	for _, sn := range s.snaps {
-		ok := true
-		for k, v := range filter {
-			if sn.Tags[k] != v {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if matches(sn.Tags, filter) {
 			c := *sn
 			c.Tags = maps.Clone(sn.Tags)
 			out = append(out, c)
@@ -233,8 +226,24 @@ func (s *Snapshotter) Complete() {
 
 // Count returns how many snapshots carry every tag of filter.
 func (s *Snapshotter) Count(filter map[string]string) int {
-	out, _ := s.Find(context.Background(), filter)
-	return len(out)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sn := range s.snaps {
+		if matches(sn.Tags, filter) {
+			n++
+		}
+	}
+	return n
+}
+
+func matches(tags, filter map[string]string) bool {
+	for k, v := range filter {
+		if tags[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // FirstCreate returns the earliest Create time.

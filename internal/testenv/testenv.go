@@ -26,6 +26,8 @@ type TB interface {
 	Cleanup(func())
 	TempDir() string
 	Logf(format string, args ...any)
+	// Context ends just before the test's cleanups run.
+	Context() context.Context
 }
 
 var _ TB = (testing.TB)(nil)
@@ -68,7 +70,7 @@ func New(t TB, o topology.Options) *Env {
 	s := StartServer(t, "")
 	e := &Env{Server: s, URL: s.ClientURL(), Opts: o}
 	e.NC, e.JS = e.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	h, err := topology.Ensure(ctx, e.JS, o)
 	if err != nil {
@@ -118,7 +120,7 @@ func (e *Env) Submit(t TB, req messages.JobRequest) string {
 // SubmitRaw publishes raw bytes as a request.
 func (e *Env) SubmitRaw(t TB, data []byte, msgID string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
@@ -149,7 +151,7 @@ func (e *Env) WaitTerminal(t TB, id string, timeout time.Duration) messages.Job 
 // WaitFor polls the job record until cond holds.
 func (e *Env) WaitFor(t TB, id string, timeout time.Duration, cond func(messages.Job) bool) messages.Job {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	var last messages.Job
 	var lastErr error
@@ -175,7 +177,7 @@ func (e *Env) WaitFor(t TB, id string, timeout time.Duration, cond func(messages
 // Rejection waits for the rejection event of a job ID and request ID.
 func (e *Env) Rejection(t TB, jobID, requestID string, timeout time.Duration) messages.Rejection {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cons, err := e.JS.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{messages.SubjectRejected(jobID)},
