@@ -313,6 +313,12 @@ type Backup struct {
 	Tag        string        `json:"tag"`
 	StartedAt  time.Time     `json:"started_at"`
 	FinishedAt time.Time     `json:"finished_at"`
-	Nodes      []Node        `json:"nodes"`
-	Snapshots  []SnapshotRef `json:"snapshots"`
+	NodeCount     int `json:"node_count"`
+	SnapshotCount int `json:"snapshot_count"`
+	// Nodes and Snapshots are inline for a small backup. A large one keeps
+	// them in the manifests object store under Manifest instead, since a KV
+	// value is bounded by the server's message size.
+	Nodes     []Node        `json:"nodes,omitempty"`
+	Snapshots []SnapshotRef `json:"snapshots,omitempty"`
+	Manifest  string        `json:"manifest,omitempty"`
 }

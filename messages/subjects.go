@@ -11,6 +11,9 @@ const (
 	// BucketPlans is an object store holding each job's plan (nodes and
 	// volumes), which can exceed a single message for large clusters.
 	BucketPlans = "quiesce_plans"
+	// BucketManifests is an object store holding the full catalog record of
+	// backups too large to keep inline in the catalog bucket.
+	BucketManifests = "quiesce_manifests"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"

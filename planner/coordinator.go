@@ -245,8 +245,11 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 				if retired == r.JobID {
 					continue
 				}
-				if err := c.e.h.Catalog.Delete(ctx, messages.CatalogKey(r.Cluster, retired)); err != nil &&
-					!errors.Is(err, jetstream.ErrKeyNotFound) {
+				key := messages.CatalogKey(r.Cluster, retired)
+				if err := c.e.h.Catalog.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+					return err
+				}
+				if err := c.e.h.Manifests.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 					return err
 				}
 			}

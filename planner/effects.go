@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -20,6 +21,12 @@ const cleanupTaskTimeout = time.Hour
 
 func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx string) (any, error) {
 	now := e.now()
+	// A job that failed or was cancelled only cleans up: effects queued
+	// before it ended that would carry it forward are dropped.
+	if r.Phase.Terminal() && r.Phase != messages.PhaseSucceeded &&
+		!strings.HasPrefix(fx, fxClear) && !strings.HasPrefix(fx, fxCleanup) {
+		return nil, nil
+	}
 	switch {
 	case fx == fxFlush:
 		tasks := make([]messages.Task, 0, len(p.Nodes))
@@ -117,9 +124,15 @@ func (e *engine) publishTasks(ctx context.Context, tasks []messages.Task) error 
 // writeCatalog stores the backup's catalog record: topology, tag and every
 // snapshot the job's tasks reported.
 func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) error {
-	refs, err := e.snapshotRefs(ctx, r.ID)
+	refs, results, err := e.snapshotRefs(ctx, r.ID)
 	if err != nil {
 		return err
+	}
+	// A listing can come up short (a stream replica still catching up after
+	// a restart); a catalog record missing snapshots would be a backup that
+	// cannot be restored, so the effect fails and is retried instead.
+	if want := r.SnapDone.count(); results < want {
+		return fmt.Errorf("catalog: %d of %d snapshot task results visible", results, want)
 	}
 	b := messages.Backup{
 		Schema: messages.BackupSchema, JobID: r.ID, Cluster: r.Cluster, Policy: r.Policy, Mode: r.Mode,
@@ -130,20 +143,56 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) error {
 			b.Nodes = append(b.Nodes, n)
 		}
 	}
+	b.NodeCount, b.SnapshotCount = len(b.Nodes), len(b.Snapshots)
 	data, err := json.Marshal(&b)
 	if err != nil {
 		return err
 	}
-	_, err = e.h.Catalog.Put(ctx, messages.CatalogKey(r.Cluster, r.ID), data)
+	key := messages.CatalogKey(r.Cluster, r.ID)
+	if len(data) > catalogInlineLimit {
+		// The manifest is stored first, so a record never names a
+		// manifest that is not there.
+		if _, err := e.h.Manifests.PutBytes(ctx, key, data); err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		b.Nodes, b.Snapshots, b.Manifest = nil, nil, key
+		if data, err = json.Marshal(&b); err != nil {
+			return err
+		}
+	}
+	_, err = e.h.Catalog.Put(ctx, key, data)
 	return err
+}
+
+// catalogInlineLimit is the largest catalog record kept whole in the
+// catalog bucket: well under the server's default 1 MB message limit.
+var catalogInlineLimit = 256 << 10
+
+// LoadBackup returns b with its nodes and snapshots, reading its manifest
+// when the catalog record keeps them there.
+func LoadBackup(ctx context.Context, h *topology.Handles, b messages.Backup) (messages.Backup, error) {
+	if b.Manifest == "" {
+		return b, nil
+	}
+	data, err := h.Manifests.GetBytes(ctx, b.Manifest)
+	if err != nil {
+		return b, fmt.Errorf("backup %s manifest: %w", b.JobID, err)
+	}
+	var full messages.Backup
+	if err := json.Unmarshal(data, &full); err != nil {
+		return b, fmt.Errorf("backup %s manifest: %w", b.JobID, err)
+	}
+	return full, nil
 }
 
 func resultKey(taskID string) string { return taskID }
 
-func (e *engine) snapshotRefs(ctx context.Context, job string) ([]messages.SnapshotRef, error) {
+// snapshotRefs returns every snapshot the job's snapshot tasks reported,
+// and how many task results it read.
+func (e *engine) snapshotRefs(ctx context.Context, job string) ([]messages.SnapshotRef, int, error) {
 	lister, err := e.h.Jobs.ListKeysFiltered(ctx, job+"."+string(messages.KindSnapshot)+".*")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var keys []string
 	for k := range lister.Keys() {
@@ -153,11 +202,11 @@ func (e *engine) snapshotRefs(ctx context.Context, job string) ([]messages.Snaps
 	for _, k := range keys {
 		entry, err := e.h.Jobs.Get(ctx, k)
 		if err != nil {
-			return nil, fmt.Errorf("task result %s: %w", k, err)
+			return nil, 0, fmt.Errorf("task result %s: %w", k, err)
 		}
 		var rs []messages.SnapshotRef
 		if err := json.Unmarshal(entry.Value(), &rs); err != nil {
-			return nil, fmt.Errorf("task result %s: %w", k, err)
+			return nil, 0, fmt.Errorf("task result %s: %w", k, err)
 		}
 		refs = append(refs, rs...)
 	}
@@ -167,7 +216,7 @@ func (e *engine) snapshotRefs(ctx context.Context, job string) ([]messages.Snaps
 		}
 		return refs[i].VolumeID < refs[j].VolumeID
 	})
-	return refs, nil
+	return refs, len(keys), nil
 }
 
 // Backups returns a cluster's catalog records, newest first.

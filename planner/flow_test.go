@@ -296,3 +296,34 @@ func TestSelectRetired(t *testing.T) {
 		require.NotContains(t, got, "c-000000000004", tc.desc)
 	}
 }
+
+// A backup too large to keep inline in the catalog bucket keeps its nodes
+// and snapshots in a manifest; the record names it, and retention removes
+// both.
+func TestLargeBackupKeepsItsManifestApart(t *testing.T) {
+	// Not parallel: it changes a package setting.
+	defer planner.SetCatalogInlineLimit(1)()
+	b := setup(t, setupOpts{nodes: 3, volumes: 2, keepLast: 1})
+	b.startAll(t)
+	first := b.env.Submit(t, testenv.Request("c1", "large-1"))
+	require.Equal(t, messages.PhaseSucceeded, b.env.WaitTerminal(t, first, jobTimeout).Phase)
+
+	ctx := context.Background()
+	backups, err := planner.Backups(ctx, b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	summary := backups[0]
+	require.Empty(t, summary.Snapshots)
+	require.Equal(t, 6, summary.SnapshotCount)
+	require.Equal(t, 3, summary.NodeCount)
+	require.Equal(t, messages.CatalogKey("c1", first), summary.Manifest)
+	full, err := planner.LoadBackup(ctx, b.env.H, summary)
+	require.NoError(t, err)
+	require.Len(t, full.Snapshots, 6)
+	require.Len(t, full.Nodes, 3)
+
+	second := b.env.Submit(t, testenv.Request("c1", "large-2"))
+	require.Equal(t, messages.PhaseSucceeded, b.env.WaitTerminal(t, second, jobTimeout).Phase)
+	_, err = b.env.H.Manifests.GetInfo(ctx, messages.CatalogKey("c1", first))
+	require.Error(t, err, "the retired backup's manifest is removed with its record")
+}

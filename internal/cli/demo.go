@@ -169,7 +169,11 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	if err != nil {
 		return withCode(ExitError, err)
 	}
-	if err := demoRestore(out, dir, cfg, nodes, writers, backups[0]); err != nil {
+	newest, err := planner.LoadBackup(ctx, n.h, backups[0])
+	if err != nil {
+		return withCode(ExitError, err)
+	}
+	if err := demoRestore(out, dir, cfg, nodes, writers, newest); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "catalog of cluster demo (keep last %d):\n", o.keep)
@@ -299,6 +303,9 @@ func demoSummary(ctx context.Context, out io.Writer, n *node, j messages.Job, di
 		for _, b := range backups {
 			if b.JobID != j.ID {
 				continue
+			}
+			if b, err = planner.LoadBackup(ctx, n.h, b); err != nil {
+				return withCode(ExitError, err)
 			}
 			fmt.Fprintf(out, "    %d snapshots (tag %s):\n", len(b.Snapshots), b.Tag)
 			for _, s := range b.Snapshots {

@@ -399,6 +399,11 @@ func backupsCmd(g *globals) *cobra.Command {
 				return withCode(ExitError, err)
 			}
 			if asJSON {
+				for i := range backups {
+					if backups[i], err = planner.LoadBackup(cmd.Context(), h, backups[i]); err != nil {
+						return withCode(ExitError, err)
+					}
+				}
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(backups)
@@ -416,7 +421,7 @@ func printBackups(w io.Writer, backups []messages.Backup) {
 	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG")
 	for _, b := range backups {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
-			len(b.Nodes), len(b.Snapshots), b.Tag)
+			b.NodeCount, b.SnapshotCount, b.Tag)
 	}
 	_ = tw.Flush()
 }
@@ -508,9 +513,13 @@ func retentionCmd(g *globals) *cobra.Command {
 				if set[b.JobID] {
 					verdict = "RETIRE"
 				}
-				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339), len(b.Snapshots))
+				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339), b.SnapshotCount)
 				if set[b.JobID] {
-					for _, s := range b.Snapshots {
+					full, err := planner.LoadBackup(cmd.Context(), h, b)
+					if err != nil {
+						return withCode(ExitError, err)
+					}
+					for _, s := range full.Snapshots {
 						fmt.Fprintf(g.stdout, "           would delete %s (%s, %s)\n", s.SnapshotID, s.Node, s.VolumeID)
 					}
 				}

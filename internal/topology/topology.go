@@ -97,9 +97,10 @@ func (o Options) maxAckPending(kind messages.Kind) int {
 
 // Handles are the topology's streams and buckets, ready to use.
 type Handles struct {
-	Jobs    jetstream.KeyValue
-	Catalog jetstream.KeyValue
-	Plans   jetstream.ObjectStore
+	Jobs      jetstream.KeyValue
+	Catalog   jetstream.KeyValue
+	Plans     jetstream.ObjectStore
+	Manifests jetstream.ObjectStore
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -168,6 +169,14 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketPlans, err)
 	}
 
+	manifests, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: messages.BucketManifests, Description: "quiesce catalog records of large backups",
+		Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
+	}
+
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -204,7 +213,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -222,5 +231,9 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketPlans, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans}, nil
+	manifests, err := js.ObjectStore(ctx, messages.BucketManifests)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
+	}
+	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests}, nil
 }
