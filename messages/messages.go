@@ -305,16 +305,16 @@ type Rejection struct {
 // Backup is the catalog record of a successful job, in the catalog KV bucket
 // under CatalogKey(cluster, job).
 type Backup struct {
-	Schema     string        `json:"schema"`
-	JobID      string        `json:"job_id"`
-	Cluster    string        `json:"cluster"`
-	Policy     string        `json:"policy"`
-	Mode       Mode          `json:"mode"`
-	Tag        string        `json:"tag"`
-	StartedAt  time.Time     `json:"started_at"`
-	FinishedAt time.Time     `json:"finished_at"`
-	NodeCount     int `json:"node_count"`
-	SnapshotCount int `json:"snapshot_count"`
+	Schema        string    `json:"schema"`
+	JobID         string    `json:"job_id"`
+	Cluster       string    `json:"cluster"`
+	Policy        string    `json:"policy"`
+	Mode          Mode      `json:"mode"`
+	Tag           string    `json:"tag"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
+	NodeCount     int       `json:"node_count"`
+	SnapshotCount int       `json:"snapshot_count"`
 	// Nodes and Snapshots are inline for a small backup. A large one keeps
 	// them in the manifests object store under Manifest instead, since a KV
 	// value is bounded by the server's message size.
