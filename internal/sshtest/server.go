@@ -45,6 +45,9 @@ type Options struct {
 	// AllowForwarding serves "direct-tcpip" channels, so the server can be
 	// a bastion.
 	AllowForwarding bool
+	// IgnoreGlobalRequests leaves keepalives unanswered, like a peer that
+	// vanished without closing the connection.
+	IgnoreGlobalRequests bool
 }
 
 // Server is an in-process SSH server on 127.0.0.1.
@@ -217,7 +220,7 @@ func (s *Server) serve(c net.Conn) {
 		// keepalive@openssh.com and friends get a refusal, which is a reply.
 		for req := range reqs {
 			s.keepalives.Add(1)
-			if req.WantReply {
+			if req.WantReply && !s.opts.IgnoreGlobalRequests {
 				_ = req.Reply(false, nil)
 			}
 		}
@@ -507,8 +510,11 @@ func SignUserCert(t testing.TB, ca gossh.Signer, pub gossh.PublicKey, principal,
 // 22, "[host]:port" otherwise.
 func KnownHostsName(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "22" {
+	if err != nil {
 		return addr
+	}
+	if port == "22" {
+		return host
 	}
 	return fmt.Sprintf("[%s]:%s", host, port)
 }

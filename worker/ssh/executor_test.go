@@ -316,3 +316,17 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 var _ = errors.New
+
+func TestUnansweredKeepalivesCloseTheConnection(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sshtest.Options{IgnoreGlobalRequests: true})
+	b.cfg.KeepaliveInterval = config.Duration(20 * time.Millisecond)
+	e := b.executor(t, ssh.Options{})
+	_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+	require.NoError(t, err)
+	// The connection is given up on; the next command dials afresh.
+	require.Eventually(t, func() bool {
+		_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+		return err == nil && b.srv.Handshakes() >= 2
+	}, 10*time.Second, 50*time.Millisecond)
+}

@@ -44,7 +44,7 @@ type bundle struct {
 	node messages.Node
 }
 
-func setup(t *testing.T, opts sshtest.Options) *bundle {
+func setup(t testing.TB, opts sshtest.Options) *bundle {
 	t.Helper()
 	dir := t.TempDir()
 	keyPath, user := sshtest.UserKey(t, dir)
@@ -64,7 +64,7 @@ func setup(t *testing.T, opts sshtest.Options) *bundle {
 	}
 }
 
-func (b *bundle) executor(t *testing.T, opts ssh.Options) *ssh.Executor {
+func (b *bundle) executor(t testing.TB, opts ssh.Options) *ssh.Executor {
 	t.Helper()
 	e, err := ssh.New(b.cfg, opts)
 	require.NoError(t, err)
@@ -72,7 +72,7 @@ func (b *bundle) executor(t *testing.T, opts ssh.Options) *ssh.Executor {
 	return e
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
