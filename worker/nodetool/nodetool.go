@@ -45,7 +45,27 @@ func (e *ExitError) Error() string {
 	if msg == "" {
 		msg = firstLine(e.Out.Stdout)
 	}
-	return fmt.Sprintf("%s exited %d: %s", strings.Join(e.Argv, " "), e.ExitCode, msg)
+	return fmt.Sprintf("%s exited %d: %s", strings.Join(redact(e.Argv), " "), e.ExitCode, msg)
+}
+
+// redact hides the value of nodetool's password options, so a JMX password
+// given on the command line never reaches an error message or a log.
+func redact(argv []string) []string {
+	out := make([]string, len(argv))
+	copy(out, argv)
+	for i, a := range out {
+		switch {
+		case a == "-pw" || a == "--password":
+			if i+1 < len(out) {
+				out[i+1] = "REDACTED"
+			}
+		case strings.HasPrefix(a, "--password="):
+			out[i] = "--password=REDACTED"
+		case strings.HasPrefix(a, "-pw="):
+			out[i] = "-pw=REDACTED"
+		}
+	}
+	return out
 }
 
 // Stderr returns the command's stderr, for the failure event.

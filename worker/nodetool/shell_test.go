@@ -124,3 +124,17 @@ func FuzzShellString(f *testing.F) {
 		}
 	})
 }
+
+func TestExitErrorRedactsPasswords(t *testing.T) {
+	t.Parallel()
+	e := &nodetool.ExitError{
+		Argv:     []string{"nodetool", "-u", "admin", "-pw", "hunter2", "--password=hunter3", "snapshot"},
+		ExitCode: 1,
+		Out:      nodetool.Output{Stderr: []byte("error: bad credentials\n")},
+	}
+	msg := e.Error()
+	require.NotContains(t, msg, "hunter")
+	require.Contains(t, msg, "bad credentials")
+	require.Equal(t, "hunter2", e.Argv[4], "the command itself is left alone")
+	require.Equal(t, "exit", e.Code())
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -329,4 +331,21 @@ func TestUnansweredKeepalivesCloseTheConnection(t *testing.T) {
 		_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
 		return err == nil && b.srv.Handshakes() >= 2
 	}, 10*time.Second, 50*time.Millisecond)
+}
+
+func TestSudo(t *testing.T) {
+	t.Parallel()
+	// A stand-in sudo that insists on -n (never prompt) and -- (no option
+	// parsing of the command) before running the command.
+	bin := t.TempDir()
+	writeFile(t, bin, "sudo", "#!/bin/sh\n[ \"$1\" = -n ] && [ \"$2\" = -- ] || { echo 'sudo: a password is required' >&2; exit 1; }\nshift 2\necho via-sudo >&2\nexec \"$@\"\n")
+	require.NoError(t, os.Chmod(filepath.Join(bin, "sudo"), 0o755))
+	b := setup(t, sshtest.Options{Env: []string{"PATH=" + bin + ":" + os.Getenv("PATH")}})
+	e := b.executor(t, ssh.Options{})
+	out, err := e.Run(testCtx(t), b.node, nodetool.Command{
+		Argv: []string{"sh", "-c", `echo "$X"`}, Env: map[string]string{"X": "kept"}, Sudo: true,
+	})
+	require.NoError(t, err)
+	require.Equal(t, "kept\n", string(out.Stdout))
+	require.Equal(t, "via-sudo\n", string(out.Stderr))
 }

@@ -185,3 +185,46 @@ func TestSSHDFiftyConcurrentSessions(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, n)
 }
+
+// BenchmarkSSHDRun is BenchmarkRun against the real OpenSSH sshd.
+func BenchmarkSSHDRun(b *testing.B) {
+	dir := b.TempDir()
+	keyPath, user := sshtest.UserKey(b, dir)
+	sshd := sshtest.StartSSHD(b, sshtest.SSHDOptions{AuthorizedKeys: []gossh.PublicKey{user.PublicKey()}})
+	cfg := config.SSH{
+		User: sshd.User, IdentityFiles: []string{keyPath},
+		KnownHosts: []string{sshtest.WriteKnownHosts(b, dir, sshd.KnownHosts())},
+	}
+	node := messages.Node{Name: "sshd-node", Address: sshd.Addr}
+	cmd := nodetool.Command{Argv: []string{"true"}}
+	ctx := testCtx(b)
+	b.Run("reused", func(b *testing.B) {
+		e, err := ssh.New(cfg, ssh.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		if _, err := e.Run(ctx, node, cmd); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := e.Run(ctx, node, cmd); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fresh", func(b *testing.B) {
+		for b.Loop() {
+			e, err := ssh.New(cfg, ssh.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.Run(ctx, node, cmd); err != nil {
+				b.Fatal(err)
+			}
+			if err := e.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
