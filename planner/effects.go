@@ -48,6 +48,17 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx string) (any
 			}
 		}
 		return nil, e.publishTasks(ctx, tasks)
+	case strings.HasPrefix(fx, fxReclear):
+		idx, seq, _ := strings.Cut(strings.TrimPrefix(fx, fxReclear), ".")
+		i, err := strconv.Atoi(idx)
+		if err != nil || i < 0 || i >= len(p.Nodes) {
+			return nil, fmt.Errorf("bad outbox entry %q", fx)
+		}
+		// Its own task ID, since the first clear's ID is still in the
+		// stream's duplicate window.
+		t := p.clearTask(i, now.Add(cleanupTaskTimeout))
+		t.ID += ".again" + seq
+		return nil, e.publishTasks(ctx, []messages.Task{t})
 	case strings.HasPrefix(fx, fxClear):
 		i, err := strconv.Atoi(strings.TrimPrefix(fx, fxClear))
 		if err != nil || i < 0 || i >= len(p.Nodes) {

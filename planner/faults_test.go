@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/testenv"
@@ -125,4 +126,33 @@ func TestAllowPartialBacksUpTheNodesThatFlushed(t *testing.T) {
 	require.Zero(t, b.snap.Count(map[string]string{messages.TagNode: "node-1"}))
 	require.NotEmpty(t, j.Warnings)
 	require.Contains(t, j.Warnings[0], "partial backup")
+}
+
+// A flush delivered twice (its first result published, its ack lost) can
+// run again after its node's tag was cleared, and leave a tag behind. The
+// second success is reported under its own attempt, and the coordinator
+// clears the node again.
+func TestLateDuplicateFlushIsClearedAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 2, volumes: 1})
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "late-flush"))
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+	require.Empty(t, b.tool.TagsOn("node-1"))
+
+	// The second delivery's flush lands now.
+	node := messages.Node{Name: "node-1", Address: "127.0.0.1"}
+	require.NoError(t, b.tool.Snapshot(context.Background(), node, j.Tag, nil))
+	id := messages.TaskID(job, messages.KindFlush, "node-1")
+	res := messages.TaskResult{Schema: messages.TaskResultSchema, TaskID: id, JobID: job, Kind: messages.KindFlush,
+		Cluster: "c1", Target: "node-1", Attempt: 2, Outcome: messages.OutcomeSucceeded,
+		StartedAt: time.Now(), FinishedAt: time.Now()}
+	data, err := json.Marshal(res)
+	require.NoError(t, err)
+	_, err = b.env.JS.Publish(context.Background(), messages.SubjectTaskEvent(job, messages.KindFlush), data,
+		jetstream.WithMsgID(id+".succeeded.2"))
+	require.NoError(t, err)
+	require.NoError(t, testenv.Eventually(10*time.Second, func() bool { return len(b.tool.TagsOn("node-1")) == 0 }),
+		"the late flush's tag is cleared")
 }

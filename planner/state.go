@@ -32,6 +32,9 @@ type record struct {
 	RetentionQueued bool `json:"retention_queued,omitempty"`
 	RetentionDone   bool `json:"retention_done,omitempty"`
 	Cleanups        int  `json:"cleanups,omitempty"`
+	// Reclears counts extra clears queued for flushes that ran again after
+	// their node's tag was cleared.
+	Reclears int `json:"reclears,omitempty"`
 
 	// Outbox lists effects decided but not yet known to be carried out.
 	// Whoever changes the record performs them after the compare-and-set,
@@ -50,6 +53,7 @@ const (
 	fxCatalog   = "catalog"
 	fxRetention = "retention"
 	fxCleanup   = "cleanup:" // + sequence
+	fxReclear   = "reclear:" // + node index "." + sequence
 )
 
 func newRecord(p *Plan, now time.Time) *record {
@@ -130,6 +134,16 @@ func (r *record) addWarning(w string) {
 	}
 }
 
+// reclear queues one more clear of node i under a task ID of its own.
+func (r *record) reclear(i int) bool {
+	if r.Reclears >= maxFailures {
+		return false
+	}
+	r.Reclears++
+	r.addOutbox(fxReclear + strconv.Itoa(i) + "." + strconv.Itoa(r.Reclears))
+	return true
+}
+
 // unitRequired reports whether snapshot unit j is part of the backup: in
 // application mode only units of nodes that flushed are.
 func (r *record) unitRequired(p *Plan, j int) bool {
@@ -185,6 +199,12 @@ func (r *record) apply(p *Plan, ev *messages.TaskResult, now time.Time) bool {
 				if r.Phase.Terminal() && r.ClearQueued.set(i) {
 					r.addOutbox(fxClear + strconv.Itoa(i))
 				}
+			} else if ev.Attempt > 1 && r.ClearQueued.has(i) {
+				// A later delivery of a flush that already counted ran
+				// again (its first ack was lost), possibly after the node's
+				// clear: its tag is cleared once more. The node's snapshots
+				// are done once its clear is queued, so this is safe.
+				changed = r.reclear(i)
 			}
 		} else if !r.Flushed.has(i) {
 			changed = r.FlushFailed.set(i)

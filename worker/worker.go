@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -392,8 +393,14 @@ func (w *Worker) publish(ctx context.Context, r *messages.TaskResult) error {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, err = w.js.Publish(pctx, messages.SubjectTaskEvent(r.JobID, r.Kind), data,
-		jetstream.WithMsgID(r.TaskID+"."+string(r.Outcome)))
+	id := r.TaskID + "." + string(r.Outcome)
+	if r.Kind == messages.KindFlush && r.Outcome == messages.OutcomeSucceeded && r.Attempt > 1 {
+		// A flush that ran again may have re-created a tag already
+		// cleared; its success must reach the coordinator, not be dropped
+		// as a duplicate of the first.
+		id += "." + strconv.Itoa(r.Attempt)
+	}
+	_, err = w.js.Publish(pctx, messages.SubjectTaskEvent(r.JobID, r.Kind), data, jetstream.WithMsgID(id))
 	return err
 }
 
