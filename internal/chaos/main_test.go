@@ -1,0 +1,15 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/quiesce/quiesce/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
+}
