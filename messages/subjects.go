@@ -17,6 +17,9 @@ const (
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"
+	// SubjectSchedulesAll holds one schedule message per policy with a
+	// schedule: JetStream fires its JobRequest onto SubjectSubmit.
+	SubjectSchedulesAll = "quiesce.schedules.>"
 	// SubjectTasksAll matches every task subject.
 	SubjectTasksAll = "quiesce.tasks.>"
 	// SubjectEventsAll matches every event subject.
@@ -29,6 +32,11 @@ const (
 	// start with an underscore.
 	InvalidJobID = "_invalid"
 )
+
+// SubjectSchedule is where a policy's schedule message is kept.
+func SubjectSchedule(cluster, policy string) string {
+	return "quiesce.schedules." + cluster + "." + policy
+}
 
 // SubjectTask is where tasks of kind for cluster are published.
 func SubjectTask(kind Kind, cluster string) string {

@@ -46,6 +46,9 @@ type PlannerConfig struct {
 	// Discover resolves a cluster's nodes; the static inventory when nil.
 	// Clusters with a discovery section need an EC2 discoverer.
 	Discover func(cluster config.Cluster) Discoverer
+	// SyncSchedules makes the JetStream schedules match the policies' at
+	// start (SyncSchedules).
+	SyncSchedules bool
 }
 
 // Planner consumes JobRequests: it validates each, resolves its cluster,
@@ -77,6 +80,18 @@ func (p *Planner) Start(ctx context.Context) error {
 	defer p.mu.Unlock()
 	if p.started {
 		return errors.New("planner already started")
+	}
+	if p.cfg.SyncSchedules {
+		changes, err := SyncSchedules(ctx, p.e.js, p.cfg.Config)
+		if err != nil {
+			return fmt.Errorf("schedules: %w", err)
+		}
+		for _, c := range changes {
+			if c.Action != "unchanged" {
+				p.e.log.Info().Str("cluster", c.Cluster).Str("policy", c.Policy).Str("schedule", c.Schedule).
+					Str("action", c.Action).Msg("policy schedule synchronised")
+			}
+		}
 	}
 	cons, err := p.e.js.Consumer(ctx, messages.StreamJobs, topology.ConsumerPlanner)
 	if err != nil {
@@ -148,8 +163,26 @@ func reject(class, format string, a ...any) error {
 	return &RejectError{Class: class, Reason: fmt.Sprintf(format, a...)}
 }
 
+// scheduledRequestID gives each firing of a schedule its own request ID:
+// the schedule's request ID and the firing's time in the stream. A
+// redelivered firing keeps its time, so it still makes one job.
+func scheduledRequestID(req messages.JobRequest, m jetstream.Msg) (string, bool) {
+	if m.Headers().Get(jetstream.SchedulerHeader) == "" {
+		return "", false
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return "", false
+	}
+	return req.RequestID + "@" + meta.Timestamp.UTC().Format("20060102T150405Z"), true
+}
+
 func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 	req, err := messages.DecodeJobRequest(m.Data())
+	if id, ok := scheduledRequestID(req, m); ok && err == nil {
+		req.RequestID = id
+		err = req.Validate()
+	}
 	jobID := messages.InvalidJobID
 	if messages.ValidateRequestID(req.RequestID) == nil && messages.ValidateCluster(req.Cluster) == nil {
 		jobID = req.JobID()

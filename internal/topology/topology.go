@@ -114,9 +114,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamJobs,
 			Description: "quiesce job requests, deduplicated by request id",
-			Subjects:    []string{messages.SubjectSubmit},
+			Subjects:    []string{messages.SubjectSubmit, messages.SubjectSchedulesAll},
 			Retention:   jetstream.WorkQueuePolicy,
 			Duplicates:  o.SubmitDuplicates,
+			// Policies' schedules are JetStream message schedules kept in
+			// this stream; each firing lands on the submit subject.
+			AllowMsgSchedules: true,
+			AllowRollup:       true,
 			MaxAge:      o.EventsMaxAge,
 			Replicas:    o.Replicas,
 			Storage:     storage,

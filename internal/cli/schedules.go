@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/planner"
+)
+
+func init() {
+	extraCommands = append(extraCommands, schedulesCmd)
+}
+
+func schedulesCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "schedules",
+		Short: "Make the JetStream schedules match the policies' (the planner also does this at start)",
+		Long: "Each policy with a schedule (five-field cron, six-field cron, @daily, @every 6h; UTC) has\n" +
+			"one JetStream message schedule whose firings submit the policy's JobRequest. This\n" +
+			"command sets, keeps or removes them to match the configuration and prints the result.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			nc, js, err := g.connect(cfg, "schedules")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if _, err := topology.Ensure(ctx, js, topologyOptions(cfg)); err != nil {
+				return withCode(ExitError, err)
+			}
+			changes, err := planner.SyncSchedules(ctx, js, cfg)
+			if err != nil {
+				return withCode(ExitRejected, err)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "CLUSTER\tPOLICY\tSCHEDULE\tACTION")
+			for _, c := range changes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Cluster, c.Policy, c.Schedule, c.Action)
+			}
+			return tw.Flush()
+		},
+	}
+}

@@ -1,0 +1,122 @@
+package planner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
+)
+
+// ScheduleChange is what SyncSchedules did for one policy.
+type ScheduleChange struct {
+	Cluster, Policy string
+	// Action is "set", "unchanged" or "removed".
+	Action   string
+	Schedule string
+}
+
+// cronExpr turns a policy's schedule into a JetStream schedule pattern:
+// five-field cron gains a seconds field; "@daily", "@every 6h" and
+// six-field cron pass as they are.
+func cronExpr(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "@") {
+		return s, nil
+	}
+	switch len(strings.Fields(s)) {
+	case 5:
+		return "0 " + s, nil
+	case 6:
+		return s, nil
+	}
+	return "", fmt.Errorf("schedule %q: want five-field cron (\"0 2 * * *\"), six-field cron, @daily or @every <duration>", s)
+}
+
+// SyncSchedules makes the schedules in JetStream match the policies: each
+// policy with a schedule has one schedule message whose firings submit its
+// JobRequest; policies without one, or no longer configured, have none.
+// No process of quiesce keeps a timer: the server fires the schedules.
+func SyncSchedules(ctx context.Context, js jetstream.JetStream, cfg *config.Config) ([]ScheduleChange, error) {
+	stream, err := js.Stream(ctx, messages.StreamJobs)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]config.Policy{}
+	for _, p := range cfg.Policies {
+		if p.Schedule != "" {
+			want[messages.SubjectSchedule(p.Cluster, p.Name)] = p
+		}
+	}
+	var changes []ScheduleChange
+	subjects := make([]string, 0, len(want))
+	for subj := range want {
+		subjects = append(subjects, subj)
+	}
+	sort.Strings(subjects)
+	for _, subj := range subjects {
+		p := want[subj]
+		expr, err := cronExpr(p.Schedule)
+		if err != nil {
+			return changes, fmt.Errorf("policy %s/%s: %w", p.Cluster, p.Name, err)
+		}
+		req := messages.JobRequest{
+			Schema: messages.JobRequestSchema, RequestID: "schedule-" + p.Cluster + "-" + p.Name,
+			Cluster: p.Cluster, Policy: p.Name, RequestedBy: "schedule",
+			Reason: fmt.Sprintf("policy %s schedule %q", p.Name, p.Schedule),
+		}
+		body, err := json.Marshal(req)
+		if err != nil {
+			return changes, err
+		}
+		change := ScheduleChange{Cluster: p.Cluster, Policy: p.Name, Schedule: expr, Action: "unchanged"}
+		// Re-publishing an unchanged schedule would restart its timer.
+		if last, err := stream.GetLastMsgForSubject(ctx, subj); err == nil &&
+			last.Header.Get("Nats-Schedule") == expr && bytes.Equal(last.Data, body) {
+			changes = append(changes, change)
+			continue
+		}
+		msg := nats.NewMsg(subj)
+		msg.Data = body
+		msg.Header.Set("Nats-Schedule", expr)
+		msg.Header.Set("Nats-Schedule-Target", messages.SubjectSubmit)
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			return changes, fmt.Errorf("policy %s/%s schedule %q: %w", p.Cluster, p.Name, expr, err)
+		}
+		change.Action = "set"
+		changes = append(changes, change)
+	}
+	// Remove the schedules of policies that no longer have one.
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(messages.SubjectSchedulesAll))
+	if err != nil {
+		return changes, err
+	}
+	var stale []string
+	for subj := range info.State.Subjects {
+		if _, ok := want[subj]; !ok {
+			stale = append(stale, subj)
+		}
+	}
+	sort.Strings(stale)
+	for _, subj := range stale {
+		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return changes, err
+		}
+		parts := strings.SplitN(strings.TrimPrefix(subj, "quiesce.schedules."), ".", 2)
+		c := ScheduleChange{Action: "removed"}
+		if len(parts) == 2 {
+			c.Cluster, c.Policy = parts[0], parts[1]
+		}
+		changes = append(changes, c)
+	}
+	return changes, nil
+}

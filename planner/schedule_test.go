@@ -1,0 +1,73 @@
+package planner_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
+)
+
+func jobIDs(t *testing.T, b *testBundle) []string {
+	t.Helper()
+	lister, err := b.env.H.Jobs.ListKeysFiltered(context.Background(), "*")
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		ids = append(ids, k)
+	}
+	return ids
+}
+
+// A policy's schedule is a JetStream message schedule: the server fires the
+// JobRequest, and each firing is a job of its own.
+func TestPolicyScheduleFiresJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 1, volumes: 1})
+	b.cfg.Policies[0].Schedule = "@every 1s"
+	b.startAll(t)
+	ctx := context.Background()
+
+	changes, err := planner.SyncSchedules(ctx, b.env.JS, b.cfg)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "set", Schedule: "@every 1s"}}, changes)
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.cfg)
+	require.NoError(t, err)
+	require.Equal(t, "unchanged", changes[0].Action, "a second sync leaves the schedule's timer alone")
+
+	require.NoError(t, testenv.Eventually(20*time.Second, func() bool { return len(jobIDs(t, b)) >= 2 }))
+	var requests []string
+	for _, id := range jobIDs(t, b) {
+		j := b.env.WaitTerminal(t, id, jobTimeout)
+		require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+		require.True(t, strings.HasPrefix(j.RequestID, "schedule-c1-nightly@"), j.RequestID)
+		require.Equal(t, "schedule", j.RequestedBy)
+		requests = append(requests, j.RequestID)
+	}
+	require.NotEqual(t, requests[0], requests[1], "each firing has its own request ID")
+
+	// Without a schedule in the policy, the schedule goes and firing stops.
+	b.cfg.Policies[0].Schedule = ""
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.cfg)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "removed"}}, changes)
+	time.Sleep(1500 * time.Millisecond) // let a firing already under way land
+	before := len(jobIDs(t, b))
+	time.Sleep(2500 * time.Millisecond)
+	require.Equal(t, before, len(jobIDs(t, b)), "no job after the schedule was removed")
+}
+
+func TestBadScheduleIsAnError(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 1, volumes: 1})
+	b.cfg.Policies[0].Schedule = "every tuesday"
+	_, err := planner.SyncSchedules(context.Background(), b.env.JS, b.cfg)
+	require.ErrorContains(t, err, `schedule "every tuesday"`)
+}
