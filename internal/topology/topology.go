@@ -121,10 +121,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			// this stream; each firing lands on the submit subject.
 			AllowMsgSchedules: true,
 			AllowRollup:       true,
-			MaxAge:      o.EventsMaxAge,
-			Replicas:    o.Replicas,
-			Storage:     storage,
-			MaxMsgSize:  messages.MaxJobRequestBytes + 4096,
+			MaxAge:            o.EventsMaxAge,
+			Replicas:          o.Replicas,
+			Storage:           storage,
+			MaxMsgSize:        messages.MaxJobRequestBytes + 4096,
 		},
 		{
 			Name:        messages.StreamTasks,
