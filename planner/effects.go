@@ -24,7 +24,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx string) (any
 	// A job that failed or was cancelled only cleans up: effects queued
 	// before it ended that would carry it forward are dropped.
 	if r.Phase.Terminal() && r.Phase != messages.PhaseSucceeded &&
-		!strings.HasPrefix(fx, fxClear) && !strings.HasPrefix(fx, fxCleanup) {
+		!strings.HasPrefix(fx, fxClear) && !strings.HasPrefix(fx, fxReclear) && !strings.HasPrefix(fx, fxCleanup) {
 		return nil, nil
 	}
 	switch {
