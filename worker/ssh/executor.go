@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/user"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,7 +122,12 @@ func New(cfg config.SSH, opts Options) (*Executor, error) {
 		return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: err})
 	}
 	if cfg.User == "" {
-		return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: errors.New("ssh.user is required")})
+		// As ssh(1) does: the local user name.
+		u, err := user.Current()
+		if err != nil {
+			return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: fmt.Errorf("ssh.user is not set and the local user is unknown: %w", err)})
+		}
+		cfg.User = u.Username
 	}
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = DefaultMaxSessions

@@ -281,6 +281,15 @@ func TestBastionHostKeyIsVerified(t *testing.T) {
 	require.Equal(t, sshtest.KnownHostsName(jump.Addr), hk.Host)
 }
 
+func TestUserDefaultsToLocalUser(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sshtest.Options{})
+	b.cfg.User = ""
+	e := b.executor(t, ssh.Options{})
+	_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+	require.NoError(t, err)
+}
+
 func TestCloseStopsEverything(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
@@ -298,7 +307,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
 	for name, mod := range map[string]func(*config.SSH){
-		"no user":        func(c *config.SSH) { c.User = "" },
 		"missing key":    func(c *config.SSH) { c.IdentityFiles = []string{b.dir + "/nope"} },
 		"no credentials": func(c *config.SSH) { c.IdentityFiles = nil },
 		"tofu no store":  func(c *config.SSH) { c.TrustOnFirstUse = true },

@@ -1,6 +1,8 @@
 package ssh
 
 import (
+	"strings"
+
 	"github.com/quiesce/quiesce/worker/nodetool"
 )
 
@@ -16,18 +18,21 @@ import (
 // of a shell without job control is never a group leader, so setsid does not
 // fork and $! is the group id). SIGTERM on the wrapper (a signal request that
 // the server honours) does the same.
-const wrapper = `exec 3<&0
-if command -v setsid >/dev/null 2>&1; then setsid "$@" </dev/null & else "$@" </dev/null & fi
-p=$!
-stop() { kill -s "$1" -- -"$p" 2>/dev/null || kill -s "$1" "$p" 2>/dev/null; }
-trap 'stop TERM' TERM HUP INT
-{ while read -r _; do :; done; stop TERM; sleep 5; stop KILL; } <&3 >/dev/null 2>&1 &
-w=$!
-exec 3<&-
-wait "$p"; s=$?
-while kill -0 "$p" 2>/dev/null; do wait "$p"; s=$?; done
-kill "$w" 2>/dev/null
-exit "$s"`
+var wrapper = strings.Join([]string{
+	// One line: a csh or tcsh login shell rejects a newline inside quotes.
+	`exec 3<&0;`,
+	`if command -v setsid >/dev/null 2>&1; then setsid "$@" </dev/null & else "$@" </dev/null & fi;`,
+	`p=$!;`,
+	`stop() { kill -s "$1" -- -"$p" 2>/dev/null || kill -s "$1" "$p" 2>/dev/null; };`,
+	`trap 'stop TERM' TERM HUP INT;`,
+	`{ while read -r _; do :; done; stop TERM; sleep 5; stop KILL; } <&3 >/dev/null 2>&1 &`,
+	`w=$!;`,
+	`exec 3<&-;`,
+	`wait "$p"; s=$?;`,
+	`while kill -0 "$p" 2>/dev/null; do wait "$p"; s=$?; done;`,
+	`kill "$w" 2>/dev/null;`,
+	`exit "$s"`,
+}, " ")
 
 // remoteCommand is the string handed to the remote user's shell: the
 // wrapper, then every word quoted as an argument of its own, so no value is
