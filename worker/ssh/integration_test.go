@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -227,4 +228,41 @@ func BenchmarkSSHDRun(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestSSHDBastion(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	jump := sshtest.StartSSHD(t, sshtest.SSHDOptions{AuthorizedKeys: []gossh.PublicKey{b.user.PublicKey()}})
+	b.cfg.KnownHosts = []string{sshtest.WriteKnownHosts(t, b.dir, b.sshd.KnownHosts(), jump.KnownHosts())}
+	b.cfg.Bastion = jump.User + "@" + jump.Addr
+	e := b.executor(t, ssh.Options{})
+	for range 3 {
+		out, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"echo", "through the bastion"}})
+		require.NoError(t, err, jump.Log())
+		require.Equal(t, "through the bastion\n", string(out.Stdout))
+	}
+	require.Contains(t, jump.Log(), "Accepted publickey", "the executor logged in to the bastion")
+}
+
+func TestSSHDCertificateAuth(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := sshtest.NewKey(t)
+	caPub := filepath.Join(dir, "user_ca.pub")
+	require.NoError(t, os.WriteFile(caPub, gossh.MarshalAuthorizedKey(ca.PublicKey()), 0o644))
+	// No authorized key at all: only a certificate from the CA gets in.
+	sshd := sshtest.StartSSHD(t, sshtest.SSHDOptions{Extra: []string{"TrustedUserCAKeys " + caPub}})
+	for name, gen := range map[string]func(*testing.T) any{"ed25519": newEd25519, "rsa": newRSA, "ecdsa": newECDSA} {
+		keyPath, signer := sshtest.WritePrivateKey(t, dir, "id_"+name, gen(t), "")
+		sshtest.SignUserCert(t, ca, signer.PublicKey(), sshd.User, keyPath)
+		e, err := ssh.New(config.SSH{
+			User: sshd.User, IdentityFiles: []string{keyPath},
+			KnownHosts: []string{sshtest.WriteKnownHosts(t, dir, sshd.KnownHosts())},
+		}, ssh.Options{})
+		require.NoError(t, err)
+		_, err = e.Run(testCtx(t), messages.Node{Name: "n", Address: sshd.Addr}, nodetool.Command{Argv: []string{"true"}})
+		require.NoError(t, err, "%s certificate\n%s", name, sshd.Log())
+		require.NoError(t, e.Close())
+	}
 }
