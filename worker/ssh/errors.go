@@ -69,6 +69,10 @@ type HostKeyError struct {
 	// Source names where the trusted key came from (a known_hosts file and
 	// line, or the pin store).
 	Source string
+	// Files are the known_hosts files that were searched.
+	Files []string
+	// Reason says why a host certificate was refused.
+	Reason string
 }
 
 func (e *HostKeyError) Error() string {
@@ -76,8 +80,15 @@ func (e *HostKeyError) Error() string {
 		return fmt.Sprintf("host key for %s changed: offered %s key %s does not match the key trusted in %s (possible man-in-the-middle; update known_hosts after checking)",
 			e.Host, e.KeyType, e.Fingerprint, e.Source)
 	}
-	return fmt.Sprintf("host key for %s is not trusted: %s key %s is in no known_hosts file (add it after checking, or enable trust_on_first_use)",
-		e.Host, e.KeyType, e.Fingerprint)
+	if e.Reason != "" {
+		return fmt.Sprintf("host certificate for %s is not trusted: %s key %s: %s", e.Host, e.KeyType, e.Fingerprint, e.Reason)
+	}
+	where := "no known_hosts file exists"
+	if len(e.Files) > 0 {
+		where = "it is in none of " + strings.Join(e.Files, ", ")
+	}
+	return fmt.Sprintf("host key for %s is not trusted: %s key %s; %s (add it after checking, or enable trust_on_first_use)",
+		e.Host, e.KeyType, e.Fingerprint, where)
 }
 
 // Code returns "hostkey".

@@ -1,7 +1,3 @@
-// Package ssh runs node commands over SSH (golang.org/x/crypto/ssh). Host keys
-// are verified against known_hosts files, or pinned on first use when a
-// cluster opts in; connections are shared per host and redialled when broken;
-// a cancelled or timed-out command is stopped on the node too.
 package ssh
 
 import (

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -63,7 +64,7 @@ func (h *hostKeys) callback(ctx context.Context) gossh.HostKeyCallback {
 		refuse := func(changed bool, source string) error {
 			return &HostKeyError{
 				Host: name, KeyType: key.Type(), Fingerprint: gossh.FingerprintSHA256(key),
-				Changed: changed, Source: source,
+				Changed: changed, Source: source, Files: h.files,
 			}
 		}
 		if h.check != nil {
@@ -76,6 +77,13 @@ func (h *hostKeys) callback(ctx context.Context) gossh.HostKeyCallback {
 				var re *knownhosts.RevokedError
 				if errors.As(err, &re) {
 					return refuse(true, fmt.Sprintf("%s:%d (revoked)", re.Revoked.Filename, re.Revoked.Line))
+				}
+				if _, isCert := key.(*gossh.Certificate); isCert {
+					// No known authority signed it, or it is expired or
+					// names other principals.
+					hk := refuse(false, "").(*HostKeyError)
+					hk.Reason = err.Error()
+					return hk
 				}
 				return err
 			}
@@ -130,6 +138,11 @@ func (h *hostKeys) algorithms(ctx context.Context, hostname string) []string {
 		var ke *knownhosts.KeyError
 		if errors.As(err, &ke) {
 			for _, k := range ke.Want {
+				if h.isAuthority(hostname, k.Key) {
+					// The host proves itself with a certificate; the
+					// library's default order offers certificates first.
+					return nil
+				}
 				types = append(types, k.Key.Type())
 			}
 		}
@@ -152,6 +165,16 @@ func (h *hostKeys) algorithms(ctx context.Context, hostname string) []string {
 		}
 	}
 	return algos
+}
+
+// isAuthority reports whether key is a @cert-authority for hostname. The
+// knownhosts package lists such keys among the known ones without saying so;
+// a certificate signed by the key reaches the signature check only when the
+// key is an authority for the host.
+func (h *hostKeys) isAuthority(hostname string, key gossh.PublicKey) bool {
+	probe := &gossh.Certificate{Key: key, CertType: gossh.HostCert, SignatureKey: key}
+	err := h.check(hostname, &net.TCPAddr{IP: net.IPv4zero}, probe)
+	return err != nil && !strings.Contains(err.Error(), "no authorities for hostname")
 }
 
 func algorithmsFor(keyType string) []string {

@@ -1,6 +1,7 @@
 package ssh_test
 
 import (
+	"crypto/rand"
 	"net"
 	"path/filepath"
 	"sync"
@@ -195,4 +196,34 @@ func TestFileKeyStore(t *testing.T) {
 func TestKVKeyStore(t *testing.T) {
 	t.Parallel()
 	testKeyStore(t, kvStore(t))
+}
+
+func TestHostCertificateFromKnownCA(t *testing.T) {
+	t.Parallel()
+	ca := sshtest.NewKey(t)
+	hostKey := sshtest.NewKey(t)
+	cert := &gossh.Certificate{
+		Key: hostKey.PublicKey(), Serial: 7, CertType: gossh.HostCert, KeyId: "node",
+		ValidPrincipals: []string{"127.0.0.1"},
+		ValidAfter:      uint64(time.Now().Add(-time.Hour).Unix()),
+		ValidBefore:     uint64(time.Now().Add(time.Hour).Unix()),
+	}
+	require.NoError(t, cert.SignCert(rand.Reader, ca))
+	certSigner, err := gossh.NewCertSigner(cert, hostKey)
+	require.NoError(t, err)
+	b := setup(t, sshtest.Options{HostKey: certSigner})
+	b.cfg.KnownHosts = []string{sshtest.WriteKnownHosts(t, b.dir,
+		"@cert-authority "+sshtest.KnownHostsLine(b.srv.Addr, ca.PublicKey()))}
+	e := b.executor(t, ssh.Options{})
+	_, err = e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+	require.NoError(t, err)
+
+	// A certificate from another CA is refused.
+	other := sshtest.NewKey(t)
+	b.cfg.KnownHosts = []string{sshtest.WriteKnownHosts(t, b.dir,
+		"@cert-authority "+sshtest.KnownHostsLine(b.srv.Addr, other.PublicKey()))}
+	e2 := b.executor(t, ssh.Options{})
+	_, err = e2.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+	require.Error(t, err)
+	require.Equal(t, ssh.CodeHostKey, errclass.Code(err))
 }
