@@ -41,13 +41,21 @@ func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Ta
 	return nil, errclass.Permanent(fmt.Errorf("unknown task kind %q", t.Kind))
 }
 
+// jobCheckTimeout bounds the read of a task's job record.
+const jobCheckTimeout = 5 * time.Second
+
 // jobEnded reports whether the task's job is already terminal, so work that
 // would create something (a flush, a snapshot) is not started for it.
 func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 	if w.jobs == nil {
 		return false
 	}
-	e, err := w.jobs.Get(ctx, jobID)
+	// A read the server never answers (it stopped mid-request) would
+	// otherwise wait out the task's own deadline while heartbeats keep the
+	// task from redelivery; the check is only an optimisation.
+	gctx, cancel := context.WithTimeout(ctx, jobCheckTimeout)
+	defer cancel()
+	e, err := w.jobs.Get(gctx, jobID)
 	if err != nil {
 		return false
 	}
