@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	gossh "golang.org/x/crypto/ssh"
 
@@ -181,7 +182,7 @@ func testKeyStore(t *testing.T, store ssh.KeyStore) {
 				mu.Unlock()
 				return
 			}
-			require.ErrorIs(t, err, ssh.ErrKeyExists)
+			assert.ErrorIs(t, err, ssh.ErrKeyExists)
 		})
 	}
 	wg.Wait()
