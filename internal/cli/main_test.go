@@ -16,5 +16,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "nodetool" {
 		os.Exit(simnode.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	// And as quiesce itself, for tests of the process: signals, exit codes.
+	if len(os.Args) > 1 && os.Args[1] == "quiesce" {
+		os.Exit(Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }
