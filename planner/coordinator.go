@@ -229,17 +229,15 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 	// Side records first: idempotent puts and deletes that the catalog and
 	// retention read later. They happen before the record says the task is
 	// done, so the record never points at something missing.
+	if err := c.putSnapshotResults(ctx, evs); err != nil {
+		return err
+	}
 	for _, ev := range evs {
 		r := ev.result
 		if r == nil || r.Outcome != messages.OutcomeSucceeded {
 			continue
 		}
 		switch r.Kind {
-		case messages.KindSnapshot:
-			data, _ := json.Marshal(r.Snapshots)
-			if _, err := c.e.h.Jobs.Put(ctx, resultKey(r.TaskID), data); err != nil {
-				return err
-			}
 		case messages.KindRetention:
 			for _, retired := range r.Retired {
 				if retired == r.JobID {
@@ -276,6 +274,37 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 		}
 		return changed, ts
 	})
+}
+
+// putSnapshotResults stores each successful snapshot result under its task
+// ID, several at a time: the puts are independent and idempotent, and a
+// batch of hundreds one after another costs a round trip each.
+func (c *Coordinator) putSnapshotResults(ctx context.Context, evs []pendingEvent) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, effectConcurrency)
+	for _, ev := range evs {
+		r := ev.result
+		if r == nil || r.Outcome != messages.OutcomeSucceeded || r.Kind != messages.KindSnapshot {
+			continue
+		}
+		data, _ := json.Marshal(r.Snapshots)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := c.e.h.Jobs.Put(ctx, resultKey(r.TaskID), data); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 func (c *Coordinator) sweepLoop(ctx context.Context) {

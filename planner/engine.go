@@ -192,13 +192,9 @@ func (e *engine) store(ctx context.Context, r *record, rev uint64) (uint64, erro
 func (e *engine) drain(ctx context.Context, p *Plan, r *record, rev uint64) error {
 	for round := 0; len(r.Outbox) > 0 && round < 10; round++ {
 		done := slices.Clone(r.Outbox)
-		post := map[string]any{}
-		for _, fx := range done {
-			v, err := e.effect(ctx, p, r, fx)
-			if err != nil {
-				return fmt.Errorf("job %s effect %s: %w", r.ID, fx, err)
-			}
-			post[fx] = v
+		post, err := e.effects(ctx, p, r, done)
+		if err != nil {
+			return err
 		}
 		for attempt := 0; ; attempt++ {
 			r.Outbox = slices.DeleteFunc(r.Outbox, func(fx string) bool { return slices.Contains(done, fx) })
@@ -219,6 +215,41 @@ func (e *engine) drain(ctx context.Context, p *Plan, r *record, rev uint64) erro
 		}
 	}
 	return nil
+}
+
+// effectConcurrency bounds the effects of one outbox carried out at once.
+const effectConcurrency = 64
+
+// effects carries out an outbox's effects side by side: they are
+// independent and idempotent, and most are task publishes, each waiting for
+// its own ack; one at a time, a batch of per-node clears cost one round
+// trip each. It only reads r.
+func (e *engine) effects(ctx context.Context, p *Plan, r *record, fxs []string) (map[string]any, error) {
+	vals := make([]any, len(fxs))
+	errs := make([]error, len(fxs))
+	if len(fxs) == 1 {
+		vals[0], errs[0] = e.effect(ctx, p, r, fxs[0])
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, effectConcurrency)
+		for k, fx := range fxs {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				vals[k], errs[k] = e.effect(ctx, p, r, fx)
+			}()
+		}
+		wg.Wait()
+	}
+	post := make(map[string]any, len(fxs))
+	for k, fx := range fxs {
+		if errs[k] != nil {
+			return nil, fmt.Errorf("job %s effect %s: %w", r.ID, fx, errs[k])
+		}
+		post[fx] = vals[k]
+	}
+	return post, nil
 }
 
 // complete records what finished effects learned.
