@@ -1,0 +1,157 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/fakes"
+	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/worker"
+)
+
+// storages are the stream storages every throughput figure is given for.
+var storages = []struct {
+	name   string
+	memory bool
+}{{"file", false}, {"memory", true}}
+
+// clusterConfig is a static inventory: clusters c0..c{k-1}, each of n nodes
+// with v volumes.
+func clusterConfig(k, n, v int) *config.Config {
+	cfg := &config.Config{}
+	for c := range k {
+		name := fmt.Sprintf("c%d", c)
+		cl := config.Cluster{Name: name, Executor: "local", Snapshotter: "fs", FS: config.FS{Store: "/unused"}, DefaultPolicy: "bench"}
+		cl.Nodes = make([]config.Node, 0, n)
+		for i := range n {
+			node := config.Node{Name: fmt.Sprintf("n%05d", i), Address: "10.0.0.1", InstanceID: fmt.Sprintf("i-%017x", i), AZ: "us-east-1a"}
+			for j := range v {
+				node.Volumes = append(node.Volumes, config.Volume{ID: fmt.Sprintf("vol-%05d%012x", i, j), Device: fmt.Sprintf("/dev/xvd%c", 'f'+j), Path: "/unused"})
+			}
+			cl.Nodes = append(cl.Nodes, node)
+		}
+		cfg.Clusters = append(cfg.Clusters, cl)
+		cfg.Policies = append(cfg.Policies, config.Policy{Name: "bench", Cluster: name})
+	}
+	return cfg
+}
+
+// perCluster gives each cluster its own fakes, so each job's driver
+// timestamps are its own.
+type perCluster struct {
+	mu    sync.Mutex
+	tools map[string]*fakes.NodeTool
+	snaps map[string]*fakes.Snapshotter
+	setup func(tool *fakes.NodeTool, snap *fakes.Snapshotter)
+}
+
+var _ worker.Drivers = (*perCluster)(nil)
+
+func newPerCluster(setup func(*fakes.NodeTool, *fakes.Snapshotter)) *perCluster {
+	return &perCluster{tools: map[string]*fakes.NodeTool{}, snaps: map[string]*fakes.Snapshotter{}, setup: setup}
+}
+
+func (d *perCluster) get(cluster string) (*fakes.NodeTool, *fakes.Snapshotter) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, s := d.tools[cluster], d.snaps[cluster]
+	if t == nil {
+		t, s = fakes.NewNodeTool(), fakes.NewSnapshotter()
+		if d.setup != nil {
+			d.setup(t, s)
+		}
+		d.tools[cluster], d.snaps[cluster] = t, s
+	}
+	return t, s
+}
+
+func (d *perCluster) NodeTool(cluster string) (worker.NodeTool, error) {
+	t, _ := d.get(cluster)
+	return t, nil
+}
+
+func (d *perCluster) Snapshotter(cluster string) (worker.Snapshotter, error) {
+	_, s := d.get(cluster)
+	return s, nil
+}
+
+// stack is a server with a planner, a coordinator and one worker.
+type stack struct {
+	env *testenv.Env
+}
+
+func startStack(b *testing.B, memory bool, cfg *config.Config, drivers worker.Drivers, conc int) *stack {
+	b.Helper()
+	env := testenv.New(b, topology.Options{Memory: memory, MaxAckPending: map[messages.Kind]int{
+		messages.KindFlush: 10000, messages.KindSnapshot: 10000, messages.KindClear: 10000,
+	}})
+	ctx := context.Background()
+	opts := planner.Options{Logger: zerolog.Nop()}
+
+	_, pjs := env.Connect(b)
+	ph, err := testenv.Handles(ctx, pjs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{Options: opts, Config: cfg})
+	if err := p.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Stop(ctx) })
+
+	_, cjs := env.Connect(b)
+	ch, err := testenv.Handles(ctx, cjs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := planner.NewCoordinator(cjs, ch, planner.CoordinatorConfig{Options: opts})
+	if err := c.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Stop(ctx) })
+
+	_, wjs := env.Connect(b)
+	wh, err := testenv.Handles(ctx, wjs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := worker.New(wjs, wh.Jobs, drivers, worker.Config{
+		Logger: zerolog.Nop(), AwaitPoll: 5 * time.Millisecond,
+		Concurrency: map[messages.Kind]int{messages.KindFlush: conc, messages.KindSnapshot: conc, messages.KindClear: conc},
+	})
+	if err := w.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = w.StopAndCancel(sctx)
+	})
+	return &stack{env: env}
+}
+
+// percentile of sorted durations, nearest rank.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p*float64(len(sorted))+0.999999) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return sorted[i]
+}
+
+func sortDurations(d []time.Duration) {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
