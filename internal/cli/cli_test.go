@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/testenv"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
@@ -39,15 +40,7 @@ func TestDemoRunsBackupsAndRetention(t *testing.T) {
 func cliEnv(t *testing.T) (*testenv.Env, string) {
 	t.Helper()
 	env := testenv.New(t, topology.Options{})
-	dir := t.TempDir()
-	self, err := os.Executable()
-	require.NoError(t, err)
-	cfg, _, err := demoCluster(dir, self, demoOptions{nodes: 2, volumes: 1, keep: 2})
-	require.NoError(t, err)
-	data, err := yaml.Marshal(cfg)
-	require.NoError(t, err)
-	path := filepath.Join(dir, "quiesce.yaml")
-	require.NoError(t, os.WriteFile(path, data, 0o600))
+	cfg, path := writeDemoConfig(t, demoOptions{nodes: 2, volumes: 1, keep: 2})
 
 	ctx := context.Background()
 	n, err := startRoles(ctx, cfg, env.JS, []string{"planner", "coordinator", "worker"}, zerolog.Nop(), nil,
@@ -115,15 +108,8 @@ func TestSubmitFailedJobExitsOne(t *testing.T) {
 }
 
 func TestPreflightLocalCluster(t *testing.T) {
-	dir := t.TempDir()
-	self, err := os.Executable()
-	require.NoError(t, err)
-	cfg, _, err := demoCluster(dir, self, demoOptions{nodes: 2, volumes: 1})
-	require.NoError(t, err)
-	data, err := yaml.Marshal(cfg)
-	require.NoError(t, err)
-	path := filepath.Join(dir, "quiesce.yaml")
-	require.NoError(t, os.WriteFile(path, data, 0o600))
+	cfg, path := writeDemoConfig(t, demoOptions{nodes: 2, volumes: 1})
+	dir := filepath.Dir(path)
 
 	code, out, errOut := run("preflight", "--config", path, "--cluster", "demo")
 	require.Equal(t, ExitOK, code, "%s\n%s", out, errOut)
@@ -132,7 +118,7 @@ func TestPreflightLocalCluster(t *testing.T) {
 
 	// A node whose nodetool cannot run fails the check, and the exit code.
 	cfg.Clusters[0].Nodes[1].Nodetool = []string{filepath.Join(dir, "no-such-nodetool")}
-	data, err = yaml.Marshal(cfg)
+	data, err := yaml.Marshal(cfg)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, data, 0o600))
 	code, out, _ = run("preflight", "--config", path, "--cluster", "demo")
@@ -141,4 +127,20 @@ func TestPreflightLocalCluster(t *testing.T) {
 	code, _, errOut = run("preflight", "--config", path, "--cluster", "nope")
 	require.Equal(t, ExitRejected, code)
 	require.Contains(t, errOut, `unknown cluster "nope"`)
+}
+
+// writeDemoConfig writes a configuration of simulated nodes, reached by the
+// local executor (this test binary as nodetool) and snapshotted by fs.
+func writeDemoConfig(t *testing.T, o demoOptions) (*config.Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	cfg, _, err := demoCluster(dir, self, o)
+	require.NoError(t, err)
+	data, err := yaml.Marshal(cfg)
+	require.NoError(t, err)
+	path := filepath.Join(dir, "quiesce.yaml")
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	return cfg, path
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"sigs.k8s.io/yaml"
 
 	"github.com/quiesce/quiesce/internal/testenv"
 	"github.com/quiesce/quiesce/internal/topology"
@@ -33,15 +31,9 @@ func freePort(t *testing.T) int {
 // and on SIGTERM drains and exits 0.
 func TestProcessServesAndStopsOnSIGTERM(t *testing.T) {
 	env := testenv.New(t, topology.Options{})
-	dir := t.TempDir()
+	_, path := writeDemoConfig(t, demoOptions{nodes: 2, volumes: 1, keep: 2})
 	self, err := os.Executable()
 	require.NoError(t, err)
-	cfg, _, err := demoCluster(dir, self, demoOptions{nodes: 2, volumes: 1, keep: 2})
-	require.NoError(t, err)
-	data, err := yaml.Marshal(cfg)
-	require.NoError(t, err)
-	path := filepath.Join(dir, "quiesce.yaml")
-	require.NoError(t, os.WriteFile(path, data, 0o600))
 
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	var stderr lockedBuffer

@@ -189,24 +189,32 @@ func topologyCmd(g *globals) *cobra.Command {
 		Short: "Create or update the JetStream streams, buckets and consumers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			nc, js, err := g.connect(cfg, "topology")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if _, err := topology.Ensure(ctx, js, topologyOptions(cfg)); err != nil {
-				return withCode(ExitError, err)
-			}
-			fmt.Fprintf(g.stdout, "topology ready (replicas %d)\n", cfg.Replicas())
-			return nil
+			return g.withTopology(cmd.Context(), "topology", func(ctx context.Context, cfg *config.Config, _ jetstream.JetStream) error {
+				fmt.Fprintf(g.stdout, "topology ready (replicas %d)\n", cfg.Replicas())
+				return nil
+			})
 		},
 	}
+}
+
+// withTopology loads the configuration, connects, makes sure the topology
+// exists, and runs fn within a 30 s bound.
+func (g *globals) withTopology(parent context.Context, name string, fn func(context.Context, *config.Config, jetstream.JetStream) error) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	nc, js, err := g.connect(cfg, name)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, topologyOptions(cfg)); err != nil {
+		return withCode(ExitError, err)
+	}
+	return fn(ctx, cfg, js)
 }
 
 // bind connects and opens the topology's buckets, for commands that read

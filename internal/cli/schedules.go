@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"text/tabwriter"
-	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/planner"
 )
 
@@ -25,30 +25,18 @@ func schedulesCmd(g *globals) *cobra.Command {
 			"command sets, keeps or removes them to match the configuration and prints the result.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			nc, js, err := g.connect(cfg, "schedules")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if _, err := topology.Ensure(ctx, js, topologyOptions(cfg)); err != nil {
-				return withCode(ExitError, err)
-			}
-			changes, err := planner.SyncSchedules(ctx, js, cfg)
-			if err != nil {
-				return withCode(ExitRejected, err)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 2, 2, ' ', 0)
-			fmt.Fprintln(tw, "CLUSTER\tPOLICY\tSCHEDULE\tACTION")
-			for _, c := range changes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Cluster, c.Policy, c.Schedule, c.Action)
-			}
-			return tw.Flush()
+			return g.withTopology(cmd.Context(), "schedules", func(ctx context.Context, cfg *config.Config, js jetstream.JetStream) error {
+				changes, err := planner.SyncSchedules(ctx, js, cfg)
+				if err != nil {
+					return withCode(ExitRejected, err)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 2, 2, ' ', 0)
+				fmt.Fprintln(tw, "CLUSTER\tPOLICY\tSCHEDULE\tACTION")
+				for _, c := range changes {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Cluster, c.Policy, c.Schedule, c.Action)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
