@@ -148,7 +148,8 @@ func BenchmarkBarrierRelease(b *testing.B) {
 				b.StopTimer()
 				cfg := clusterConfig(jobs, nodes, 1)
 				d := newPerCluster(nil)
-				s := startStack(b, st.memory, cfg, d, 64)
+				obs := &releaseObserver{}
+				s := startStackObserved(b, st.memory, cfg, d, 64, obs)
 				lat := make([]time.Duration, 0, jobs)
 				b.StartTimer()
 				for k := range jobs {
@@ -166,6 +167,11 @@ func BenchmarkBarrierRelease(b *testing.B) {
 				b.ReportMetric(ms(percentile(lat, 0.50)), "p50-ms")
 				b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
 				b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+				obs.mu.Lock()
+				rel := obs.releases
+				obs.mu.Unlock()
+				sortDurations(rel)
+				b.ReportMetric(ms(percentile(rel, 0.50)), "coord-p50-ms")
 			}
 		})
 	}

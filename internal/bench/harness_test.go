@@ -91,12 +91,30 @@ type stack struct {
 }
 
 func startStack(b *testing.B, memory bool, cfg *config.Config, drivers worker.Drivers, conc int) *stack {
+	return startStackObserved(b, memory, cfg, drivers, conc, nil)
+}
+
+// releaseObserver keeps the coordinator's own measure of each barrier
+// release: last flush result applied → snapshot tasks published.
+type releaseObserver struct {
+	planner.NopObserver
+	mu       sync.Mutex
+	releases []time.Duration
+}
+
+func (o *releaseObserver) BarrierReleased(_ string, _, release, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.releases = append(o.releases, release)
+}
+
+func startStackObserved(b *testing.B, memory bool, cfg *config.Config, drivers worker.Drivers, conc int, obs planner.Observer) *stack {
 	b.Helper()
 	env := testenv.New(b, topology.Options{Memory: memory, MaxAckPending: map[messages.Kind]int{
 		messages.KindFlush: 10000, messages.KindSnapshot: 10000, messages.KindClear: 10000,
 	}})
 	ctx := context.Background()
-	opts := planner.Options{Logger: zerolog.Nop()}
+	opts := planner.Options{Logger: zerolog.Nop(), Observer: obs}
 
 	_, pjs := env.Connect(b)
 	ph, err := testenv.Handles(ctx, pjs)
