@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -209,17 +210,34 @@ func (e *engine) snapshotRefs(ctx context.Context, job string) ([]messages.Snaps
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
+	// One read per snapshot task, several at a time: a job of thousands of
+	// volumes would otherwise wait a round trip per task.
+	parts := make([][]messages.SnapshotRef, len(keys))
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, effectConcurrency)
+	for n, k := range keys {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			entry, err := e.h.Jobs.Get(ctx, k)
+			if err != nil {
+				errs[n] = fmt.Errorf("task result %s: %w", k, err)
+				return
+			}
+			if err := json.Unmarshal(entry.Value(), &parts[n]); err != nil {
+				errs[n] = fmt.Errorf("task result %s: %w", k, err)
+			}
+		}()
+	}
+	wg.Wait()
 	var refs []messages.SnapshotRef
-	for _, k := range keys {
-		entry, err := e.h.Jobs.Get(ctx, k)
-		if err != nil {
-			return nil, 0, fmt.Errorf("task result %s: %w", k, err)
+	for n := range keys {
+		if errs[n] != nil {
+			return nil, 0, errs[n]
 		}
-		var rs []messages.SnapshotRef
-		if err := json.Unmarshal(entry.Value(), &rs); err != nil {
-			return nil, 0, fmt.Errorf("task result %s: %w", k, err)
-		}
-		refs = append(refs, rs...)
+		refs = append(refs, parts[n]...)
 	}
 	sort.Slice(refs, func(i, j int) bool {
 		if refs[i].Node != refs[j].Node {
