@@ -107,11 +107,11 @@ func BenchmarkOrchestrated(b *testing.B) {
 				for range b.N {
 					b.StopTimer()
 					cfg := clusterConfig(1, nodes, 1)
-					d := newPerCluster(func(t *fakes.NodeTool, s *fakes.Snapshotter) {
-						if dr.delay > 0 {
-							t.Delay = func(string) time.Duration { return dr.delay }
-						}
-					})
+					tool := fakes.NewNodeTool()
+					if dr.delay > 0 {
+						tool.Delay = func(string) time.Duration { return dr.delay }
+					}
+					d := fakes.Drivers{Tool: tool, Snap: newIndexedSnapshotter()}
 					s := startStack(b, st.memory, cfg, d, 1000)
 					b.StartTimer()
 					start := time.Now()
