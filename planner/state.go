@@ -195,9 +195,15 @@ func (r *record) apply(p *Plan, ev *messages.TaskResult, now time.Time) bool {
 					r.FlushLast = ev.FinishedAt
 				}
 				// A flush that lands after its job ended leaves a tag no
-				// one else will clear.
-				if r.Phase.Terminal() && r.ClearQueued.set(i) {
-					r.addOutbox(fxClear + strconv.Itoa(i))
+				// one else will clear. If the job's clean-up already
+				// queued this node's clear, that clear may have run before
+				// the flush finished: clear once more.
+				if r.Phase.Terminal() {
+					if r.ClearQueued.set(i) {
+						r.addOutbox(fxClear + strconv.Itoa(i))
+					} else {
+						r.reclear(i)
+					}
 				}
 			} else if ev.Attempt > 1 && r.ClearQueued.has(i) {
 				// A later delivery of a flush that already counted ran
