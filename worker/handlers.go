@@ -106,6 +106,12 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 	if err != nil {
 		return nil, errclass.Permanent(err)
 	}
+	// Whether the job ended is asked before looking for earlier work, not
+	// between looking and creating: a slow answer there would widen the
+	// window in which a redelivery to another worker also finds nothing.
+	if w.jobEnded(ctx, t.JobID) {
+		return nil, errSkip
+	}
 	existing, err := snap.Find(ctx, map[string]string{messages.TagTask: t.ID})
 	if err != nil {
 		return nil, err
@@ -124,8 +130,10 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 		// A partial set from an earlier attempt cannot be completed
 		// consistently with a per-instance call; only the missing volumes
 		// are taken, each still carrying the task tag.
-		if w.jobEnded(ctx, t.JobID) {
-			return nil, errSkip
+		// A task stopped (shutdown, or its connection lost and the task
+		// likely redelivered elsewhere) creates nothing more.
+		if err := ctx.Err(); err != nil {
+			return nil, context.Cause(ctx)
 		}
 		tags := maps.Clone(t.SnapshotTags)
 		if tags == nil {
