@@ -75,7 +75,6 @@ type Worker struct {
 	// Stop has begun to wait.
 	admit    sync.Mutex
 	stopping bool
-	bound    map[messages.Kind]bool
 	// publishFn publishes a result event; tests replace it.
 	publishFn func(context.Context, *messages.TaskResult) error
 }
@@ -112,7 +111,7 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 		cfg.Now = time.Now
 	}
 	w := &Worker{js: js, jobs: jobs, drivers: drivers, cfg: cfg,
-		log: cfg.Logger.With().Str("worker", cfg.Name).Logger(), bound: map[messages.Kind]bool{}}
+		log: cfg.Logger.With().Str("worker", cfg.Name).Logger()}
 	w.publishFn = w.publish
 	return w
 }
@@ -164,7 +163,6 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("consume %s: %w", kind, err)
 		}
 		w.consumes = append(w.consumes, cc)
-		w.bound[kind] = true
 	}
 	w.started = true
 	return nil
