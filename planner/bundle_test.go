@@ -145,6 +145,19 @@ type countingObserver struct {
 	rejected  map[string]int
 	successes int
 	retired   int
+	started   int
+}
+
+func (o *countingObserver) JobStarted(string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.started++
+}
+
+func (o *countingObserver) startedJobs() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.started
 }
 
 func newCountingObserver() *countingObserver {
