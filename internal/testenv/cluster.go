@@ -225,7 +225,7 @@ func (c *Cluster) NewEnv(t TB, o topology.Options) *Env {
 	}
 	e := &Env{Server: c.Server(0), URL: c.URL, Opts: o}
 	e.NC, e.JS = e.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	var h *topology.Handles
 	var err error

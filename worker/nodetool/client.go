@@ -35,12 +35,9 @@ func (c *Client) Version(ctx context.Context, node messages.Node) (string, error
 
 // Status runs "nodetool status [keyspace]".
 func (c *Client) Status(ctx context.Context, node messages.Node, keyspace string) ([]StatusNode, error) {
-	args := []string{"status"}
-	if keyspace != "" {
-		if err := messages.ValidateKeyspace(keyspace); err != nil {
-			return nil, errclass.Permanent(err)
-		}
-		args = append(args, keyspace)
+	args, err := withKeyspace("status", keyspace)
+	if err != nil {
+		return nil, err
 	}
 	out, err := c.run(ctx, node, args...)
 	if err != nil {
@@ -66,12 +63,9 @@ func (c *Client) Info(ctx context.Context, node messages.Node, tokens bool) (Inf
 
 // Ring runs "nodetool ring [keyspace]".
 func (c *Client) Ring(ctx context.Context, node messages.Node, keyspace string) ([]RingEntry, error) {
-	args := []string{"ring"}
-	if keyspace != "" {
-		if err := messages.ValidateKeyspace(keyspace); err != nil {
-			return nil, errclass.Permanent(err)
-		}
-		args = append(args, keyspace)
+	args, err := withKeyspace("ring", keyspace)
+	if err != nil {
+		return nil, err
 	}
 	out, err := c.run(ctx, node, args...)
 	if err != nil {
@@ -92,4 +86,15 @@ func (c *Client) DescribeRing(ctx context.Context, node messages.Node, keyspace 
 	}
 	v, ranges, err := ParseDescribeRing(out.Stdout)
 	return v, ranges, errclass.Permanent(err)
+}
+
+// withKeyspace builds "SUBCOMMAND [keyspace]", validating the keyspace.
+func withKeyspace(sub, keyspace string) ([]string, error) {
+	if keyspace == "" {
+		return []string{sub}, nil
+	}
+	if err := messages.ValidateKeyspace(keyspace); err != nil {
+		return nil, errclass.Permanent(err)
+	}
+	return []string{sub, keyspace}, nil
 }
