@@ -60,10 +60,11 @@ const (
 	KindClear     Kind = "clear"     // per node: nodetool clearsnapshot -t TAG
 	KindAwait     Kind = "await"     // per job: wait until the job's volume snapshots complete
 	KindRetention Kind = "retention" // per cluster: delete the snapshots of retired backups
+	KindCleanup   Kind = "cleanup"   // per failed job: delete the snapshots it took, which are no backup
 )
 
 // Kinds lists every task kind, in the order a job uses them.
-var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention}
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup}
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -149,7 +150,8 @@ type Task struct {
 	Volumes []Volume `json:"volumes,omitempty"`
 	// SnapshotTags are applied to every snapshot the task creates.
 	SnapshotTags map[string]string `json:"snapshot_tags,omitempty"`
-	// Retire lists the job IDs whose snapshots a retention task deletes.
+	// Retire lists the job IDs whose snapshots a retention or clean-up task
+	// deletes.
 	Retire []string `json:"retire,omitempty"`
 	// Expect is how many snapshots an await task waits for.
 	Expect   int       `json:"expect,omitempty"`
@@ -224,6 +226,11 @@ type TaskResult struct {
 	Retained []string `json:"retained,omitempty"`
 	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
 	Warnings []string `json:"warnings,omitempty"`
+	// Listing names the object (in BucketPlans) where an await task stored
+	// the job's snapshots as it last saw them, every one completed. It is
+	// the catalog's source: a job of tens of thousands of volumes would not
+	// fit in one event.
+	Listing string `json:"listing,omitempty"`
 }
 
 // Failure is one failed task as recorded on its job.
@@ -321,4 +328,9 @@ type Backup struct {
 	Nodes     []Node        `json:"nodes,omitempty"`
 	Snapshots []SnapshotRef `json:"snapshots,omitempty"`
 	Manifest  string        `json:"manifest,omitempty"`
+	// Partial is set when the policy allowed a partial backup and some nodes
+	// did not flush: MissingNodes are not in this backup, and restoring it
+	// brings back only the nodes it has.
+	Partial      bool     `json:"partial,omitempty"`
+	MissingNodes []string `json:"missing_nodes,omitempty"`
 }

@@ -68,6 +68,12 @@ func SubjectJobEvents(jobID string) string {
 	return "quiesce.events." + jobID + ".>"
 }
 
+// SnapshotListing names the object in BucketPlans holding the snapshots of
+// a job as its await task last saw them.
+func SnapshotListing(jobID string) string {
+	return jobID + ".snapshots"
+}
+
 // CatalogKey is a backup's key in the catalog bucket.
 func CatalogKey(cluster, jobID string) string {
 	return cluster + "." + jobID

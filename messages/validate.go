@@ -28,6 +28,17 @@ var (
 // MaxJobRequestBytes bounds a JobRequest's encoded size.
 const MaxJobRequestBytes = 64 << 10
 
+// ErrMalformed is wrapped by DecodeJobRequest's error when the request is not
+// JSON of the request's shape at all (as opposed to a well-formed request
+// with a wrong value); match it with errors.Is.
+var ErrMalformed = errors.New("malformed job request")
+
+// malformed keeps err's message and makes it match ErrMalformed.
+type malformed struct{ err error }
+
+func (e *malformed) Error() string   { return e.err.Error() }
+func (e *malformed) Unwrap() []error { return []error{ErrMalformed, e.err} }
+
 // FieldError names the field of a message that is wrong and why.
 type FieldError struct {
 	Field  string
@@ -140,15 +151,15 @@ func (r JobRequest) Validate() error {
 func DecodeJobRequest(data []byte) (JobRequest, error) {
 	var r JobRequest
 	if len(data) > MaxJobRequestBytes {
-		return r, fmt.Errorf("job request is %d bytes, more than the %d allowed", len(data), MaxJobRequestBytes)
+		return r, &malformed{fmt.Errorf("job request is %d bytes, more than the %d allowed", len(data), MaxJobRequestBytes)}
 	}
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return r, fmt.Errorf("job request is not valid JSON for %s: %w", JobRequestSchema, err)
+		return r, &malformed{fmt.Errorf("job request is not valid JSON for %s: %w", JobRequestSchema, err)}
 	}
 	if dec.More() {
-		return r, errors.New("job request has data after the JSON object")
+		return r, &malformed{errors.New("job request has data after the JSON object")}
 	}
 	if err := r.Validate(); err != nil {
 		return r, fmt.Errorf("invalid job request: %w", err)

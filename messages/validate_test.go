@@ -1,6 +1,7 @@
 package messages_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +73,26 @@ func TestPhases(t *testing.T) {
 		require.True(t, k.Valid())
 	}
 	require.False(t, messages.Kind("reboot").Valid())
+}
+
+// A request that is not JSON of the request's shape is told apart from a
+// well-formed request with a wrong value by a sentinel, not by its text.
+func TestDecodeJobRequestMalformedIsASentinel(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc      string
+		in        string
+		malformed bool
+	}{
+		{"truncated", `{"schema": "quiesce.job-request/v1", "request_id": `, true},
+		{"unknown field", `{"schema":"quiesce.job-request/v1","request_id":"r","cluster":"c","dedline":"x"}`, true},
+		{"two objects", `{"schema":"quiesce.job-request/v1","request_id":"r","cluster":"c"} {}`, true},
+		{"wrong type", `{"schema":"quiesce.job-request/v1","request_id":"r","cluster":"c","keyspaces":"ks"}`, true},
+		{"bad tag", `{"schema":"quiesce.job-request/v1","request_id":"r","cluster":"c","tag":"a b"}`, false},
+		{"missing cluster", `{"schema":"quiesce.job-request/v1","request_id":"r"}`, false},
+	} {
+		_, err := messages.DecodeJobRequest([]byte(tc.in))
+		require.Error(t, err, tc.desc)
+		require.Equal(t, tc.malformed, errors.Is(err, messages.ErrMalformed), "%s: %v", tc.desc, err)
+	}
 }

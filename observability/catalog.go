@@ -45,7 +45,7 @@ func (m *Metrics) LoadLastSuccess(ctx context.Context, catalog CatalogWatcher) (
 			if json.Unmarshal(e.Value(), &b) != nil || b.Cluster == "" || b.FinishedAt.IsZero() {
 				continue
 			}
-			m.BackupSucceeded(b.Cluster, b.FinishedAt)
+			m.newest(b.Cluster, b.FinishedAt, b.Partial)
 			clusters[b.Cluster] = true
 		}
 	}

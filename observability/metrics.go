@@ -64,6 +64,8 @@ type Metrics struct {
 	flushSpread      *prometheus.HistogramVec
 	barrierFailures  *prometheus.CounterVec
 	lastSuccess      *prometheus.GaugeVec
+	lastPartial      *prometheus.GaugeVec
+	partialBackups   *prometheus.CounterVec
 	backupMaxAge     *prometheus.GaugeVec
 	rejected         *prometheus.CounterVec
 	retired          *prometheus.CounterVec
@@ -112,6 +114,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Flush barriers that did not release, by reason: failed (a node failed), deadline (the flush phase timed out), cancelled.", "cluster", "reason")
 	m.lastSuccess = m.gauge("backup", "last_success_timestamp_seconds",
 		"Unix time at which the newest successful backup of a cluster finished.", "cluster")
+	m.lastPartial = m.gauge("backup", "last_partial",
+		"1 when the newest successful backup of a cluster is partial (its policy allowed nodes that did not flush to be left out), else 0.", "cluster")
+	m.partialBackups = m.counter("backup", "partial_total",
+		"Successful backups that left out nodes whose flush failed (policies with allow_partial).", "cluster")
 	m.backupMaxAge = m.gauge("backup", "max_age_seconds",
 		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
 	m.rejected = m.counter("planner", "requests_rejected_total",
@@ -216,20 +222,34 @@ func (m *Metrics) BarrierReleased(cluster string, wait, release, spread time.Dur
 }
 
 // BarrierFailed implements planner.Observer.
-func (m *Metrics) BarrierFailed(cluster, reason string) {
-	m.barrierFailures.WithLabelValues(cluster, reason).Inc()
+func (m *Metrics) BarrierFailed(cluster string, why planner.BarrierFailure) {
+	m.barrierFailures.WithLabelValues(cluster, string(why)).Inc()
 }
 
-// BackupSucceeded implements planner.Observer. The gauge only moves forward:
-// two coordinators, or a late event, must not make a cluster look staler
-// than it is.
-func (m *Metrics) BackupSucceeded(cluster string, t time.Time) {
+// BackupSucceeded implements planner.Observer.
+func (m *Metrics) BackupSucceeded(cluster string, t time.Time, partial bool) {
+	if partial {
+		m.partialBackups.WithLabelValues(cluster).Inc()
+	}
+	m.newest(cluster, t, partial)
+}
+
+// newest moves a cluster's last-success gauges to a backup finished at t,
+// when it is newer than what they show. They only move forward: two
+// coordinators, or a late event, must not make a cluster look staler than it
+// is.
+func (m *Metrics) newest(cluster string, t time.Time, partial bool) {
 	ts := float64(t.UnixNano()) / 1e9
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ts > m.last[cluster] {
 		m.last[cluster] = ts
 		m.lastSuccess.WithLabelValues(cluster).Set(ts)
+		v := 0.0
+		if partial {
+			v = 1
+		}
+		m.lastPartial.WithLabelValues(cluster).Set(v)
 	}
 }
 

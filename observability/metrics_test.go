@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
 )
 
 func newMetrics(t *testing.T) (*Metrics, *prometheus.Registry) {
@@ -27,8 +28,8 @@ func exercise(m *Metrics) {
 	m.JobFinished("c1", messages.PhaseSucceeded, 90*time.Second)
 	m.PhaseFinished("c1", messages.PhaseFlushing, 2*time.Second)
 	m.BarrierReleased("c1", 1500*time.Millisecond, 3*time.Millisecond, 40*time.Millisecond)
-	m.BarrierFailed("c1", "timeout")
-	m.BackupSucceeded("c1", time.Unix(1_700_000_000, 0))
+	m.BarrierFailed("c1", planner.BarrierDeadline)
+	m.BackupSucceeded("c1", time.Unix(1_700_000_000, 0), false)
 	m.SetBackupMaxAge("c1", 26*time.Hour)
 	m.RequestRejected("invalid")
 	m.SnapshotsRetired("c1", 4)
@@ -49,7 +50,7 @@ func TestMetricsPlannerHooks(t *testing.T) {
 	m.JobStarted("c2")
 	m.JobFinished("c1", messages.PhaseSucceeded, 90*time.Second)
 	m.JobFinished("c1", messages.PhaseFailed, 30*time.Second)
-	m.BarrierFailed("c1", "node_failed")
+	m.BarrierFailed("c1", planner.BarrierNodeFailed)
 	m.RequestRejected("malformed")
 	m.RequestRejected("malformed")
 	m.SnapshotsRetired("c2", 7)
@@ -58,7 +59,7 @@ func TestMetricsPlannerHooks(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(m.jobsStarted.WithLabelValues("c2")))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.jobsFinished.WithLabelValues("c1", "succeeded")))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.jobsFinished.WithLabelValues("c1", "failed")))
-	require.Equal(t, 1.0, testutil.ToFloat64(m.barrierFailures.WithLabelValues("c1", "node_failed")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.barrierFailures.WithLabelValues("c1", "failed")))
 	require.Equal(t, 2.0, testutil.ToFloat64(m.rejected.WithLabelValues("malformed")))
 	require.Equal(t, 7.0, testutil.ToFloat64(m.retired.WithLabelValues("c2")))
 
@@ -93,11 +94,15 @@ func TestMetricsLastSuccessOnlyMovesForward(t *testing.T) {
 	t.Parallel()
 	m, _ := newMetrics(t)
 	newer := time.Unix(1_700_000_100, 500_000_000)
-	m.BackupSucceeded("c1", newer)
-	m.BackupSucceeded("c1", time.Unix(1_700_000_000, 0))
+	m.BackupSucceeded("c1", newer, false)
+	m.BackupSucceeded("c1", time.Unix(1_700_000_000, 0), true)
 	require.Equal(t, 1_700_000_100.5, testutil.ToFloat64(m.lastSuccess.WithLabelValues("c1")))
-	m.BackupSucceeded("c1", newer.Add(time.Hour))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.lastPartial.WithLabelValues("c1")), "an older partial backup is not the newest")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.partialBackups.WithLabelValues("c1")))
+	m.BackupSucceeded("c1", newer.Add(time.Hour), true)
 	require.Equal(t, 1_700_003_700.5, testutil.ToFloat64(m.lastSuccess.WithLabelValues("c1")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.lastPartial.WithLabelValues("c1")))
+	require.Equal(t, 2.0, testutil.ToFloat64(m.partialBackups.WithLabelValues("c1")))
 }
 
 func TestMetricsWorkerHooks(t *testing.T) {

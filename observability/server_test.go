@@ -123,7 +123,7 @@ func BenchmarkScrape(b *testing.B) {
 			m.PhaseFinished(c, p, time.Minute)
 		}
 		m.BarrierReleased(c, time.Second, time.Millisecond, 100*time.Millisecond)
-		m.BackupSucceeded(c, time.Now())
+		m.BackupSucceeded(c, time.Now(), false)
 		m.SnapshotStates(c, 0, 0)
 	}
 	h := Handler(reg, nil)

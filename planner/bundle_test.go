@@ -182,7 +182,7 @@ func (o *countingObserver) RequestRejected(reason string) {
 	o.rejected[reason]++
 }
 
-func (o *countingObserver) BackupSucceeded(string, time.Time) {
+func (o *countingObserver) BackupSucceeded(string, time.Time, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.successes++

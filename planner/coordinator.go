@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -229,7 +230,7 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 	// Side records first: idempotent puts and deletes that the catalog and
 	// retention read later. They happen before the record says the task is
 	// done, so the record never points at something missing.
-	if err := c.putSnapshotResults(ctx, evs); err != nil {
+	if err := c.putInlineListings(ctx, evs); err != nil {
 		return err
 	}
 	for _, ev := range evs {
@@ -276,35 +277,26 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 	})
 }
 
-// putSnapshotResults stores each successful snapshot result under its task
-// ID, several at a time: the puts are independent and idempotent, and a
-// batch of hundreds one after another costs a round trip each.
-func (c *Coordinator) putSnapshotResults(ctx context.Context, evs []pendingEvent) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	sem := make(chan struct{}, effectConcurrency)
+// putInlineListings stores the snapshots an await task of the previous
+// release reported inline, where the catalog reads its listing, so jobs in
+// flight during an upgrade are catalogued like the others.
+func (c *Coordinator) putInlineListings(ctx context.Context, evs []pendingEvent) error {
 	for _, ev := range evs {
 		r := ev.result
-		if r == nil || r.Outcome != messages.OutcomeSucceeded || r.Kind != messages.KindSnapshot {
+		if r == nil || r.Kind != messages.KindAwait || r.Outcome != messages.OutcomeSucceeded || r.Listing != "" {
 			continue
 		}
-		data, _ := json.Marshal(r.Snapshots)
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if _, err := c.e.h.Jobs.Put(ctx, resultKey(r.TaskID), data); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-		}()
+		data, err := json.Marshal(r.Snapshots)
+		if err != nil {
+			return err
+		}
+		name := messages.SnapshotListing(r.JobID)
+		if _, err := c.e.h.Plans.PutBytes(ctx, name, data); err != nil {
+			return fmt.Errorf("store snapshot listing: %w", err)
+		}
+		r.Listing = name
 	}
-	wg.Wait()
-	return first
+	return nil
 }
 
 func (c *Coordinator) sweepLoop(ctx context.Context) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,24 +19,26 @@ import (
 // Deadlines of clean-up tasks, which must run even after their job ended.
 const cleanupTaskTimeout = time.Hour
 
-func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx string) (any, error) {
+func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (effectResult, error) {
 	now := e.now()
 	// A job that failed or was cancelled only cleans up: effects queued
 	// before it ended that would carry it forward are dropped.
-	if r.Phase.Terminal() && r.Phase != messages.PhaseSucceeded &&
-		!strings.HasPrefix(fx, fxClear) && !strings.HasPrefix(fx, fxReclear) && !strings.HasPrefix(fx, fxCleanup) {
-		return nil, nil
+	if r.Phase.Terminal() && r.Phase != messages.PhaseSucceeded && !fx.cleansUp() {
+		return effectResult{}, nil
 	}
-	switch {
-	case fx == fxFlush:
+	if (fx.Kind == fxClear || fx.Kind == fxReclear) && (fx.Node < 0 || fx.Node >= len(p.Nodes)) {
+		return effectResult{}, fmt.Errorf("outbox entry %s: no node %d in the plan", fx, fx.Node)
+	}
+	switch fx.Kind {
+	case fxFlush:
 		tasks := make([]messages.Task, 0, len(p.Nodes))
 		for i := range p.Nodes {
 			if !r.Flushed.has(i) && !r.FlushFailed.has(i) {
 				tasks = append(tasks, p.flushTask(i, r.PhaseDeadline))
 			}
 		}
-		return nil, e.publishTasks(ctx, tasks)
-	case fx == fxSnapshots:
+		return effectResult{}, e.publishTasks(ctx, tasks)
+	case fxSnapshots:
 		deadline := r.PhaseDeadline
 		if r.Phase == messages.PhasePlanned {
 			deadline = p.deadline(messages.PhaseSnapshotting, now)
@@ -48,53 +49,44 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx string) (any
 				tasks = append(tasks, p.snapshotTask(j, deadline))
 			}
 		}
-		return nil, e.publishTasks(ctx, tasks)
-	case strings.HasPrefix(fx, fxReclear):
-		idx, seq, _ := strings.Cut(strings.TrimPrefix(fx, fxReclear), ".")
-		i, err := strconv.Atoi(idx)
-		if err != nil || i < 0 || i >= len(p.Nodes) {
-			return nil, fmt.Errorf("bad outbox entry %q", fx)
-		}
+		return effectResult{}, e.publishTasks(ctx, tasks)
+	case fxReclear:
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
-		t := p.clearTask(i, now.Add(cleanupTaskTimeout))
-		t.ID += ".again" + seq
-		return nil, e.publishTasks(ctx, []messages.Task{t})
-	case strings.HasPrefix(fx, fxClear):
-		i, err := strconv.Atoi(strings.TrimPrefix(fx, fxClear))
-		if err != nil || i < 0 || i >= len(p.Nodes) {
-			return nil, fmt.Errorf("bad outbox entry %q", fx)
-		}
-		return nil, e.publishTasks(ctx, []messages.Task{p.clearTask(i, now.Add(cleanupTaskTimeout))})
-	case fx == fxAwait:
+		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))
+		t.ID += ".again" + strconv.Itoa(fx.Seq)
+		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
+	case fxClear:
+		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))})
+	case fxAwait:
 		expect := 0
 		for j, u := range p.Units {
 			if r.unitRequired(p, j) {
 				expect += len(u.Volumes)
 			}
 		}
-		return nil, e.publishTasks(ctx, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
-	case fx == fxCatalog:
-		return nil, e.writeCatalog(ctx, p, r)
-	case fx == fxRetention:
+		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
+	case fxCatalog:
+		return e.writeCatalog(ctx, p, r)
+	case fxRetention:
 		retired, err := e.selectRetired(ctx, p)
 		if err != nil {
-			return nil, err
+			return effectResult{}, err
 		}
 		if len(retired) > 0 {
 			t := p.baseTask(messages.KindRetention, p.Cluster, now.Add(cleanupTaskTimeout))
 			t.Retire = retired
 			if err := e.publishTasks(ctx, []messages.Task{t}); err != nil {
-				return nil, err
+				return effectResult{}, err
 			}
 		}
-		return retired, nil
-	case strings.HasPrefix(fx, fxCleanup):
-		t := p.baseTask(messages.KindRetention, "cleanup-"+strings.TrimPrefix(fx, fxCleanup), now.Add(cleanupTaskTimeout))
+		return effectResult{retired: retired}, nil
+	case fxCleanup:
+		t := p.baseTask(messages.KindCleanup, strconv.Itoa(fx.Seq), now.Add(cleanupTaskTimeout))
 		t.Retire = []string{p.JobID}
-		return nil, e.publishTasks(ctx, []messages.Task{t})
+		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
 	}
-	return nil, fmt.Errorf("unknown outbox entry %q", fx)
+	return effectResult{}, fmt.Errorf("unknown outbox entry %s", fx)
 }
 
 // publishTasks publishes tasks asynchronously and waits for every ack. Each
@@ -133,22 +125,30 @@ func (e *engine) publishTasks(ctx context.Context, tasks []messages.Task) error 
 	return nil
 }
 
-// writeCatalog stores the backup's catalog record: topology, tag and every
-// snapshot the job's tasks reported.
-func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) error {
-	refs, results, err := e.snapshotRefs(ctx, r.ID)
+// writeCatalog stores the backup's catalog record: the nodes that flushed,
+// the tag, and every snapshot as the await task last saw it, when every one
+// had completed. That listing is the record's one source of snapshots.
+func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectResult, error) {
+	var res effectResult
+	refs, err := e.listing(ctx, r)
 	if err != nil {
-		return err
+		return res, err
 	}
-	// A listing can come up short (a stream replica still catching up after
-	// a restart); a catalog record missing snapshots would be a backup that
-	// cannot be restored, so the effect fails and is retried instead.
-	if want := r.SnapDone.count(); results < want {
-		return fmt.Errorf("catalog: %d of %d snapshot task results visible", results, want)
+	refs, dups := oneSnapshotPerVolume(refs)
+	for _, v := range dups {
+		res.warnings = append(res.warnings, fmt.Sprintf("volume %s has more than one snapshot of this job; the earliest is catalogued", v))
+	}
+	if missing := r.uncovered(p, refs); len(missing) > 0 {
+		res.failed = fmt.Sprintf("no completed snapshot found for volume %s", summarize(missing))
+		return res, nil
 	}
 	b := messages.Backup{
 		Schema: messages.BackupSchema, JobID: r.ID, Cluster: r.Cluster, Policy: r.Policy, Mode: r.Mode,
 		Tag: r.Tag, StartedAt: r.CreatedAt, FinishedAt: e.now(), Snapshots: refs,
+		Partial: r.partial(p),
+	}
+	if b.Partial {
+		b.MissingNodes = r.missingNodes(p)
 	}
 	for i, n := range p.Nodes {
 		if p.Mode == messages.ModeCrash || r.Flushed.has(i) {
@@ -158,22 +158,101 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) error {
 	b.NodeCount, b.SnapshotCount = len(b.Nodes), len(b.Snapshots)
 	data, err := json.Marshal(&b)
 	if err != nil {
-		return err
+		return res, err
 	}
 	key := messages.CatalogKey(r.Cluster, r.ID)
 	if len(data) > catalogInlineLimit {
 		// The manifest is stored first, so a record never names a
 		// manifest that is not there.
 		if _, err := e.h.Manifests.PutBytes(ctx, key, data); err != nil {
-			return fmt.Errorf("store manifest: %w", err)
+			return res, fmt.Errorf("store manifest: %w", err)
 		}
-		b.Nodes, b.Snapshots, b.Manifest = nil, nil, key
+		b.Nodes, b.Snapshots, b.MissingNodes, b.Manifest = nil, nil, nil, key
 		if data, err = json.Marshal(&b); err != nil {
-			return err
+			return res, err
 		}
 	}
 	_, err = e.h.Catalog.Put(ctx, key, data)
-	return err
+	return res, err
+}
+
+// listing reads the snapshots the await task stored. A record whose await
+// ended under the previous release has no listing: its snapshot tasks'
+// results, kept beside the record, stand in.
+func (e *engine) listing(ctx context.Context, r *record) ([]messages.SnapshotRef, error) {
+	if r.Listing == "" {
+		refs, results, err := e.legacySnapshotRefs(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		// A listing can come up short (a stream replica still catching
+		// up after a restart): fail the effect, to be retried.
+		if want := r.SnapDone.count(); results < want {
+			return nil, fmt.Errorf("catalog: %d of %d snapshot task results visible", results, want)
+		}
+		return refs, nil
+	}
+	data, err := e.h.Plans.GetBytes(ctx, r.Listing)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot listing %s: %w", r.Listing, err)
+	}
+	var refs []messages.SnapshotRef
+	if err := json.Unmarshal(data, &refs); err != nil {
+		return nil, fmt.Errorf("snapshot listing %s: %w", r.Listing, err)
+	}
+	return refs, nil
+}
+
+// oneSnapshotPerVolume keeps the earliest snapshot of each volume. Two
+// snapshots of one volume mean a task ran twice at once; the earlier one was
+// taken while the node's hard links were certainly there. The rest are
+// deleted with the job's snapshots when it is retired.
+func oneSnapshotPerVolume(refs []messages.SnapshotRef) ([]messages.SnapshotRef, []string) {
+	sort.Slice(refs, func(i, j int) bool {
+		a, b := refs[i], refs[j]
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		if a.VolumeID != b.VolumeID {
+			return a.VolumeID < b.VolumeID
+		}
+		if !a.StartTime.Equal(b.StartTime) {
+			return a.StartTime.Before(b.StartTime)
+		}
+		return a.SnapshotID < b.SnapshotID
+	})
+	out := refs[:0]
+	var dups []string
+	for k, ref := range refs {
+		if k > 0 && ref.VolumeID == refs[k-1].VolumeID && ref.Node == refs[k-1].Node {
+			if len(dups) == 0 || dups[len(dups)-1] != ref.VolumeID {
+				dups = append(dups, ref.VolumeID)
+			}
+			continue
+		}
+		out = append(out, ref)
+	}
+	return out, dups
+}
+
+// uncovered names the volumes of the backup that have no snapshot in refs.
+func (r *record) uncovered(p *Plan, refs []messages.SnapshotRef) []string {
+	have := make(map[string]bool, len(refs))
+	for _, ref := range refs {
+		have[ref.VolumeID] = true
+	}
+	var missing []string
+	for j, u := range p.Units {
+		if !r.unitRequired(p, j) {
+			continue
+		}
+		for _, k := range u.Volumes {
+			if v := p.Nodes[u.Node].Volumes[k].ID; !have[v] {
+				missing = append(missing, v)
+			}
+		}
+	}
+	return missing
 }
 
 // catalogInlineLimit is the largest catalog record kept whole in the
@@ -199,9 +278,9 @@ func LoadBackup(ctx context.Context, h *topology.Handles, b messages.Backup) (me
 
 func resultKey(taskID string) string { return taskID }
 
-// snapshotRefs returns every snapshot the job's snapshot tasks reported,
-// and how many task results it read.
-func (e *engine) snapshotRefs(ctx context.Context, job string) ([]messages.SnapshotRef, int, error) {
+// legacySnapshotRefs returns every snapshot the job's snapshot tasks
+// reported under the previous release, and how many task results it read.
+func (e *engine) legacySnapshotRefs(ctx context.Context, job string) ([]messages.SnapshotRef, int, error) {
 	lister, err := e.h.Jobs.ListKeysFiltered(ctx, job+"."+string(messages.KindSnapshot)+".*")
 	if err != nil {
 		return nil, 0, err
@@ -356,23 +435,28 @@ func (e *engine) report(ctx context.Context, p *Plan, r *record, ts []transition
 				Msg("every node flushed; snapshots released")
 		}
 		if t.from == messages.PhaseFlushing && t.to.Terminal() {
-			reason := "failed"
-			if strings.Contains(t.err, "deadline") {
-				reason = "deadline"
-			} else if t.to == messages.PhaseCancelled {
-				reason = "cancelled"
+			why := BarrierNodeFailed
+			switch {
+			case t.reason.Deadline():
+				why = BarrierDeadline
+			case t.reason == ReasonCancelled:
+				why = BarrierCancelled
 			}
-			e.obs.BarrierFailed(r.Cluster, reason)
+			e.obs.BarrierFailed(r.Cluster, why)
 		}
 		ev2 := log.Info()
 		if t.to == messages.PhaseFailed {
 			ev2 = log.Error()
 		}
-		ev2.Str("from", string(t.from)).Str("to", string(t.to)).Str("error", t.err).Msg("job phase changed")
+		ev2 = ev2.Str("from", string(t.from)).Str("to", string(t.to))
+		if t.err != "" {
+			ev2 = ev2.Str("error", t.err).Str("reason", string(t.reason))
+		}
+		ev2.Msg("job phase changed")
 		if t.to.Terminal() {
 			e.obs.JobFinished(r.Cluster, t.to, t.at.Sub(r.CreatedAt))
 			if t.to == messages.PhaseSucceeded {
-				e.obs.BackupSucceeded(r.Cluster, t.at)
+				e.obs.BackupSucceeded(r.Cluster, t.at, r.partial(p))
 			}
 		}
 	}

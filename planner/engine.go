@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/quiesce/quiesce/internal/topology"
-	"github.com/quiesce/quiesce/messages"
 )
 
 // Options are shared by the Planner and the Coordinator.
@@ -191,14 +190,13 @@ func (e *engine) store(ctx context.Context, r *record, rev uint64) (uint64, erro
 // second replica draining the same outbox only repeats harmless publishes.
 func (e *engine) drain(ctx context.Context, p *Plan, r *record, rev uint64) error {
 	for round := 0; len(r.Outbox) > 0 && round < 10; round++ {
-		done := slices.Clone(r.Outbox)
-		post, err := e.effects(ctx, p, r, done)
+		done, err := e.effects(ctx, p, r, slices.Clone(r.Outbox))
 		if err != nil {
 			return err
 		}
 		for attempt := 0; ; attempt++ {
-			r.Outbox = slices.DeleteFunc(r.Outbox, func(fx string) bool { return slices.Contains(done, fx) })
-			ts := e.complete(p, r, post)
+			r.Outbox = slices.DeleteFunc(r.Outbox, func(fx effect) bool { _, ok := done[fx]; return ok })
+			ts := r.complete(p, done, e.now())
 			ts = append(ts, r.advance(p, e.now())...)
 			newRev, err := e.store(ctx, r, rev)
 			if err == nil {
@@ -224,8 +222,8 @@ const effectConcurrency = 64
 // independent and idempotent, and most are task publishes, each waiting for
 // its own ack; one at a time, a batch of per-node clears cost one round
 // trip each. It only reads r.
-func (e *engine) effects(ctx context.Context, p *Plan, r *record, fxs []string) (map[string]any, error) {
-	vals := make([]any, len(fxs))
+func (e *engine) effects(ctx context.Context, p *Plan, r *record, fxs []effect) (map[effect]effectResult, error) {
+	vals := make([]effectResult, len(fxs))
 	errs := make([]error, len(fxs))
 	if len(fxs) == 1 {
 		vals[0], errs[0] = e.effect(ctx, p, r, fxs[0])
@@ -242,37 +240,12 @@ func (e *engine) effects(ctx context.Context, p *Plan, r *record, fxs []string) 
 		}
 		wg.Wait()
 	}
-	post := make(map[string]any, len(fxs))
+	done := make(map[effect]effectResult, len(fxs))
 	for k, fx := range fxs {
 		if errs[k] != nil {
 			return nil, fmt.Errorf("job %s effect %s: %w", r.ID, fx, errs[k])
 		}
-		post[fx] = vals[k]
+		done[fx] = vals[k]
 	}
-	return post, nil
-}
-
-// complete records what finished effects learned.
-func (e *engine) complete(p *Plan, r *record, post map[string]any) []transition {
-	now := e.now()
-	var ts []transition
-	if _, ok := post[fxFlush]; ok && r.Phase == messages.PhasePlanned {
-		ts = append(ts, r.setPhase(p, messages.PhaseFlushing, now, ""))
-	}
-	if _, ok := post[fxSnapshots]; ok && r.Phase == messages.PhasePlanned {
-		r.BarrierAt = now
-		ts = append(ts, r.setPhase(p, messages.PhaseSnapshotting, now, ""))
-	}
-	if _, ok := post[fxCatalog]; ok {
-		r.CatalogWritten = true
-	}
-	if v, ok := post[fxRetention]; ok && !r.RetentionQueued {
-		r.RetentionQueued = true
-		retired, _ := v.([]string)
-		r.Retired = retired
-		if len(retired) == 0 {
-			r.RetentionDone = true
-		}
-	}
-	return ts
+	return done, nil
 }

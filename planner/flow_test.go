@@ -12,6 +12,7 @@ import (
 	"github.com/quiesce/quiesce/internal/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
 )
 
@@ -326,4 +327,29 @@ func TestLargeBackupKeepsItsManifestApart(t *testing.T) {
 	require.Equal(t, messages.PhaseSucceeded, b.env.WaitTerminal(t, second, jobTimeout).Phase)
 	_, err = b.env.H.Manifests.GetInfo(ctx, messages.CatalogKey("c1", first))
 	require.Error(t, err, "the retired backup's manifest is removed with its record")
+}
+
+// The catalog records each snapshot as it is when the record is written, not
+// as it was when its task created it: snapshots pending at creation and
+// completed later are catalogued completed.
+func TestCatalogRecordsSnapshotsAsTheyAreAtTheEnd(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 2, volumes: 2})
+	b.snap.Pending = true
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "pending-then-completed"))
+	require.Eventually(t, func() bool { return b.snap.Count(map[string]string{messages.TagJob: job}) == 4 },
+		jobTimeout, 10*time.Millisecond)
+	b.snap.Complete()
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+
+	backups, err := planner.Backups(context.Background(), b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	require.Len(t, backups[0].Snapshots, 4)
+	for _, s := range backups[0].Snapshots {
+		require.Equal(t, worker.StateCompleted, s.State, s.SnapshotID)
+	}
+	require.False(t, backups[0].Partial)
 }

@@ -26,16 +26,31 @@ type Observer interface {
 	// release from the last flush result applied to the release, spread from
 	// the first node's flush to the last's.
 	BarrierReleased(cluster string, wait, release, spread time.Duration)
-	// BarrierFailed: the flush barrier failed (a node failed or timed out).
-	BarrierFailed(cluster string, reason string)
-	// BackupSucceeded: a backup of cluster finished at t.
-	BackupSucceeded(cluster string, t time.Time)
+	// BarrierFailed: the flush barrier failed, and why.
+	BarrierFailed(cluster string, why BarrierFailure)
+	// BackupSucceeded: a backup of cluster finished at t; partial when the
+	// policy let it leave out nodes that did not flush.
+	BackupSucceeded(cluster string, t time.Time, partial bool)
 	// RequestRejected: a JobRequest was refused; reason is a short class
 	// ("malformed", "invalid", "unknown_cluster", "unknown_policy", ...).
 	RequestRejected(reason string)
 	// SnapshotsRetired: retention deleted n snapshots of cluster.
 	SnapshotsRetired(cluster string, n int)
 }
+
+// BarrierFailure says why a job's flush barrier failed: a bounded set, used
+// as a metric label.
+type BarrierFailure string
+
+// Why a flush barrier fails.
+const (
+	// BarrierNodeFailed: a node failed its flush.
+	BarrierNodeFailed BarrierFailure = "failed"
+	// BarrierDeadline: the flush phase (or the job) ran out of time.
+	BarrierDeadline BarrierFailure = "deadline"
+	// BarrierCancelled: an operator cancelled the job during the flush.
+	BarrierCancelled BarrierFailure = "cancelled"
+)
 
 // NopObserver discards every measurement.
 type NopObserver struct{}
@@ -46,7 +61,7 @@ func (NopObserver) JobStarted(string)                                           
 func (NopObserver) JobFinished(string, messages.Phase, time.Duration)                   {}
 func (NopObserver) PhaseFinished(string, messages.Phase, time.Duration)                 {}
 func (NopObserver) BarrierReleased(string, time.Duration, time.Duration, time.Duration) {}
-func (NopObserver) BarrierFailed(string, string)                                        {}
-func (NopObserver) BackupSucceeded(string, time.Time)                                   {}
+func (NopObserver) BarrierFailed(string, BarrierFailure)                                {}
+func (NopObserver) BackupSucceeded(string, time.Time, bool)                             {}
 func (NopObserver) RequestRejected(string)                                              {}
 func (NopObserver) SnapshotsRetired(string, int)                                        {}

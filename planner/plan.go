@@ -118,6 +118,10 @@ func (p *Plan) VolumeCount() int {
 	return n
 }
 
+func (p *Plan) jobTimeout() time.Duration {
+	return p.Policy.JobTimeout.Or(config.DefaultJobTimeout)
+}
+
 func (p *Plan) deadline(phase messages.Phase, now time.Time) time.Time {
 	var d time.Duration
 	switch phase {

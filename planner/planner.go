@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -190,7 +189,7 @@ func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 	log := p.e.log.With().Str("job_id", jobID).Str("request_id", req.RequestID).Str("cluster", req.Cluster).Logger()
 	if err != nil {
 		class := "invalid"
-		if strings.Contains(err.Error(), "not valid JSON") {
+		if errors.Is(err, messages.ErrMalformed) {
 			class = "malformed"
 		}
 		p.rejectMsg(ctx, m, req, jobID, &RejectError{Class: class, Reason: err.Error()})

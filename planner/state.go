@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +14,9 @@ import (
 // the coordinator's bookkeeping. Every change is a compare-and-set on the
 // bucket revision, and every change is idempotent, so a redelivered event or
 // a second coordinator replica applying the same event changes nothing.
+//
+// apply, advance, cancel and expire are pure functions of the record, the
+// plan and the time given: any replica computes the same next state.
 type record struct {
 	messages.Job
 
@@ -35,26 +37,37 @@ type record struct {
 	// Reclears counts extra clears queued for flushes that ran again after
 	// their node's tag was cleared.
 	Reclears int `json:"reclears,omitempty"`
+	// Listing names the object holding the job's snapshots as the await
+	// task last saw them: the catalog is written from it.
+	Listing string `json:"listing,omitempty"`
+	// Reason classifies Error once the job failed or was cancelled.
+	Reason Reason `json:"reason,omitempty"`
 
 	// Outbox lists effects decided but not yet known to be carried out.
 	// Whoever changes the record performs them after the compare-and-set,
 	// then removes them; the sweep re-drives any left behind by a crash.
-	Outbox []string `json:"outbox,omitempty"`
+	Outbox []effect `json:"outbox,omitempty"`
 	// LastEventAt is when the last task result was applied.
 	LastEventAt time.Time `json:"last_event_at,omitempty"`
 }
 
-// Outbox effects.
+// Reason says why a job failed or was cancelled.
+type Reason string
+
+// Reasons a job ends without a backup.
 const (
-	fxFlush     = "flush"
-	fxSnapshots = "snapshots"
-	fxClear     = "clear:" // + node index
-	fxAwait     = "await"
-	fxCatalog   = "catalog"
-	fxRetention = "retention"
-	fxCleanup   = "cleanup:" // + sequence
-	fxReclear   = "reclear:" // + node index "." + sequence
+	ReasonFlushFailed      Reason = "flush_failed"      // a node's flush failed
+	ReasonNoNodeFlushed    Reason = "no_node_flushed"   // a partial backup with no node at all
+	ReasonSnapshotFailed   Reason = "snapshot_failed"   // a volume snapshot could not be taken
+	ReasonSnapshotsErrored Reason = "snapshots_errored" // the snapshots did not complete
+	ReasonCatalog          Reason = "catalog"           // the snapshots found do not cover the backup
+	ReasonPhaseDeadline    Reason = "phase_deadline"    // the current phase's deadline passed
+	ReasonJobDeadline      Reason = "job_deadline"      // the job's deadline passed
+	ReasonCancelled        Reason = "cancelled"         // an operator cancelled the job
 )
+
+// Deadline reports whether the reason is a deadline that passed.
+func (r Reason) Deadline() bool { return r == ReasonPhaseDeadline || r == ReasonJobDeadline }
 
 func newRecord(p *Plan, now time.Time) *record {
 	n, u := len(p.Nodes), len(p.Units)
@@ -70,15 +83,15 @@ func newRecord(p *Plan, now time.Time) *record {
 		ClearQueued: newBitset(n), Cleared: newBitset(n), ClearFailed: newBitset(n),
 	}
 	r.Deadline = p.Request.Deadline
-	jobTimeout := now.Add(p.Policy.JobTimeout.Or(4 * time.Hour))
+	jobTimeout := now.Add(p.jobTimeout())
 	if r.Deadline.IsZero() || jobTimeout.Before(r.Deadline) {
 		r.Deadline = jobTimeout
 	}
 	r.PhaseDeadline = p.deadline(messages.PhaseFlushing, now)
 	if p.Mode == messages.ModeCrash {
-		r.Outbox = []string{fxSnapshots}
+		r.Outbox = []effect{{Kind: fxSnapshots}}
 	} else {
-		r.Outbox = []string{fxFlush}
+		r.Outbox = []effect{{Kind: fxFlush}}
 	}
 	r.refreshProgress(p)
 	return r
@@ -89,9 +102,10 @@ type transition struct {
 	from, to messages.Phase
 	at       time.Time
 	err      string
+	reason   Reason
 }
 
-func (r *record) addOutbox(fx string) {
+func (r *record) addOutbox(fx effect) {
 	if !slices.Contains(r.Outbox, fx) {
 		r.Outbox = append(r.Outbox, fx)
 	}
@@ -128,10 +142,26 @@ func (r *record) addFailure(f messages.Failure) {
 	}
 }
 
+func (r *record) failure(ev *messages.TaskResult) {
+	r.addFailure(messages.Failure{TaskID: ev.TaskID, Kind: ev.Kind, Target: ev.Target,
+		Error: ev.Error, Class: ev.ErrorClass, Stderr: ev.Stderr})
+}
+
 func (r *record) addWarning(w string) {
 	if !slices.Contains(r.Warnings, w) && len(r.Warnings) < maxFailures {
 		r.Warnings = append(r.Warnings, w)
 	}
+}
+
+// queueClear queues node i's clear, or one more clear under a task ID of
+// its own when the first was queued already (it may have run before a tag
+// that a late flush re-created).
+func (r *record) queueClear(i int) bool {
+	if r.ClearQueued.set(i) {
+		r.addOutbox(effect{Kind: fxClear, Node: i})
+		return true
+	}
+	return r.reclear(i)
 }
 
 // reclear queues one more clear of node i under a task ID of its own.
@@ -140,14 +170,26 @@ func (r *record) reclear(i int) bool {
 		return false
 	}
 	r.Reclears++
-	r.addOutbox(fxReclear + strconv.Itoa(i) + "." + strconv.Itoa(r.Reclears))
+	r.addOutbox(effect{Kind: fxReclear, Node: i, Seq: r.Reclears})
 	return true
+}
+
+// queueCleanupTask queues one more clean-up task deleting the job's
+// snapshots.
+func (r *record) queueCleanupTask() {
+	r.Cleanups++
+	r.addOutbox(effect{Kind: fxCleanup, Seq: r.Cleanups})
 }
 
 // unitRequired reports whether snapshot unit j is part of the backup: in
 // application mode only units of nodes that flushed are.
 func (r *record) unitRequired(p *Plan, j int) bool {
 	return p.Mode == messages.ModeCrash || r.Flushed.has(p.Units[j].Node)
+}
+
+// partial reports whether the backup leaves out nodes of the plan.
+func (r *record) partial(p *Plan) bool {
+	return p.Mode == messages.ModeApplication && r.Flushed.count() < len(p.Nodes)
 }
 
 func (r *record) refreshProgress(p *Plan) {
@@ -170,116 +212,24 @@ func (r *record) refreshProgress(p *Plan) {
 // apply records one task result. It returns false when the result changes
 // nothing (a redelivery, or a result for a task the record already settled).
 func (r *record) apply(p *Plan, ev *messages.TaskResult, now time.Time) bool {
-	ok := ev.Outcome == messages.OutcomeSucceeded
-	changed := false
-	fail := func() {
-		r.addFailure(messages.Failure{TaskID: ev.TaskID, Kind: ev.Kind, Target: ev.Target,
-			Error: ev.Error, Class: ev.ErrorClass, Stderr: ev.Stderr})
-	}
+	var changed bool
 	switch ev.Kind {
 	case messages.KindFlush:
-		i, known := p.nodeIndex[ev.Target]
-		if !known {
-			return false
-		}
-		if ok {
-			if r.FlushFailed.has(i) {
-				return false
-			}
-			changed = r.Flushed.set(i)
-			if changed {
-				if r.FlushFirst.IsZero() || ev.FinishedAt.Before(r.FlushFirst) {
-					r.FlushFirst = ev.FinishedAt
-				}
-				if ev.FinishedAt.After(r.FlushLast) {
-					r.FlushLast = ev.FinishedAt
-				}
-				// A flush that lands after its job ended leaves a tag no
-				// one else will clear. If the job's clean-up already
-				// queued this node's clear, that clear may have run before
-				// the flush finished: clear once more.
-				if r.Phase.Terminal() {
-					if r.ClearQueued.set(i) {
-						r.addOutbox(fxClear + strconv.Itoa(i))
-					} else {
-						r.reclear(i)
-					}
-				}
-			} else if ev.Attempt > 1 && r.ClearQueued.has(i) {
-				// A later delivery of a flush that already counted ran
-				// again (its first ack was lost), possibly after the node's
-				// clear: its tag is cleared once more. The node's snapshots
-				// are done once its clear is queued, so this is safe.
-				changed = r.reclear(i)
-			}
-		} else if !r.Flushed.has(i) {
-			changed = r.FlushFailed.set(i)
-			if changed {
-				fail()
-			}
-		}
+		changed = r.applyFlush(p, ev)
 	case messages.KindSnapshot:
-		j, known := p.unitIndex[ev.Target]
-		if !known {
-			return false
-		}
-		if ok {
-			if r.SnapFailed.has(j) {
-				return false
-			}
-			changed = r.SnapDone.set(j)
-			if changed && r.Phase.Terminal() && r.Phase != messages.PhaseSucceeded {
-				// A snapshot taken after its job failed is cleaned up too.
-				r.Cleanups++
-				r.addOutbox(fxCleanup + strconv.Itoa(r.Cleanups))
-			}
-		} else if !r.SnapDone.has(j) {
-			changed = r.SnapFailed.set(j)
-			if changed {
-				fail()
-			}
-		}
+		changed = r.applySnapshot(p, ev)
 	case messages.KindClear:
-		i, known := p.nodeIndex[ev.Target]
-		if !known {
-			return false
-		}
-		if ok {
-			changed = r.Cleared.set(i)
-		} else if !r.Cleared.has(i) {
-			changed = r.ClearFailed.set(i)
-			if changed {
-				fail()
-				r.addWarning(fmt.Sprintf("snapshot tag %s not cleared on node %s: %s", r.Tag, ev.Target, ev.Error))
-			}
-		}
+		changed = r.applyClear(p, ev)
 	case messages.KindAwait:
-		if r.AwaitDone {
-			return false
-		}
-		r.AwaitDone, changed = true, true
-		if !ok {
-			fail()
-			if !r.Phase.Terminal() {
-				r.Error = "snapshots did not complete: " + ev.Error
-			}
-		}
+		changed = r.applyAwait(ev)
 	case messages.KindRetention:
-		if strings.HasPrefix(ev.Target, "cleanup-") {
-			return false
+		if strings.HasPrefix(ev.Target, legacyCleanupPrefix) {
+			changed = r.applyCleanup(ev)
+		} else {
+			changed = r.applyRetention(ev)
 		}
-		if r.RetentionDone {
-			return false
-		}
-		r.RetentionDone, changed = true, true
-		if !ok {
-			r.addWarning("retention failed: " + ev.Error)
-		}
-		for _, w := range ev.Warnings {
-			r.addWarning(w)
-		}
-	default:
-		return false
+	case messages.KindCleanup:
+		changed = r.applyCleanup(ev)
 	}
 	if changed {
 		r.LastEventAt = now
@@ -288,9 +238,138 @@ func (r *record) apply(p *Plan, ev *messages.TaskResult, now time.Time) bool {
 	return changed
 }
 
+// legacyCleanupPrefix marks the clean-up tasks of the previous release,
+// which were retention tasks with a target of "cleanup-<n>". Their results
+// may still arrive for jobs that failed during an upgrade.
+const legacyCleanupPrefix = "cleanup-"
+
+func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
+	i, known := p.nodeIndex[ev.Target]
+	if !known {
+		return false
+	}
+	if ev.Outcome != messages.OutcomeSucceeded {
+		if r.Flushed.has(i) || !r.FlushFailed.set(i) {
+			return false
+		}
+		r.failure(ev)
+		return true
+	}
+	if r.FlushFailed.has(i) {
+		// The node already failed the barrier; a success delivered later
+		// (an earlier attempt's) does not undo that. Its tag is cleared
+		// with the job's clean-up.
+		return false
+	}
+	if !r.Flushed.set(i) {
+		// A later delivery of a flush that already counted ran again (its
+		// first ack was lost), possibly after the node's clear: its tag is
+		// cleared once more. The node's snapshots are done once its clear
+		// is queued, so this is safe.
+		if ev.Attempt > 1 && r.ClearQueued.has(i) {
+			return r.reclear(i)
+		}
+		return false
+	}
+	if r.FlushFirst.IsZero() || ev.FinishedAt.Before(r.FlushFirst) {
+		r.FlushFirst = ev.FinishedAt
+	}
+	if ev.FinishedAt.After(r.FlushLast) {
+		r.FlushLast = ev.FinishedAt
+	}
+	// A flush that lands after its job ended leaves a tag no one else will
+	// clear. If the job's clean-up already queued this node's clear, that
+	// clear may have run before the flush finished: clear once more.
+	if r.Phase.Terminal() {
+		r.queueClear(i)
+	}
+	return true
+}
+
+func (r *record) applySnapshot(p *Plan, ev *messages.TaskResult) bool {
+	j, known := p.unitIndex[ev.Target]
+	if !known {
+		return false
+	}
+	if ev.Outcome != messages.OutcomeSucceeded {
+		if r.SnapDone.has(j) || !r.SnapFailed.set(j) {
+			return false
+		}
+		r.failure(ev)
+		return true
+	}
+	if r.SnapFailed.has(j) || !r.SnapDone.set(j) {
+		return false
+	}
+	if r.Phase.Terminal() && r.Phase != messages.PhaseSucceeded {
+		// A snapshot taken after its job failed is no backup: clean up
+		// once more.
+		r.queueCleanupTask()
+	}
+	return true
+}
+
+func (r *record) applyClear(p *Plan, ev *messages.TaskResult) bool {
+	i, known := p.nodeIndex[ev.Target]
+	if !known {
+		return false
+	}
+	if ev.Outcome == messages.OutcomeSucceeded {
+		return r.Cleared.set(i)
+	}
+	if r.Cleared.has(i) || !r.ClearFailed.set(i) {
+		return false
+	}
+	r.failure(ev)
+	r.addWarning(fmt.Sprintf("snapshot tag %s not cleared on node %s: %s", r.Tag, ev.Target, ev.Error))
+	return true
+}
+
+func (r *record) applyAwait(ev *messages.TaskResult) bool {
+	if r.AwaitDone {
+		return false
+	}
+	r.AwaitDone = true
+	if ev.Outcome != messages.OutcomeSucceeded {
+		r.failure(ev)
+		if !r.Phase.Terminal() {
+			r.Error = "snapshots did not complete: " + ev.Error
+		}
+		return true
+	}
+	r.Listing = ev.Listing
+	return true
+}
+
+func (r *record) applyRetention(ev *messages.TaskResult) bool {
+	if r.RetentionDone {
+		return false
+	}
+	r.RetentionDone = true
+	if ev.Outcome != messages.OutcomeSucceeded {
+		r.addWarning("retention failed: " + ev.Error)
+	}
+	for _, w := range ev.Warnings {
+		r.addWarning(w)
+	}
+	return true
+}
+
+// applyCleanup notes a clean-up that could not delete everything; one that
+// did changes nothing.
+func (r *record) applyCleanup(ev *messages.TaskResult) bool {
+	before := len(r.Warnings)
+	if ev.Outcome != messages.OutcomeSucceeded {
+		r.addWarning("snapshots of this job not deleted: " + ev.Error)
+	}
+	for _, w := range ev.Warnings {
+		r.addWarning(w)
+	}
+	return len(r.Warnings) != before
+}
+
 // advance moves the job through its phases as far as the recorded results
-// allow, queueing the effects each step needs. It is a pure function of the
-// record and the plan, so any replica computes the same next state.
+// allow, queueing the effects each step needs.
 func (r *record) advance(p *Plan, now time.Time) []transition {
 	var ts []transition
 	for {
@@ -307,107 +386,121 @@ func (r *record) advance(p *Plan, now time.Time) []transition {
 }
 
 func (r *record) step(p *Plan, now time.Time) (transition, bool) {
-	n := len(p.Nodes)
 	switch r.Phase {
 	case messages.PhaseFlushing:
-		flushed, failed := r.Flushed.count(), r.FlushFailed.count()
-		if failed > 0 && !p.Policy.AllowPartial {
-			return r.fail(p, now, fmt.Sprintf("flush failed on %s", r.failedTargets(messages.KindFlush))), true
-		}
-		if flushed+failed < n {
-			return transition{}, false
-		}
-		if flushed == 0 {
-			return r.fail(p, now, "no node flushed"), true
-		}
-		if failed > 0 {
-			r.addWarning(fmt.Sprintf("partial backup: flush failed on %s", r.failedTargets(messages.KindFlush)))
-		}
-		r.BarrierAt = now
-		r.addOutbox(fxSnapshots)
-		return r.setPhase(p, messages.PhaseSnapshotting, now, ""), true
+		return r.stepFlushing(p, now)
 	case messages.PhaseSnapshotting:
-		if r.SnapFailed.count() > 0 {
-			return r.fail(p, now, fmt.Sprintf("snapshot failed for %s", r.failedTargets(messages.KindSnapshot))), true
-		}
-		// A node's hard links are cleared as soon as its own snapshots are
-		// initiated: the EBS snapshot is a point in time, so the links have
-		// served their purpose and every minute they stay costs disk.
-		if p.Mode == messages.ModeApplication {
-			for i := range p.Nodes {
-				if !r.Flushed.has(i) || r.ClearQueued.has(i) {
-					continue
-				}
-				done := true
-				for _, j := range p.nodeUnits[i] {
-					if !r.SnapDone.has(j) {
-						done = false
-						break
-					}
-				}
-				if done {
-					r.ClearQueued.set(i)
-					r.addOutbox(fxClear + strconv.Itoa(i))
-				}
-			}
-		}
-		for j := range p.Units {
-			if r.unitRequired(p, j) && !r.SnapDone.has(j) {
-				return transition{}, false
-			}
-		}
-		r.AwaitQueued = true
-		r.addOutbox(fxAwait)
-		return r.setPhase(p, messages.PhaseFinishing, now, ""), true
+		return r.stepSnapshotting(p, now)
 	case messages.PhaseFinishing:
-		if r.AwaitDone && r.Error != "" {
-			return r.fail(p, now, r.Error), true
-		}
-		if !r.AwaitDone {
-			return transition{}, false
-		}
-		if p.Mode == messages.ModeApplication {
-			for i := range p.Nodes {
-				if r.ClearQueued.has(i) && !r.Cleared.has(i) && !r.ClearFailed.has(i) {
-					return transition{}, false
-				}
-			}
-		}
-		if !r.CatalogWritten {
-			r.addOutbox(fxCatalog)
-			return transition{}, false
-		}
-		if !r.RetentionDone {
-			if !r.RetentionQueued {
-				r.addOutbox(fxRetention)
-			}
-			return transition{}, false
-		}
-		return r.setPhase(p, messages.PhaseSucceeded, now, ""), true
+		return r.stepFinishing(p, now)
 	}
 	return transition{}, false
 }
 
-// fail ends the job and queues its cleanup: every node's tag is cleared (a
+// stepFlushing holds the barrier: the snapshots are released only once
+// every node has flushed (or, with allow_partial, every node has settled
+// and at least one flushed).
+func (r *record) stepFlushing(p *Plan, now time.Time) (transition, bool) {
+	flushed, failed := r.Flushed.count(), r.FlushFailed.count()
+	if failed > 0 && !p.Policy.AllowPartial {
+		return r.fail(p, now, ReasonFlushFailed, fmt.Sprintf("flush failed on %s", r.failedTargets(messages.KindFlush))), true
+	}
+	if flushed+failed < len(p.Nodes) {
+		return transition{}, false
+	}
+	if flushed == 0 {
+		return r.fail(p, now, ReasonNoNodeFlushed, "no node flushed"), true
+	}
+	if failed > 0 {
+		r.addWarning(fmt.Sprintf("partial backup: flush failed on %s", r.failedTargets(messages.KindFlush)))
+	}
+	r.BarrierAt = now
+	r.addOutbox(effect{Kind: fxSnapshots})
+	return r.setPhase(p, messages.PhaseSnapshotting, now, ""), true
+}
+
+func (r *record) stepSnapshotting(p *Plan, now time.Time) (transition, bool) {
+	if r.SnapFailed.count() > 0 {
+		return r.fail(p, now, ReasonSnapshotFailed, fmt.Sprintf("snapshot failed for %s", r.failedTargets(messages.KindSnapshot))), true
+	}
+	// A node's hard links are cleared as soon as its own snapshots are
+	// initiated: the volume snapshot is a point in time, so the links have
+	// served their purpose and every minute they stay costs disk.
+	if p.Mode == messages.ModeApplication {
+		for i := range p.Nodes {
+			if r.Flushed.has(i) && !r.ClearQueued.has(i) && r.nodeSnapshotted(p, i) {
+				r.queueClear(i)
+			}
+		}
+	}
+	for j := range p.Units {
+		if r.unitRequired(p, j) && !r.SnapDone.has(j) {
+			return transition{}, false
+		}
+	}
+	r.AwaitQueued = true
+	r.addOutbox(effect{Kind: fxAwait})
+	return r.setPhase(p, messages.PhaseFinishing, now, ""), true
+}
+
+func (r *record) nodeSnapshotted(p *Plan, i int) bool {
+	for _, j := range p.nodeUnits[i] {
+		if !r.SnapDone.has(j) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *record) stepFinishing(p *Plan, now time.Time) (transition, bool) {
+	if !r.AwaitDone {
+		return transition{}, false
+	}
+	if r.Error != "" {
+		return r.fail(p, now, ReasonSnapshotsErrored, r.Error), true
+	}
+	if p.Mode == messages.ModeApplication {
+		for i := range p.Nodes {
+			if r.ClearQueued.has(i) && !r.Cleared.has(i) && !r.ClearFailed.has(i) {
+				return transition{}, false
+			}
+		}
+	}
+	if !r.CatalogWritten {
+		r.addOutbox(effect{Kind: fxCatalog})
+		return transition{}, false
+	}
+	if !r.RetentionDone {
+		if !r.RetentionQueued {
+			r.addOutbox(effect{Kind: fxRetention})
+		}
+		return transition{}, false
+	}
+	return r.setPhase(p, messages.PhaseSucceeded, now, ""), true
+}
+
+// fail ends the job and queues its clean-up: every node's tag is cleared (a
 // node still flushing is cleared again when its late result arrives), and
 // any volume snapshot the job took is deleted, since it is no backup.
-func (r *record) fail(p *Plan, now time.Time, msg string) transition {
+func (r *record) fail(p *Plan, now time.Time, reason Reason, msg string) transition {
 	r.queueCleanup(p)
-	return r.setPhase(p, messages.PhaseFailed, now, msg)
+	r.Reason = reason
+	t := r.setPhase(p, messages.PhaseFailed, now, msg)
+	t.reason = reason
+	return t
 }
 
 func (r *record) queueCleanup(p *Plan) {
 	if p.Mode == messages.ModeApplication && r.Phase != messages.PhasePlanned {
 		for i := range p.Nodes {
 			if r.ClearQueued.set(i) {
-				r.addOutbox(fxClear + strconv.Itoa(i))
+				r.addOutbox(effect{Kind: fxClear, Node: i})
 			}
 		}
 	}
 	if r.Phase == messages.PhaseSnapshotting || r.Phase == messages.PhaseFinishing ||
 		(p.Mode == messages.ModeCrash && r.Phase == messages.PhasePlanned) {
-		r.Cleanups++
-		r.addOutbox(fxCleanup + strconv.Itoa(r.Cleanups))
+		r.queueCleanupTask()
 	}
 }
 
@@ -424,7 +517,10 @@ func (r *record) cancel(p *Plan, now time.Time, by, reason string) (transition, 
 		msg += ": " + reason
 	}
 	r.queueCleanup(p)
-	return r.setPhase(p, messages.PhaseCancelled, now, msg), true
+	r.Reason = ReasonCancelled
+	t := r.setPhase(p, messages.PhaseCancelled, now, msg)
+	t.reason = ReasonCancelled
+	return t, true
 }
 
 // expire fails a job whose phase or job deadline has passed.
@@ -439,11 +535,41 @@ func (r *record) expire(p *Plan, now time.Time) (transition, bool) {
 			msg = fmt.Sprintf("flush deadline passed: %d of %d nodes flushed; waiting on %s",
 				r.Flushed.count(), len(p.Nodes), r.waitingOn(p))
 		}
-		return r.fail(p, now, msg), true
+		return r.fail(p, now, ReasonPhaseDeadline, msg), true
 	case !r.Deadline.IsZero() && !now.Before(r.Deadline):
-		return r.fail(p, now, "job deadline passed in phase "+string(r.Phase)), true
+		return r.fail(p, now, ReasonJobDeadline, "job deadline passed in phase "+string(r.Phase)), true
 	}
 	return transition{}, false
+}
+
+// complete records what carried-out effects learned.
+func (r *record) complete(p *Plan, done map[effect]effectResult, now time.Time) []transition {
+	var ts []transition
+	if _, ok := done[effect{Kind: fxFlush}]; ok && r.Phase == messages.PhasePlanned {
+		ts = append(ts, r.setPhase(p, messages.PhaseFlushing, now, ""))
+	}
+	if _, ok := done[effect{Kind: fxSnapshots}]; ok && r.Phase == messages.PhasePlanned {
+		r.BarrierAt = now
+		ts = append(ts, r.setPhase(p, messages.PhaseSnapshotting, now, ""))
+	}
+	if res, ok := done[effect{Kind: fxCatalog}]; ok && !r.Phase.Terminal() {
+		for _, w := range res.warnings {
+			r.addWarning(w)
+		}
+		if res.failed != "" {
+			ts = append(ts, r.fail(p, now, ReasonCatalog, res.failed))
+		} else {
+			r.CatalogWritten = true
+		}
+	}
+	if res, ok := done[effect{Kind: fxRetention}]; ok && !r.RetentionQueued {
+		r.RetentionQueued = true
+		r.Retired = res.retired
+		if len(res.retired) == 0 {
+			r.RetentionDone = true
+		}
+	}
+	return ts
 }
 
 func (r *record) waitingOn(p *Plan) string {
@@ -468,6 +594,17 @@ func (r *record) failedTargets(kind messages.Kind) string {
 		}
 	}
 	return summarize(names)
+}
+
+// missingNodes names the nodes of the plan a partial backup left out.
+func (r *record) missingNodes(p *Plan) []string {
+	var names []string
+	for i, n := range p.Nodes {
+		if !r.Flushed.has(i) {
+			names = append(names, n.Name)
+		}
+	}
+	return names
 }
 
 func summarize(names []string) string {

@@ -1,7 +1,6 @@
 package planner
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -43,5 +42,5 @@ func TestFlushLandingAfterCleanupIsClearedAgain(t *testing.T) {
 
 	require.True(t, r.apply(p, &messages.TaskResult{Kind: messages.KindFlush, Target: "n3", Outcome: messages.OutcomeSucceeded, Attempt: 1, FinishedAt: now}, now))
 	require.Len(t, r.Outbox, 1)
-	require.True(t, strings.HasPrefix(r.Outbox[0], fxReclear+"2."), r.Outbox)
+	require.Equal(t, effect{Kind: fxReclear, Node: 2, Seq: 1}, r.Outbox[0])
 }

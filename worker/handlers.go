@@ -23,6 +23,7 @@ type taskOutput struct {
 	Retired   []string
 	Retained  []string
 	Warnings  []string
+	Listing   string
 }
 
 func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
@@ -35,7 +36,7 @@ func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Ta
 		return nil, w.clear(ctx, t)
 	case messages.KindAwait:
 		return w.await(ctx, log, t)
-	case messages.KindRetention:
+	case messages.KindRetention, messages.KindCleanup:
 		return w.retention(ctx, log, t)
 	}
 	return nil, errclass.Permanent(fmt.Errorf("unknown task kind %q", t.Kind))
@@ -200,8 +201,11 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 			sort.Strings(bad)
 			return nil, errclass.Permanent(fmt.Errorf("%d snapshot(s) in error: %s", errored, strings.Join(bad, "; ")))
 		}
-		if pending == 0 && len(all) >= t.Expect {
-			out := &taskOutput{}
+		volumes := map[string]bool{}
+		for _, s := range all {
+			volumes[s.VolumeID] = true
+		}
+		if pending == 0 && len(volumes) >= t.Expect {
 			if c, ok := snap.(Copier); ok {
 				copies, err := c.CopyJob(ctx, t.JobID)
 				if err != nil {
@@ -211,12 +215,17 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 					log.Info().Int("copies", len(copies)).Msg("snapshots copied to other regions")
 				}
 			}
+			refs := make([]messages.SnapshotRef, 0, len(all))
 			for _, s := range all {
-				out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
+				refs = append(refs, messages.SnapshotRef{
 					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
 				})
 			}
-			return out, nil
+			name, err := w.storeListing(ctx, t.JobID, refs)
+			if err != nil {
+				return nil, err
+			}
+			return &taskOutput{Listing: name}, nil
 		}
 		log.Debug().Int("pending", pending).Int("found", len(all)).Int("expect", t.Expect).Msg("waiting for snapshots")
 		select {
@@ -225,6 +234,26 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 		case <-time.After(w.cfg.AwaitPoll):
 		}
 	}
+}
+
+// storeListing keeps the snapshots an await task found, every one
+// completed, where the coordinator writes the catalog from. It is an object
+// rather than part of the result: a job of tens of thousands of volumes
+// would not fit in one message.
+func (w *Worker) storeListing(ctx context.Context, jobID string, refs []messages.SnapshotRef) (string, error) {
+	data, err := json.Marshal(refs)
+	if err != nil {
+		return "", err
+	}
+	store, err := w.js.ObjectStore(ctx, messages.BucketPlans)
+	if err != nil {
+		return "", fmt.Errorf("snapshot listing: %w", err)
+	}
+	name := messages.SnapshotListing(jobID)
+	if _, err := store.PutBytes(ctx, name, data); err != nil {
+		return "", fmt.Errorf("snapshot listing: %w", err)
+	}
+	return name, nil
 }
 
 // retention deletes the managed snapshots of the retired jobs. A snapshot in

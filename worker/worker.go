@@ -291,6 +291,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	}
 	if res != nil {
 		result.Snapshots, result.Deleted, result.Retired, result.Retained, result.Warnings = res.Snapshots, res.Deleted, res.Retired, res.Retained, res.Warnings
+		result.Listing = res.Listing
 	}
 	dur := result.FinishedAt.Sub(start)
 	deadlineHit := errors.Is(context.Cause(taskCtx), errDeadline)

@@ -418,12 +418,29 @@ func backupsCmd(g *globals) *cobra.Command {
 
 func printBackups(w io.Writer, backups []messages.Backup) {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG\tCOVERS")
 	for _, b := range backups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
-			b.NodeCount, b.SnapshotCount, b.Tag)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
+			b.NodeCount, b.SnapshotCount, b.Tag, covers(b))
 	}
 	_ = tw.Flush()
+}
+
+// covers says whether a backup holds every node of its cluster.
+func covers(b messages.Backup) string {
+	if !b.Partial {
+		return "all nodes"
+	}
+	missing := b.MissingNodes
+	more := ""
+	if len(missing) > 3 {
+		more = fmt.Sprintf(" and %d more", len(missing)-3)
+		missing = missing[:3]
+	}
+	if len(missing) == 0 {
+		return "PARTIAL"
+	}
+	return "PARTIAL: without " + strings.Join(missing, ", ") + more
 }
 
 func cancelCmd(g *globals) *cobra.Command {

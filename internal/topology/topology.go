@@ -43,7 +43,8 @@ type Options struct {
 	// MaxDeliver per task kind (default 5; await 3; retention 5).
 	MaxDeliver map[messages.Kind]int
 	// MaxAckPending per task kind bounds fleet-wide concurrency (default
-	// 10000 flush, 1000 snapshot, 1000 clear, 100 await, 10 retention).
+	// 10000 flush, 1000 snapshot, 1000 clear, 100 await, 10 retention,
+	// 100 cleanup).
 	MaxAckPending map[messages.Kind]int
 }
 
@@ -91,6 +92,8 @@ func (o Options) maxAckPending(kind messages.Kind) int {
 		return 100
 	case messages.KindRetention:
 		return 10
+	case messages.KindCleanup:
+		return 100
 	}
 	return 1000
 }
