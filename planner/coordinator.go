@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/quiesce/quiesce/internal/startstop"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 )
@@ -33,16 +34,14 @@ type CoordinatorConfig struct {
 // terminal phase. Replicas may run side by side: they share one durable
 // consumer, and every record change is a compare-and-set.
 type Coordinator struct {
-	e   *engine
-	cfg CoordinatorConfig
+	e    *engine
+	cfg  CoordinatorConfig
+	life startstop.Service
 
 	mu       sync.Mutex
 	cc       jetstream.ConsumeContext
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
 	ended    map[string]bool
-	started  bool
-	inbox    chan jetstream.Msg
 	stopping chan struct{}
 }
 
@@ -57,91 +56,109 @@ func NewCoordinator(js jetstream.JetStream, h *topology.Handles, cfg Coordinator
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 512
 	}
-	return &Coordinator{e: newEngine(js, h, cfg.Options), cfg: cfg, ended: map[string]bool{}}
+	return &Coordinator{e: newEngine(js, h, cfg.Options), cfg: cfg, ended: map[string]bool{},
+		life: startstop.Service{Name: "coordinator"}}
 }
 
 // Start binds to the coordinator consumer and starts the event loop and the
-// sweep.
+// sweep. A coordinator that was stopped can be started again.
 func (c *Coordinator) Start(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.started {
-		return errors.New("coordinator already started")
+	c.life.Lock()
+	defer c.life.Unlock()
+	if err := c.life.BeginStart(); err != nil {
+		return err
 	}
+	if err := c.start(ctx); err != nil {
+		_ = c.stop(context.WithoutCancel(ctx))
+		return err
+	}
+	c.life.EndStart()
+	return nil
+}
+
+func (c *Coordinator) start(ctx context.Context) error {
 	cons, err := c.e.js.Consumer(ctx, messages.StreamEvents, topology.ConsumerCoordinator)
 	if err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.inbox = make(chan jetstream.Msg, 4*c.cfg.BatchSize)
-	c.stopping = make(chan struct{})
+	inbox := make(chan jetstream.Msg, 4*c.cfg.BatchSize)
+	stopping := make(chan struct{})
+	c.mu.Lock()
+	c.cancel, c.stopping = cancel, stopping
+	c.mu.Unlock()
+	for _, run := range []func(context.Context, chan jetstream.Msg){c.loop, c.sweepLoop} {
+		done, ok := c.life.Admit()
+		if !ok {
+			return errors.New("coordinator stopped while starting")
+		}
+		go func() { defer done(); run(runCtx, inbox) }()
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
-		case c.inbox <- m:
-		case <-c.stopping:
+		case inbox <- m:
+		case <-stopping:
 		}
 	}, jetstream.PullMaxMessages(2*c.cfg.BatchSize))
 	if err != nil {
-		cancel()
 		return err
 	}
+	c.mu.Lock()
 	c.cc = cc
-	c.started = true
-	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.loop(runCtx) }()
-	go func() { defer c.wg.Done(); c.sweepLoop(runCtx) }()
+	c.mu.Unlock()
 	return nil
 }
 
 // Ready reports whether the coordinator is consuming.
-func (c *Coordinator) Ready() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.started {
-		return errors.New("coordinator not started")
-	}
-	return nil
-}
+func (c *Coordinator) Ready() error { return c.life.Ready() }
 
 // Stop stops consuming, finishes the batch in hand and returns. Events not
 // yet applied are redelivered to another replica.
 func (c *Coordinator) Stop(ctx context.Context) error {
-	c.mu.Lock()
-	if !c.started {
-		c.mu.Unlock()
-		return nil
-	}
-	c.started = false
-	c.cc.Stop()
-	close(c.stopping)
-	cancel := c.cancel
-	c.mu.Unlock()
-	cancel()
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	c.life.Lock()
+	defer c.life.Unlock()
+	return c.stop(ctx)
 }
 
-func (c *Coordinator) loop(ctx context.Context) {
+func (c *Coordinator) stop(ctx context.Context) error {
+	if !c.life.BeginStop() {
+		return nil
+	}
+	c.mu.Lock()
+	cc, cancel, stopping := c.cc, c.cancel, c.stopping
+	c.cc, c.cancel, c.stopping = nil, nil, nil
+	c.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+	}
+	if stopping != nil {
+		close(stopping)
+	}
+	if cancel != nil {
+		cancel()
+	}
+	err := c.life.Wait(ctx)
+	if err != nil {
+		_ = c.life.Wait(context.WithoutCancel(ctx))
+	}
+	c.life.EndStop()
+	return err
+}
+
+func (c *Coordinator) loop(ctx context.Context, inbox chan jetstream.Msg) {
 	for {
 		var first jetstream.Msg
 		select {
 		case <-ctx.Done():
-			c.returnInbox()
+			returnInbox(inbox)
 			return
-		case first = <-c.inbox:
+		case first = <-inbox:
 		}
 		batch := []jetstream.Msg{first}
 	fill:
 		for len(batch) < c.cfg.BatchSize {
 			select {
-			case m := <-c.inbox:
+			case m := <-inbox:
 				batch = append(batch, m)
 			default:
 				break fill
@@ -152,10 +169,10 @@ func (c *Coordinator) loop(ctx context.Context) {
 }
 
 // returnInbox hands back events fetched but not applied.
-func (c *Coordinator) returnInbox() {
+func returnInbox(inbox chan jetstream.Msg) {
 	for {
 		select {
-		case m := <-c.inbox:
+		case m := <-inbox:
 			_ = m.Nak()
 		default:
 			return
@@ -299,7 +316,7 @@ func (c *Coordinator) putInlineListings(ctx context.Context, evs []pendingEvent)
 	return nil
 }
 
-func (c *Coordinator) sweepLoop(ctx context.Context) {
+func (c *Coordinator) sweepLoop(ctx context.Context, _ chan jetstream.Msg) {
 	t := time.NewTicker(c.cfg.SweepInterval)
 	defer t.Stop()
 	for {

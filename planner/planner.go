@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/startstop"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 )
@@ -54,15 +55,13 @@ type PlannerConfig struct {
 // stores the plan, creates the job record and publishes the first tasks.
 // Replicas share one durable consumer.
 type Planner struct {
-	e   *engine
-	cfg PlannerConfig
+	e    *engine
+	cfg  PlannerConfig
+	life startstop.Service
 
-	mu       sync.Mutex
-	cc       jetstream.ConsumeContext
-	wg       sync.WaitGroup
-	started  bool
-	admit    sync.Mutex
-	stopping bool
+	mu     sync.Mutex
+	cc     jetstream.ConsumeContext
+	cancel context.CancelFunc
 }
 
 // NewPlanner makes a planner.
@@ -70,16 +69,26 @@ func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) 
 	if cfg.Discover == nil {
 		cfg.Discover = func(config.Cluster) Discoverer { return StaticDiscoverer{} }
 	}
-	return &Planner{e: newEngine(js, h, cfg.Options), cfg: cfg}
+	return &Planner{e: newEngine(js, h, cfg.Options), cfg: cfg, life: startstop.Service{Name: "planner"}}
 }
 
-// Start binds to the planner consumer.
+// Start binds to the planner consumer. A planner that was stopped can be
+// started again.
 func (p *Planner) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.started {
-		return errors.New("planner already started")
+	p.life.Lock()
+	defer p.life.Unlock()
+	if err := p.life.BeginStart(); err != nil {
+		return err
 	}
+	if err := p.start(ctx); err != nil {
+		_ = p.stop(context.WithoutCancel(ctx))
+		return err
+	}
+	p.life.EndStart()
+	return nil
+}
+
+func (p *Planner) start(ctx context.Context) error {
 	if p.cfg.SyncSchedules {
 		changes, err := SyncSchedules(ctx, p.e.js, p.cfg.Config)
 		if err != nil {
@@ -96,57 +105,61 @@ func (p *Planner) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	runCtx := context.WithoutCancel(ctx)
+	// Requests in hand run on a context of their own, so Stop can let them
+	// finish while nothing new is fetched.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.mu.Lock()
+	p.cancel = cancel
+	p.mu.Unlock()
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		p.admit.Lock()
-		if p.stopping {
-			p.admit.Unlock()
+		done, ok := p.life.Admit()
+		if !ok {
 			_ = m.NakWithDelay(0)
 			return
 		}
-		p.wg.Add(1)
-		p.admit.Unlock()
-		defer p.wg.Done()
+		defer done()
 		p.handle(runCtx, m)
 	}, jetstream.PullMaxMessages(16))
 	if err != nil {
 		return err
 	}
-	p.cc, p.started = cc, true
+	p.mu.Lock()
+	p.cc = cc
+	p.mu.Unlock()
 	return nil
 }
 
 // Ready reports whether the planner is consuming.
-func (p *Planner) Ready() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.started {
-		return errors.New("planner not started")
-	}
-	return nil
+func (p *Planner) Ready() error { return p.life.Ready() }
+
+// Stop stops consuming and waits for the requests in hand. If ctx ends
+// first, they are cancelled (and redelivered) and Stop returns ctx's error.
+func (p *Planner) Stop(ctx context.Context) error {
+	p.life.Lock()
+	defer p.life.Unlock()
+	return p.stop(ctx)
 }
 
-// Stop stops consuming and waits for the request in hand.
-func (p *Planner) Stop(ctx context.Context) error {
+func (p *Planner) stop(ctx context.Context) error {
+	if !p.life.BeginStop() {
+		return nil
+	}
 	p.mu.Lock()
-	if !p.started {
-		p.mu.Unlock()
-		return nil
-	}
-	p.started = false
-	p.cc.Stop()
+	cc, cancel := p.cc, p.cancel
+	p.cc, p.cancel = nil, nil
 	p.mu.Unlock()
-	p.admit.Lock()
-	p.stopping = true
-	p.admit.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if cc != nil {
+		cc.Stop()
 	}
+	err := p.life.Wait(ctx)
+	if cancel != nil {
+		cancel()
+	}
+	if err != nil {
+		_ = p.life.Wait(context.WithoutCancel(ctx))
+	}
+	p.life.EndStop()
+	return err
 }
 
 // RejectError is a request refused for a reason retrying cannot fix.

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,4 +80,77 @@ func TestStopAndCancelHandsTasksBack(t *testing.T) {
 	defer func() { _ = w2.Stop(context.Background()) }()
 	require.NoError(t, testenv.Eventually(10*time.Second, func() bool { return len(tool2.TagsOn("n1")) == 1 }),
 		"handed back at once, not after AckWait")
+}
+
+// Stop lets a running task finish for the worker's soft-stop time only; then
+// it is cancelled and handed back, and another worker takes it.
+func TestStopCancelsAfterTheSoftStop(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	tool := fakes.NewNodeTool()
+	tool.Block = make(chan struct{}) // never released
+	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool}, worker.Config{Logger: zerolog.Nop(),
+		Kinds: []messages.Kind{messages.KindFlush}, SoftStop: 200 * time.Millisecond})
+	require.NoError(t, w.Start(context.Background()))
+	publishFlush(t, env, "n1")
+	require.NoError(t, testenv.Eventually(5*time.Second, func() bool { return tool.Calls.Load() == 1 }))
+	require.NoError(t, w.Stop(context.Background()), "the caller's context did not end")
+	n, err := env.StreamCount(context.Background(), messages.StreamTasks)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "the cancelled task stays for another worker")
+}
+
+// A stopped worker says it is not ready, and starts again.
+func TestWorkerRestartsAfterStop(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	tool := fakes.NewNodeTool()
+	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool}, worker.Config{Logger: zerolog.Nop(), Kinds: []messages.Kind{messages.KindFlush}})
+	require.Error(t, w.Ready(), "not started")
+	require.NoError(t, w.Start(context.Background()))
+	require.NoError(t, w.Ready())
+	require.Error(t, w.Start(context.Background()), "started twice")
+	require.NoError(t, w.Stop(context.Background()))
+	require.Error(t, w.Ready(), "a stopped worker is not ready")
+	require.NoError(t, w.Stop(context.Background()), "stopping twice is harmless")
+
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
+	require.NoError(t, w.Ready())
+	publishFlush(t, env, "n1")
+	require.NoError(t, testenv.Eventually(10*time.Second, func() bool { return len(tool.TagsOn("n1")) == 1 }),
+		"the restarted worker takes tasks")
+}
+
+// Start, Stop and Ready from many goroutines at once never leave the worker
+// half started: at the end it is either stopped (not ready) or running, and
+// one last Stop always stops it.
+func TestWorkerLifecycleUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: fakes.NewNodeTool()}, worker.Config{Logger: zerolog.Nop(),
+		Kinds: []messages.Kind{messages.KindFlush, messages.KindClear}, SoftStop: 100 * time.Millisecond})
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 15; i++ {
+				switch (g + i) % 3 {
+				case 0:
+					_ = w.Start(context.Background())
+				case 1:
+					_ = w.Stop(context.Background())
+				default:
+					_ = w.Ready()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, w.Stop(context.Background()))
+	require.Error(t, w.Ready())
+	require.NoError(t, w.Start(context.Background()))
+	require.NoError(t, w.Ready())
+	require.NoError(t, w.Stop(context.Background()))
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/quiesce/quiesce/internal/startstop"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
@@ -43,9 +44,12 @@ type Config struct {
 	MaxDeliver func(messages.Kind) int
 	// AwaitPoll is how often an await task polls snapshot states (default 10s).
 	AwaitPoll time.Duration
-	Logger    zerolog.Logger
-	Observer  Observer
-	Now       func() time.Time
+	// SoftStop is how long Stop lets running tasks finish before it cancels
+	// them and hands them back for redelivery (default 30s).
+	SoftStop time.Duration
+	Logger   zerolog.Logger
+	Observer Observer
+	Now      func() time.Time
 }
 
 func (c Config) concurrency(k messages.Kind) int {
@@ -66,15 +70,10 @@ type Worker struct {
 	cfg     Config
 	log     zerolog.Logger
 
+	life     startstop.Service
 	mu       sync.Mutex
-	started  bool
 	consumes []jetstream.ConsumeContext
 	cancel   context.CancelCauseFunc
-	inflight sync.WaitGroup
-	// admit guards stopping and inflight.Add, so no task is admitted once
-	// Stop has begun to wait.
-	admit    sync.Mutex
-	stopping bool
 	// publishFn publishes a result event; tests replace it.
 	publishFn func(context.Context, *messages.TaskResult) error
 }
@@ -104,6 +103,9 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	if cfg.AwaitPoll == 0 {
 		cfg.AwaitPoll = 10 * time.Second
 	}
+	if cfg.SoftStop == 0 {
+		cfg.SoftStop = 30 * time.Second
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = NopObserver{}
 	}
@@ -111,46 +113,52 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 		cfg.Now = time.Now
 	}
 	w := &Worker{js: js, jobs: jobs, drivers: drivers, cfg: cfg,
-		log: cfg.Logger.With().Str("worker", cfg.Name).Logger()}
+		log: cfg.Logger.With().Str("worker", cfg.Name).Logger(), life: startstop.Service{Name: "worker"}}
 	w.publishFn = w.publish
 	return w
 }
 
 // Start binds to each kind's durable consumer and begins pulling. Tasks run
-// until Stop or StopAndCancel.
+// until Stop or StopAndCancel; a stopped worker can be started again.
 func (w *Worker) Start(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.started {
-		return errors.New("worker already started")
+	w.life.Lock()
+	defer w.life.Unlock()
+	if err := w.life.BeginStart(); err != nil {
+		return err
 	}
+	if err := w.start(ctx); err != nil {
+		_ = w.stopAndCancel(context.WithoutCancel(ctx))
+		return err
+	}
+	w.life.EndStart()
+	return nil
+}
+
+func (w *Worker) start(ctx context.Context) error {
 	// Task contexts descend from a context of their own, not the caller's, so
 	// Stop can let running tasks finish while nothing new is fetched.
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	w.mu.Lock()
 	w.cancel = cancel
+	w.mu.Unlock()
 	for _, kind := range w.cfg.Kinds {
 		cons, err := w.js.Consumer(ctx, messages.StreamTasks, topology.TaskConsumer(kind))
 		if err != nil {
-			w.stopLocked()
 			return fmt.Errorf("bind %s consumer: %w", kind, err)
 		}
 		n := w.cfg.concurrency(kind)
 		sem := make(chan struct{}, n)
-		kind := kind
 		cc, err := cons.Consume(func(msg jetstream.Msg) {
 			sem <- struct{}{}
-			w.admit.Lock()
-			if w.stopping {
-				w.admit.Unlock()
+			done, ok := w.life.Admit()
+			if !ok {
 				<-sem
-				// Fetched after Stop: hand it straight back.
+				// Fetched after Stop began: hand it straight back.
 				_ = msg.NakWithDelay(0)
 				return
 			}
-			w.inflight.Add(1)
-			w.admit.Unlock()
 			go func() {
-				defer func() { <-sem; w.inflight.Done() }()
+				defer func() { <-sem; done() }()
 				w.handle(runCtx, kind, msg)
 			}()
 		}, jetstream.PullMaxMessages(n), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -159,78 +167,79 @@ func (w *Worker) Start(ctx context.Context) error {
 			}
 		}))
 		if err != nil {
-			w.stopLocked()
 			return fmt.Errorf("consume %s: %w", kind, err)
 		}
+		w.mu.Lock()
 		w.consumes = append(w.consumes, cc)
+		w.mu.Unlock()
 	}
-	w.started = true
 	return nil
 }
 
 // Ready reports whether the worker is bound to its consumers.
-func (w *Worker) Ready() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.started {
-		return errors.New("worker not started")
-	}
-	return nil
-}
+func (w *Worker) Ready() error { return w.life.Ready() }
 
-func (w *Worker) stopLocked() {
-	for _, cc := range w.consumes {
+// beginStop stops fetching; it reports false when there is nothing to stop.
+func (w *Worker) beginStop() (context.CancelCauseFunc, bool) {
+	if !w.life.BeginStop() {
+		return nil, false
+	}
+	w.mu.Lock()
+	consumes, cancel := w.consumes, w.cancel
+	w.consumes, w.cancel = nil, nil
+	w.mu.Unlock()
+	for _, cc := range consumes {
 		cc.Stop()
 	}
-	w.consumes = nil
-	w.admit.Lock()
-	w.stopping = true
-	w.admit.Unlock()
+	if cancel == nil {
+		cancel = func(error) {}
+	}
+	return cancel, true
 }
 
-// Stop stops fetching and waits for running tasks to finish. If ctx ends
-// first, running tasks are cancelled with ErrShutdown and handed back for
-// redelivery, and Stop returns ctx's error once they have returned.
+// Stop stops fetching and lets running tasks finish for the configured
+// soft-stop time. Then, or when ctx ends first, running tasks are cancelled
+// with ErrShutdown and handed back for redelivery; Stop returns once they
+// have returned, with ctx's error if ctx ended.
 func (w *Worker) Stop(ctx context.Context) error {
-	w.mu.Lock()
-	w.stopLocked()
-	cancel := w.cancel
-	w.mu.Unlock()
-	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-		if cancel != nil {
-			cancel(ErrShutdown)
-		}
+	w.life.Lock()
+	defer w.life.Unlock()
+	cancel, ok := w.beginStop()
+	if !ok {
 		return nil
-	case <-ctx.Done():
-		if cancel != nil {
-			cancel(ErrShutdown)
-		}
-		<-done
-		return ctx.Err()
 	}
+	soft, cancelSoft := context.WithTimeout(ctx, w.cfg.SoftStop)
+	defer cancelSoft()
+	waitErr := w.life.Wait(soft)
+	cancel(ErrShutdown)
+	if waitErr != nil {
+		w.log.Warn().Str("soft_stop", w.cfg.SoftStop.String()).Msg("running tasks cancelled and handed back for redelivery")
+		_ = w.life.Wait(context.WithoutCancel(ctx))
+	}
+	w.life.EndStop()
+	return ctx.Err()
 }
 
 // StopAndCancel stops fetching, cancels running tasks at once and waits for
 // them to hand their messages back.
 func (w *Worker) StopAndCancel(ctx context.Context) error {
-	w.mu.Lock()
-	w.stopLocked()
-	cancel := w.cancel
-	w.mu.Unlock()
-	if cancel != nil {
-		cancel(ErrShutdown)
-	}
-	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
+	w.life.Lock()
+	defer w.life.Unlock()
+	return w.stopAndCancel(ctx)
+}
+
+func (w *Worker) stopAndCancel(ctx context.Context) error {
+	cancel, ok := w.beginStop()
+	if !ok {
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	cancel(ErrShutdown)
+	err := w.life.Wait(ctx)
+	if err != nil {
+		_ = w.life.Wait(context.WithoutCancel(ctx))
+	}
+	w.life.EndStop()
+	return err
 }
 
 // outcome is the runtime's decision about one delivery.

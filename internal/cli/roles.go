@@ -39,7 +39,6 @@ type node struct {
 	coordinator *planner.Coordinator
 	worker      *worker.Worker
 	drivers     *drivers.Registry
-	softStop    time.Duration
 }
 
 func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream, roles []string, log zerolog.Logger,
@@ -48,7 +47,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	if err != nil {
 		return nil, withCode(ExitError, fmt.Errorf("topology: %w", err))
 	}
-	n := &node{log: log, h: h, softStop: o.softStop}
+	n := &node{log: log, h: h}
 	if metrics != nil {
 		// Every cluster's series exist from the start, and the last backup
 		// times survive a restart, so stale-backup alerts see every cluster.
@@ -60,9 +59,6 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 				log.Warn().Err(err).Msg("last backup times not loaded from the catalog")
 			}
 		}
-	}
-	if n.softStop == 0 {
-		n.softStop = 30 * time.Second
 	}
 	var pobs planner.Observer = planner.NopObserver{}
 	var wobs worker.Observer = worker.NopObserver{}
@@ -85,6 +81,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	if slices.Contains(roles, "worker") {
 		n.worker = worker.New(js, h.Jobs, n.drivers, worker.Config{
 			Name: o.name, Kinds: o.kinds, Concurrency: o.concurrency, Logger: log, Observer: wobs, AwaitPoll: o.awaitPoll,
+			SoftStop: o.softStop,
 		})
 		if err := n.worker.Start(ctx); err != nil {
 			n.stop(ctx)
@@ -125,11 +122,7 @@ func (n *node) stop(ctx context.Context) {
 		_ = n.planner.Stop(ctx)
 	}
 	if n.worker != nil {
-		sctx, cancel := context.WithTimeout(ctx, n.softStop)
-		if err := n.worker.Stop(sctx); err != nil {
-			n.log.Warn().Msg("running tasks did not finish in time; they were cancelled and will be redelivered")
-		}
-		cancel()
+		_ = n.worker.Stop(ctx)
 	}
 	if n.coordinator != nil {
 		_ = n.coordinator.Stop(ctx)
