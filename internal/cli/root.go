@@ -19,8 +19,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quiesce/quiesce/internal/config"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/observability"
+	"github.com/quiesce/quiesce/topology"
 )
 
 // Exit codes.

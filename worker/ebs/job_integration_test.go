@@ -23,9 +23,9 @@ import (
 	"github.com/quiesce/quiesce/internal/mototest"
 	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/ebs"
 )
