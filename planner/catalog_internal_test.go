@@ -7,7 +7,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/topology"
@@ -27,7 +26,7 @@ func TestCatalogWaitsForEverySnapshotResult(t *testing.T) {
 		{Name: "n1", Volumes: []messages.Volume{{ID: "v1"}}},
 		{Name: "n2", Volumes: []messages.Volume{{ID: "v2"}}},
 	}
-	p, err := BuildPlan(testenv.Request("c1", "cat"), config.Policy{Name: "p", Cluster: "c1"}, nodes, false, time.Now())
+	p, err := BuildPlan(testenv.Request("c1", "cat"), Policy{Name: "p", Cluster: "c1"}, nodes, false, time.Now())
 	require.NoError(t, err)
 	r := newRecord(p, time.Now())
 	r.Flushed.set(0)

@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -70,7 +71,7 @@ func newRecord(p *Plan, now time.Time) *record {
 		ClearQueued: newBitset(n), Cleared: newBitset(n), ClearFailed: newBitset(n),
 	}
 	r.Deadline = p.Request.Deadline
-	jobTimeout := now.Add(p.Policy.JobTimeout.Or(4 * time.Hour))
+	jobTimeout := now.Add(cmp.Or(p.Policy.JobTimeout, DefaultJobTimeout))
 	if r.Deadline.IsZero() || jobTimeout.Before(r.Deadline) {
 		r.Deadline = jobTimeout
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
@@ -482,7 +483,7 @@ func retentionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pol, err := cfg.Policy(cluster, policy)
+			pol, err := drivers.Inventory(cfg).Policy(cluster, policy)
 			if err != nil {
 				return withCode(ExitRejected, err)
 			}

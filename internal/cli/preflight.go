@@ -46,7 +46,7 @@ func preflightCmd(g *globals) *cobra.Command {
 			defer cancel()
 			reg := drivers.New(ctx, cfg, log, drivers.Hooks{})
 			defer reg.Close()
-			nodes, err := reg.Discoverer(*cl).Discover(ctx, *cl)
+			nodes, err := reg.Discover(ctx, drivers.Cluster(*cl))
 			if err != nil {
 				return withCode(ExitError, fmt.Errorf("discover cluster %q: %w", cluster, err))
 			}

@@ -92,8 +92,8 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		}
 	}
 	if slices.Contains(roles, "planner") {
-		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Config: cfg, Discover: n.drivers.Discoverer,
-			SyncSchedules: true})
+		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Inventory: drivers.Inventory(cfg),
+			Discoverer: n.drivers, SyncSchedules: true})
 		if err := n.planner.Start(ctx); err != nil {
 			n.stop(ctx)
 			return nil, withCode(ExitError, fmt.Errorf("planner: %w", err))

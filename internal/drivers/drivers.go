@@ -41,8 +41,13 @@ type RunnerFactory func(env Env, cl config.Cluster) (nodetool.Runner, io.Closer,
 // SnapshotterFactory builds a volume snapshotter for a cluster.
 type SnapshotterFactory func(env Env, cl config.Cluster) (worker.Snapshotter, error)
 
+// Discoverer finds the nodes of a cluster with a discovery section.
+type Discoverer interface {
+	Discover(ctx context.Context, cl config.Cluster) ([]messages.Node, error)
+}
+
 // DiscovererFactory builds a discoverer for a cluster with a discovery section.
-type DiscovererFactory func(env Env, cl config.Cluster) (planner.Discoverer, error)
+type DiscovererFactory func(env Env, cl config.Cluster) (Discoverer, error)
 
 var (
 	regMu       sync.Mutex
@@ -81,17 +86,20 @@ type Registry struct {
 	mu      sync.Mutex
 	tools   map[string]worker.NodeTool
 	snaps   map[string]worker.Snapshotter
-	discs   map[string]planner.Discoverer
+	discs   map[string]Discoverer
 	closers []io.Closer
 }
 
-var _ worker.Drivers = (*Registry)(nil)
+var (
+	_ worker.Drivers     = (*Registry)(nil)
+	_ planner.Discoverer = (*Registry)(nil)
+)
 
 // New makes a registry over cfg. ctx bounds driver set-up calls (an STS
 // role assumption, say), not the drivers' lifetime.
 func New(ctx context.Context, cfg *config.Config, log zerolog.Logger, hooks Hooks) *Registry {
 	return &Registry{cfg: cfg, env: Env{Ctx: ctx, Log: log, Hooks: hooks, Extras: map[string]any{}},
-		tools: map[string]worker.NodeTool{}, snaps: map[string]worker.Snapshotter{}, discs: map[string]planner.Discoverer{}}
+		tools: map[string]worker.NodeTool{}, snaps: map[string]worker.Snapshotter{}, discs: map[string]Discoverer{}}
 }
 
 // SetExtra hands a factory something only the caller has (a JetStream
@@ -204,35 +212,42 @@ func (r *Registry) Snapshotter(name string) (worker.Snapshotter, error) {
 	return s, nil
 }
 
-// Discoverer returns how the planner finds the cluster's nodes. It is kept
-// per cluster, so credentials (an assumed role) are reused across jobs.
-func (r *Registry) Discoverer(cl config.Cluster) planner.Discoverer {
-	if cl.Discovery == nil {
-		return planner.StaticDiscoverer{}
+// Discover finds a cluster's nodes: in EC2 for a cluster with a discovery
+// section, its static inventory otherwise. The discoverer is kept per
+// cluster, so credentials (an assumed role) are reused across jobs.
+func (r *Registry) Discover(ctx context.Context, c planner.Cluster) ([]messages.Node, error) {
+	cl, err := r.cluster(c.Name)
+	if err != nil {
+		return nil, err
 	}
+	if cl.Discovery == nil {
+		return planner.StaticDiscoverer{}.Discover(ctx, c)
+	}
+	d, err := r.discoverer(cl)
+	if err != nil {
+		return nil, err
+	}
+	return d.Discover(ctx, cl)
+}
+
+func (r *Registry) discoverer(cl config.Cluster) (Discoverer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if d, ok := r.discs[cl.Name]; ok {
-		return d
+		return d, nil
 	}
 	regMu.Lock()
 	f := discoverers["ec2"]
 	regMu.Unlock()
 	if f == nil {
-		return failingDiscoverer{fmt.Errorf("cluster %q: EC2 discovery is not available in this build", cl.Name)}
+		return nil, fmt.Errorf("cluster %q: EC2 discovery is not available in this build", cl.Name)
 	}
 	d, err := f(r.env, cl)
 	if err != nil {
-		return failingDiscoverer{err}
+		return nil, err
 	}
 	r.discs[cl.Name] = d
-	return d
-}
-
-type failingDiscoverer struct{ err error }
-
-func (f failingDiscoverer) Discover(context.Context, config.Cluster) ([]messages.Node, error) {
-	return nil, f.err
+	return d, nil
 }
 
 // Close releases connections.

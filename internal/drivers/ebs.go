@@ -2,7 +2,6 @@ package drivers
 
 import (
 	"github.com/quiesce/quiesce/internal/config"
-	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/ebs"
 )
@@ -11,7 +10,7 @@ func init() {
 	RegisterSnapshotter("ebs", func(env Env, cl config.Cluster) (worker.Snapshotter, error) {
 		return ebs.New(env.Ctx, cl, ebs.Options{OnAPIError: env.Hooks.EC2Error})
 	})
-	RegisterDiscoverer("ec2", func(env Env, _ config.Cluster) (planner.Discoverer, error) {
+	RegisterDiscoverer("ec2", func(env Env, _ config.Cluster) (Discoverer, error) {
 		return ebs.NewDiscoverer(ebs.Options{OnAPIError: env.Hooks.EC2Error}), nil
 	})
 }

@@ -122,7 +122,7 @@ func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 	ph, err := testenv.Handles(ctx, pjs)
 	require.NoError(t, err)
 	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{
-		Options: planner.Options{Logger: zerolog.Nop()}, Config: b.cfg, Discover: b.reg.Discoverer,
+		Options: planner.Options{Logger: zerolog.Nop()}, Inventory: drivers.Inventory(b.cfg), Discoverer: b.reg,
 	})
 	require.NoError(t, p.Start(ctx))
 	t.Cleanup(func() { _ = p.Stop(context.WithoutCancel(ctx)) })
