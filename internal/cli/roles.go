@@ -19,6 +19,7 @@ import (
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/ssh"
 )
 
 // roleOptions tune the roles of one process.
@@ -71,9 +72,17 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		pobs, wobs = metrics, metrics
 		hooks = drivers.Hooks{EC2Error: metrics.EC2Error, SSHError: metrics.SSHError}
 	}
-	n.drivers = drivers.New(ctx, cfg, log, hooks)
-	n.drivers.SetExtra("nats.jetstream", js)
-	n.drivers.SetExtra("nats.replicas", cfg.Replicas())
+	env := drivers.Env{Ctx: ctx, Log: log, Hooks: hooks}
+	if slices.Contains(roles, "worker") && drivers.NeedsHostKeys(cfg) {
+		// Pins are shared by the whole fleet through a KV bucket, so every
+		// worker trusts the same first key.
+		ks, err := ssh.OpenKVKeyStore(ctx, js, cfg.Replicas())
+		if err != nil {
+			return nil, withCode(ExitError, err)
+		}
+		env.HostKeys = ks
+	}
+	n.drivers = drivers.New(cfg, env)
 	popts := planner.Options{Logger: log, Observer: pobs}
 	if slices.Contains(roles, "coordinator") {
 		n.coordinator = planner.NewCoordinator(js, h, planner.CoordinatorConfig{Options: popts, SweepInterval: o.sweep})

@@ -86,11 +86,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		roleCmd(g, "worker", "Execute flush, snapshot, clear, await and retention tasks", []string{"worker"}),
 		roleCmd(g, "all", "Run every role in one process", []string{"planner", "coordinator", "worker"}),
 		submitCmd(g), statusCmd(g), watchCmd(g), jobsCmd(g), backupsCmd(g), cancelCmd(g), retentionCmd(g),
-		topologyCmd(g), demoCmd(g), nodetoolCmd(g),
+		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g),
 	)
-	for _, c := range extraCommands {
-		root.AddCommand(c(g))
-	}
 	err := root.Execute()
 	if err == nil {
 		return ExitOK
@@ -107,9 +104,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // errSilent ends a command whose output already said what went wrong.
 var errSilent = errors.New("")
-
-// extraCommands are added by files that need optional drivers.
-var extraCommands []func(*globals) *cobra.Command
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

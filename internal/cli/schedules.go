@@ -13,10 +13,6 @@ import (
 	"github.com/quiesce/quiesce/planner"
 )
 
-func init() {
-	extraCommands = append(extraCommands, schedulesCmd)
-}
-
 func schedulesCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "schedules",

@@ -1,7 +1,8 @@
 // Package config reads quiesce's configuration file: the NATS connection, the
 // clusters (how to find and reach their nodes, which volumes hold data, which
-// drivers to use) and the backup policies. It is the file's schema;
-// internal/drivers maps it onto the planner's own types.
+// drivers to use) and the backup policies. It is the file's schema and
+// nothing else: internal/drivers maps it onto the drivers' and the planner's
+// own settings types, and no public package sees it.
 package config
 
 import (
@@ -38,14 +39,6 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON writes a Go duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// Or returns d, or def when d is zero.
-func (d Duration) Or(def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return time.Duration(d)
-}
 
 // Config is the whole file.
 type Config struct {

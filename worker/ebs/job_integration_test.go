@@ -110,11 +110,11 @@ func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 		f(b.cfg)
 	}
 	require.NoError(t, b.cfg.Validate())
-	b.reg = drivers.New(ctx, b.cfg, zerolog.Nop(), drivers.Hooks{EC2Error: func(op, code string) {
+	b.reg = drivers.New(b.cfg, drivers.Env{Ctx: ctx, Log: zerolog.Nop(), Hooks: drivers.Hooks{EC2Error: func(op, code string) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.ec2Errors[op+" "+code]++
-	}})
+	}}})
 	t.Cleanup(func() { _ = b.reg.Close() })
 
 	b.env = testenv.New(t, topology.Options{AckWait: time.Second})
