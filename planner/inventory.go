@@ -40,7 +40,8 @@ const (
 	DefaultJobTimeout      = 4 * time.Hour
 )
 
-// DefaultPolicyName is the policy a cluster without a default_policy gets.
+// DefaultPolicyName names the policy, every setting at its default, of a
+// request that names none on a cluster without a DefaultPolicy.
 const DefaultPolicyName = "default"
 
 // policyJSON is the stored form of a Policy: plans written by earlier
