@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 )
 
 // ConsumerLookup is the part of jetstream.JetStream the backlog collector

@@ -15,12 +15,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 )
 
@@ -72,16 +71,15 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 	t.Parallel()
 	const nodes, volumes = 3, 2
 	env := testenv.New(t, topology.Options{AckWait: 5 * time.Second})
-	cl := config.Cluster{Name: "c1", Executor: "local", Snapshotter: "fs", FS: config.FS{Store: "/unused"}}
+	cl := planner.Cluster{Name: "c1"}
 	for i := range nodes {
-		n := config.Node{Name: fmt.Sprintf("node-%d", i+1), Address: "127.0.0.1"}
+		n := messages.Node{Name: fmt.Sprintf("node-%d", i+1), Address: "127.0.0.1"}
 		for v := range volumes {
-			n.Volumes = append(n.Volumes, config.Volume{ID: fmt.Sprintf("vol-%d-%d", i+1, v+1), Path: "/unused"})
+			n.Volumes = append(n.Volumes, messages.Volume{ID: fmt.Sprintf("vol-%d-%d", i+1, v+1), Path: "/unused"})
 		}
 		cl.Nodes = append(cl.Nodes, n)
 	}
-	cfg := &config.Config{Clusters: []config.Cluster{cl}}
-	require.NoError(t, cfg.Validate())
+	inv := planner.Inventory{Clusters: []planner.Cluster{cl}}
 
 	reg := NewRegistry()
 	m, err := NewMetrics(reg)
@@ -90,7 +88,7 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 
 	ctx := t.Context()
 	opts := planner.Options{Logger: zerolog.Nop(), Observer: m}
-	p := planner.NewPlanner(env.JS, env.H, planner.PlannerConfig{Options: opts, Config: cfg})
+	p := planner.NewPlanner(env.JS, env.H, planner.PlannerConfig{Options: opts, Inventory: inv})
 	c := planner.NewCoordinator(env.JS, env.H, planner.CoordinatorConfig{Options: opts, SweepInterval: 100 * time.Millisecond})
 	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: fakes.NewNodeTool(), Snap: fakes.NewSnapshotter()}, worker.Config{
 		Logger: zerolog.Nop(), Observer: m, Heartbeat: 200 * time.Millisecond, AwaitPoll: 20 * time.Millisecond,

@@ -11,18 +11,17 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 )
 
 type testBundle struct {
 	env  *testenv.Env
-	cfg  *config.Config
+	inv  planner.Inventory
 	tool *fakes.NodeTool
 	snap *fakes.Snapshotter
 	obs  *countingObserver
@@ -37,25 +36,25 @@ type setupOpts struct {
 	maxDeliver     int
 }
 
-func clusterConfig(o setupOpts) *config.Config {
+func clusterInventory(o setupOpts) planner.Inventory {
 	if o.nodes == 0 {
 		o.nodes = 3
 	}
 	if o.volumes == 0 {
 		o.volumes = 2
 	}
-	cl := config.Cluster{Name: "c1", Executor: "local", Snapshotter: "fs", FS: config.FS{Store: "/unused"}, DefaultPolicy: "nightly"}
+	cl := planner.Cluster{Name: "c1", DefaultPolicy: "nightly"}
 	for i := 0; i < o.nodes; i++ {
-		n := config.Node{Name: fmt.Sprintf("node-%d", i+1), Address: "127.0.0.1"}
+		n := messages.Node{Name: fmt.Sprintf("node-%d", i+1), Address: "127.0.0.1"}
 		for v := 0; v < o.volumes; v++ {
-			n.Volumes = append(n.Volumes, config.Volume{ID: fmt.Sprintf("vol-%d-%d", i+1, v+1), Path: "/unused"})
+			n.Volumes = append(n.Volumes, messages.Volume{ID: fmt.Sprintf("vol-%d-%d", i+1, v+1), Path: "/unused"})
 		}
 		cl.Nodes = append(cl.Nodes, n)
 	}
-	return &config.Config{
-		Clusters: []config.Cluster{cl},
-		Policies: []config.Policy{{Name: "nightly", Cluster: "c1", KeepLast: o.keepLast, AllowPartial: o.allowPartial,
-			FlushTimeout: config.Duration(o.flushTimeout)}},
+	return planner.Inventory{
+		Clusters: []planner.Cluster{cl},
+		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", KeepLast: o.keepLast, AllowPartial: o.allowPartial,
+			FlushTimeout: o.flushTimeout}},
 	}
 }
 
@@ -72,10 +71,9 @@ func setup(t *testing.T, o setupOpts) *testBundle {
 		}
 	}
 	b := &testBundle{
-		env: testenv.New(t, topo), cfg: clusterConfig(o),
+		env: testenv.New(t, topo), inv: clusterInventory(o),
 		tool: fakes.NewNodeTool(), snap: fakes.NewSnapshotter(), obs: newCountingObserver(),
 	}
-	require.NoError(t, b.cfg.Validate())
 	return b
 }
 
@@ -88,7 +86,7 @@ func (b *testBundle) startPlanner(t *testing.T) *planner.Planner {
 	_, js := b.env.Connect(t)
 	h, err := testenv.Handles(context.Background(), js)
 	require.NoError(t, err)
-	p := planner.NewPlanner(js, h, planner.PlannerConfig{Options: b.opts(), Config: b.cfg})
+	p := planner.NewPlanner(js, h, planner.PlannerConfig{Options: b.opts(), Inventory: b.inv})
 	require.NoError(t, p.Start(context.Background()))
 	t.Cleanup(func() { _ = p.Stop(context.Background()) })
 	return p

@@ -8,10 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 )
 
 func catalogFixture(t *testing.T) (*engine, *testenv.Env, *Plan, *record) {
@@ -22,7 +21,7 @@ func catalogFixture(t *testing.T) (*engine, *testenv.Env, *Plan, *record) {
 		{Name: "n1", Volumes: []messages.Volume{{ID: "v1"}}},
 		{Name: "n2", Volumes: []messages.Volume{{ID: "v2"}}},
 	}
-	p, err := BuildPlan(testenv.Request("c1", "cat"), config.Policy{Name: "p", Cluster: "c1"}, nodes, false, time.Now())
+	p, err := BuildPlan(testenv.Request("c1", "cat"), Policy{Name: "p", Cluster: "c1"}, nodes, false, time.Now())
 	require.NoError(t, err)
 	r := newRecord(p, time.Now())
 	r.Flushed.set(0)

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiesce/quiesce/internal/startstop"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 )
 
 // CoordinatorConfig tunes a Coordinator.

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/topology"
 )
 
 // Options are shared by the Planner and the Coordinator.

@@ -24,3 +24,36 @@ func ExampleSelectRetired() {
 	// [orders-000000000001 orders-000000000002]
 	// []
 }
+
+// A plan groups a cluster's volumes into snapshot tasks: one per volume, or
+// with perInstance one crash-consistent set per node of several volumes.
+func ExampleBuildPlan() {
+	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "nightly-2026-11-24", Cluster: "orders"}
+	nodes := []messages.Node{
+		{Name: "node-1", Volumes: []messages.Volume{{ID: "vol-1a"}, {ID: "vol-1b"}}},
+		{Name: "node-2", Volumes: []messages.Volume{{ID: "vol-2a"}}},
+	}
+	policy := planner.Policy{Name: "nightly", Cluster: "orders", KeepLast: 14}
+	for _, perInstance := range []bool{false, true} {
+		p, err := planner.BuildPlan(req, policy, nodes, perInstance, time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC))
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(p.JobID, p.Tag, p.Mode)
+		for _, u := range p.Units {
+			fmt.Printf("  snapshot task %s: node %s, %d volume(s)\n", u.Target, p.Nodes[u.Node].Name, len(u.Volumes))
+		}
+	}
+	_, err := planner.BuildPlan(req, policy, append(nodes, nodes[0]), false, time.Now())
+	fmt.Println(err)
+	// Output:
+	// orders-6bd0644976d2 quiesce-orders-6bd0644976d2 application
+	//   snapshot task vol-1a: node node-1, 1 volume(s)
+	//   snapshot task vol-1b: node node-1, 1 volume(s)
+	//   snapshot task vol-2a: node node-2, 1 volume(s)
+	// orders-6bd0644976d2 quiesce-orders-6bd0644976d2 application
+	//   snapshot task node-1: node node-1, 2 volume(s)
+	//   snapshot task vol-2a: node node-2, 1 volume(s)
+	// node "node-1" listed twice
+}

@@ -64,7 +64,7 @@ func TestPlannerAndCoordinatorRestart(t *testing.T) {
 	_, js := b.env.Connect(t)
 	h, err := testenv.Handles(context.Background(), js)
 	require.NoError(t, err)
-	p := planner.NewPlanner(js, h, planner.PlannerConfig{Options: b.opts(), Config: b.cfg})
+	p := planner.NewPlanner(js, h, planner.PlannerConfig{Options: b.opts(), Inventory: b.inv})
 	c := planner.NewCoordinator(js, h, planner.CoordinatorConfig{Options: b.opts(),
 		SweepInterval: 100 * time.Millisecond, StallAfter: 500 * time.Millisecond})
 	exerciseLifecycle(t, p)

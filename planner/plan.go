@@ -1,10 +1,10 @@
 package planner
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -14,7 +14,7 @@ import (
 type Plan struct {
 	JobID     string              `json:"job_id"`
 	Cluster   string              `json:"cluster"`
-	Policy    config.Policy       `json:"policy"`
+	Policy    Policy              `json:"policy"`
 	Mode      messages.Mode       `json:"mode"`
 	Tag       string              `json:"tag"`
 	Keyspaces []string            `json:"keyspaces,omitempty"`
@@ -38,7 +38,7 @@ type SnapshotUnit struct {
 
 // BuildPlan groups a cluster's nodes into tasks. perInstance groups each
 // node's volumes into one unit when it has more than one.
-func BuildPlan(req messages.JobRequest, policy config.Policy, nodes []messages.Node, perInstance bool, now time.Time) (*Plan, error) {
+func BuildPlan(req messages.JobRequest, policy Policy, nodes []messages.Node, perInstance bool, now time.Time) (*Plan, error) {
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("cluster %q has no nodes", req.Cluster)
 	}
@@ -119,18 +119,18 @@ func (p *Plan) VolumeCount() int {
 }
 
 func (p *Plan) jobTimeout() time.Duration {
-	return p.Policy.JobTimeout.Or(config.DefaultJobTimeout)
+	return cmp.Or(p.Policy.JobTimeout, DefaultJobTimeout)
 }
 
 func (p *Plan) deadline(phase messages.Phase, now time.Time) time.Time {
 	var d time.Duration
 	switch phase {
 	case messages.PhasePlanned, messages.PhaseFlushing:
-		d = p.Policy.FlushTimeout.Or(config.DefaultFlushTimeout)
+		d = cmp.Or(p.Policy.FlushTimeout, DefaultFlushTimeout)
 	case messages.PhaseSnapshotting:
-		d = p.Policy.SnapshotTimeout.Or(config.DefaultSnapshotTimeout)
+		d = cmp.Or(p.Policy.SnapshotTimeout, DefaultSnapshotTimeout)
 	default:
-		d = p.Policy.FinishTimeout.Or(config.DefaultFinishTimeout)
+		d = cmp.Or(p.Policy.FinishTimeout, DefaultFinishTimeout)
 	}
 	return now.Add(d)
 }

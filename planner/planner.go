@@ -10,44 +10,20 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/startstop"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 )
-
-// Discoverer finds a cluster's nodes and their data volumes.
-type Discoverer interface {
-	Discover(ctx context.Context, cluster config.Cluster) ([]messages.Node, error)
-}
-
-// StaticDiscoverer reads the static inventory of the configuration file.
-type StaticDiscoverer struct{}
-
-var _ Discoverer = StaticDiscoverer{}
-
-// Discover returns the cluster's configured nodes.
-func (StaticDiscoverer) Discover(_ context.Context, c config.Cluster) ([]messages.Node, error) {
-	nodes := make([]messages.Node, 0, len(c.Nodes))
-	for _, n := range c.Nodes {
-		vols := make([]messages.Volume, 0, len(n.Volumes))
-		for _, v := range n.Volumes {
-			vols = append(vols, messages.Volume{ID: v.ID, Device: v.Device, Path: v.Path, Tags: v.Tags})
-		}
-		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ, Volumes: vols})
-	}
-	return nodes, nil
-}
 
 // PlannerConfig tunes a Planner.
 type PlannerConfig struct {
 	Options
-	Config *config.Config
-	// Discover resolves a cluster's nodes; the static inventory when nil.
-	// Clusters with a discovery section need an EC2 discoverer.
-	Discover func(cluster config.Cluster) Discoverer
-	// SyncSchedules makes the JetStream schedules match the policies' at
-	// start (SyncSchedules).
+	// Inventory is the clusters and policies requests may name.
+	Inventory Inventory
+	// Discoverer finds a cluster's nodes; StaticDiscoverer when nil.
+	Discoverer Discoverer
+	// SyncSchedules makes the JetStream schedules match the inventory's
+	// policies at start (SyncSchedules).
 	SyncSchedules bool
 }
 
@@ -66,8 +42,8 @@ type Planner struct {
 
 // NewPlanner makes a planner.
 func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) *Planner {
-	if cfg.Discover == nil {
-		cfg.Discover = func(config.Cluster) Discoverer { return StaticDiscoverer{} }
+	if cfg.Discoverer == nil {
+		cfg.Discoverer = StaticDiscoverer{}
 	}
 	return &Planner{e: newEngine(js, h, cfg.Options), cfg: cfg, life: startstop.Service{Name: "planner"}}
 }
@@ -90,7 +66,7 @@ func (p *Planner) Start(ctx context.Context) error {
 
 func (p *Planner) start(ctx context.Context) error {
 	if p.cfg.SyncSchedules {
-		changes, err := SyncSchedules(ctx, p.e.js, p.cfg.Config)
+		changes, err := SyncSchedules(ctx, p.e.js, p.cfg.Inventory.Policies)
 		if err != nil {
 			return fmt.Errorf("schedules: %w", err)
 		}
@@ -255,19 +231,19 @@ func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, err
 	if err := req.CheckDeadline(now); err != nil {
 		return nil, reject("invalid", "invalid job request: %v", err)
 	}
-	cl, ok := p.cfg.Config.Cluster(req.Cluster)
+	cl, ok := p.cfg.Inventory.Cluster(req.Cluster)
 	if !ok {
 		return nil, reject("unknown_cluster", "unknown cluster %q: not in the configuration", req.Cluster)
 	}
-	policy, err := p.cfg.Config.Policy(req.Cluster, req.Policy)
+	policy, err := p.cfg.Inventory.Policy(req.Cluster, req.Policy)
 	if err != nil {
 		return nil, reject("unknown_policy", "%v", err)
 	}
-	nodes, err := p.cfg.Discover(*cl).Discover(ctx, *cl)
+	nodes, err := p.cfg.Discoverer.Discover(ctx, cl)
 	if err != nil {
 		return nil, fmt.Errorf("discover cluster %q: %w", req.Cluster, err)
 	}
-	plan, err := BuildPlan(req, policy, nodes, cl.EBS.PerInstance, now)
+	plan, err := BuildPlan(req, policy, nodes, cl.PerInstance, now)
 	if err != nil {
 		return nil, reject("invalid_plan", "cluster %q: %v", req.Cluster, err)
 	}

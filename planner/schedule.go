@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -45,13 +44,13 @@ func cronExpr(s string) (string, error) {
 // policy with a schedule has one schedule message whose firings submit its
 // JobRequest; policies without one, or no longer configured, have none.
 // No process of quiesce keeps a timer: the server fires the schedules.
-func SyncSchedules(ctx context.Context, js jetstream.JetStream, cfg *config.Config) ([]ScheduleChange, error) {
+func SyncSchedules(ctx context.Context, js jetstream.JetStream, policies []Policy) ([]ScheduleChange, error) {
 	stream, err := js.Stream(ctx, messages.StreamJobs)
 	if err != nil {
 		return nil, err
 	}
-	want := map[string]config.Policy{}
-	for _, p := range cfg.Policies {
+	want := map[string]Policy{}
+	for _, p := range policies {
 		if p.Schedule != "" {
 			want[messages.SubjectSchedule(p.Cluster, p.Name)] = p
 		}

@@ -30,14 +30,14 @@ func jobIDs(b *testBundle, seen map[string]bool) {
 func TestPolicyScheduleFiresJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{nodes: 1, volumes: 1})
-	b.cfg.Policies[0].Schedule = "@every 1s"
+	b.inv.Policies[0].Schedule = "@every 1s"
 	b.startAll(t)
 	ctx := context.Background()
 
-	changes, err := planner.SyncSchedules(ctx, b.env.JS, b.cfg)
+	changes, err := planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
 	require.NoError(t, err)
 	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "set", Schedule: "@every 1s"}}, changes)
-	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.cfg)
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
 	require.NoError(t, err)
 	require.Equal(t, "unchanged", changes[0].Action, "a second sync leaves the schedule's timer alone")
 
@@ -54,8 +54,8 @@ func TestPolicyScheduleFiresJobs(t *testing.T) {
 	require.NotEqual(t, requests[0], requests[1], "each firing has its own request ID")
 
 	// Without a schedule in the policy, the schedule goes and firing stops.
-	b.cfg.Policies[0].Schedule = ""
-	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.cfg)
+	b.inv.Policies[0].Schedule = ""
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
 	require.NoError(t, err)
 	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "removed"}}, changes)
 	time.Sleep(1500 * time.Millisecond) // let a firing already under way land
@@ -67,7 +67,7 @@ func TestPolicyScheduleFiresJobs(t *testing.T) {
 func TestBadScheduleIsAnError(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{nodes: 1, volumes: 1})
-	b.cfg.Policies[0].Schedule = "every tuesday"
-	_, err := planner.SyncSchedules(context.Background(), b.env.JS, b.cfg)
+	b.inv.Policies[0].Schedule = "every tuesday"
+	_, err := planner.SyncSchedules(context.Background(), b.env.JS, b.inv.Policies)
 	require.ErrorContains(t, err, `schedule "every tuesday"`)
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -17,7 +16,7 @@ func testPlan(t *testing.T, nodes int) *Plan {
 		ns = append(ns, messages.Node{Name: "n" + string(rune('1'+i)), Volumes: []messages.Volume{{ID: "v" + string(rune('1'+i))}}})
 	}
 	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "r1", Cluster: "c1"}
-	p, err := BuildPlan(req, config.Policy{Name: "p"}, ns, false, time.Unix(0, 0))
+	p, err := BuildPlan(req, Policy{Name: "p"}, ns, false, time.Unix(0, 0))
 	require.NoError(t, err)
 	return p
 }

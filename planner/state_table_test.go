@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -60,9 +59,8 @@ func newMachine(t *testing.T, o machineOpts) *machine {
 	return m
 }
 
-func testPolicy(allowPartial bool) config.Policy {
-	return config.Policy{Name: "p", Cluster: "c1", AllowPartial: allowPartial,
-		FlushTimeout: config.Duration(time.Minute), SnapshotTimeout: config.Duration(time.Hour)}
+func testPolicy(allowPartial bool) Policy {
+	return Policy{Name: "p", Cluster: "c1", AllowPartial: allowPartial, FlushTimeout: time.Minute, SnapshotTimeout: time.Hour}
 }
 
 // tick moves the clock.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 )
 

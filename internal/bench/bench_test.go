@@ -12,12 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 )
 
 // rawMessages is how many messages the raw JetStream baseline moves.
@@ -251,7 +250,7 @@ func peakHeap(stop <-chan struct{}) <-chan uint64 {
 
 const bigNodes, bigVolumesPerNode = 10000, 4
 
-func bigNodesList(cfg *config.Config) []messages.Node {
+func bigNodesList(cfg planner.Inventory) []messages.Node {
 	nodes, _ := planner.StaticDiscoverer{}.Discover(context.Background(), cfg.Clusters[0])
 	return nodes
 }
@@ -304,7 +303,7 @@ func BenchmarkPlannerSubmit(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				p := planner.NewPlanner(js, h, planner.PlannerConfig{Config: cfg})
+				p := planner.NewPlanner(js, h, planner.PlannerConfig{Inventory: cfg})
 				req := testenv.Request("c0", fmt.Sprintf("big-%d", k))
 				runtime.GC()
 				stop := make(chan struct{})
@@ -341,7 +340,7 @@ func BenchmarkPlannerSubmit(b *testing.B) {
 
 // catalogSize is the size of the catalog record a successful job of the
 // cluster writes: every node, and a reference per volume snapshot.
-func catalogSize(cfg *config.Config) int {
+func catalogSize(cfg planner.Inventory) int {
 	nodes := bigNodesList(cfg)
 	bk := messages.Backup{Schema: messages.BackupSchema, JobID: "c0-0123456789ab", Cluster: "c0", Policy: "bench",
 		Mode: messages.ModeApplication, Tag: "quiesce-c0-0123456789ab", StartedAt: time.Now(), FinishedAt: time.Now(), Nodes: nodes}

@@ -10,12 +10,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 )
 
@@ -27,21 +26,21 @@ var storages = []struct {
 
 // clusterConfig is a static inventory: clusters c0..c{k-1}, each of n nodes
 // with v volumes.
-func clusterConfig(k, n, v int) *config.Config {
-	cfg := &config.Config{}
+func clusterConfig(k, n, v int) planner.Inventory {
+	var cfg planner.Inventory
 	for c := range k {
 		name := fmt.Sprintf("c%d", c)
-		cl := config.Cluster{Name: name, Executor: "local", Snapshotter: "fs", FS: config.FS{Store: "/unused"}, DefaultPolicy: "bench"}
-		cl.Nodes = make([]config.Node, 0, n)
+		cl := planner.Cluster{Name: name, DefaultPolicy: "bench"}
+		cl.Nodes = make([]messages.Node, 0, n)
 		for i := range n {
-			node := config.Node{Name: fmt.Sprintf("n%05d", i), Address: "10.0.0.1", InstanceID: fmt.Sprintf("i-%017x", i), AZ: "us-east-1a"}
+			node := messages.Node{Name: fmt.Sprintf("n%05d", i), Address: "10.0.0.1", InstanceID: fmt.Sprintf("i-%017x", i), AZ: "us-east-1a"}
 			for j := range v {
-				node.Volumes = append(node.Volumes, config.Volume{ID: fmt.Sprintf("vol-%05d%012x", i, j), Device: fmt.Sprintf("/dev/xvd%c", 'f'+j), Path: "/unused"})
+				node.Volumes = append(node.Volumes, messages.Volume{ID: fmt.Sprintf("vol-%05d%012x", i, j), Device: fmt.Sprintf("/dev/xvd%c", 'f'+j), Path: "/unused"})
 			}
 			cl.Nodes = append(cl.Nodes, node)
 		}
 		cfg.Clusters = append(cfg.Clusters, cl)
-		cfg.Policies = append(cfg.Policies, config.Policy{Name: "bench", Cluster: name})
+		cfg.Policies = append(cfg.Policies, planner.Policy{Name: "bench", Cluster: name})
 	}
 	return cfg
 }
@@ -90,7 +89,7 @@ type stack struct {
 	env *testenv.Env
 }
 
-func startStack(b *testing.B, memory bool, cfg *config.Config, drivers worker.Drivers, conc int) *stack {
+func startStack(b *testing.B, memory bool, cfg planner.Inventory, drivers worker.Drivers, conc int) *stack {
 	return startStackObserved(b, memory, cfg, drivers, conc, nil)
 }
 
@@ -108,7 +107,7 @@ func (o *releaseObserver) BarrierReleased(_ string, _, release, _ time.Duration)
 	o.releases = append(o.releases, release)
 }
 
-func startStackObserved(b *testing.B, memory bool, cfg *config.Config, drivers worker.Drivers, conc int, obs planner.Observer) *stack {
+func startStackObserved(b *testing.B, memory bool, cfg planner.Inventory, drivers worker.Drivers, conc int, obs planner.Observer) *stack {
 	b.Helper()
 	env := testenv.New(b, topology.Options{Memory: memory, MaxAckPending: map[messages.Kind]int{
 		messages.KindFlush: 10000, messages.KindSnapshot: 10000, messages.KindClear: 10000,
@@ -121,7 +120,7 @@ func startStackObserved(b *testing.B, memory bool, cfg *config.Config, drivers w
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{Options: opts, Config: cfg})
+	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{Options: opts, Inventory: cfg})
 	if err := p.Start(ctx); err != nil {
 		b.Fatal(err)
 	}

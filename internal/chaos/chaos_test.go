@@ -19,12 +19,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/fakes"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 )
 
@@ -151,7 +150,7 @@ type harness struct {
 	t       *testing.T
 	cl      *testenv.Cluster
 	env     *testenv.Env
-	cfg     *config.Config
+	cfg     planner.Inventory
 	drivers fakes.Drivers
 
 	mu      sync.Mutex
@@ -251,7 +250,7 @@ func (h *harness) startPlanner() {
 		if err != nil {
 			return err
 		}
-		pl = planner.NewPlanner(js, hd, planner.PlannerConfig{Options: planner.Options{Logger: zerolog.Nop()}, Config: h.cfg})
+		pl = planner.NewPlanner(js, hd, planner.PlannerConfig{Options: planner.Options{Logger: zerolog.Nop()}, Inventory: h.cfg})
 		return pl.Start(ctx)
 	})
 	p := proc{nc: nc}
@@ -288,19 +287,19 @@ func (h *harness) apply(ev event) {
 	}
 }
 
-func chaosConfig() *config.Config {
-	cl := config.Cluster{Name: cluster, Executor: "local", Snapshotter: "fs", FS: config.FS{Store: "/unused"}, DefaultPolicy: "chaos"}
+func chaosConfig() planner.Inventory {
+	cl := planner.Cluster{Name: cluster, DefaultPolicy: "chaos"}
 	for i := range nodes {
-		n := config.Node{Name: fmt.Sprintf("node-%02d", i), Address: "127.0.0.1"}
+		n := messages.Node{Name: fmt.Sprintf("node-%02d", i), Address: "127.0.0.1"}
 		for v := range volumesPerNode {
-			n.Volumes = append(n.Volumes, config.Volume{ID: fmt.Sprintf("vol-%02d-%d", i, v), Path: "/unused"})
+			n.Volumes = append(n.Volumes, messages.Volume{ID: fmt.Sprintf("vol-%02d-%d", i, v), Path: "/unused"})
 		}
 		cl.Nodes = append(cl.Nodes, n)
 	}
-	d := config.Duration(jobTimeout)
-	return &config.Config{
-		Clusters: []config.Cluster{cl},
-		Policies: []config.Policy{{Name: "chaos", Cluster: cluster,
+	d := jobTimeout
+	return planner.Inventory{
+		Clusters: []planner.Cluster{cl},
+		Policies: []planner.Policy{{Name: "chaos", Cluster: cluster,
 			FlushTimeout: d, SnapshotTimeout: d, FinishTimeout: d, JobTimeout: d}},
 	}
 }
@@ -330,7 +329,6 @@ func runSeed(t *testing.T, seed uint64) {
 	env := cl.NewEnv(t, topology.Options{Replicas: 3, AckWait: ackWait, MaxDeliver: md})
 	h := &harness{t: t, cl: cl, env: env, cfg: chaosConfig(),
 		drivers: fakes.Drivers{Tool: tool, Snap: slowSnapshotter{Snapshotter: snap, delay: 30 * time.Millisecond}}}
-	require.NoError(t, h.cfg.Validate())
 
 	h.startPlanner()
 	h.coord = h.startCoordinator()

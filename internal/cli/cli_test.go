@@ -15,8 +15,8 @@ import (
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 )
 
 func TestDemoRunsBackupsAndRetention(t *testing.T) {

@@ -15,9 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/quiesce/quiesce/internal/topology"
+	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 )
 
 func submitCmd(g *globals) *cobra.Command {
@@ -59,7 +60,7 @@ func submitCmd(g *globals) *cobra.Command {
 					return withCode(ExitRejected, fmt.Errorf("invalid job request: %w", err))
 				}
 			}
-			nc, js, err := g.connect(nil, "submit")
+			nc, js, err := g.dial("submit")
 			if err != nil {
 				return err
 			}
@@ -206,7 +207,7 @@ func statusCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, _, h, err := g.bind(cmd.Context(), nil, "status")
+			nc, _, h, err := g.bind(cmd.Context(), "status")
 			if err != nil {
 				return err
 			}
@@ -304,7 +305,7 @@ func watchCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, js, err := g.connect(nil, "watch")
+			nc, js, err := g.dial("watch")
 			if err != nil {
 				return err
 			}
@@ -328,7 +329,7 @@ func jobsCmd(g *globals) *cobra.Command {
 		Short: "List jobs, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, _, h, err := g.bind(cmd.Context(), nil, "jobs")
+			nc, _, h, err := g.bind(cmd.Context(), "jobs")
 			if err != nil {
 				return err
 			}
@@ -389,7 +390,7 @@ func backupsCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateCluster(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, _, h, err := g.bind(cmd.Context(), nil, "backups")
+			nc, _, h, err := g.bind(cmd.Context(), "backups")
 			if err != nil {
 				return err
 			}
@@ -456,7 +457,7 @@ func cancelCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			nc, js, h, err := g.bind(ctx, nil, "cancel")
+			nc, js, h, err := g.bind(ctx, "cancel")
 			if err != nil {
 				return err
 			}
@@ -499,11 +500,11 @@ func retentionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pol, err := cfg.Policy(cluster, policy)
+			pol, err := drivers.Inventory(cfg).Policy(cluster, policy)
 			if err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, _, h, err := g.bind(cmd.Context(), cfg, "retention")
+			nc, _, h, err := g.bind(cmd.Context(), "retention")
 			if err != nil {
 				return err
 			}

@@ -12,10 +12,6 @@ import (
 	"github.com/quiesce/quiesce/worker/ssh"
 )
 
-func init() {
-	extraCommands = append(extraCommands, preflightCmd)
-}
-
 func preflightCmd(g *globals) *cobra.Command {
 	var (
 		cluster string
@@ -44,14 +40,14 @@ func preflightCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			reg := drivers.New(ctx, cfg, log, drivers.Hooks{})
+			reg := drivers.New(cfg, drivers.Env{Ctx: ctx, Log: log})
 			defer reg.Close()
-			nodes, err := reg.Discoverer(*cl).Discover(ctx, *cl)
+			nodes, err := reg.Discover(ctx, drivers.Cluster(*cl))
 			if err != nil {
 				return withCode(ExitError, fmt.Errorf("discover cluster %q: %w", cluster, err))
 			}
-			opts := ssh.PreflightOptions{MaxClockSkew: skew}
-			if drivers.ExecutorKind(*cl) == "local" {
+			opts := ssh.PreflightOptions{SSH: drivers.SSH(*cl), Nodetool: drivers.Nodetool(*cl), MaxClockSkew: skew}
+			if drivers.ExecutorKind(*cl) == drivers.ExecutorLocal {
 				opts.Runner = &local.Runner{}
 			}
 			if cl.SSH.TrustOnFirstUse {
@@ -66,7 +62,7 @@ func preflightCmd(g *globals) *cobra.Command {
 				}
 				opts.Executor.KeyStore = ks
 			}
-			rows, err := ssh.Preflight(ctx, *cl, nodes, opts)
+			rows, err := ssh.Preflight(ctx, nodes, opts)
 			if err != nil {
 				return withCode(ExitRejected, err)
 			}

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/topology"
 )
 
 func freePort(t *testing.T) int {

@@ -14,11 +14,12 @@ import (
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/drivers"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/ssh"
 )
 
 // roleOptions tune the roles of one process.
@@ -67,9 +68,17 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		pobs, wobs = metrics, metrics
 		hooks = drivers.Hooks{EC2Error: metrics.EC2Error, SSHError: metrics.SSHError}
 	}
-	n.drivers = drivers.New(ctx, cfg, log, hooks)
-	n.drivers.SetExtra("nats.jetstream", js)
-	n.drivers.SetExtra("nats.replicas", cfg.Replicas())
+	env := drivers.Env{Ctx: ctx, Log: log, Hooks: hooks}
+	if slices.Contains(roles, "worker") && drivers.NeedsHostKeys(cfg) {
+		// Pins are shared by the whole fleet through a KV bucket, so every
+		// worker trusts the same first key.
+		ks, err := ssh.OpenKVKeyStore(ctx, js, cfg.Replicas())
+		if err != nil {
+			return nil, withCode(ExitError, err)
+		}
+		env.HostKeys = ks
+	}
+	n.drivers = drivers.New(cfg, env)
 	popts := planner.Options{Logger: log, Observer: pobs}
 	if slices.Contains(roles, "coordinator") {
 		n.coordinator = planner.NewCoordinator(js, h, planner.CoordinatorConfig{Options: popts, SweepInterval: o.sweep})
@@ -89,8 +98,8 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		}
 	}
 	if slices.Contains(roles, "planner") {
-		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Config: cfg, Discover: n.drivers.Discoverer,
-			SyncSchedules: true})
+		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Inventory: drivers.Inventory(cfg),
+			Discoverer: n.drivers, SyncSchedules: true})
 		if err := n.planner.Start(ctx); err != nil {
 			n.stop(ctx)
 			return nil, withCode(ExitError, fmt.Errorf("planner: %w", err))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,10 +18,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/quiesce/quiesce/internal/config"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/observability"
+	"github.com/quiesce/quiesce/topology"
 )
 
 // Exit codes.
@@ -48,6 +50,8 @@ func withCode(code int, err error) error {
 }
 
 type globals struct {
+	// flags are the persistent flags, to tell a flag given from its default.
+	flags       *pflag.FlagSet
 	configPath  string
 	natsURL     string
 	creds       string
@@ -74,9 +78,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetArgs(args)
 	pf := root.PersistentFlags()
-	pf.StringVarP(&g.configPath, "config", "c", envOr("QUIESCE_CONFIG", "/etc/quiesce/quiesce.yaml"), "configuration file")
-	pf.StringVar(&g.natsURL, "nats", os.Getenv("NATS_URL"), "NATS server URL (default: the config file's nats.url, else nats://127.0.0.1:4222)")
-	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file")
+	g.flags = pf
+	// Every command takes its NATS settings from the same places, in this
+	// order: the flag, the environment (the flag's default), the
+	// configuration file, the built-in default.
+	pf.StringVarP(&g.configPath, "config", "c", envOr(configEnv, defaultConfigPath), "configuration file (or $"+configEnv+")")
+	pf.StringVar(&g.natsURL, "nats", os.Getenv("NATS_URL"), "NATS server URL (default: $NATS_URL, else the config file's nats.url, else "+nats.DefaultURL+")")
+	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file (default: $NATS_CREDS, else the config file's nats.creds_file)")
 	pf.StringVar(&g.logLevel, "log-level", os.Getenv(observability.LogLevelEnv), "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "", "log format: json or console (default: console on a terminal)")
 
@@ -86,11 +94,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		roleCmd(g, "worker", "Execute flush, snapshot, clear, await and retention tasks", []string{"worker"}),
 		roleCmd(g, "all", "Run every role in one process", []string{"planner", "coordinator", "worker"}),
 		submitCmd(g), statusCmd(g), watchCmd(g), jobsCmd(g), backupsCmd(g), cancelCmd(g), retentionCmd(g),
-		topologyCmd(g), demoCmd(g), nodetoolCmd(g),
+		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g),
 	)
-	for _, c := range extraCommands {
-		root.AddCommand(c(g))
-	}
 	err := root.Execute()
 	if err == nil {
 		return ExitOK
@@ -108,9 +113,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // errSilent ends a command whose output already said what went wrong.
 var errSilent = errors.New("")
 
-// extraCommands are added by files that need optional drivers.
-var extraCommands []func(*globals) *cobra.Command
-
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -122,6 +124,13 @@ func (g *globals) logger() (zerolog.Logger, error) {
 	return observability.NewLogger(g.stderr, g.logLevel, g.logFormat)
 }
 
+// Where the configuration file is when no flag names it.
+const (
+	configEnv         = "QUIESCE_CONFIG"
+	defaultConfigPath = "/etc/quiesce/quiesce.yaml"
+)
+
+// loadConfig reads the configuration file; it must exist.
 func (g *globals) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(g.configPath)
 	if err != nil {
@@ -130,6 +139,22 @@ func (g *globals) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
+// natsConfig reads the configuration file for a command that needs only its
+// NATS settings. A file named by --config or $QUIESCE_CONFIG must exist; at
+// the default path a missing file means there is none (an operator's
+// machine often has none), and nil is returned.
+func (g *globals) natsConfig() (*config.Config, error) {
+	named := g.flags.Changed("config") || os.Getenv(configEnv) != ""
+	if !named {
+		if _, err := os.Stat(g.configPath); errors.Is(err, iofs.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	return g.loadConfig()
+}
+
+// url is the NATS URL: the flag or $NATS_URL, else the configuration's,
+// else the default.
 func (g *globals) url(cfg *config.Config) string {
 	if g.natsURL != "" {
 		return g.natsURL
@@ -138,6 +163,16 @@ func (g *globals) url(cfg *config.Config) string {
 		return cfg.NATS.URL
 	}
 	return nats.DefaultURL
+}
+
+// dial connects for a command that needs nothing from the configuration file
+// but its NATS settings.
+func (g *globals) dial(name string) (*nats.Conn, jetstream.JetStream, error) {
+	cfg, err := g.natsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	return g.connect(cfg, name)
 }
 
 // connect opens a NATS connection with credentials and TLS from the flags
@@ -219,8 +254,8 @@ func (g *globals) withTopology(parent context.Context, name string, fn func(cont
 
 // bind connects and opens the topology's buckets, for commands that read
 // or change jobs.
-func (g *globals) bind(ctx context.Context, cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, *topology.Handles, error) {
-	nc, js, err := g.connect(cfg, name)
+func (g *globals) bind(ctx context.Context, name string) (*nats.Conn, jetstream.JetStream, *topology.Handles, error) {
+	nc, js, err := g.dial(name)
 	if err != nil {
 		return nil, nil, nil, err
 	}

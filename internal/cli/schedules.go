@@ -9,12 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/planner"
 )
-
-func init() {
-	extraCommands = append(extraCommands, schedulesCmd)
-}
 
 func schedulesCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
@@ -26,7 +23,7 @@ func schedulesCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withTopology(cmd.Context(), "schedules", func(ctx context.Context, cfg *config.Config, js jetstream.JetStream) error {
-				changes, err := planner.SyncSchedules(ctx, js, cfg)
+				changes, err := planner.SyncSchedules(ctx, js, drivers.Inventory(cfg).Policies)
 				if err != nil {
 					return withCode(ExitRejected, err)
 				}

@@ -1,6 +1,8 @@
 // Package config reads quiesce's configuration file: the NATS connection, the
 // clusters (how to find and reach their nodes, which volumes hold data, which
-// drivers to use) and the backup policies.
+// drivers to use) and the backup policies. It is the file's schema and
+// nothing else: internal/drivers maps it onto the drivers' and the planner's
+// own settings types, and no public package sees it.
 package config
 
 import (
@@ -37,14 +39,6 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON writes a Go duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// Or returns d, or def when d is zero.
-func (d Duration) Or(def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return time.Duration(d)
-}
 
 // Config is the whole file.
 type Config struct {
@@ -181,19 +175,12 @@ type Policy struct {
 	KeepLast     int  `json:"keep_last,omitempty"`
 	AllowPartial bool `json:"allow_partial,omitempty"`
 
+	// Timeouts; zero takes planner.Default….
 	FlushTimeout    Duration `json:"flush_timeout,omitempty"`
 	SnapshotTimeout Duration `json:"snapshot_timeout,omitempty"`
 	FinishTimeout   Duration `json:"finish_timeout,omitempty"`
 	JobTimeout      Duration `json:"job_timeout,omitempty"`
 }
-
-// Defaults a policy gets where it says nothing.
-const (
-	DefaultFlushTimeout    = 10 * time.Minute
-	DefaultSnapshotTimeout = 30 * time.Minute
-	DefaultFinishTimeout   = 2 * time.Hour
-	DefaultJobTimeout      = 4 * time.Hour
-)
 
 // Load reads and validates a file.
 func Load(path string) (*Config, error) {

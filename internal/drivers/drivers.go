@@ -1,7 +1,7 @@
 // Package drivers builds each cluster's node tool, volume snapshotter and
-// discoverer from the configuration. Each driver kind registers a factory in
-// a file of its own (local.go, fs.go, ssh.go, ebs.go), so adding a driver is
-// adding a file.
+// discoverer from the configuration. The driver kinds are listed in one
+// table (kinds.go); settings.go maps the configuration file onto each
+// driver's own settings type and onto the planner's.
 package drivers
 
 import (
@@ -17,7 +17,9 @@ import (
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/ebs"
 	"github.com/quiesce/quiesce/worker/nodetool"
+	"github.com/quiesce/quiesce/worker/ssh"
 )
 
 // Hooks let observability count driver errors without the drivers
@@ -27,49 +29,17 @@ type Hooks struct {
 	SSHError func(code string)
 }
 
-// Env is what a factory may use.
+// Env is what building a driver may use.
 type Env struct {
-	Ctx    context.Context
-	Log    zerolog.Logger
-	Hooks  Hooks
-	Extras map[string]any
-}
-
-// RunnerFactory builds a command runner for a cluster.
-type RunnerFactory func(env Env, cl config.Cluster) (nodetool.Runner, io.Closer, error)
-
-// SnapshotterFactory builds a volume snapshotter for a cluster.
-type SnapshotterFactory func(env Env, cl config.Cluster) (worker.Snapshotter, error)
-
-// DiscovererFactory builds a discoverer for a cluster with a discovery section.
-type DiscovererFactory func(env Env, cl config.Cluster) (planner.Discoverer, error)
-
-var (
-	regMu       sync.Mutex
-	runners     = map[string]RunnerFactory{}
-	snapshotter = map[string]SnapshotterFactory{}
-	discoverers = map[string]DiscovererFactory{}
-)
-
-// RegisterRunner makes an executor kind available.
-func RegisterRunner(kind string, f RunnerFactory) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	runners[kind] = f
-}
-
-// RegisterSnapshotter makes a snapshotter kind available.
-func RegisterSnapshotter(kind string, f SnapshotterFactory) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	snapshotter[kind] = f
-}
-
-// RegisterDiscoverer makes a discovery kind available ("ec2").
-func RegisterDiscoverer(kind string, f DiscovererFactory) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	discoverers[kind] = f
+	// Ctx bounds driver set-up calls (an STS role assumption, say), not the
+	// drivers' lifetime.
+	Ctx   context.Context
+	Log   zerolog.Logger
+	Hooks Hooks
+	// HostKeys pins SSH host keys for clusters that trust on first use; the
+	// fleet shares one (ssh.KVKeyStore). Without it such a cluster's
+	// executor cannot be built.
+	HostKeys ssh.KeyStore
 }
 
 // Registry builds drivers on first use and keeps them for reuse (an SSH
@@ -79,24 +49,21 @@ type Registry struct {
 	env Env
 
 	mu      sync.Mutex
-	tools   map[string]worker.NodeTool
+	tools   map[string]*nodetool.Client
 	snaps   map[string]worker.Snapshotter
-	discs   map[string]planner.Discoverer
+	ec2     *ebs.Discoverer
 	closers []io.Closer
 }
 
-var _ worker.Drivers = (*Registry)(nil)
+var (
+	_ worker.Drivers     = (*Registry)(nil)
+	_ planner.Discoverer = (*Registry)(nil)
+)
 
-// New makes a registry over cfg. ctx bounds driver set-up calls (an STS
-// role assumption, say), not the drivers' lifetime.
-func New(ctx context.Context, cfg *config.Config, log zerolog.Logger, hooks Hooks) *Registry {
-	return &Registry{cfg: cfg, env: Env{Ctx: ctx, Log: log, Hooks: hooks, Extras: map[string]any{}},
-		tools: map[string]worker.NodeTool{}, snaps: map[string]worker.Snapshotter{}, discs: map[string]planner.Discoverer{}}
+// New makes a registry over cfg.
+func New(cfg *config.Config, env Env) *Registry {
+	return &Registry{cfg: cfg, env: env, tools: map[string]*nodetool.Client{}, snaps: map[string]worker.Snapshotter{}}
 }
-
-// SetExtra hands a factory something only the caller has (a JetStream
-// bucket for pinned host keys, say).
-func (r *Registry) SetExtra(key string, v any) { r.env.Extras[key] = v }
 
 func (r *Registry) cluster(name string) (config.Cluster, error) {
 	cl, ok := r.cfg.Cluster(name)
@@ -106,24 +73,13 @@ func (r *Registry) cluster(name string) (config.Cluster, error) {
 	return *cl, nil
 }
 
-// ExecutorKind is the cluster's executor, "ssh" by default.
-func ExecutorKind(cl config.Cluster) string {
-	if cl.Executor == "" {
-		return "ssh"
-	}
-	return cl.Executor
-}
-
-// SnapshotterKind is the cluster's snapshotter, "ebs" by default.
-func SnapshotterKind(cl config.Cluster) string {
-	if cl.Snapshotter == "" {
-		return "ebs"
-	}
-	return cl.Snapshotter
-}
-
 // NodeTool returns the cluster's nodetool client.
 func (r *Registry) NodeTool(name string) (worker.NodeTool, error) {
+	return r.Client(name)
+}
+
+// Client returns a nodetool client for a cluster (for preflight checks).
+func (r *Registry) Client(name string) (*nodetool.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if t, ok := r.tools[name]; ok {
@@ -133,48 +89,20 @@ func (r *Registry) NodeTool(name string) (worker.NodeTool, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := r.client(cl)
-	if err != nil {
-		return nil, err
-	}
-	r.tools[name] = c
-	return c, nil
-}
-
-// Client returns a nodetool client for a cluster (for preflight checks).
-func (r *Registry) Client(name string) (*nodetool.Client, error) {
-	t, err := r.NodeTool(name)
-	if err != nil {
-		return nil, err
-	}
-	c, ok := t.(*nodetool.Client)
-	if !ok {
-		return nil, errors.New("not a nodetool client")
-	}
-	return c, nil
-}
-
-func (r *Registry) client(cl config.Cluster) (*nodetool.Client, error) {
 	kind := ExecutorKind(cl)
-	regMu.Lock()
-	f := runners[kind]
-	regMu.Unlock()
-	if f == nil {
+	build, ok := executors[kind]
+	if !ok {
 		return nil, fmt.Errorf("cluster %q: executor %q is not available in this build", cl.Name, kind)
 	}
-	runner, closer, err := f(r.env, cl)
+	runner, closer, err := build(r.env, cl)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %s executor: %w", cl.Name, kind, err)
 	}
 	if closer != nil {
 		r.closers = append(r.closers, closer)
 	}
-	c := &nodetool.Client{Runner: runner, Base: cl.Nodetool, Env: cl.NodetoolEnv, Sudo: cl.SSH.Sudo, PerNode: map[string][]string{}}
-	for _, n := range cl.Nodes {
-		if len(n.Nodetool) > 0 {
-			c.PerNode[n.Name] = n.Nodetool
-		}
-	}
+	c := nodetool.New(runner, Nodetool(cl))
+	r.tools[name] = c
 	return c, nil
 }
 
@@ -190,13 +118,11 @@ func (r *Registry) Snapshotter(name string) (worker.Snapshotter, error) {
 		return nil, err
 	}
 	kind := SnapshotterKind(cl)
-	regMu.Lock()
-	f := snapshotter[kind]
-	regMu.Unlock()
-	if f == nil {
+	build, ok := snapshotters[kind]
+	if !ok {
 		return nil, fmt.Errorf("cluster %q: snapshotter %q is not available in this build", name, kind)
 	}
-	s, err := f(r.env, cl)
+	s, err := build(r.env, cl)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %s snapshotter: %w", name, kind, err)
 	}
@@ -204,35 +130,24 @@ func (r *Registry) Snapshotter(name string) (worker.Snapshotter, error) {
 	return s, nil
 }
 
-// Discoverer returns how the planner finds the cluster's nodes. It is kept
-// per cluster, so credentials (an assumed role) are reused across jobs.
-func (r *Registry) Discoverer(cl config.Cluster) planner.Discoverer {
+// Discover finds a cluster's nodes: in EC2 for a cluster with a discovery
+// section, its static inventory otherwise. The EC2 clients are kept, so
+// credentials (an assumed role) are reused across jobs.
+func (r *Registry) Discover(ctx context.Context, c planner.Cluster) ([]messages.Node, error) {
+	cl, err := r.cluster(c.Name)
+	if err != nil {
+		return nil, err
+	}
 	if cl.Discovery == nil {
-		return planner.StaticDiscoverer{}
+		return planner.StaticDiscoverer{}.Discover(ctx, c)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if d, ok := r.discs[cl.Name]; ok {
-		return d
+	if r.ec2 == nil {
+		r.ec2 = ebs.NewDiscoverer(ebs.Options{OnAPIError: r.env.Hooks.EC2Error})
 	}
-	regMu.Lock()
-	f := discoverers["ec2"]
-	regMu.Unlock()
-	if f == nil {
-		return failingDiscoverer{fmt.Errorf("cluster %q: EC2 discovery is not available in this build", cl.Name)}
-	}
-	d, err := f(r.env, cl)
-	if err != nil {
-		return failingDiscoverer{err}
-	}
-	r.discs[cl.Name] = d
-	return d
-}
-
-type failingDiscoverer struct{ err error }
-
-func (f failingDiscoverer) Discover(context.Context, config.Cluster) ([]messages.Node, error) {
-	return nil, f.err
+	d := r.ec2
+	r.mu.Unlock()
+	return d.Discover(ctx, EBS(cl), Discovery(*cl.Discovery))
 }
 
 // Close releases connections.

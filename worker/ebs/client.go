@@ -18,8 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
-
-	"github.com/quiesce/quiesce/internal/config"
 )
 
 // Retry defaults. EC2 throttles per account and region with a token bucket
@@ -42,7 +40,7 @@ const (
 // is what production uses.
 type Options struct {
 	// Credentials replaces the SDK's default chain (environment, shared
-	// files, SSO, container or instance role). A cluster's role_arn is still
+	// files, SSO, container or instance role). A Config's RoleARN is still
 	// assumed on top of it.
 	Credentials aws.CredentialsProvider
 
@@ -66,8 +64,8 @@ type Options struct {
 	// (EC2 accepts 5 to 1000).
 	PageSize int32
 
-	// STSEndpoint overrides the STS endpoint used to assume a cluster's
-	// role_arn (tests point it at moto). The cluster's EC2 endpoint override
+	// STSEndpoint overrides the STS endpoint used to assume a Config's
+	// RoleARN (tests point it at moto). The Config's EC2 endpoint override
 	// is not reused for STS: in production it may be an EC2 VPC endpoint.
 	// Without it the SDK's configuration applies (AWS_ENDPOINT_URL_STS, say).
 	STSEndpoint string
@@ -143,45 +141,45 @@ func (b jitterBackoff) BackoffDelay(attempt int, _ error) (time.Duration, error)
 // account. A client per region matches EC2's throttling, which is per
 // account and region, and gives each region its own retry quota.
 type clients struct {
-	cluster config.Cluster
-	opts    Options
-	base    aws.Config
+	cfg  Config
+	opts Options
+	base aws.Config
 
 	mu       sync.Mutex
 	byRegion map[string]*ec2.Client
 }
 
-func newClients(ctx context.Context, cluster config.Cluster, opts Options) (*clients, error) {
+func newClients(ctx context.Context, conf Config, opts Options) (*clients, error) {
 	load := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithRetryer(opts.retryer),
 		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{opts.observeAttempts}),
 	}
-	if cluster.Region != "" {
-		load = append(load, awsconfig.WithRegion(cluster.Region))
+	if conf.Region != "" {
+		load = append(load, awsconfig.WithRegion(conf.Region))
 	}
 	if opts.Credentials != nil {
 		load = append(load, awsconfig.WithCredentialsProvider(opts.Credentials))
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, load...)
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: loading AWS configuration: %w", cluster.Name, err)
+		return nil, fmt.Errorf("cluster %s: loading AWS configuration: %w", conf.Cluster, err)
 	}
 	if cfg.Region == "" {
-		return nil, errors.New("cluster " + cluster.Name + ": no AWS region: set the cluster's region")
+		return nil, errors.New("cluster " + conf.Cluster + ": no AWS region: set the cluster's region")
 	}
-	if cluster.RoleARN != "" {
+	if conf.RoleARN != "" {
 		stsClient := sts.NewFromConfig(cfg, func(o *sts.Options) {
 			if opts.STSEndpoint != "" {
 				o.BaseEndpoint = aws.String(opts.STSEndpoint)
 			}
 		})
-		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, cluster.RoleARN,
+		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, conf.RoleARN,
 			func(o *stscreds.AssumeRoleOptions) {
 				// The session name shows in the target account's CloudTrail.
-				o.RoleSessionName = "quiesce-" + cluster.Name
+				o.RoleSessionName = "quiesce-" + conf.Cluster
 			}))
 	}
-	return &clients{cluster: cluster, opts: opts, base: cfg, byRegion: map[string]*ec2.Client{}}, nil
+	return &clients{cfg: conf, opts: opts, base: cfg, byRegion: map[string]*ec2.Client{}}, nil
 }
 
 func (c *clients) home() *ec2.Client { return c.region(c.base.Region) }
@@ -194,8 +192,8 @@ func (c *clients) region(region string) *ec2.Client {
 	}
 	cl := ec2.NewFromConfig(c.base, func(o *ec2.Options) {
 		o.Region = region
-		if c.cluster.EBS.Endpoint != "" {
-			o.BaseEndpoint = aws.String(c.cluster.EBS.Endpoint)
+		if c.cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.cfg.Endpoint)
 		}
 	})
 	c.byRegion[region] = cl

@@ -15,7 +15,7 @@ import (
 var ErrNotCompleted = errors.New("snapshot not completed yet")
 
 // CopyRegions are the regions the cluster's snapshots are copied to.
-func (d *Driver) CopyRegions() []string { return d.cluster.EBS.CopyRegions }
+func (d *Driver) CopyRegions() []string { return d.cfg.CopyRegions }
 
 // CopyJob copies every snapshot of a job to each of the cluster's copy
 // regions (config ebs.copy_regions) and returns the copies. It is idempotent:

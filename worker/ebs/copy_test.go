@@ -6,7 +6,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
 )
@@ -28,8 +27,8 @@ func TestCopyJobWaitsForCompletion(t *testing.T) {
 			t.Parallel()
 			f := newFakeEC2(t)
 			f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", tt.state, job) + "</snapshotSet>"})
-			d, err := New(t.Context(), config.Cluster{Name: "c1", Region: "us-east-1",
-				EBS: config.EBS{Endpoint: f.srv.URL, CopyRegions: []string{"us-west-2"}}}, fastOptions())
+			d, err := New(t.Context(), Config{Cluster: "c1", Region: "us-east-1",
+				Endpoint: f.srv.URL, CopyRegions: []string{"us-west-2"}}, fastOptions())
 			require.NoError(t, err)
 			_, err = d.CopyJob(t.Context(), "c1-000000000001")
 			require.Error(t, err)

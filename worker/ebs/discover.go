@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -33,16 +32,16 @@ func NewDiscoverer(opts Options) *Discoverer {
 	return &Discoverer{opts: opts, clients: map[string]*clients{}}
 }
 
-func (d *Discoverer) client(ctx context.Context, cluster config.Cluster) (*ec2.Client, error) {
+func (d *Discoverer) client(ctx context.Context, conf Config) (*ec2.Client, error) {
 	// Keyed by everything that shapes the client, so a reloaded configuration
 	// that changes the region or role gets a new one.
-	key := strings.Join([]string{cluster.Name, cluster.Region, cluster.RoleARN, cluster.EBS.Endpoint}, "\x00")
+	key := strings.Join([]string{conf.Cluster, conf.Region, conf.RoleARN, conf.Endpoint}, "\x00")
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if c, ok := d.clients[key]; ok {
 		return c.home(), nil
 	}
-	c, err := newClients(ctx, cluster, d.opts)
+	c, err := newClients(ctx, conf, d.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -51,19 +50,18 @@ func (d *Discoverer) client(ctx context.Context, cluster config.Cluster) (*ec2.C
 }
 
 // Discover returns the cluster's running instances carrying every tag of
-// cluster.Discovery.InstanceTags, each with its selected data volumes, sorted
+// sel.InstanceTags, each with its selected data volumes, sorted
 // by name. Volumes are selected by device name and by tag (both when both
 // are given); the root volume is left out unless IncludeRoot. A node's name
 // is its instance's Name tag made a valid target, or its instance ID when
 // the tag is missing, unusable or shared with another instance. An instance
 // with no selected volume is an error: backing up its flushed data would be
 // silently impossible.
-func (d *Discoverer) Discover(ctx context.Context, cluster config.Cluster) ([]messages.Node, error) {
-	sel := cluster.Discovery
-	if sel == nil || len(sel.InstanceTags) == 0 {
-		return nil, fmt.Errorf("cluster %s: discovery needs at least one instance tag", cluster.Name)
+func (d *Discoverer) Discover(ctx context.Context, conf Config, sel Discovery) ([]messages.Node, error) {
+	if len(sel.InstanceTags) == 0 {
+		return nil, fmt.Errorf("cluster %s: discovery needs at least one instance tag", conf.Cluster)
 	}
-	client, err := d.client(ctx, cluster)
+	client, err := d.client(ctx, conf)
 	if err != nil {
 		return nil, err
 	}
@@ -150,13 +148,13 @@ func (d *Discoverer) Discover(ctx context.Context, cluster config.Cluster) ([]me
 			}
 			vid := aws.ToString(v.VolumeId)
 			if err := messages.ValidateTarget("volume_id", vid); err != nil {
-				return nil, fmt.Errorf("cluster %s: instance %s: %w", cluster.Name, id, err)
+				return nil, fmt.Errorf("cluster %s: instance %s: %w", conf.Cluster, id, err)
 			}
 			node.Volumes = append(node.Volumes, messages.Volume{ID: vid, Device: dev, Tags: tags})
 		}
 		if len(node.Volumes) == 0 {
 			return nil, fmt.Errorf("cluster %s: instance %s (%s) has no data volume matching devices %v and volume tags %v",
-				cluster.Name, id, name, sel.Devices, sel.VolumeTags)
+				conf.Cluster, id, name, sel.Devices, sel.VolumeTags)
 		}
 		slices.SortFunc(node.Volumes, func(a, b messages.Volume) int { return strings.Compare(a.Device, b.Device) })
 		nodes = append(nodes, node)
@@ -189,7 +187,7 @@ func NodeName(tag string) string {
 	return s
 }
 
-func selected(sel *config.Discovery, device string, tags map[string]string) bool {
+func selected(sel Discovery, device string, tags map[string]string) bool {
 	if len(sel.Devices) > 0 && !slices.ContainsFunc(sel.Devices, func(d string) bool { return sameDevice(d, device) }) {
 		return false
 	}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -47,21 +46,21 @@ func TestSelected(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		desc   string
-		sel    config.Discovery
+		sel    Discovery
 		device string
 		tags   map[string]string
 		want   bool
 	}{
 		{desc: "no selector takes every data volume", device: "/dev/sdf", want: true},
-		{desc: "device match", sel: config.Discovery{Devices: []string{"/dev/sdf"}}, device: "/dev/sdf", want: true},
-		{desc: "device match without /dev/", sel: config.Discovery{Devices: []string{"xvdf"}}, device: "/dev/xvdf", want: true},
-		{desc: "device mismatch", sel: config.Discovery{Devices: []string{"/dev/sdg"}}, device: "/dev/sdf", want: false},
-		{desc: "tag match", sel: config.Discovery{VolumeTags: map[string]string{"role": "data"}}, device: "/dev/sdf", tags: map[string]string{"role": "data", "x": "y"}, want: true},
-		{desc: "tag mismatch", sel: config.Discovery{VolumeTags: map[string]string{"role": "data"}}, device: "/dev/sdf", tags: map[string]string{"role": "logs"}, want: false},
-		{desc: "device and tag must both hold", sel: config.Discovery{Devices: []string{"/dev/sdf"}, VolumeTags: map[string]string{"role": "data"}}, device: "/dev/sdf", tags: map[string]string{"role": "logs"}, want: false},
+		{desc: "device match", sel: Discovery{Devices: []string{"/dev/sdf"}}, device: "/dev/sdf", want: true},
+		{desc: "device match without /dev/", sel: Discovery{Devices: []string{"xvdf"}}, device: "/dev/xvdf", want: true},
+		{desc: "device mismatch", sel: Discovery{Devices: []string{"/dev/sdg"}}, device: "/dev/sdf", want: false},
+		{desc: "tag match", sel: Discovery{VolumeTags: map[string]string{"role": "data"}}, device: "/dev/sdf", tags: map[string]string{"role": "data", "x": "y"}, want: true},
+		{desc: "tag mismatch", sel: Discovery{VolumeTags: map[string]string{"role": "data"}}, device: "/dev/sdf", tags: map[string]string{"role": "logs"}, want: false},
+		{desc: "device and tag must both hold", sel: Discovery{Devices: []string{"/dev/sdf"}, VolumeTags: map[string]string{"role": "data"}}, device: "/dev/sdf", tags: map[string]string{"role": "logs"}, want: false},
 	}
 	for _, tt := range tests {
-		require.Equal(t, tt.want, selected(&tt.sel, tt.device, tt.tags), tt.desc)
+		require.Equal(t, tt.want, selected(tt.sel, tt.device, tt.tags), tt.desc)
 	}
 }
 

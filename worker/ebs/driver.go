@@ -36,7 +36,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
@@ -48,22 +47,22 @@ const TagCopyOf = "quiesce:copy-of"
 
 // Driver snapshots one cluster's EBS volumes.
 type Driver struct {
-	cluster config.Cluster
-	opts    Options
-	c       *clients
+	cfg  Config
+	opts Options
+	c    *clients
 }
 
 var _ worker.Snapshotter = (*Driver)(nil)
 
-// New builds the driver for a cluster: region, role and endpoint from the
-// cluster's configuration, credentials from the SDK's default chain (or
-// opts.Credentials). It makes no call to AWS.
-func New(ctx context.Context, cluster config.Cluster, opts Options) (*Driver, error) {
-	c, err := newClients(ctx, cluster, opts)
+// New builds the driver for a cluster: region, role and endpoint from cfg,
+// credentials from the SDK's default chain (or opts.Credentials). It makes
+// no call to AWS.
+func New(ctx context.Context, cfg Config, opts Options) (*Driver, error) {
+	c, err := newClients(ctx, cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{cluster: cluster, opts: opts, c: c}, nil
+	return &Driver{cfg: cfg, opts: opts, c: c}, nil
 }
 
 // Region is the cluster's region, where snapshots are taken.
@@ -131,7 +130,7 @@ func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker
 	tags[messages.TagManaged] = "true"
 
 	var created []worker.Snapshot
-	if d.cluster.EBS.PerInstance && len(missing) > 1 && req.Node.InstanceID != "" {
+	if d.cfg.PerInstance && len(missing) > 1 && req.Node.InstanceID != "" {
 		created, err = d.createSet(ctx, req.Node, missing, tags)
 	} else {
 		created, err = d.createEach(ctx, req.Node, missing, tags)
@@ -148,7 +147,7 @@ func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []mess
 	var out []worker.Snapshot
 	for _, v := range vols {
 		t := tags
-		if d.cluster.EBS.CopyVolumeTags {
+		if d.cfg.CopyVolumeTags {
 			t = withVolumeTags(tags, v.Tags)
 		}
 		res, err := d.c.home().CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
@@ -230,7 +229,7 @@ func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messa
 		Description:       aws.String(description(tags, node, "")),
 		TagSpecifications: tagSpec(tags),
 	}
-	if d.cluster.EBS.CopyVolumeTags {
+	if d.cfg.CopyVolumeTags {
 		in.CopyTagsFromSource = types.CopyTagsFromSourceVolume
 	}
 	res, err := client.CreateSnapshots(ctx, in)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/mototest"
 )
 
@@ -109,11 +108,7 @@ func fastOptions() Options {
 
 func fakeDriver(t *testing.T, f *fakeEC2, opts Options) *Driver {
 	t.Helper()
-	d, err := New(t.Context(), config.Cluster{
-		Name:   "c1",
-		Region: "us-east-1",
-		EBS:    config.EBS{Endpoint: f.srv.URL},
-	}, opts)
+	d, err := New(t.Context(), Config{Cluster: "c1", Region: "us-east-1", Endpoint: f.srv.URL}, opts)
 	require.NoError(t, err)
 	return d
 }

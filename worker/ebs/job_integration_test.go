@@ -23,9 +23,9 @@ import (
 	"github.com/quiesce/quiesce/internal/mototest"
 	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/testenv"
-	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
+	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/ebs"
 )
@@ -110,11 +110,11 @@ func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 		f(b.cfg)
 	}
 	require.NoError(t, b.cfg.Validate())
-	b.reg = drivers.New(ctx, b.cfg, zerolog.Nop(), drivers.Hooks{EC2Error: func(op, code string) {
+	b.reg = drivers.New(b.cfg, drivers.Env{Ctx: ctx, Log: zerolog.Nop(), Hooks: drivers.Hooks{EC2Error: func(op, code string) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.ec2Errors[op+" "+code]++
-	}})
+	}}})
 	t.Cleanup(func() { _ = b.reg.Close() })
 
 	b.env = testenv.New(t, topology.Options{AckWait: time.Second})
@@ -122,7 +122,7 @@ func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 	ph, err := testenv.Handles(ctx, pjs)
 	require.NoError(t, err)
 	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{
-		Options: planner.Options{Logger: zerolog.Nop()}, Config: b.cfg, Discover: b.reg.Discoverer,
+		Options: planner.Options{Logger: zerolog.Nop()}, Inventory: drivers.Inventory(b.cfg), Discoverer: b.reg,
 	})
 	require.NoError(t, p.Start(ctx))
 	t.Cleanup(func() { _ = p.Stop(context.WithoutCancel(ctx)) })

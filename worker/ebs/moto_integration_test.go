@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/mototest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
@@ -42,7 +41,7 @@ func setupMoto(t *testing.T) *motoBundle {
 	m := mototest.Start(t)
 	b := &motoBundle{moto: m, proxy: mototest.NewThrottle(t, m.URL), errors: map[string]int{}}
 	// Fixtures go straight to moto, past the proxy and its counters.
-	raw, err := New(t.Context(), config.Cluster{Name: "fixtures", Region: motoRegion, EBS: config.EBS{Endpoint: m.URL}}, Options{})
+	raw, err := New(t.Context(), Config{Cluster: "fixtures", Region: motoRegion, Endpoint: m.URL}, Options{})
 	require.NoError(t, err)
 	b.raw = raw.c.home()
 	imgs, err := b.raw.DescribeImages(t.Context(), &ec2.DescribeImagesInput{})
@@ -70,17 +69,16 @@ func (b *motoBundle) apiErrors(key string) int {
 	return b.errors[key]
 }
 
-func (b *motoBundle) cluster(name string) config.Cluster {
-	return config.Cluster{
-		Name:        name,
-		Region:      motoRegion,
-		Snapshotter: "ebs",
-		EBS:         config.EBS{Endpoint: b.proxy.URL},
-		Discovery:   &config.Discovery{InstanceTags: map[string]string{"quiesce-cluster": name}},
-	}
+func (b *motoBundle) cluster(name string) Config {
+	return Config{Cluster: name, Region: motoRegion, Endpoint: b.proxy.URL}
 }
 
-func (b *motoBundle) driver(t *testing.T, cl config.Cluster) *Driver {
+// discovery selects the instances launched for cluster name.
+func discovery(name string) Discovery {
+	return Discovery{InstanceTags: map[string]string{"quiesce-cluster": name}}
+}
+
+func (b *motoBundle) driver(t *testing.T, cl Config) *Driver {
 	t.Helper()
 	d, err := New(t.Context(), cl, b.options())
 	require.NoError(t, err)
@@ -181,11 +179,11 @@ func TestMotoDiscoverByTagsOverPages(t *testing.T) {
 	_, err := b.raw.StopInstances(t.Context(), &ec2.StopInstancesInput{InstanceIds: []string{stopped.InstanceID}})
 	require.NoError(t, err)
 
-	cl := b.cluster("c1")
-	cl.Discovery.VolumeTags = map[string]string{"role": "data"}
+	cl, sel := b.cluster("c1"), discovery("c1")
+	sel.VolumeTags = map[string]string{"role": "data"}
 	opts := b.options()
 	opts.PageSize = 5
-	nodes, err := NewDiscoverer(opts).Discover(t.Context(), cl)
+	nodes, err := NewDiscoverer(opts).Discover(t.Context(), cl, sel)
 	require.NoError(t, err)
 
 	require.Len(t, nodes, len(want))
@@ -205,15 +203,15 @@ func TestMotoDiscoverByTagsOverPages(t *testing.T) {
 	}
 
 	// By device instead: both data volumes, still no root.
-	cl.Discovery.VolumeTags = nil
-	cl.Discovery.Devices = []string{"sdf", "/dev/sdg"}
-	nodes, err = NewDiscoverer(opts).Discover(t.Context(), cl)
+	sel.VolumeTags = nil
+	sel.Devices = []string{"sdf", "/dev/sdg"}
+	nodes, err = NewDiscoverer(opts).Discover(t.Context(), cl, sel)
 	require.NoError(t, err)
 	require.Len(t, nodes[0].Volumes, 2)
 
 	// A node with nothing to back up is an error, not a silent gap.
-	cl.Discovery.Devices = []string{"/dev/sdz"}
-	_, err = NewDiscoverer(opts).Discover(t.Context(), cl)
+	sel.Devices = []string{"/dev/sdz"}
+	_, err = NewDiscoverer(opts).Discover(t.Context(), cl, sel)
 	require.ErrorContains(t, err, "no data volume")
 }
 
@@ -223,7 +221,7 @@ func TestMotoPerVolumeSnapshotTagged(t *testing.T) {
 	node := b.launch(t, map[string]string{"quiesce-cluster": "c1"},
 		dataVolume{device: "/dev/sdf", tags: map[string]string{"team": "db", "Name": "vol-name", "aws:reserved": "x"}})
 	cl := b.cluster("c1")
-	cl.EBS.CopyVolumeTags = true
+	cl.CopyVolumeTags = true
 	d := b.driver(t, cl)
 	job := "c1-000000000001"
 	tags := snapshotTags("c1", job, node.Name, node.Volumes[0].ID)
@@ -256,7 +254,7 @@ func TestMotoPerInstanceSet(t *testing.T) {
 	node := b.launch(t, map[string]string{"quiesce-cluster": "c1"},
 		dataVolume{device: "/dev/sdf"}, dataVolume{device: "/dev/sdg"})
 	cl := b.cluster("c1")
-	cl.EBS.PerInstance = true
+	cl.PerInstance = true
 	d := b.driver(t, cl)
 	job := "c1-000000000002"
 	tags := snapshotTags("c1", job, node.Name, node.Name)
@@ -476,7 +474,7 @@ func TestMotoAssumeRole(t *testing.T) {
 	cl.RoleARN = "arn:aws:iam::123456789012:role/quiesce-backup"
 	opts := b.options()
 	opts.STSEndpoint = b.proxy.URL
-	nodes, err := NewDiscoverer(opts).Discover(t.Context(), cl)
+	nodes, err := NewDiscoverer(opts).Discover(t.Context(), cl, discovery("c1"))
 	require.NoError(t, err)
 	require.Len(t, nodes, 1)
 	require.Equal(t, "n1", nodes[0].Name)
@@ -499,7 +497,7 @@ func TestMotoCopyJobAndDeleteCopies(t *testing.T) {
 	b := setupMoto(t)
 	node := b.launch(t, map[string]string{"quiesce-cluster": "c1"}, dataVolume{device: "/dev/sdf"}, dataVolume{device: "/dev/sdg"})
 	cl := b.cluster("c1")
-	cl.EBS.CopyRegions = []string{otherRegion, "eu-west-1"}
+	cl.CopyRegions = []string{otherRegion, "eu-west-1"}
 	d := b.driver(t, cl)
 	job := "c1-000000000009"
 	for _, v := range node.Volumes {
@@ -515,7 +513,7 @@ func TestMotoCopyJobAndDeleteCopies(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ids(copies), ids(again))
 	require.Equal(t, 4, b.proxy.Seen("CopySnapshot"))
-	for _, region := range cl.EBS.CopyRegions {
+	for _, region := range cl.CopyRegions {
 		got, err := d.find(t.Context(), d.c.region(region), map[string]string{messages.TagJob: job})
 		require.NoError(t, err)
 		require.Len(t, got, 2, region)
@@ -524,7 +522,7 @@ func TestMotoCopyJobAndDeleteCopies(t *testing.T) {
 	deleted, err := d.DeleteCopies(t.Context(), job)
 	require.NoError(t, err)
 	require.ElementsMatch(t, ids(copies), deleted)
-	for _, region := range cl.EBS.CopyRegions {
+	for _, region := range cl.CopyRegions {
 		got, err := d.find(t.Context(), d.c.region(region), map[string]string{messages.TagJob: job})
 		require.NoError(t, err)
 		require.Empty(t, got, region)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
@@ -39,8 +38,8 @@ func setSnapshotsXML(vols ...string) string {
 
 func setDriver(t *testing.T, f *fakeEC2, copyTags bool) *Driver {
 	t.Helper()
-	d, err := New(t.Context(), config.Cluster{Name: "c1", Region: "us-east-1",
-		EBS: config.EBS{Endpoint: f.srv.URL, PerInstance: true, CopyVolumeTags: copyTags}}, fastOptions())
+	d, err := New(t.Context(), Config{Cluster: "c1", Region: "us-east-1",
+		Endpoint: f.srv.URL, PerInstance: true, CopyVolumeTags: copyTags}, fastOptions())
 	require.NoError(t, err)
 	return d
 }

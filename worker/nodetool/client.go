@@ -3,25 +3,9 @@ package nodetool
 import (
 	"context"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
 )
-
-// ForCluster returns a Client for a cluster's nodes: its nodetool command and
-// environment, per-node overrides and sudo setting.
-func ForCluster(cl config.Cluster, r Runner) *Client {
-	c := &Client{Runner: r, Base: cl.Nodetool, Env: cl.NodetoolEnv, Sudo: cl.SSH.Sudo}
-	for _, n := range cl.Nodes {
-		if len(n.Nodetool) > 0 {
-			if c.PerNode == nil {
-				c.PerNode = map[string][]string{}
-			}
-			c.PerNode[n.Name] = n.Nodetool
-		}
-	}
-	return c
-}
 
 // Version runs "nodetool version" and returns the release version.
 func (c *Client) Version(ctx context.Context, node messages.Node) (string, error) {

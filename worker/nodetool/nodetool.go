@@ -81,16 +81,28 @@ type Runner interface {
 	Run(ctx context.Context, node messages.Node, cmd Command) (Output, error)
 }
 
-// Client runs nodetool subcommands through a Runner.
-type Client struct {
-	Runner Runner
-	// Base is the nodetool command and leading arguments; default ["nodetool"].
+// Settings say how nodetool runs on a cluster's nodes.
+type Settings struct {
+	// Base is the nodetool command and leading arguments, e.g.
+	// ["/opt/cassandra/bin/nodetool", "-h", "127.0.0.1"]; default
+	// ["nodetool"].
 	Base []string
-	Env  map[string]string
+	// Env is set for nodetool (a non-login shell often lacks JAVA_HOME).
+	Env map[string]string
+	// Sudo runs nodetool through "sudo -n".
 	Sudo bool
 	// PerNode overrides Base for individual nodes (by node name).
 	PerNode map[string][]string
 }
+
+// Client runs nodetool subcommands through a Runner.
+type Client struct {
+	Runner Runner
+	Settings
+}
+
+// New returns a Client that runs nodetool through r as s says.
+func New(r Runner, s Settings) *Client { return &Client{Runner: r, Settings: s} }
 
 var _ worker.NodeTool = (*Client)(nil)
 

@@ -9,13 +9,11 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
-
-	"github.com/quiesce/quiesce/internal/config"
 )
 
 // loadSigners reads the configured identity files. A certificate beside a key
 // as "<key>-cert.pub" is offered first, then the bare key.
-func loadSigners(cfg config.SSH) ([]gossh.Signer, error) {
+func loadSigners(cfg Config) ([]gossh.Signer, error) {
 	var signers []gossh.Signer
 	for _, path := range cfg.IdentityFiles {
 		pem, err := os.ReadFile(path)
@@ -57,7 +55,7 @@ func loadSigners(cfg config.SSH) ([]gossh.Signer, error) {
 	return signers, nil
 }
 
-func passphrase(cfg config.SSH) ([]byte, error) {
+func passphrase(cfg Config) ([]byte, error) {
 	switch {
 	case cfg.PassphraseEnv != "":
 		v, ok := os.LookupEnv(cfg.PassphraseEnv)
@@ -82,7 +80,7 @@ type auth struct {
 	agentSock string
 }
 
-func newAuth(cfg config.SSH) (*auth, error) {
+func newAuth(cfg Config) (*auth, error) {
 	signers, err := loadSigners(cfg)
 	if err != nil {
 		return nil, err

@@ -9,7 +9,6 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/sshtest"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
@@ -130,7 +129,7 @@ func TestAuthAgent(t *testing.T) {
 	})
 	t.Setenv("SSH_AUTH_SOCK", sock)
 
-	cfg := config.SSH{
+	cfg := ssh.Config{
 		User: "quiesce", Agent: true,
 		KnownHosts: []string{sshtest.WriteKnownHosts(t, b.dir, srv.KnownHosts())},
 	}

@@ -4,8 +4,8 @@
 // Trust: host keys are verified against known_hosts files (default
 // ~/.ssh/known_hosts, including @cert-authority and @revoked lines). An
 // unknown or changed key is refused with a *HostKeyError naming the host, key
-// type and SHA256 fingerprint. With trust_on_first_use the first key seen is
-// pinned in a KeyStore (a file, or the JetStream KV bucket KVBucket shared by
+// type and SHA256 fingerprint. With Config.TrustOnFirstUse the first key seen
+// is pinned in a KeyStore (a file, or the JetStream KV bucket KVBucket shared by
 // the fleet) and a later change is refused; a key that known_hosts
 // contradicts is never pinned.
 //
@@ -27,7 +27,7 @@
 //
 // Connections: one per host, shared by concurrent tasks and redialled when
 // broken; keepalive@openssh.com requests detect a vanished peer. Sessions are
-// bounded per host (MaxSessionsPerHost, keep it at or under the server's
+// bounded per host (Config.MaxSessionsPerHost, keep it at or under the server's
 // MaxSessions, 10 by default in OpenSSH) and overall (Options.MaxSessions).
 //
 // Errors carry a Code (errclass.Coder) for metric labels: connect,

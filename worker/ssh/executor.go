@@ -15,13 +15,12 @@ import (
 	"github.com/rs/zerolog"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
 )
 
-// Defaults for settings the configuration leaves at zero.
+// Defaults for settings a Config or Options leaves at zero.
 const (
 	DefaultPort               = 22
 	DefaultConnectTimeout     = 10 * time.Second
@@ -33,11 +32,11 @@ const (
 	DefaultKillGrace          = 5 * time.Second
 )
 
-// Options are the executor's settings that do not come from the cluster's
-// configuration.
+// Options are the executor's settings that are the process's rather than a
+// cluster's.
 type Options struct {
-	// KeyStore persists pinned host keys; required when the configuration
-	// enables trust_on_first_use.
+	// KeyStore persists pinned host keys; required when
+	// Config.TrustOnFirstUse is set.
 	KeyStore KeyStore
 	// MaxSessions bounds concurrent sessions over all hosts.
 	MaxSessions int
@@ -57,7 +56,7 @@ type Options struct {
 
 // Executor runs commands on nodes over SSH. It is safe for concurrent use.
 type Executor struct {
-	cfg     config.SSH
+	cfg     Config
 	opts    Options
 	log     zerolog.Logger
 	keys    *hostKeys
@@ -108,7 +107,7 @@ func (c *conn) broken() bool {
 
 // New builds an executor from a cluster's SSH settings. It reads the
 // identity files and known_hosts files now, so a bad setting fails here.
-func New(cfg config.SSH, opts Options) (*Executor, error) {
+func New(cfg Config, opts Options) (*Executor, error) {
 	keys, err := newHostKeys(cfg.KnownHosts, cfg.TrustOnFirstUse, opts.KeyStore)
 	if err != nil {
 		return nil, errclass.Permanent(&Error{Op: "config", Class: CodeConfig, Err: err})
@@ -135,7 +134,7 @@ func New(cfg config.SSH, opts Options) (*Executor, error) {
 		opts.KillGrace = DefaultKillGrace
 	}
 	if opts.HandshakeTimeout <= 0 {
-		opts.HandshakeTimeout = cfg.ConnectTimeout.Or(DefaultConnectTimeout)
+		opts.HandshakeTimeout = orDefault(cfg.ConnectTimeout, DefaultConnectTimeout)
 	}
 	e := &Executor{
 		cfg: cfg, opts: opts, keys: keys, auth: a,
@@ -300,7 +299,7 @@ func (e *Executor) connect(ctx context.Context, addr, user string) (c *conn, fre
 // dial opens a TCP connection (through via when set) and runs the handshake,
 // each under its own timeout.
 func (e *Executor) dial(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
-	dctx, cancel := context.WithTimeout(ctx, e.cfg.ConnectTimeout.Or(DefaultConnectTimeout))
+	dctx, cancel := context.WithTimeout(ctx, orDefault(e.cfg.ConnectTimeout, DefaultConnectTimeout))
 	defer cancel()
 	var nc net.Conn
 	var err error
@@ -354,7 +353,7 @@ func (e *Executor) dial(ctx context.Context, addr, user string, via *gossh.Clien
 // gone: a request unanswered for three intervals closes the connection.
 func (e *Executor) keepalive(c *conn) {
 	defer e.wg.Done()
-	interval := e.cfg.KeepaliveInterval.Or(DefaultKeepaliveInterval)
+	interval := orDefault(e.cfg.KeepaliveInterval, DefaultKeepaliveInterval)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -428,7 +427,7 @@ func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Com
 	if err != nil {
 		return nodetool.Output{}, errclass.Permanent(&Error{Op: "config", Host: node.Name, Class: CodeConfig, Err: err})
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.CommandTimeout.Or(DefaultCommandTimeout))
+	ctx, cancel := context.WithTimeout(ctx, orDefault(e.cfg.CommandTimeout, DefaultCommandTimeout))
 	defer cancel()
 
 	h, err := e.host(addr)

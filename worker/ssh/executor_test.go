@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/sshtest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
@@ -200,7 +199,7 @@ func TestCancelStopsRemoteCommand(t *testing.T) {
 func TestCommandTimeoutStopsRemoteCommand(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
-	b.cfg.CommandTimeout = config.Duration(500 * time.Millisecond)
+	b.cfg.CommandTimeout = 500 * time.Millisecond
 	e := b.executor(t, ssh.Options{})
 	marker := fmt.Sprintf("quiesce-timeout-%d", time.Now().UnixNano())
 	err := cancelled(t, e, b.node, marker, func(context.CancelFunc) {})
@@ -246,7 +245,7 @@ func TestHandshakeTimeoutIsTransient(t *testing.T) {
 func TestKeepalives(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
-	b.cfg.KeepaliveInterval = config.Duration(20 * time.Millisecond)
+	b.cfg.KeepaliveInterval = 20 * time.Millisecond
 	e := b.executor(t, ssh.Options{})
 	_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
 	require.NoError(t, err)
@@ -307,13 +306,13 @@ func TestCloseStopsEverything(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
-	for name, mod := range map[string]func(*config.SSH){
-		"missing key":    func(c *config.SSH) { c.IdentityFiles = []string{b.dir + "/nope"} },
-		"no credentials": func(c *config.SSH) { c.IdentityFiles = nil },
-		"tofu no store":  func(c *config.SSH) { c.TrustOnFirstUse = true },
-		"bad bastion":    func(c *config.SSH) { c.Bastion = "@" },
-		"garbage key":    func(c *config.SSH) { c.IdentityFiles = []string{writeFile(t, b.dir, "garbage", "nope")} },
-		"unreadable hosts": func(c *config.SSH) {
+	for name, mod := range map[string]func(*ssh.Config){
+		"missing key":    func(c *ssh.Config) { c.IdentityFiles = []string{b.dir + "/nope"} },
+		"no credentials": func(c *ssh.Config) { c.IdentityFiles = nil },
+		"tofu no store":  func(c *ssh.Config) { c.TrustOnFirstUse = true },
+		"bad bastion":    func(c *ssh.Config) { c.Bastion = "@" },
+		"garbage key":    func(c *ssh.Config) { c.IdentityFiles = []string{writeFile(t, b.dir, "garbage", "nope")} },
+		"unreadable hosts": func(c *ssh.Config) {
 			c.KnownHosts = []string{writeFile(t, b.dir, "kh-bad", "not a known hosts line at all\n")}
 		},
 	} {
@@ -331,7 +330,7 @@ var _ = errors.New
 func TestUnansweredKeepalivesCloseTheConnection(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{IgnoreGlobalRequests: true})
-	b.cfg.KeepaliveInterval = config.Duration(20 * time.Millisecond)
+	b.cfg.KeepaliveInterval = 20 * time.Millisecond
 	e := b.executor(t, ssh.Options{})
 	_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
 	require.NoError(t, err)

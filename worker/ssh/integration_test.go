@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/sshtest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
@@ -30,7 +29,7 @@ type sshdBundle struct {
 	sshd *sshtest.SSHD
 	dir  string
 	user gossh.Signer
-	cfg  config.SSH
+	cfg  ssh.Config
 	node messages.Node
 }
 
@@ -41,12 +40,12 @@ func setupSSHD(t *testing.T) *sshdBundle {
 	sshd := sshtest.StartSSHD(t, sshtest.SSHDOptions{AuthorizedKeys: []gossh.PublicKey{user.PublicKey()}})
 	return &sshdBundle{
 		sshd: sshd, dir: dir, user: user,
-		cfg: config.SSH{
+		cfg: ssh.Config{
 			User:               sshd.User,
 			IdentityFiles:      []string{keyPath},
 			KnownHosts:         []string{sshtest.WriteKnownHosts(t, dir, sshd.KnownHosts())},
-			ConnectTimeout:     config.Duration(10 * time.Second),
-			CommandTimeout:     config.Duration(60 * time.Second),
+			ConnectTimeout:     10 * time.Second,
+			CommandTimeout:     60 * time.Second,
 			MaxSessionsPerHost: 64,
 		},
 		node: messages.Node{Name: "sshd-node", Address: sshd.Addr},
@@ -192,7 +191,7 @@ func BenchmarkSSHDRun(b *testing.B) {
 	dir := b.TempDir()
 	keyPath, user := sshtest.UserKey(b, dir)
 	sshd := sshtest.StartSSHD(b, sshtest.SSHDOptions{AuthorizedKeys: []gossh.PublicKey{user.PublicKey()}})
-	cfg := config.SSH{
+	cfg := ssh.Config{
 		User: sshd.User, IdentityFiles: []string{keyPath},
 		KnownHosts: []string{sshtest.WriteKnownHosts(b, dir, sshd.KnownHosts())},
 	}
@@ -256,7 +255,7 @@ func TestSSHDCertificateAuth(t *testing.T) {
 	for name, gen := range map[string]func(*testing.T) any{"ed25519": newEd25519, "rsa": newRSA, "ecdsa": newECDSA} {
 		keyPath, signer := sshtest.WritePrivateKey(t, dir, "id_"+name, gen(t), "")
 		sshtest.SignUserCert(t, ca, signer.PublicKey(), sshd.User, keyPath)
-		e, err := ssh.New(config.SSH{
+		e, err := ssh.New(ssh.Config{
 			User: sshd.User, IdentityFiles: []string{keyPath},
 			KnownHosts: []string{sshtest.WriteKnownHosts(t, dir, sshd.KnownHosts())},
 		}, ssh.Options{})

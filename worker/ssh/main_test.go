@@ -18,7 +18,6 @@ import (
 	"go.uber.org/goleak"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/sshtest"
 	"github.com/quiesce/quiesce/messages"
@@ -40,7 +39,7 @@ type bundle struct {
 	dir  string
 	key  string
 	user gossh.Signer
-	cfg  config.SSH
+	cfg  ssh.Config
 	node messages.Node
 }
 
@@ -53,12 +52,12 @@ func setup(t testing.TB, opts sshtest.Options) *bundle {
 	kh := sshtest.WriteKnownHosts(t, dir, srv.KnownHosts())
 	return &bundle{
 		srv: srv, dir: dir, key: keyPath, user: user,
-		cfg: config.SSH{
+		cfg: ssh.Config{
 			User:           "quiesce",
 			IdentityFiles:  []string{keyPath},
 			KnownHosts:     []string{kh},
-			ConnectTimeout: config.Duration(5 * time.Second),
-			CommandTimeout: config.Duration(30 * time.Second),
+			ConnectTimeout: 5 * time.Second,
+			CommandTimeout: 30 * time.Second,
 		},
 		node: messages.Node{Name: "node-1", Address: srv.Addr},
 	}

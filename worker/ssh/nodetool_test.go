@@ -31,7 +31,7 @@ func simNode(t *testing.T) (*simnode.Node, []string, map[string]string) {
 func nodetoolClient(t *testing.T, r nodetool.Runner) (*nodetool.Client, *simnode.Node) {
 	t.Helper()
 	node, base, env := simNode(t)
-	return &nodetool.Client{Runner: r, Base: base, Env: env}, node
+	return nodetool.New(r, nodetool.Settings{Base: base, Env: env}), node
 }
 
 func TestNodetoolOverSSH(t *testing.T) {

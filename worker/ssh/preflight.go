@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
@@ -98,11 +97,15 @@ func PreflightOK(rows []PreflightRow) bool {
 
 // PreflightOptions tune Preflight.
 type PreflightOptions struct {
-	// Executor options (KeyStore for trust-on-first-use clusters).
+	// SSH is how the cluster's nodes are reached, and Executor the
+	// executor's options (KeyStore for trust-on-first-use clusters).
+	SSH      Config
 	Executor Options
-	// Runner replaces SSH for clusters with executor "local"; the SSH
-	// columns are then skipped.
+	// Runner replaces SSH (for a cluster whose nodes run their own agent,
+	// or this host); the SSH columns are then skipped.
 	Runner nodetool.Runner
+	// Nodetool says how nodetool runs on the nodes.
+	Nodetool nodetool.Settings
 	// DataDir is checked for free space when a node lists no volume path;
 	// default /var/lib/cassandra.
 	DataDir string
@@ -114,11 +117,11 @@ type PreflightOptions struct {
 	Now func() time.Time
 }
 
-// Preflight checks every node of cluster cl: SSH reachable, host key
-// trusted, auth accepted, nodetool found (and its version), Cassandra up and
-// normal, free disk against live data, clock skew. A node's failure is a row,
-// not an error; the error is for a configuration that cannot be used at all.
-func Preflight(ctx context.Context, cl config.Cluster, nodes []messages.Node, opts PreflightOptions) ([]PreflightRow, error) {
+// Preflight checks every node of a cluster: SSH reachable, host key trusted,
+// auth accepted, nodetool found (and its version), Cassandra up and normal,
+// free disk against live data, clock skew. A node's failure is a row, not an
+// error; the error is for settings that cannot be used at all.
+func Preflight(ctx context.Context, nodes []messages.Node, opts PreflightOptions) ([]PreflightRow, error) {
 	if opts.DataDir == "" {
 		opts.DataDir = "/var/lib/cassandra"
 	}
@@ -134,17 +137,14 @@ func Preflight(ctx context.Context, cl config.Cluster, nodes []messages.Node, op
 	var exec *Executor
 	runner := opts.Runner
 	if runner == nil {
-		if cl.Executor == "local" {
-			return nil, errors.New("preflight: cluster uses the local executor; pass a local runner")
-		}
-		e, err := New(cl.SSH, opts.Executor)
+		e, err := New(opts.SSH, opts.Executor)
 		if err != nil {
 			return nil, fmt.Errorf("preflight: %w", err)
 		}
 		defer e.Close()
 		exec, runner = e, e
 	}
-	client := nodetool.ForCluster(cl, runner)
+	client := nodetool.New(runner, opts.Nodetool)
 	rows := make([]PreflightRow, len(nodes))
 	sem := make(chan struct{}, opts.Concurrency)
 	var wg sync.WaitGroup

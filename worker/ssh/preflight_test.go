@@ -8,9 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/sshtest"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
 
@@ -25,22 +25,18 @@ func TestPreflight(t *testing.T) {
 	require.NoError(t, ln.Close())
 
 	data := sim.Info().DataDirs[0]
-	cl := config.Cluster{
-		Name:        "c1",
-		SSH:         b.cfg,
-		Nodetool:    base,
-		NodetoolEnv: env,
-		Nodes: []config.Node{
-			{Name: "no-nodetool", Nodetool: []string{"/nonexistent/nodetool"}},
-		},
-	}
 	nodes := []messages.Node{
 		{Name: "good", Address: b.srv.Addr, Volumes: []messages.Volume{{ID: "v1", Path: data}}},
 		{Name: "stranger", Address: stranger.Addr},
 		{Name: "down", Address: closed},
 		{Name: "no-nodetool", Address: b.srv.Addr},
 	}
-	rows, err := ssh.Preflight(testCtx(t), cl, nodes, ssh.PreflightOptions{MaxClockSkew: time.Minute})
+	rows, err := ssh.Preflight(testCtx(t), nodes, ssh.PreflightOptions{
+		SSH: b.cfg,
+		Nodetool: nodetool.Settings{Base: base, Env: env,
+			PerNode: map[string][]string{"no-nodetool": {"/nonexistent/nodetool"}}},
+		MaxClockSkew: time.Minute,
+	})
 	require.NoError(t, err)
 	require.Len(t, rows, 4)
 

@@ -1,0 +1,173 @@
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/quiesce/quiesce/messages"
+)
+
+// Policy is how a cluster is backed up. The planner stores it in each job's
+// plan, so a job keeps the policy it was planned with.
+type Policy struct {
+	Name    string
+	Cluster string
+	// Schedule is a cron expression whose firings submit the policy's
+	// JobRequest (SyncSchedules); empty for none.
+	Schedule string
+	// KeepLast successful backups are kept; older managed ones are retired.
+	// Zero keeps every backup.
+	KeepLast int
+	// AllowPartial lets a job whose nodes did not all flush snapshot those
+	// that did.
+	AllowPartial bool
+	// Deadlines of the phases and of the whole job; zero takes the
+	// Default… constants.
+	FlushTimeout    time.Duration
+	SnapshotTimeout time.Duration
+	FinishTimeout   time.Duration
+	JobTimeout      time.Duration
+}
+
+// Defaults a policy gets where it says nothing.
+const (
+	DefaultFlushTimeout    = 10 * time.Minute
+	DefaultSnapshotTimeout = 30 * time.Minute
+	DefaultFinishTimeout   = 2 * time.Hour
+	DefaultJobTimeout      = 4 * time.Hour
+)
+
+// DefaultPolicyName names the policy, every setting at its default, of a
+// request that names none on a cluster without a DefaultPolicy.
+const DefaultPolicyName = "default"
+
+// policyJSON is the stored form of a Policy: plans written by earlier
+// releases hold it, so its field names and its durations written as Go
+// duration strings ("10m0s") do not change.
+type policyJSON struct {
+	Name            string       `json:"name"`
+	Cluster         string       `json:"cluster"`
+	Schedule        string       `json:"schedule,omitempty"`
+	KeepLast        int          `json:"keep_last,omitempty"`
+	AllowPartial    bool         `json:"allow_partial,omitempty"`
+	FlushTimeout    jsonDuration `json:"flush_timeout,omitempty"`
+	SnapshotTimeout jsonDuration `json:"snapshot_timeout,omitempty"`
+	FinishTimeout   jsonDuration `json:"finish_timeout,omitempty"`
+	JobTimeout      jsonDuration `json:"job_timeout,omitempty"`
+}
+
+// MarshalJSON writes the policy in its stored form.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	return json.Marshal(policyJSON{
+		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, KeepLast: p.KeepLast, AllowPartial: p.AllowPartial,
+		FlushTimeout: jsonDuration(p.FlushTimeout), SnapshotTimeout: jsonDuration(p.SnapshotTimeout),
+		FinishTimeout: jsonDuration(p.FinishTimeout), JobTimeout: jsonDuration(p.JobTimeout),
+	})
+}
+
+// UnmarshalJSON reads the policy's stored form.
+func (p *Policy) UnmarshalJSON(b []byte) error {
+	var v policyJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = Policy{
+		Name: v.Name, Cluster: v.Cluster, Schedule: v.Schedule, KeepLast: v.KeepLast, AllowPartial: v.AllowPartial,
+		FlushTimeout: time.Duration(v.FlushTimeout), SnapshotTimeout: time.Duration(v.SnapshotTimeout),
+		FinishTimeout: time.Duration(v.FinishTimeout), JobTimeout: time.Duration(v.JobTimeout),
+	}
+	return nil
+}
+
+// jsonDuration is a duration stored as a Go duration string.
+type jsonDuration time.Duration
+
+func (d jsonDuration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *jsonDuration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"90s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = jsonDuration(v)
+	return nil
+}
+
+// Cluster is what the planner needs of a Cassandra cluster.
+type Cluster struct {
+	Name string
+	// DefaultPolicy names the policy of a request that names none. Empty:
+	// a policy named DefaultPolicyName with every default.
+	DefaultPolicy string
+	// PerInstance makes one snapshot task of each node's data volumes,
+	// taken together as a crash-consistent set, instead of one per volume.
+	PerInstance bool
+	// Nodes is the static inventory that StaticDiscoverer returns.
+	Nodes []messages.Node
+}
+
+// Inventory is the clusters and policies a planner plans jobs for.
+type Inventory struct {
+	Clusters []Cluster
+	Policies []Policy
+}
+
+// Cluster returns the named cluster, or false when there is none.
+func (inv Inventory) Cluster(name string) (Cluster, bool) {
+	for _, c := range inv.Clusters {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Cluster{}, false
+}
+
+// Policy resolves the policy a request names for a cluster: the one named,
+// or the cluster's default, or, when the cluster has none, DefaultPolicyName
+// with every default.
+func (inv Inventory) Policy(cluster, name string) (Policy, error) {
+	cl, ok := inv.Cluster(cluster)
+	if !ok {
+		return Policy{}, fmt.Errorf("unknown cluster %q", cluster)
+	}
+	if name == "" {
+		name = cl.DefaultPolicy
+	}
+	if name == "" {
+		return Policy{Name: DefaultPolicyName, Cluster: cluster}, nil
+	}
+	for _, p := range inv.Policies {
+		if p.Cluster == cluster && p.Name == name {
+			return p, nil
+		}
+	}
+	return Policy{}, fmt.Errorf("cluster %q has no policy %q", cluster, name)
+}
+
+// Discoverer finds a cluster's nodes and their data volumes.
+type Discoverer interface {
+	Discover(ctx context.Context, cluster Cluster) ([]messages.Node, error)
+}
+
+// StaticDiscoverer returns a cluster's static inventory.
+type StaticDiscoverer struct{}
+
+var _ Discoverer = StaticDiscoverer{}
+
+// Discover returns a copy of the cluster's Nodes: a plan never shares its
+// nodes with the inventory.
+func (StaticDiscoverer) Discover(_ context.Context, c Cluster) ([]messages.Node, error) {
+	nodes := make([]messages.Node, len(c.Nodes))
+	for i, n := range c.Nodes {
+		n.Volumes = slices.Clone(n.Volumes)
+		nodes[i] = n
+	}
+	return nodes, nil
+}
