@@ -127,7 +127,7 @@ func ResolveClasspath(ctx context.Context, opts ResolveOptions) (Classpath, erro
 	}
 	tmp := filepath.Join(dir, fmt.Sprintf("cp.txt.%d.tmp", os.Getpid()))
 	defer os.Remove(tmp)
-	logf("cassandra: resolving cassandra-all %s with %s (first run on this machine; cached in %s afterwards)", Version, mvnPath, dir)
+	logf("cassandra: resolving cassandra-all %s with %s (no cached classpath for this pom yet; it goes to %s)", Version, mvnPath, dir)
 	cmd := exec.CommandContext(ctx, mvnPath, "-B", "-q", "-Dstyle.color=never",
 		"-f", filepath.Join(dir, "pom.xml"),
 		"dependency:build-classpath", "-Dmdep.outputFile="+tmp)
