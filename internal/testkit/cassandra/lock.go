@@ -17,7 +17,9 @@ func lockFile(ctx context.Context, path string, waiting func()) (unlock func(), 
 	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	// Read-only is enough for flock, and lets another user lock a file
+	// this user created.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o666)
 	if err != nil {
 		return nil, err
 	}
@@ -50,5 +52,12 @@ func lockFile(ctx context.Context, path string, waiting func()) (unlock func(), 
 }
 
 // leaseDir holds one lock file per address. It is machine-wide on purpose
-// (not under a user's cache): the addresses are.
-func leaseDir() string { return filepath.Join(os.TempDir(), "quiesce-cassandra-leases") }
+// (not under a user's cache), as the addresses are, and open to every user
+// like /tmp itself.
+func leaseDir() string {
+	dir := filepath.Join(os.TempDir(), "quiesce-cassandra-leases")
+	if err := os.Mkdir(dir, 0o755); err == nil {
+		_ = os.Chmod(dir, 0o777|os.ModeSticky)
+	}
+	return dir
+}
