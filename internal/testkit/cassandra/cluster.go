@@ -201,10 +201,10 @@ func New(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// jmxPort picks a node's JMX port: 7199 for x.x.x.1, 7299 for .2 and so
-// on (as Cassandra's docs number them; below the ephemeral range, so no
-// outgoing connection takes it while the node is down), or the next free
-// one after it.
+// jmxPort picks a node's JMX port: 7199 (Cassandra's default) for x.x.x.1,
+// 7299 for .2 and so on, or the next free one after it. All are below the
+// ephemeral port range, so no outgoing connection takes a node's port while
+// the node is down.
 func jmxPort(addr string, taken []int) (int, error) {
 	ip := net.ParseIP(addr).To4()
 	base := 7199 + 100*(int(ip[3])-1)
