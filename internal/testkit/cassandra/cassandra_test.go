@@ -123,8 +123,18 @@ func TestThreeNodeCluster(t *testing.T) {
 		require.NoError(t, err)
 		t.Logf("right after the kill, node 1 sees %v", ring)
 
+		// A stopped node takes a new spec for its next start, a running one not.
+		require.Error(t, c.Node(0).Reconfigure(c.Node(0).Spec()))
+		spec := n.Spec()
+		spec.JVMArgs = append(spec.JVMArgs, "-Dquiesce.test.restarted=yes")
+		require.NoError(t, n.Reconfigure(spec))
+
 		require.NoError(t, n.Start(t.Context()))
 		require.NotEqual(t, pid, n.PID())
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", n.PID()))
+		require.NoError(t, err)
+		require.Contains(t, strings.Split(string(cmdline), "\x00"), "-Dquiesce.test.restarted=yes")
+		require.Equal(t, "rack3", n.Spec().Rack)
 		require.NoError(t, c.WaitUN(t.Context()))
 		logNodes(t, c)
 
