@@ -4,7 +4,11 @@ PKGS          := ./...
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT  ?= 20m
 
-.PHONY: all build demo test test-integration test-chaos bench fuzz lint promtool ci clean
+# Packages with tests under the `cassandra` build tag: only those run in the
+# Cassandra tier, whose other tests `make test` already ran.
+CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassandra\b' . | xargs -r -n1 dirname | sort -u)
+
+.PHONY: all build demo test test-integration test-cassandra test-chaos bench fuzz lint promtool ci clean
 
 all: build
 
@@ -23,6 +27,15 @@ test:
 ## (each test skips with a message naming what to install when its server is missing).
 test-integration:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags integration $(PKGS)
+
+## test-cassandra: the tier against real Apache Cassandra 5.0.6 nodes on 127.0.0.N
+## (internal/testkit/cassandra): needs Java 17, and Maven the first time, to resolve
+## cassandra-all's classpath into ~/.cache/quiesce; each test skips with a message naming
+## what to install when they are missing. A node takes ~1 GiB and ~10 s to start, so
+## packages run one at a time (-p 1).
+test-cassandra:
+	@test -n "$(CASSANDRA_PKGS)" || { echo "no tests under the cassandra build tag"; exit 1; }
+	$(GO) test -race -count=1 -p 1 -tags cassandra -timeout 30m $(CASSANDRA_PKGS)
 
 ## test-chaos: kill workers, coordinators and NATS servers under load, seeded.
 test-chaos:
@@ -44,14 +57,16 @@ lint:
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration $(PKGS)
+	$(GO) vet -tags cassandra $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) run $(STATICCHECK) -tags cassandra $(CASSANDRA_PKGS)
 
 ## promtool: check the alert rules and run their unit tests.
 promtool:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 
-ci: lint test test-integration promtool demo
+ci: lint test test-integration test-cassandra promtool demo
 
 clean:
 	rm -rf bin
