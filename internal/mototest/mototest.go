@@ -3,7 +3,7 @@
 package mototest
 
 import (
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 
 	"bytes"
 	"context"

@@ -22,7 +22,7 @@ import (
 	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/internal/mototest"
 	"github.com/quiesce/quiesce/internal/simnode"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
