@@ -20,8 +20,8 @@ import (
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/drivers"
-	"github.com/quiesce/quiesce/internal/mototest"
 	"github.com/quiesce/quiesce/internal/simnode"
+	"github.com/quiesce/quiesce/internal/testkit/mototest"
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/config"
-	"github.com/quiesce/quiesce/internal/mototest"
+	"github.com/quiesce/quiesce/internal/testkit/mototest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
