@@ -1,5 +1,3 @@
-// Package mototest runs moto's EC2 server (PyPI moto[server]) for tests, and
-// a throttling proxy that makes it answer RequestLimitExceeded on demand.
 package mototest
 
 import (
