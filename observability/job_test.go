@@ -2,7 +2,6 @@ package observability
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/testkit/fakes"
+	"github.com/quiesce/quiesce/internal/testkit/stack"
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/internal/topology"
 	"github.com/quiesce/quiesce/messages"
@@ -90,22 +90,14 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 
 	ctx := t.Context()
 	opts := planner.Options{Logger: zerolog.Nop(), Observer: m}
-	p := planner.NewPlanner(env.JS, env.H, planner.PlannerConfig{Options: opts, Config: cfg})
-	c := planner.NewCoordinator(env.JS, env.H, planner.CoordinatorConfig{Options: opts, SweepInterval: 100 * time.Millisecond})
-	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: fakes.NewNodeTool(), Snap: fakes.NewSnapshotter()}, worker.Config{
-		Logger: zerolog.Nop(), Observer: m, Heartbeat: 200 * time.Millisecond, AwaitPoll: 20 * time.Millisecond,
-		BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, MaxDeliver: env.Opts.MaxDeliverFor,
-	})
-	require.NoError(t, c.Start(ctx))
-	require.NoError(t, w.Start(ctx))
-	require.NoError(t, p.Start(ctx))
-	t.Cleanup(func() {
-		// A fresh context: the test's own is already cancelled at cleanup.
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(sctx)
-		_ = w.StopAndCancel(sctx)
-		_ = c.Stop(sctx)
+	s := stack.Start(t, env, stack.Config{
+		Planner:     planner.PlannerConfig{Options: opts, Config: cfg},
+		Coordinator: planner.CoordinatorConfig{Options: opts, SweepInterval: 100 * time.Millisecond},
+		Drivers:     fakes.Drivers{Tool: fakes.NewNodeTool(), Snap: fakes.NewSnapshotter()},
+		Worker: worker.Config{
+			Logger: zerolog.Nop(), Observer: m, Heartbeat: 200 * time.Millisecond, AwaitPoll: 20 * time.Millisecond,
+			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, MaxDeliver: env.Opts.MaxDeliverFor,
+		},
 	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -113,7 +105,7 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeListener(sctx, ln, reg, func() error { return errors.Join(p.Ready(), c.Ready(), w.Ready()) })
+		done <- ServeListener(sctx, ln, reg, s.Ready)
 	}()
 	t.Cleanup(func() {
 		cancel()
