@@ -39,11 +39,11 @@ test-cassandra:
 
 ## test-chaos: kill workers, coordinators and NATS servers under load, seeded.
 test-chaos:
-	$(GO) test -race -count=1 -timeout 30m -tags chaos -run Chaos ./internal/chaos/...
+	$(GO) test -race -count=1 -timeout 30m -tags chaos -run Chaos ./internal/suite/chaos/...
 
 ## bench: orchestration benchmarks next to raw JetStream on the same server.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/bench/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/suite/bench/...
 
 ## fuzz: a short run of every fuzz target (seed corpora run in `make test` too).
 fuzz:

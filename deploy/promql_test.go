@@ -1,7 +1,7 @@
 package deploy_test
 
 import (
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 
 	"encoding/json"
 	"os"

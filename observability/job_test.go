@@ -2,7 +2,6 @@ package observability
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -15,8 +14,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/fakes"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/fakes"
+	"github.com/quiesce/quiesce/internal/testkit/stack"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
@@ -88,22 +88,14 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 
 	ctx := t.Context()
 	opts := planner.Options{Logger: zerolog.Nop(), Observer: m}
-	p := planner.NewPlanner(env.JS, env.H, planner.PlannerConfig{Options: opts, Inventory: inv})
-	c := planner.NewCoordinator(env.JS, env.H, planner.CoordinatorConfig{Options: opts, SweepInterval: 100 * time.Millisecond})
-	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: fakes.NewNodeTool(), Snap: fakes.NewSnapshotter()}, worker.Config{
-		Logger: zerolog.Nop(), Observer: m, Heartbeat: 200 * time.Millisecond, AwaitPoll: 20 * time.Millisecond,
-		BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, MaxDeliver: env.Opts.MaxDeliverFor,
-	})
-	require.NoError(t, c.Start(ctx))
-	require.NoError(t, w.Start(ctx))
-	require.NoError(t, p.Start(ctx))
-	t.Cleanup(func() {
-		// A fresh context: the test's own is already cancelled at cleanup.
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Stop(sctx)
-		_ = w.StopAndCancel(sctx)
-		_ = c.Stop(sctx)
+	s := stack.Start(t, env, stack.Config{
+		Planner:     planner.PlannerConfig{Options: opts, Inventory: inv},
+		Coordinator: planner.CoordinatorConfig{Options: opts, SweepInterval: 100 * time.Millisecond},
+		Drivers:     fakes.Drivers{Tool: fakes.NewNodeTool(), Snap: fakes.NewSnapshotter()},
+		Worker: worker.Config{
+			Logger: zerolog.Nop(), Observer: m, Heartbeat: 200 * time.Millisecond, AwaitPoll: 20 * time.Millisecond,
+			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, MaxDeliver: env.Opts.MaxDeliverFor,
+		},
 	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -111,7 +103,7 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeListener(sctx, ln, reg, func() error { return errors.Join(p.Ready(), c.Ready(), w.Ready()) })
+		done <- ServeListener(sctx, ln, reg, s.Ready)
 	}()
 	t.Cleanup(func() {
 		cancel()

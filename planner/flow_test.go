@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
@@ -178,6 +178,13 @@ func TestTwoCoordinatorsTransitionOnce(t *testing.T) {
 		j := b.env.WaitTerminal(t, job, jobTimeout)
 		require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
 	}
+	// The record turns terminal before the transition is reported: wait
+	// for the reports, then make sure no second one follows.
+	require.NoError(t, testenv.Eventually(10*time.Second, func() bool {
+		finished, _ := b.obs.counts()
+		return finished[messages.PhaseSucceeded] >= 3
+	}))
+	time.Sleep(500 * time.Millisecond)
 	finished, barriers := b.obs.counts()
 	require.Equal(t, 3, finished[messages.PhaseSucceeded], "each job finishes once")
 	require.Equal(t, 3, barriers, "each barrier is released once")

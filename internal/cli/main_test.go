@@ -7,7 +7,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quiesce/quiesce/internal/simnode"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 )
 
 // The test binary doubles as the simulated node's nodetool: the demo and

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/mototest"
+	"github.com/quiesce/quiesce/internal/testkit/mototest"
 )
 
 // fakeEC2 is an in-process EC2 endpoint: each action answers with a canned

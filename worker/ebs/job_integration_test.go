@@ -14,15 +14,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/drivers"
-	"github.com/quiesce/quiesce/internal/mototest"
 	"github.com/quiesce/quiesce/internal/simnode"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/mototest"
+	"github.com/quiesce/quiesce/internal/testkit/stack"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
@@ -48,6 +48,7 @@ func (d nodeDrivers) Snapshotter(c string) (worker.Snapshotter, error) { return 
 // and driver registry of cluster c1 discovered by tag.
 type jobBundle struct {
 	env   *testenv.Env
+	stack *stack.Stack
 	proxy *mototest.Throttle
 	cfg   *config.Config
 	reg   *drivers.Registry
@@ -118,42 +119,34 @@ func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 	t.Cleanup(func() { _ = b.reg.Close() })
 
 	b.env = testenv.New(t, topology.Options{AckWait: time.Second})
-	_, pjs := b.env.Connect(t)
-	ph, err := testenv.Handles(ctx, pjs)
-	require.NoError(t, err)
-	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{
-		Options: planner.Options{Logger: zerolog.Nop()}, Inventory: drivers.Inventory(b.cfg), Discoverer: b.reg,
+	nop := planner.Options{Logger: zerolog.Nop()}
+	b.stack = stack.New(t, b.env, stack.Config{
+		Planner: planner.PlannerConfig{Options: nop, Inventory: drivers.Inventory(b.cfg), Discoverer: b.reg},
+		Coordinator: planner.CoordinatorConfig{Options: nop,
+			SweepInterval: 100 * time.Millisecond, StallAfter: 2 * time.Second},
+		Worker: worker.Config{
+			Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, BackoffBase: 50 * time.Millisecond,
+			BackoffMax: time.Second, AwaitPoll: 50 * time.Millisecond, MaxDeliver: b.env.Opts.MaxDeliverFor,
+		},
+		Drivers: nodeDrivers{tool: b.fleet, snap: b.reg.Snapshotter},
 	})
-	require.NoError(t, p.Start(ctx))
-	t.Cleanup(func() { _ = p.Stop(context.WithoutCancel(ctx)) })
-
-	_, cjs := b.env.Connect(t)
-	ch, err := testenv.Handles(ctx, cjs)
+	_, err = b.stack.StartPlanner()
 	require.NoError(t, err)
-	c := planner.NewCoordinator(cjs, ch, planner.CoordinatorConfig{Options: planner.Options{Logger: zerolog.Nop()},
-		SweepInterval: 100 * time.Millisecond, StallAfter: 2 * time.Second})
-	require.NoError(t, c.Start(ctx))
-	t.Cleanup(func() { _ = c.Stop(context.WithoutCancel(ctx)) })
+	_, err = b.stack.StartCoordinator()
+	require.NoError(t, err)
 	return b
 }
 
-func (b *jobBundle) startWorker(t *testing.T, js jetstream.JetStream, snap func(string) (worker.Snapshotter, error)) *worker.Worker {
+// startWorker starts a worker that flushes on the simulated nodes and
+// snapshots through snap, or the registry's ebs driver when snap is nil.
+func (b *jobBundle) startWorker(t *testing.T, snap func(string) (worker.Snapshotter, error)) *stack.Worker {
 	t.Helper()
-	if snap == nil {
-		snap = b.reg.Snapshotter
+	var d worker.Drivers // the stack's: the registry's ebs driver
+	if snap != nil {
+		d = nodeDrivers{tool: b.fleet, snap: snap}
 	}
-	h, err := testenv.Handles(t.Context(), js)
+	w, err := b.stack.StartWorker(d)
 	require.NoError(t, err)
-	w := worker.New(js, h.Jobs, nodeDrivers{tool: b.fleet, snap: snap}, worker.Config{
-		Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, BackoffBase: 50 * time.Millisecond,
-		BackoffMax: time.Second, AwaitPoll: 50 * time.Millisecond, MaxDeliver: b.env.Opts.MaxDeliverFor,
-	})
-	require.NoError(t, w.Start(t.Context()))
-	t.Cleanup(func() {
-		stop, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 10*time.Second)
-		defer cancel()
-		_ = w.StopAndCancel(stop)
-	})
 	return w
 }
 
@@ -234,8 +227,7 @@ func TestMotoFullBackupJob(t *testing.T) {
 	t.Parallel()
 	b := setupJob(t)
 	b.proxy.Only("CreateSnapshot").First(2)
-	_, js := b.env.Connect(t)
-	b.startWorker(t, js, nil)
+	b.startWorker(t, nil)
 
 	job := b.env.Submit(t, testenv.Request("c1", "ebs-moto-1"))
 	j := b.env.WaitTerminal(t, job, 2*time.Minute)
@@ -276,8 +268,7 @@ func TestMotoKilledWorkerSnapshotsOnce(t *testing.T) {
 	created := make(chan struct{}, 1)
 	var dying atomic.Bool
 	dying.Store(true)
-	nc1, js1 := b.env.Connect(t)
-	w1 := b.startWorker(t, js1, func(c string) (worker.Snapshotter, error) {
+	w1 := b.startWorker(t, func(c string) (worker.Snapshotter, error) {
 		s, err := b.reg.Snapshotter(c)
 		if err != nil || !dying.Load() {
 			return s, err
@@ -295,14 +286,12 @@ func TestMotoKilledWorkerSnapshotsOnce(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return b.proxy.Seen("CreateSnapshot") == 2 && b.proxy.Seen("CreateSnapshots") == 1
 	}, time.Minute, 20*time.Millisecond)
-	nc1.Close()
 	stop, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, w1.StopAndCancel(stop))
+	require.NoError(t, w1.Kill(stop))
 	dying.Store(false)
 
-	_, js2 := b.env.Connect(t)
-	b.startWorker(t, js2, nil)
+	b.startWorker(t, nil)
 	j := b.env.WaitTerminal(t, job, 2*time.Minute)
 	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
 
@@ -317,8 +306,7 @@ func TestMotoKilledWorkerSnapshotsOnce(t *testing.T) {
 func TestMotoRetentionDeletesRetiredSnapshots(t *testing.T) {
 	t.Parallel()
 	b := setupJob(t, func(c *config.Config) { c.Policies[0].KeepLast = 1 })
-	_, js := b.env.Connect(t)
-	b.startWorker(t, js, nil)
+	b.startWorker(t, nil)
 
 	first := b.env.Submit(t, testenv.Request("c1", "ebs-moto-ret-1"))
 	j := b.env.WaitTerminal(t, first, 2*time.Minute)

@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/mototest"
+	"github.com/quiesce/quiesce/internal/testkit/mototest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"

@@ -9,7 +9,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
-	"github.com/quiesce/quiesce/internal/sshtest"
+	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"

@@ -3,7 +3,7 @@ package ssh_test
 import (
 	"testing"
 
-	"github.com/quiesce/quiesce/internal/sshtest"
+	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
 )

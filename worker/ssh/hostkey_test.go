@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/quiesce/quiesce/internal/sshtest"
+	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/simnode"
-	"github.com/quiesce/quiesce/internal/sshtest"
+	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"

@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/quiesce/quiesce/internal/fakes"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/fakes"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
@@ -111,11 +111,11 @@ func BenchmarkOrchestrated(b *testing.B) {
 						tool.Delay = func(string) time.Duration { return dr.delay }
 					}
 					d := fakes.Drivers{Tool: tool, Snap: newIndexedSnapshotter()}
-					s := startStack(b, st.memory, cfg, d, 1000)
+					env := startStack(b, st.memory, cfg, d, 1000)
 					b.StartTimer()
 					start := time.Now()
-					job := s.env.Submit(b, testenv.Request("c0", "throughput"))
-					j := s.env.WaitTerminal(b, job, 5*time.Minute)
+					job := env.Submit(b, testenv.Request("c0", "throughput"))
+					j := env.WaitTerminal(b, job, 5*time.Minute)
 					el := time.Since(start)
 					b.StopTimer()
 					if j.Phase != messages.PhaseSucceeded {
@@ -148,13 +148,13 @@ func BenchmarkBarrierRelease(b *testing.B) {
 				cfg := clusterConfig(jobs, nodes, 1)
 				d := newPerCluster(nil)
 				obs := &releaseObserver{}
-				s := startStackObserved(b, st.memory, cfg, d, 64, obs)
+				env := startStackObserved(b, st.memory, cfg, d, 64, obs)
 				lat := make([]time.Duration, 0, jobs)
 				b.StartTimer()
 				for k := range jobs {
 					cl := fmt.Sprintf("c%d", k)
-					job := s.env.Submit(b, testenv.Request(cl, fmt.Sprintf("barrier-%d", k)))
-					j := s.env.WaitTerminal(b, job, time.Minute)
+					job := env.Submit(b, testenv.Request(cl, fmt.Sprintf("barrier-%d", k)))
+					j := env.WaitTerminal(b, job, time.Minute)
 					if j.Phase != messages.PhaseSucceeded {
 						b.Fatalf("job %s: %s", j.Phase, j.Error)
 					}
@@ -206,11 +206,11 @@ func BenchmarkFlushSpread(b *testing.B) {
 		tool := &startTimes{NodeTool: fakes.NewNodeTool()}
 		tool.Delay = func(string) time.Duration { return flush }
 		d := fakes.Drivers{Tool: tool, Snap: fakes.NewSnapshotter()}
-		s := startStack(b, false, cfg, d, nodes)
+		env := startStack(b, false, cfg, d, nodes)
 		b.StartTimer()
 		start := time.Now()
-		job := s.env.Submit(b, testenv.Request("c0", "spread"))
-		j := s.env.WaitTerminal(b, job, 5*time.Minute)
+		job := env.Submit(b, testenv.Request("c0", "spread"))
+		j := env.WaitTerminal(b, job, 5*time.Minute)
 		b.StopTimer()
 		if j.Phase != messages.PhaseSucceeded {
 			b.Fatalf("job %s: %s", j.Phase, j.Error)

@@ -8,7 +8,7 @@ import (
 	"go.uber.org/goleak"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/quiesce/quiesce/internal/sshtest"
+	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 )
 
 func TestMain(m *testing.M) {

@@ -1,11 +1,11 @@
-package bench
+package stack_test
 
 import (
 	"testing"
 
 	"go.uber.org/goleak"
 
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 )
 
 func TestMain(m *testing.M) {

@@ -59,7 +59,7 @@ func StartSSHD(t testing.TB, opts SSHDOptions) *SSHD {
 	t.Helper()
 	if _, err := os.Stat(SSHDPath); err != nil {
 		const msg = "sshd not found: apt-get install openssh-server"
-		// Same switch as internal/testenv.Missing, read here so that
+		// Same switch as internal/testkit/testenv.Missing, read here so that
 		// testenv may use this package without an import cycle.
 		if os.Getenv("QUIESCE_REQUIRE_INTEGRATION") != "" {
 			t.Fatalf("%s (required: QUIESCE_REQUIRE_INTEGRATION is set)", msg)

@@ -1,9 +1,7 @@
-// Package mototest runs moto's EC2 server (PyPI moto[server]) for tests, and
-// a throttling proxy that makes it answer RequestLimitExceeded on demand.
 package mototest
 
 import (
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 
 	"bytes"
 	"context"

@@ -19,8 +19,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/fakes"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/fakes"
+	"github.com/quiesce/quiesce/internal/testkit/stack"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
@@ -127,40 +128,41 @@ func (s slowSnapshotter) Create(ctx context.Context, req worker.CreateRequest) (
 	return s.Snapshotter.Create(ctx, req)
 }
 
-// proc is a process the schedule can kill: its own connection, closed
-// abruptly, and a stop function.
+// proc is a process the schedule can kill: its connection is closed
+// abruptly, then it stops. A process that did not start has no role.
 type proc struct {
-	nc   *nats.Conn
-	stop func(context.Context) error
+	role interface{ Kill(context.Context) error }
 }
 
 func (p proc) kill() {
-	if p.nc != nil {
-		p.nc.Close()
-	}
-	if p.stop == nil {
+	if p.role == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = p.stop(ctx)
+	_ = p.role.Kill(ctx)
 }
 
 type harness struct {
-	t       *testing.T
-	cl      *testenv.Cluster
-	env     *testenv.Env
-	cfg     planner.Inventory
-	drivers fakes.Drivers
+	t     *testing.T
+	cl    *testenv.Cluster
+	env   *testenv.Env
+	stack *stack.Stack
 
 	mu      sync.Mutex
 	workers []proc
 	coord   proc
 }
 
-func (h *harness) connect() (*nats.Conn, jetstream.JetStream) {
-	nc, err := nats.Connect(h.cl.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+// dial connects through any server of the cluster and keeps trying: a
+// process started while a server is down still comes up.
+func dial(url string) (*nats.Conn, error) {
+	return nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.RetryOnFailedConnect(true))
+}
+
+func (h *harness) connect() (*nats.Conn, jetstream.JetStream) {
+	nc, err := dial(h.cl.URL)
 	if err != nil {
 		h.t.Errorf("connect: %v", err)
 		return nil, nil
@@ -173,91 +175,32 @@ func (h *harness) connect() (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
-// retry repeats start until it succeeds: right after a server stops, binding
-// a consumer can fail while leaders move. It reports through t.Errorf, not
-// FailNow, since the schedule calls it off the test's goroutine.
-func retry(t *testing.T, what string, start func(ctx context.Context) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var err error
-	for ctx.Err() == nil {
-		sctx, c2 := context.WithTimeout(ctx, 5*time.Second)
-		err = start(sctx)
-		c2()
-		if err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Errorf("start %s: %v", what, err)
-}
+// The start functions report through t.Errorf, not FailNow, since the
+// schedule calls them off the test's goroutine. The stack retries a start
+// that fails while leaders move, and stops every process at cleanup.
 
 func (h *harness) startWorker() proc {
-	nc, js := h.connect()
-	var w *worker.Worker
-	retry(h.t, "worker", func(ctx context.Context) error {
-		hd, err := topology.Bind(ctx, js)
-		if err != nil {
-			return err
-		}
-		w = worker.New(js, hd.Jobs, h.drivers, worker.Config{
-			Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond,
-			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-			AwaitPoll: 50 * time.Millisecond, MaxDeliver: h.env.Opts.MaxDeliverFor,
-			Concurrency: map[messages.Kind]int{messages.KindFlush: 16, messages.KindSnapshot: 16},
-		})
-		if err := w.Start(ctx); err != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = w.StopAndCancel(sctx)
-			return err
-		}
-		return nil
-	})
-	p := proc{nc: nc}
-	if w != nil {
-		p.stop = w.StopAndCancel
+	w, err := h.stack.StartWorker(nil)
+	if err != nil {
+		h.t.Errorf("%v", err)
+		return proc{}
 	}
-	h.t.Cleanup(p.kill)
-	return p
+	return proc{role: w}
 }
 
 func (h *harness) startCoordinator() proc {
-	nc, js := h.connect()
-	var c *planner.Coordinator
-	retry(h.t, "coordinator", func(ctx context.Context) error {
-		hd, err := topology.Bind(ctx, js)
-		if err != nil {
-			return err
-		}
-		c = planner.NewCoordinator(js, hd, planner.CoordinatorConfig{Options: planner.Options{Logger: zerolog.Nop()},
-			SweepInterval: 100 * time.Millisecond, StallAfter: 500 * time.Millisecond})
-		return c.Start(ctx)
-	})
-	p := proc{nc: nc}
-	if c != nil {
-		p.stop = c.Stop
+	c, err := h.stack.StartCoordinator()
+	if err != nil {
+		h.t.Errorf("%v", err)
+		return proc{}
 	}
-	h.t.Cleanup(p.kill)
-	return p
+	return proc{role: c}
 }
 
 func (h *harness) startPlanner() {
-	nc, js := h.connect()
-	var pl *planner.Planner
-	retry(h.t, "planner", func(ctx context.Context) error {
-		hd, err := topology.Bind(ctx, js)
-		if err != nil {
-			return err
-		}
-		pl = planner.NewPlanner(js, hd, planner.PlannerConfig{Options: planner.Options{Logger: zerolog.Nop()}, Inventory: h.cfg})
-		return pl.Start(ctx)
-	})
-	p := proc{nc: nc}
-	if pl != nil {
-		p.stop = pl.Stop
+	if _, err := h.stack.StartPlanner(); err != nil {
+		h.t.Errorf("%v", err)
 	}
-	h.t.Cleanup(p.kill)
 }
 
 func (h *harness) apply(ev event) {
@@ -327,8 +270,22 @@ func runSeed(t *testing.T, seed uint64) {
 		md[k] = 20
 	}
 	env := cl.NewEnv(t, topology.Options{Replicas: 3, AckWait: ackWait, MaxDeliver: md})
-	h := &harness{t: t, cl: cl, env: env, cfg: chaosConfig(),
-		drivers: fakes.Drivers{Tool: tool, Snap: slowSnapshotter{Snapshotter: snap, delay: 30 * time.Millisecond}}}
+	cfg := chaosConfig()
+	nop := planner.Options{Logger: zerolog.Nop()}
+	h := &harness{t: t, cl: cl, env: env, stack: stack.New(t, env, stack.Config{
+		Planner: planner.PlannerConfig{Options: nop, Inventory: cfg},
+		Coordinator: planner.CoordinatorConfig{Options: nop,
+			SweepInterval: 100 * time.Millisecond, StallAfter: 500 * time.Millisecond},
+		Worker: worker.Config{
+			Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond,
+			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+			AwaitPoll: 50 * time.Millisecond, MaxDeliver: env.Opts.MaxDeliverFor,
+			Concurrency: map[messages.Kind]int{messages.KindFlush: 16, messages.KindSnapshot: 16},
+		},
+		Drivers: fakes.Drivers{Tool: tool, Snap: slowSnapshotter{Snapshotter: snap, delay: 30 * time.Millisecond}},
+		Dial:    func() (*nats.Conn, error) { return dial(cl.URL) },
+		Retry:   60 * time.Second,
+	})}
 
 	h.startPlanner()
 	h.coord = h.startCoordinator()

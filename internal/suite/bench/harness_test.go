@@ -10,8 +10,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/quiesce/quiesce/internal/fakes"
-	"github.com/quiesce/quiesce/internal/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/fakes"
+	"github.com/quiesce/quiesce/internal/testkit/stack"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
@@ -84,12 +85,10 @@ func (d *perCluster) Snapshotter(cluster string) (worker.Snapshotter, error) {
 	return s, nil
 }
 
-// stack is a server with a planner, a coordinator and one worker.
-type stack struct {
-	env *testenv.Env
-}
-
-func startStack(b *testing.B, memory bool, cfg planner.Inventory, drivers worker.Drivers, conc int) *stack {
+// startStack starts a server with a planner, a coordinator and one worker
+// running conc tasks of each kind at once, and returns the server's
+// environment.
+func startStack(b *testing.B, memory bool, cfg planner.Inventory, drivers worker.Drivers, conc int) *testenv.Env {
 	return startStackObserved(b, memory, cfg, drivers, conc, nil)
 }
 
@@ -107,54 +106,22 @@ func (o *releaseObserver) BarrierReleased(_ string, _, release, _ time.Duration)
 	o.releases = append(o.releases, release)
 }
 
-func startStackObserved(b *testing.B, memory bool, cfg planner.Inventory, drivers worker.Drivers, conc int, obs planner.Observer) *stack {
+func startStackObserved(b *testing.B, memory bool, cfg planner.Inventory, drivers worker.Drivers, conc int, obs planner.Observer) *testenv.Env {
 	b.Helper()
 	env := testenv.New(b, topology.Options{Memory: memory, MaxAckPending: map[messages.Kind]int{
 		messages.KindFlush: 10000, messages.KindSnapshot: 10000, messages.KindClear: 10000,
 	}})
-	ctx := context.Background()
 	opts := planner.Options{Logger: zerolog.Nop(), Observer: obs}
-
-	_, pjs := env.Connect(b)
-	ph, err := testenv.Handles(ctx, pjs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := planner.NewPlanner(pjs, ph, planner.PlannerConfig{Options: opts, Inventory: cfg})
-	if err := p.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = p.Stop(ctx) })
-
-	_, cjs := env.Connect(b)
-	ch, err := testenv.Handles(ctx, cjs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := planner.NewCoordinator(cjs, ch, planner.CoordinatorConfig{Options: opts})
-	if err := c.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = c.Stop(ctx) })
-
-	_, wjs := env.Connect(b)
-	wh, err := testenv.Handles(ctx, wjs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := worker.New(wjs, wh.Jobs, drivers, worker.Config{
-		Logger: zerolog.Nop(), AwaitPoll: 5 * time.Millisecond,
-		Concurrency: map[messages.Kind]int{messages.KindFlush: conc, messages.KindSnapshot: conc, messages.KindClear: conc},
+	stack.Start(b, env, stack.Config{
+		Planner:     planner.PlannerConfig{Options: opts, Inventory: cfg},
+		Coordinator: planner.CoordinatorConfig{Options: opts},
+		Drivers:     drivers,
+		Worker: worker.Config{
+			Logger: zerolog.Nop(), AwaitPoll: 5 * time.Millisecond,
+			Concurrency: map[messages.Kind]int{messages.KindFlush: conc, messages.KindSnapshot: conc, messages.KindClear: conc},
+		},
 	})
-	if err := w.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_ = w.StopAndCancel(sctx)
-	})
-	return &stack{env: env}
+	return env
 }
 
 // percentile of sorted durations, nearest rank.

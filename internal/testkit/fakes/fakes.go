@@ -1,6 +1,3 @@
-// Package fakes holds in-memory node tools and snapshotters that record when
-// each call happened, for fast tests and benchmarks of the orchestration.
-// Every driver also has tests against its real counterpart.
 package fakes
 
 import (

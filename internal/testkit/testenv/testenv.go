@@ -1,6 +1,3 @@
-// Package testenv starts the real NATS JetStream server in-process for tests
-// and benchmarks, creates quiesce's topology on it, and offers helpers to
-// submit requests and wait for jobs.
 package testenv
 
 import (
