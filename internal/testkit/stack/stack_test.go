@@ -73,7 +73,7 @@ func TestCleanupStopsEveryRole(t *testing.T) {
 	})
 	var joined interface{ Unwrap() []error }
 	require.True(t, errors.As(s.Ready(), &joined), "roles still ready after cleanup")
-	require.Len(t, joined.Unwrap(), 2, "planner and coordinator stopped")
+	require.Len(t, joined.Unwrap(), 4, "planner, coordinator and both workers stopped")
 	require.Eventually(t, func() bool { return env.Server.NumClients() == 1 }, 10*time.Second, 10*time.Millisecond,
 		"only the environment's connection is left")
 }
