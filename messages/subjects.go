@@ -8,6 +8,9 @@ const (
 
 	BucketJobs    = "quiesce_jobs"
 	BucketCatalog = "quiesce_catalog"
+	// BucketHolds holds the backups retention must keep, under the same key
+	// as their catalog record.
+	BucketHolds = "quiesce_holds"
 	// BucketPlans is an object store holding each job's plan (nodes and
 	// volumes), which can exceed a single message for large clusters.
 	BucketPlans = "quiesce_plans"

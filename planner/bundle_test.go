@@ -53,7 +53,7 @@ func clusterInventory(o setupOpts) planner.Inventory {
 	}
 	return planner.Inventory{
 		Clusters: []planner.Cluster{cl},
-		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", KeepLast: o.keepLast, AllowPartial: o.allowPartial,
+		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", Retention: planner.Retention{KeepLast: o.keepLast}, AllowPartial: o.allowPartial,
 			FlushTimeout: o.flushTimeout}},
 	}
 }

@@ -361,39 +361,26 @@ func Backups(ctx context.Context, catalog jetstream.KeyValue, cluster string) ([
 	return out, nil
 }
 
-// SelectRetired returns the job IDs of the backups to retire under
-// keep-last-N: everything but the newest keepLast. keepLast below 1 retires
-// nothing, so the newest backup is never selected. backups must be newest
-// first, as Backups returns them. The answer depends only on its input, so
-// two runs over the same catalog retire the same backups.
-func SelectRetired(backups []messages.Backup, keepLast int) []string {
-	if keepLast < 1 || len(backups) <= keepLast {
-		return nil
-	}
-	var out []string
-	for _, b := range backups[keepLast:] {
-		out = append(out, b.JobID)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func (e *engine) selectRetired(ctx context.Context, p *Plan) ([]string, error) {
-	if p.Policy.KeepLast < 1 {
+	if !p.Policy.Retention.Any() {
 		return nil, nil
 	}
 	backups, err := Backups(ctx, e.h.Catalog, p.Cluster)
 	if err != nil {
 		return nil, err
 	}
-	// Only backups of this policy count against its keep-last.
+	// Only backups of this policy count against its rules.
 	var mine []messages.Backup
 	for _, b := range backups {
 		if b.Policy == p.Policy.Name {
 			mine = append(mine, b)
 		}
 	}
-	retired := SelectRetired(mine, p.Policy.KeepLast)
+	holds, err := Holds(ctx, e.h.Holds, p.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	retired := Retired(SelectRetention(mine, p.Policy.Retention, holds, e.now()))
 	// The job being finished is the newest backup; never retire it.
 	retired = removeString(retired, p.JobID)
 	return retired, nil

@@ -99,6 +99,7 @@ func (o Options) maxAckPending(kind messages.Kind) int {
 type Handles struct {
 	Jobs      jetstream.KeyValue
 	Catalog   jetstream.KeyValue
+	Holds     jetstream.KeyValue
 	Plans     jetstream.ObjectStore
 	Manifests jetstream.ObjectStore
 }
@@ -165,6 +166,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
 	}
+	holds, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketHolds, Description: "quiesce backups retention must keep",
+		History: 5, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketHolds, err)
+	}
 	plans, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: messages.BucketPlans, Description: "quiesce job plans",
 		TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
@@ -217,7 +225,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -231,6 +239,10 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
 	}
+	holds, err := js.KeyValue(ctx, messages.BucketHolds)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketHolds, err)
+	}
 	plans, err := js.ObjectStore(ctx, messages.BucketPlans)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketPlans, err)
@@ -239,5 +251,5 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests}, nil
+	return &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests}, nil
 }

@@ -44,8 +44,9 @@ type Snapshotter interface {
 	// Create snapshots req.Volumes, tagged with req.Tags.
 	Create(ctx context.Context, req CreateRequest) ([]Snapshot, error)
 	// Delete deletes a snapshot carrying the managed tag. A snapshot already
-	// gone is success; one without the managed tag is ErrNotManaged; one in
-	// use is ErrSnapshotInUse.
+	// gone is ErrSnapshotGone, which callers take as success (someone else
+	// deleted it, so it is not counted again); one without the managed tag is
+	// ErrNotManaged; one in use is ErrSnapshotInUse.
 	Delete(ctx context.Context, snapshotID string) error
 }
 
@@ -53,6 +54,7 @@ type Snapshotter interface {
 var (
 	ErrNotManaged    = errors.New("snapshot does not carry the quiesce:managed tag")
 	ErrSnapshotInUse = errors.New("snapshot is in use")
+	ErrSnapshotGone  = errors.New("snapshot already deleted")
 )
 
 // NodeTool runs Cassandra's nodetool on a node. worker/nodetool implements it

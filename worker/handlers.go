@@ -286,6 +286,9 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 			case err == nil:
 				out.Deleted = append(out.Deleted, s.ID)
 				log.Info().Str("snapshot_id", s.ID).Str("retired_job", job).Msg("snapshot deleted")
+			case errors.Is(err, ErrSnapshotGone):
+				// Another task deleted it since it was listed: done, and
+				// counted by that task.
 			case errors.Is(err, ErrSnapshotInUse):
 				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s of job %s is in use; kept", s.ID, job))
 				kept = true

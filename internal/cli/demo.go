@@ -177,7 +177,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	fmt.Fprintf(out, "catalog of cluster demo (keep last %d):\n", o.keep)
-	printBackups(out, backups)
+	printBackups(out, backups, nil, time.Now())
 	kept := map[string]bool{}
 	for _, b := range backups {
 		kept[b.JobID] = true

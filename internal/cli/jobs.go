@@ -384,7 +384,7 @@ func backupsCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "backups CLUSTER",
-		Short: "List a cluster's backups from the catalog, newest first",
+		Short: "List a cluster's backups from the catalog, newest first; hold and release them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := messages.ValidateCluster(args[0]); err != nil {
@@ -409,20 +409,124 @@ func backupsCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(backups)
 			}
-			printBackups(g.stdout, backups)
+			holds, err := planner.Holds(cmd.Context(), h.Holds, args[0])
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			printBackups(g.stdout, backups, holds, time.Now())
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalog records as JSON")
+	cmd.AddCommand(holdCmd(g), releaseCmd(g))
 	return cmd
 }
 
-func printBackups(w io.Writer, backups []messages.Backup) {
+// clusterOf is the cluster a job ID belongs to: job IDs are the cluster's
+// name, a dash and 12 hex digits.
+func clusterOf(jobID string) (string, error) {
+	if err := messages.ValidateJobID(jobID); err != nil {
+		return "", err
+	}
+	return jobID[:len(jobID)-13], nil
+}
+
+func holdCmd(g *globals) *cobra.Command {
+	var until, reason string
+	cmd := &cobra.Command{
+		Use:   "hold JOB",
+		Short: "Keep a backup from retention until released (or until --until)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cluster, err := clusterOf(args[0])
+			if err != nil {
+				return withCode(ExitRejected, err)
+			}
+			h := planner.Hold{JobID: args[0], By: currentUser(), Reason: reason, At: time.Now().UTC()}
+			if until != "" {
+				t, err := time.Parse(time.RFC3339, until)
+				if err != nil {
+					d, derr := time.ParseDuration(until)
+					if derr != nil || d <= 0 {
+						return withCode(ExitRejected, fmt.Errorf("--until %q: neither an RFC 3339 time nor a positive duration", until))
+					}
+					t = time.Now().Add(d)
+				}
+				if !t.After(time.Now()) {
+					return withCode(ExitRejected, fmt.Errorf("--until %s is already past", t.Format(time.RFC3339)))
+				}
+				h.Until = t.UTC()
+			}
+			if len(reason) > 256 {
+				return withCode(ExitRejected, errors.New("--reason is longer than 256 bytes"))
+			}
+			nc, _, hd, err := g.bind(cmd.Context(), "backups hold")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if _, err := hd.Catalog.Get(cmd.Context(), messages.CatalogKey(cluster, args[0])); errors.Is(err, jetstream.ErrKeyNotFound) {
+				return withCode(ExitRejected, fmt.Errorf("backup %s is not in the catalog of cluster %s", args[0], cluster))
+			} else if err != nil {
+				return withCode(ExitError, err)
+			}
+			if err := planner.PutHold(cmd.Context(), hd.Holds, cluster, h); err != nil {
+				return withCode(ExitError, err)
+			}
+			if h.Until.IsZero() {
+				fmt.Fprintf(g.stdout, "backup %s held until released\n", args[0])
+			} else {
+				fmt.Fprintf(g.stdout, "backup %s held until %s\n", args[0], h.Until.Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&until, "until", "", "release the hold by itself at this time (RFC 3339) or after this long (720h)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why the backup is held, shown by retention's dry run")
+	return cmd
+}
+
+func releaseCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "release JOB",
+		Short: "Release a backup's hold: retention may retire it again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cluster, err := clusterOf(args[0])
+			if err != nil {
+				return withCode(ExitRejected, err)
+			}
+			nc, _, hd, err := g.bind(cmd.Context(), "backups release")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			released, err := planner.ReleaseHold(cmd.Context(), hd.Holds, cluster, args[0])
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			if !released {
+				return withCode(ExitFailed, fmt.Errorf("backup %s is not held", args[0]))
+			}
+			fmt.Fprintf(g.stdout, "backup %s released\n", args[0])
+			return nil
+		},
+	}
+}
+
+func printBackups(w io.Writer, backups []messages.Backup, holds map[string]planner.Hold, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG\tCOVERS")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG\tCOVERS\tHELD")
 	for _, b := range backups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
-			b.NodeCount, b.SnapshotCount, b.Tag, covers(b))
+		held := "-"
+		if h, ok := holds[b.JobID]; ok && h.Active(now) {
+			held = "until released"
+			if !h.Until.IsZero() {
+				held = "until " + h.Until.Format(time.RFC3339)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
+			b.NodeCount, b.SnapshotCount, b.Tag, covers(b), held)
 	}
 	_ = tw.Flush()
 }
@@ -519,20 +623,23 @@ func retentionCmd(g *globals) *cobra.Command {
 					mine = append(mine, b)
 				}
 			}
-			retired := planner.SelectRetired(mine, pol.KeepLast)
-			fmt.Fprintf(g.stdout, "cluster %s, policy %s: keep last %d; %d backups, %d would be retired\n",
-				cluster, pol.Name, pol.KeepLast, len(mine), len(retired))
-			set := map[string]bool{}
-			for _, r := range retired {
-				set[r] = true
+			holds, err := planner.Holds(cmd.Context(), h.Holds, cluster)
+			if err != nil {
+				return withCode(ExitError, err)
 			}
-			for _, b := range mine {
-				verdict := "keep"
-				if set[b.JobID] {
-					verdict = "RETIRE"
+			decisions := planner.SelectRetention(mine, pol.Retention, holds, time.Now())
+			retired := planner.Retired(decisions)
+			fmt.Fprintf(g.stdout, "cluster %s, policy %s: %s; %d backups, %d would be retired\n",
+				cluster, pol.Name, pol.Retention, len(mine), len(retired))
+			for _, d := range decisions {
+				b := d.Backup
+				verdict, why := "keep", strings.Join(d.Reasons, ", ")
+				if !d.Keep {
+					verdict, why = "RETIRE", "no rule keeps it"
 				}
-				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339), b.SnapshotCount)
-				if set[b.JobID] {
+				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots  %s\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339),
+					b.SnapshotCount, why)
+				if !d.Keep {
 					full, err := planner.LoadBackup(cmd.Context(), h, b)
 					if err != nil {
 						return withCode(ExitError, err)

@@ -2,12 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
 )
 
 // A partial backup is shown as such in the listing, with the nodes it lacks.
@@ -21,10 +23,15 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 		{JobID: "c1-000000000001", FinishedAt: at.Add(-24 * time.Hour), Policy: "nightly", Mode: messages.ModeApplication,
 			NodeCount: 3, SnapshotCount: 3, Tag: "t1"},
 		{JobID: "c1-000000000000", Partial: true, MissingNodes: []string{"a", "b", "c", "d", "e"}},
-	})
+	}, map[string]planner.Hold{
+		"c1-000000000001": {JobID: "c1-000000000001", Until: at.Add(48 * time.Hour)},
+		"c1-000000000000": {JobID: "c1-000000000000", Until: at.Add(-time.Hour)},
+	}, at)
 	lines := bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n"))
 	require.Len(t, lines, 4)
 	require.Contains(t, string(lines[0]), "COVERS")
+	require.Contains(t, string(lines[2]), "until 2026-11-26T02:00:00Z")
+	require.True(t, strings.HasSuffix(string(lines[3]), "-"), "an expired hold holds nothing: %s", lines[3])
 	require.Contains(t, string(lines[1]), "PARTIAL: without n3")
 	require.Contains(t, string(lines[2]), "all nodes")
 	require.Contains(t, string(lines[3]), "PARTIAL: without a, b, c and 2 more")

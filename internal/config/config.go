@@ -165,9 +165,23 @@ type Policy struct {
 	Cluster string `json:"cluster"`
 	// Schedule is a cron expression (used by schedulers that submit requests).
 	Schedule string `json:"schedule,omitempty"`
-	// KeepLast successful backups are kept; older managed ones are retired.
-	// Zero keeps every backup.
-	KeepLast     int  `json:"keep_last,omitempty"`
+	// Retention: which successful backups are kept; the managed snapshots of
+	// the others are deleted. A backup is kept when any rule keeps it; with
+	// no rule every backup is kept. The newest and held backups are always
+	// kept.
+	//
+	// KeepLast keeps the newest N backups; KeepWithin every backup younger
+	// than it; KeepDaily/Weekly/Monthly/Yearly the newest backup of each of
+	// the last N days, ISO weeks, months and years (UTC) that have one.
+	KeepLast    int      `json:"keep_last,omitempty"`
+	KeepWithin  Duration `json:"keep_within,omitempty"`
+	KeepDaily   int      `json:"keep_daily,omitempty"`
+	KeepWeekly  int      `json:"keep_weekly,omitempty"`
+	KeepMonthly int      `json:"keep_monthly,omitempty"`
+	KeepYearly  int      `json:"keep_yearly,omitempty"`
+	// CountPartial lets partial backups fill the slots of the keep rules;
+	// without it only keep_within, a hold, or being the newest keeps one.
+	CountPartial bool `json:"count_partial,omitempty"`
 	AllowPartial bool `json:"allow_partial,omitempty"`
 
 	// Timeouts; zero takes planner.Default….
@@ -276,8 +290,17 @@ func (c *Config) Validate() error {
 		if !clusters[p.Cluster] {
 			add("%s.cluster %q: no such cluster", where, p.Cluster)
 		}
-		if p.KeepLast < 0 {
-			add("%s.keep_last %d: must not be negative", where, p.KeepLast)
+		for _, r := range []struct {
+			key string
+			n   int
+		}{{"keep_last", p.KeepLast}, {"keep_daily", p.KeepDaily}, {"keep_weekly", p.KeepWeekly},
+			{"keep_monthly", p.KeepMonthly}, {"keep_yearly", p.KeepYearly}} {
+			if r.n < 0 {
+				add("%s.%s %d: must not be negative", where, r.key, r.n)
+			}
+		}
+		if w := time.Duration(p.KeepWithin); w > 0 && w < time.Minute {
+			add("%s.keep_within %s: keeps nothing; use at least 1m", where, w)
 		}
 	}
 	for i, cl := range c.Clusters {

@@ -95,11 +95,15 @@ func TestSettingsCarryEveryField(t *testing.T) {
 		{Name: "n2", Volumes: []messages.Volume{{ID: "vol-2"}}},
 	}}, pc)
 
-	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
+		KeepLast: 14, KeepWithin: config.Duration(48 * time.Hour), KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12, KeepYearly: 3,
+		CountPartial: true,
 		FlushTimeout: config.Duration(time.Minute), SnapshotTimeout: config.Duration(2 * time.Minute),
 		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute)})
 	requireAllSet(t, p)
-	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
+		Retention: planner.Retention{KeepLast: 14, KeepWithin: 48 * time.Hour, KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12,
+			KeepYearly: 3, CountPartial: true},
 		FlushTimeout: time.Minute, SnapshotTimeout: 2 * time.Minute, FinishTimeout: 3 * time.Minute, JobTimeout: 4 * time.Minute}, p)
 }
 

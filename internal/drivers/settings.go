@@ -51,7 +51,10 @@ func Nodes(cl config.Cluster) []messages.Node {
 // Policy is the planner's copy of a configured policy.
 func Policy(p config.Policy) planner.Policy {
 	return planner.Policy{
-		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, KeepLast: p.KeepLast, AllowPartial: p.AllowPartial,
+		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
+		Retention: planner.Retention{KeepLast: p.KeepLast, KeepWithin: time.Duration(p.KeepWithin),
+			KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly,
+			CountPartial: p.CountPartial},
 		FlushTimeout: time.Duration(p.FlushTimeout), SnapshotTimeout: time.Duration(p.SnapshotTimeout),
 		FinishTimeout: time.Duration(p.FinishTimeout), JobTimeout: time.Duration(p.JobTimeout),
 	}

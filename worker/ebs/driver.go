@@ -302,7 +302,8 @@ func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.
 }
 
 // Delete deletes a snapshot of the cluster's region that carries
-// quiesce:managed=true. A snapshot already gone is success; one without the
+// quiesce:managed=true. A snapshot already gone is worker.ErrSnapshotGone
+// (success, for the caller, but not a deletion of its own); one without the
 // managed tag is never touched (worker.ErrNotManaged); one that an AMI or
 // volume still uses is worker.ErrSnapshotInUse. Both refusals are permanent.
 func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
@@ -313,7 +314,7 @@ func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error 
 	client := d.c.region(region)
 	s, err := d.describeIn(ctx, client, snapshotID)
 	if apiCode(err) == CodeSnapshotNotFound {
-		return nil
+		return gone(snapshotID, region)
 	}
 	if err != nil {
 		return err
@@ -323,9 +324,14 @@ func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error 
 	}
 	_, err = client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
 	if apiCode(err) == CodeSnapshotNotFound {
-		return nil
+		return gone(snapshotID, region)
 	}
 	return classify("DeleteSnapshot", err)
+}
+
+// gone says a snapshot to delete was deleted already.
+func gone(snapshotID, region string) error {
+	return fmt.Errorf("snapshot %s in %s: %w", snapshotID, region, worker.ErrSnapshotGone)
 }
 
 // notManaged refuses to act on a snapshot without quiesce:managed=true.

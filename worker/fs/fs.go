@@ -469,7 +469,7 @@ func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
 	}
 	m, err := d.readMeta(snapshotID)
 	if errors.Is(err, iofs.ErrNotExist) {
-		return nil
+		return fmt.Errorf("fs: delete %s: %w", snapshotID, worker.ErrSnapshotGone)
 	}
 	if err != nil {
 		return err

@@ -131,7 +131,7 @@ func TestCreateFindDelete(t *testing.T) {
 
 	require.NoError(t, b.driver.Delete(ctx, snaps[0].ID))
 	require.NoDirExists(t, filepath.Join(b.store, snaps[0].ID))
-	require.NoError(t, b.driver.Delete(ctx, snaps[0].ID), "a snapshot already gone is success")
+	require.ErrorIs(t, b.driver.Delete(ctx, snaps[0].ID), worker.ErrSnapshotGone, "a snapshot already gone says so")
 	found, err = b.driver.Find(ctx, nil)
 	require.NoError(t, err)
 	require.Len(t, found, 1)

@@ -192,7 +192,7 @@ func (s *Snapshotter) Delete(_ context.Context, id string) error {
 	defer s.mu.Unlock()
 	sn, ok := s.snaps[id]
 	if !ok {
-		return nil
+		return worker.ErrSnapshotGone
 	}
 	if sn.Tags[messages.TagManaged] != "true" {
 		return errclass.Permanent(worker.ErrNotManaged)
