@@ -61,10 +61,66 @@ const (
 	KindAwait     Kind = "await"     // per job: wait until the job's volume snapshots complete
 	KindRetention Kind = "retention" // per cluster: delete the snapshots of retired backups
 	KindCleanup   Kind = "cleanup"   // per failed job: delete the snapshots it took, which are no backup
+	KindHook      Kind = "hook"      // per hook and node (or per job): a policy's before/after/complete command
 )
 
 // Kinds lists every task kind, in the order a job uses them.
-var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup}
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup, KindHook}
+
+// HookPoint is when in a job a hook runs.
+type HookPoint string
+
+// Hook points.
+const (
+	// HookBefore runs before the flush: a failure with on_error fail fails
+	// the job before any node flushed.
+	HookBefore HookPoint = "before"
+	// HookAfter runs once every volume snapshot of the job is initiated (a
+	// freeze may end), and on every node whose before hook was started,
+	// whatever the job's outcome.
+	HookAfter HookPoint = "after"
+	// HookComplete runs once the job ended, with its outcome: after the
+	// catalog is written for a backup.
+	HookComplete HookPoint = "complete"
+)
+
+// HookScope is where a hook runs.
+type HookScope string
+
+// Hook scopes.
+const (
+	// ScopeNode runs the hook on every node, through the cluster's executor.
+	ScopeNode HookScope = "node"
+	// ScopeJob runs the hook once, on a worker.
+	ScopeJob HookScope = "job"
+)
+
+// OnError says what a hook's failure does to its job.
+type OnError string
+
+// What a failed hook does.
+const (
+	OnErrorFail     OnError = "fail"
+	OnErrorContinue OnError = "continue"
+)
+
+// Hook is a command a policy runs at one point of each job. The command is
+// an argv (no shell unless it names one); the job's facts reach it as
+// environment variables, never on its command line.
+type Hook struct {
+	Name    string    `json:"name"`
+	Point   HookPoint `json:"point"`
+	Scope   HookScope `json:"scope"`
+	Command []string  `json:"command"`
+	// TimeoutMS bounds each run; the command is stopped when it passes.
+	TimeoutMS int64   `json:"timeout_ms"`
+	OnError   OnError `json:"on_error"`
+	// Retries is how many more times a failed run is tried.
+	Retries int `json:"retries,omitempty"`
+}
+
+// Timeout is the hook's timeout.
+func (h Hook) Timeout() time.Duration { return time.Duration(h.TimeoutMS) * time.Millisecond }
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -157,6 +213,11 @@ type Task struct {
 	Expect   int       `json:"expect,omitempty"`
 	DryRun   bool      `json:"dry_run,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
+	// Hook is the command a hook task runs; Outcome (complete hooks) is
+	// how its job ended, and Listing the object naming its snapshots.
+	Hook    *Hook  `json:"hook,omitempty"`
+	Outcome Phase  `json:"outcome,omitempty"`
+	Listing string `json:"listing,omitempty"`
 }
 
 // TaskID builds the deterministic ID of a task.
@@ -226,6 +287,10 @@ type TaskResult struct {
 	Retained []string `json:"retained,omitempty"`
 	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
 	Warnings []string `json:"warnings,omitempty"`
+	// Output is the tail of what a hook printed (stdout, then stderr),
+	// bounded; ExitCode is its exit code.
+	Output   string `json:"output,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
 	// Listing names the object (in BucketPlans) where an await task stored
 	// the job's snapshots as it last saw them, every one completed. It is
 	// the catalog's source: a job of tens of thousands of volumes would not
@@ -255,6 +320,9 @@ type Progress struct {
 	ClearTasks    int `json:"clear_tasks"`
 	Cleared       int `json:"cleared"`
 	ClearFailed   int `json:"clear_failed"`
+	HookTasks     int `json:"hook_tasks,omitempty"`
+	HooksDone     int `json:"hooks_done,omitempty"`
+	HooksFailed   int `json:"hooks_failed,omitempty"`
 }
 
 // Job is a job's record in the jobs KV bucket, as status readers see it. The
@@ -334,3 +402,23 @@ type Backup struct {
 	Partial      bool     `json:"partial,omitempty"`
 	MissingNodes []string `json:"missing_nodes,omitempty"`
 }
+
+// HookRun is the last result of one hook task, kept beside its job's record
+// under HookRunKey so `quiesce status` can show every hook's output.
+type HookRun struct {
+	TaskID     string     `json:"task_id"`
+	Hook       string     `json:"hook"`
+	Point      HookPoint  `json:"point"`
+	Node       string     `json:"node,omitempty"`
+	Outcome    Outcome    `json:"outcome"`
+	Error      string     `json:"error,omitempty"`
+	Class      ErrorClass `json:"class,omitempty"`
+	ExitCode   int        `json:"exit_code,omitempty"`
+	Output     string     `json:"output,omitempty"`
+	Attempt    int        `json:"attempt"`
+	Worker     string     `json:"worker,omitempty"`
+	FinishedAt time.Time  `json:"finished_at"`
+}
+
+// HookRunKey is where a hook task's HookRun is kept in the jobs bucket.
+func HookRunKey(jobID, target string) string { return jobID + ".hook." + target }

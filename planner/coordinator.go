@@ -250,6 +250,9 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 	if err := c.putInlineListings(ctx, evs); err != nil {
 		return err
 	}
+	if err := c.putHookRuns(ctx, evs); err != nil {
+		return err
+	}
 	for _, ev := range evs {
 		r := ev.result
 		if r == nil || r.Outcome != messages.OutcomeSucceeded {
@@ -312,6 +315,36 @@ func (c *Coordinator) putInlineListings(ctx context.Context, evs []pendingEvent)
 			return fmt.Errorf("store snapshot listing: %w", err)
 		}
 		r.Listing = name
+	}
+	return nil
+}
+
+// putHookRuns keeps each hook task's last result beside the job's record,
+// output included, for quiesce status.
+func (c *Coordinator) putHookRuns(ctx context.Context, evs []pendingEvent) error {
+	for _, ev := range evs {
+		r := ev.result
+		if r == nil || r.Kind != messages.KindHook {
+			continue
+		}
+		run := messages.HookRun{TaskID: r.TaskID, Outcome: r.Outcome, Error: r.Error, Class: r.ErrorClass,
+			ExitCode: r.ExitCode, Output: r.Output, Attempt: r.Attempt, Worker: r.Worker, FinishedAt: r.FinishedAt}
+		if p, err := c.e.plan(ctx, r.JobID); err == nil {
+			if j, ok := p.hookIndex[r.Target]; ok {
+				h := p.Policy.Hooks[p.hooks[j].hook]
+				run.Hook, run.Point = h.Name, h.Point
+				if i := p.hooks[j].node; i >= 0 {
+					run.Node = p.Nodes[i].Name
+				}
+			}
+		}
+		data, err := json.Marshal(run)
+		if err != nil {
+			return err
+		}
+		if _, err := c.e.h.Jobs.Put(ctx, messages.HookRunKey(r.JobID, r.Target), data); err != nil {
+			return fmt.Errorf("store hook run: %w", err)
+		}
 	}
 	return nil
 }

@@ -81,6 +81,20 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 			}
 		}
 		return effectResult{retired: retired}, nil
+	case fxHooks:
+		var tasks []messages.Task
+		for _, j := range p.hookTasksAt(fx.Point) {
+			if r.HookDone.has(j) || r.HookFailed.has(j) {
+				continue
+			}
+			h := p.Policy.Hooks[p.hooks[j].hook]
+			t := p.hookTask(j, hookDeadline(h, fx.Point, r.PhaseDeadline, now))
+			if fx.Point == messages.HookComplete {
+				t.Outcome, t.Listing = r.Phase, r.Listing
+			}
+			tasks = append(tasks, t)
+		}
+		return effectResult{}, e.publishTasks(ctx, tasks)
 	case fxCleanup:
 		t := p.baseTask(messages.KindCleanup, strconv.Itoa(fx.Seq), now.Add(cleanupTaskTimeout))
 		t.Retire = []string{p.JobID}

@@ -24,6 +24,9 @@ type Policy struct {
 	// AllowPartial lets a job whose nodes did not all flush snapshot those
 	// that did.
 	AllowPartial bool
+	// Hooks are commands run before the flush, after the snapshots are
+	// initiated, and once the job ended.
+	Hooks []messages.Hook
 	// Deadlines of the phases and of the whole job; zero takes the
 	// Default… constants.
 	FlushTimeout    time.Duration
@@ -48,21 +51,22 @@ const DefaultPolicyName = "default"
 // releases hold it, so its field names and its durations written as Go
 // duration strings ("10m0s") do not change.
 type policyJSON struct {
-	Name            string       `json:"name"`
-	Cluster         string       `json:"cluster"`
-	Schedule        string       `json:"schedule,omitempty"`
-	KeepLast        int          `json:"keep_last,omitempty"`
-	KeepWithin      jsonDuration `json:"keep_within,omitempty"`
-	KeepDaily       int          `json:"keep_daily,omitempty"`
-	KeepWeekly      int          `json:"keep_weekly,omitempty"`
-	KeepMonthly     int          `json:"keep_monthly,omitempty"`
-	KeepYearly      int          `json:"keep_yearly,omitempty"`
-	CountPartial    bool         `json:"count_partial,omitempty"`
-	AllowPartial    bool         `json:"allow_partial,omitempty"`
-	FlushTimeout    jsonDuration `json:"flush_timeout,omitempty"`
-	SnapshotTimeout jsonDuration `json:"snapshot_timeout,omitempty"`
-	FinishTimeout   jsonDuration `json:"finish_timeout,omitempty"`
-	JobTimeout      jsonDuration `json:"job_timeout,omitempty"`
+	Name            string          `json:"name"`
+	Cluster         string          `json:"cluster"`
+	Schedule        string          `json:"schedule,omitempty"`
+	KeepLast        int             `json:"keep_last,omitempty"`
+	KeepWithin      jsonDuration    `json:"keep_within,omitempty"`
+	KeepDaily       int             `json:"keep_daily,omitempty"`
+	KeepWeekly      int             `json:"keep_weekly,omitempty"`
+	KeepMonthly     int             `json:"keep_monthly,omitempty"`
+	KeepYearly      int             `json:"keep_yearly,omitempty"`
+	CountPartial    bool            `json:"count_partial,omitempty"`
+	Hooks           []messages.Hook `json:"hooks,omitempty"`
+	AllowPartial    bool            `json:"allow_partial,omitempty"`
+	FlushTimeout    jsonDuration    `json:"flush_timeout,omitempty"`
+	SnapshotTimeout jsonDuration    `json:"snapshot_timeout,omitempty"`
+	FinishTimeout   jsonDuration    `json:"finish_timeout,omitempty"`
+	JobTimeout      jsonDuration    `json:"job_timeout,omitempty"`
 }
 
 // MarshalJSON writes the policy in its stored form.
@@ -71,7 +75,7 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 	return json.Marshal(policyJSON{
 		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
 		KeepLast: r.KeepLast, KeepWithin: jsonDuration(r.KeepWithin), KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
-		KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, CountPartial: r.CountPartial,
+		KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, CountPartial: r.CountPartial, Hooks: p.Hooks,
 		FlushTimeout: jsonDuration(p.FlushTimeout), SnapshotTimeout: jsonDuration(p.SnapshotTimeout),
 		FinishTimeout: jsonDuration(p.FinishTimeout), JobTimeout: jsonDuration(p.JobTimeout),
 	})
@@ -87,6 +91,7 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 		Name: v.Name, Cluster: v.Cluster, Schedule: v.Schedule, AllowPartial: v.AllowPartial,
 		Retention: Retention{KeepLast: v.KeepLast, KeepWithin: time.Duration(v.KeepWithin), KeepDaily: v.KeepDaily,
 			KeepWeekly: v.KeepWeekly, KeepMonthly: v.KeepMonthly, KeepYearly: v.KeepYearly, CountPartial: v.CountPartial},
+		Hooks:        v.Hooks,
 		FlushTimeout: time.Duration(v.FlushTimeout), SnapshotTimeout: time.Duration(v.SnapshotTimeout),
 		FinishTimeout: time.Duration(v.FinishTimeout), JobTimeout: time.Duration(v.JobTimeout),
 	}

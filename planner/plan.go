@@ -26,6 +26,8 @@ type Plan struct {
 	nodeIndex map[string]int
 	unitIndex map[string]int
 	nodeUnits [][]int
+	hooks     []hookTask
+	hookIndex map[string]int
 }
 
 // SnapshotUnit is one snapshot task: one volume, or every data volume of a
@@ -107,6 +109,7 @@ func (p *Plan) index() {
 		p.unitIndex[u.Target] = j
 		p.nodeUnits[u.Node] = append(p.nodeUnits[u.Node], j)
 	}
+	p.indexHooks()
 }
 
 // VolumeCount is the number of volumes the job snapshots.

@@ -42,6 +42,11 @@ type record struct {
 	Listing string `json:"listing,omitempty"`
 	// Reason classifies Error once the job failed or was cancelled.
 	Reason Reason `json:"reason,omitempty"`
+	// HooksQueued lists the hook points whose tasks were published;
+	// HookDone and HookFailed are indexed by the plan's hook tasks.
+	HooksQueued []messages.HookPoint `json:"hooks_queued,omitempty"`
+	HookDone    bitset               `json:"hook_done,omitempty"`
+	HookFailed  bitset               `json:"hook_failed,omitempty"`
 
 	// Outbox lists effects decided but not yet known to be carried out.
 	// Whoever changes the record performs them after the compare-and-set,
@@ -64,6 +69,7 @@ const (
 	ReasonPhaseDeadline    Reason = "phase_deadline"    // the current phase's deadline passed
 	ReasonJobDeadline      Reason = "job_deadline"      // the job's deadline passed
 	ReasonCancelled        Reason = "cancelled"         // an operator cancelled the job
+	ReasonHookFailed       Reason = "hook_failed"       // a before or after hook with on_error fail failed
 )
 
 // Deadline reports whether the reason is a deadline that passed.
@@ -81,6 +87,7 @@ func newRecord(p *Plan, now time.Time) *record {
 		},
 		Flushed: newBitset(n), FlushFailed: newBitset(n), SnapDone: newBitset(u), SnapFailed: newBitset(u),
 		ClearQueued: newBitset(n), Cleared: newBitset(n), ClearFailed: newBitset(n),
+		HookDone: newBitset(len(p.hooks)), HookFailed: newBitset(len(p.hooks)),
 	}
 	r.Deadline = p.Request.Deadline
 	jobTimeout := now.Add(p.jobTimeout())
@@ -88,9 +95,13 @@ func newRecord(p *Plan, now time.Time) *record {
 		r.Deadline = jobTimeout
 	}
 	r.PhaseDeadline = p.deadline(messages.PhaseFlushing, now)
-	if p.Mode == messages.ModeCrash {
+	switch {
+	case p.hasHooks(messages.HookBefore):
+		// The flush waits for the before hooks (stepPlanned).
+		r.Outbox = []effect{{Kind: fxHooks, Point: messages.HookBefore}}
+	case p.Mode == messages.ModeCrash:
 		r.Outbox = []effect{{Kind: fxSnapshots}}
-	} else {
+	default:
 		r.Outbox = []effect{{Kind: fxFlush}}
 	}
 	r.refreshProgress(p)
@@ -198,6 +209,7 @@ func (r *record) refreshProgress(p *Plan) {
 		Flushed: r.Flushed.count(), FlushFailed: r.FlushFailed.count(),
 		Snapshotted: r.SnapDone.count(), SnapshotFail: r.SnapFailed.count(),
 		ClearTasks: r.ClearQueued.count(), Cleared: r.Cleared.count(), ClearFailed: r.ClearFailed.count(),
+		HookTasks: len(p.hooks), HooksDone: r.HookDone.count(), HooksFailed: r.HookFailed.count(),
 	}
 	for j := range p.Units {
 		// Until the barrier the plan's total is shown; after it, the units
@@ -230,6 +242,8 @@ func (r *record) apply(p *Plan, ev *messages.TaskResult, now time.Time) bool {
 		}
 	case messages.KindCleanup:
 		changed = r.applyCleanup(ev)
+	case messages.KindHook:
+		changed = r.applyHook(p, ev)
 	}
 	if changed {
 		r.LastEventAt = now
@@ -387,12 +401,35 @@ func (r *record) advance(p *Plan, now time.Time) []transition {
 
 func (r *record) step(p *Plan, now time.Time) (transition, bool) {
 	switch r.Phase {
+	case messages.PhasePlanned:
+		return r.stepPlanned(p, now)
 	case messages.PhaseFlushing:
 		return r.stepFlushing(p, now)
 	case messages.PhaseSnapshotting:
 		return r.stepSnapshotting(p, now)
 	case messages.PhaseFinishing:
 		return r.stepFinishing(p, now)
+	}
+	return transition{}, false
+}
+
+// stepPlanned waits for the before hooks: a failed one (on_error fail) fails
+// the job before any node flushed; once all are settled the flush (or, in
+// crash mode, the snapshots) is released.
+func (r *record) stepPlanned(p *Plan, now time.Time) (transition, bool) {
+	if !p.hasHooks(messages.HookBefore) || !r.hooksQueued(messages.HookBefore) {
+		return transition{}, false
+	}
+	settled, fatal := r.hooksSettled(p, messages.HookBefore)
+	if fatal != "" {
+		return r.fail(p, now, ReasonHookFailed, fatal), true
+	}
+	if settled {
+		if p.Mode == messages.ModeCrash {
+			r.addOutbox(effect{Kind: fxSnapshots})
+		} else {
+			r.addOutbox(effect{Kind: fxFlush})
+		}
 	}
 	return transition{}, false
 }
@@ -440,6 +477,8 @@ func (r *record) stepSnapshotting(p *Plan, now time.Time) (transition, bool) {
 	}
 	r.AwaitQueued = true
 	r.addOutbox(effect{Kind: fxAwait})
+	// Every volume snapshot is initiated: a freeze may end.
+	r.queueHooks(p, messages.HookAfter)
 	return r.setPhase(p, messages.PhaseFinishing, now, ""), true
 }
 
@@ -466,6 +505,13 @@ func (r *record) stepFinishing(p *Plan, now time.Time) (transition, bool) {
 			}
 		}
 	}
+	settled, fatal := r.hooksSettled(p, messages.HookAfter)
+	if fatal != "" {
+		return r.fail(p, now, ReasonHookFailed, fatal), true
+	}
+	if !settled {
+		return transition{}, false
+	}
 	if !r.CatalogWritten {
 		r.addOutbox(effect{Kind: fxCatalog})
 		return transition{}, false
@@ -476,7 +522,9 @@ func (r *record) stepFinishing(p *Plan, now time.Time) (transition, bool) {
 		}
 		return transition{}, false
 	}
-	return r.setPhase(p, messages.PhaseSucceeded, now, ""), true
+	t := r.setPhase(p, messages.PhaseSucceeded, now, "")
+	r.queueHooks(p, messages.HookComplete)
+	return t, true
 }
 
 // fail ends the job and queues its clean-up: every node's tag is cleared (a
@@ -487,6 +535,7 @@ func (r *record) fail(p *Plan, now time.Time, reason Reason, msg string) transit
 	r.Reason = reason
 	t := r.setPhase(p, messages.PhaseFailed, now, msg)
 	t.reason = reason
+	r.endHooks(p)
 	return t
 }
 
@@ -520,6 +569,7 @@ func (r *record) cancel(p *Plan, now time.Time, by, reason string) (transition, 
 	r.Reason = ReasonCancelled
 	t := r.setPhase(p, messages.PhaseCancelled, now, msg)
 	t.reason = ReasonCancelled
+	r.endHooks(p)
 	return t, true
 }
 
@@ -531,7 +581,9 @@ func (r *record) expire(p *Plan, now time.Time) (transition, bool) {
 	switch {
 	case !r.PhaseDeadline.IsZero() && !now.Before(r.PhaseDeadline):
 		msg := fmt.Sprintf("%s deadline passed", r.Phase)
-		if r.Phase == messages.PhaseFlushing || r.Phase == messages.PhasePlanned {
+		if settled, _ := r.hooksSettled(p, messages.HookBefore); r.Phase == messages.PhasePlanned && !settled {
+			msg = "flush deadline passed while the before hooks ran; waiting on " + r.hooksWaitingOn(p, messages.HookBefore)
+		} else if r.Phase == messages.PhaseFlushing || r.Phase == messages.PhasePlanned {
 			msg = fmt.Sprintf("flush deadline passed: %d of %d nodes flushed; waiting on %s",
 				r.Flushed.count(), len(p.Nodes), r.waitingOn(p))
 		}
@@ -560,6 +612,11 @@ func (r *record) complete(p *Plan, done map[effect]effectResult, now time.Time) 
 			ts = append(ts, r.fail(p, now, ReasonCatalog, res.failed))
 		} else {
 			r.CatalogWritten = true
+		}
+	}
+	for _, point := range []messages.HookPoint{messages.HookBefore, messages.HookAfter, messages.HookComplete} {
+		if _, ok := done[effect{Kind: fxHooks, Point: point}]; ok && !r.hooksQueued(point) {
+			r.HooksQueued = append(r.HooksQueued, point)
 		}
 	}
 	if res, ok := done[effect{Kind: fxRetention}]; ok && !r.RetentionQueued {

@@ -36,6 +36,7 @@ type machineOpts struct {
 	perInstance    bool
 	allowPartial   bool
 	mode           messages.Mode
+	hooks          []messages.Hook
 }
 
 func newMachine(t *testing.T, o machineOpts) *machine {
@@ -53,7 +54,9 @@ func newMachine(t *testing.T, o machineOpts) *machine {
 	}
 	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "r1", Cluster: "c1", Mode: o.mode}
 	start := time.Unix(1_000, 0)
-	p, err := BuildPlan(req, testPolicy(o.allowPartial), nodes, o.perInstance, start)
+	pol := testPolicy(o.allowPartial)
+	pol.Hooks = o.hooks
+	p, err := BuildPlan(req, pol, nodes, o.perInstance, start)
 	require.NoError(t, err)
 	m := &machine{t: t, p: p, r: newRecord(p, start), now: start}
 	return m

@@ -83,3 +83,30 @@ type Copier interface {
 	// DeleteCopies deletes a job's copies, with Delete's guards.
 	DeleteCopies(ctx context.Context, jobID string) ([]string, error)
 }
+
+// HookCommand is a hook's command as a runner gets it: an argv (never a
+// shell string), the job's facts as environment variables, and what it
+// reads on its standard input.
+type HookCommand struct {
+	Argv  []string
+	Env   map[string]string
+	Stdin []byte
+}
+
+// HookOutput is what a hook printed, and how it exited.
+type HookOutput struct {
+	Stdout, Stderr []byte
+	ExitCode       int
+}
+
+// HookRunner runs policy hooks: on a node through the cluster's executor,
+// or, with node nil, on this worker. A command that exits non-zero is an
+// error; a cancelled ctx stops the command.
+type HookRunner interface {
+	RunHook(ctx context.Context, node *messages.Node, cmd HookCommand) (HookOutput, error)
+}
+
+// HookDrivers is implemented by drivers that can run hooks.
+type HookDrivers interface {
+	Hooks(cluster string) (HookRunner, error)
+}

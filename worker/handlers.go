@@ -24,6 +24,8 @@ type taskOutput struct {
 	Retained  []string
 	Warnings  []string
 	Listing   string
+	Output    string
+	ExitCode  int
 }
 
 func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
@@ -38,6 +40,8 @@ func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Ta
 		return w.await(ctx, log, t)
 	case messages.KindRetention, messages.KindCleanup:
 		return w.retention(ctx, log, t)
+	case messages.KindHook:
+		return w.hook(ctx, log, t)
 	}
 	return nil, errclass.Permanent(fmt.Errorf("unknown task kind %q", t.Kind))
 }

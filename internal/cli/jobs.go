@@ -229,6 +229,11 @@ func statusCmd(g *globals) *cobra.Command {
 				return enc.Encode(j)
 			}
 			printJob(g.stdout, j)
+			runs, err := hookRuns(cmd.Context(), h.Jobs, j.ID)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			printHooks(g.stdout, runs)
 			return nil
 		},
 	}

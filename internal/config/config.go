@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -184,11 +186,35 @@ type Policy struct {
 	CountPartial bool `json:"count_partial,omitempty"`
 	AllowPartial bool `json:"allow_partial,omitempty"`
 
+	// Hooks are commands run before the flush, after the snapshots are
+	// initiated, and once each job ended.
+	Hooks []Hook `json:"hooks,omitempty"`
+
 	// Timeouts; zero takes planner.Default….
 	FlushTimeout    Duration `json:"flush_timeout,omitempty"`
 	SnapshotTimeout Duration `json:"snapshot_timeout,omitempty"`
 	FinishTimeout   Duration `json:"finish_timeout,omitempty"`
 	JobTimeout      Duration `json:"job_timeout,omitempty"`
+}
+
+// Hook is a command a policy runs at one point of each job.
+type Hook struct {
+	Name string `json:"name"`
+	// Point is before, after or complete.
+	Point string `json:"point"`
+	// Scope is node (every node, through the cluster's executor; the
+	// default) or job (once, on a worker).
+	Scope string `json:"scope,omitempty"`
+	// Command is an argv; the first word an absolute path. No shell runs it
+	// unless it names one.
+	Command []string `json:"command"`
+	// Timeout stops each run; required, and within the phase it runs in.
+	Timeout Duration `json:"timeout"`
+	// OnError is fail (the default for before and after) or continue (the
+	// only choice for complete, which runs after the job ended).
+	OnError string `json:"on_error,omitempty"`
+	// Retries is how many more times a failed run is tried (at most 10).
+	Retries int `json:"retries,omitempty"`
 }
 
 // Load reads and validates a file.
@@ -302,6 +328,7 @@ func (c *Config) Validate() error {
 		if w := time.Duration(p.KeepWithin); w > 0 && w < time.Minute {
 			add("%s.keep_within %s: keeps nothing; use at least 1m", where, w)
 		}
+		errs = append(errs, p.validateHooks(where)...)
 	}
 	for i, cl := range c.Clusters {
 		if cl.DefaultPolicy != "" && !policies[cl.Name+"/"+cl.DefaultPolicy] {
@@ -347,4 +374,77 @@ func (c *Config) Replicas() int {
 		return 1
 	}
 	return c.NATS.Replicas
+}
+
+// Phase timeouts the hooks are checked against, where a policy sets none.
+const (
+	defaultFlushTimeout  = 10 * time.Minute
+	defaultFinishTimeout = 2 * time.Hour
+)
+
+// validateHooks names every problem of a policy's hooks.
+func (p Policy) validateHooks(where string) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	names := map[string]bool{}
+	for i, h := range p.Hooks {
+		hw := fmt.Sprintf("%s.hooks[%d]", where, i)
+		if err := messages.ValidateTarget("name", h.Name); err != nil {
+			add("%s.name: %w", hw, err)
+		} else if names[h.Name] {
+			add("%s.name %q: two hooks of the policy have this name", hw, h.Name)
+		}
+		names[h.Name] = true
+		var limit time.Duration
+		var phase string
+		switch h.Point {
+		case "before":
+			limit, phase = time.Duration(p.FlushTimeout), "flush_timeout"
+			if limit == 0 {
+				limit = defaultFlushTimeout
+			}
+		case "after", "complete":
+			limit, phase = time.Duration(p.FinishTimeout), "finish_timeout"
+			if limit == 0 {
+				limit = defaultFinishTimeout
+			}
+		default:
+			add("%s.point %q: must be before, after or complete", hw, h.Point)
+		}
+		switch h.Scope {
+		case "", "node", "job":
+		default:
+			add("%s.scope %q: must be node or job", hw, h.Scope)
+		}
+		switch {
+		case len(h.Command) == 0 || h.Command[0] == "":
+			add("%s.command: required", hw)
+		case !filepath.IsAbs(h.Command[0]):
+			add("%s.command %q: the program must be an absolute path", hw, h.Command[0])
+		}
+		for _, w := range h.Command {
+			if strings.IndexByte(w, 0) >= 0 {
+				add("%s.command: a word contains a NUL byte", hw)
+			}
+		}
+		t := time.Duration(h.Timeout)
+		switch {
+		case t <= 0:
+			add("%s.timeout: required, and more than zero", hw)
+		case limit > 0 && t > limit:
+			add("%s.timeout %s: longer than the policy's %s (%s) it runs within", hw, t, phase, limit)
+		}
+		switch h.OnError {
+		case "", "fail", "continue":
+		default:
+			add("%s.on_error %q: must be fail or continue", hw, h.OnError)
+		}
+		if h.Point == "complete" && h.OnError == "fail" {
+			add("%s.on_error fail: a complete hook runs after the job ended and cannot fail it; use continue", hw)
+		}
+		if h.Retries < 0 || h.Retries > 10 {
+			add("%s.retries %d: must be between 0 and 10", hw, h.Retries)
+		}
+	}
+	return errs
 }

@@ -31,6 +31,12 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"node name with shell metacharacters", "clusters:\n- name: a\n  nodes: [{name: 'n1;reboot', volumes: [{id: v1}]}]\n", "nodes[0].name"},
 		{"bad duration", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, flush_timeout: soon}\n", "soon"},
 		{"negative calendar rule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_weekly: -1}\n", "policies[0].keep_weekly -1: must not be negative"},
+		{"hook with a relative command", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [pause.sh], timeout: 1m}\n", "policies[0].hooks[0].command \"pause.sh\": the program must be an absolute path"},
+		{"hook without timeout", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [/bin/true]}\n", "policies[0].hooks[0].timeout: required"},
+		{"hook longer than its phase", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [/bin/true], timeout: 11m}\n", "policies[0].hooks[0].timeout 11m0s: longer than the policy's flush_timeout"},
+		{"hook at an unknown point", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: during, command: [/bin/true], timeout: 1m}\n", "policies[0].hooks[0].point \"during\""},
+		{"hook of an unknown scope", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: after, scope: cluster, command: [/bin/true], timeout: 1m}\n", "policies[0].hooks[0].scope \"cluster\""},
+		{"complete hook that would fail the job", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: complete, command: [/bin/true], timeout: 1m, on_error: fail}\n", "policies[0].hooks[0].on_error fail"},
 		{"retention that keeps nothing", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_within: 10s}\n", "policies[0].keep_within 10s: keeps nothing"},
 	}
 	for _, tc := range cases {

@@ -1,6 +1,7 @@
 package drivers
 
 import (
+	"slices"
 	"time"
 
 	"github.com/quiesce/quiesce/internal/config"
@@ -57,7 +58,33 @@ func Policy(p config.Policy) planner.Policy {
 			CountPartial: p.CountPartial},
 		FlushTimeout: time.Duration(p.FlushTimeout), SnapshotTimeout: time.Duration(p.SnapshotTimeout),
 		FinishTimeout: time.Duration(p.FinishTimeout), JobTimeout: time.Duration(p.JobTimeout),
+		Hooks: PolicyHooks(p.Hooks),
 	}
+}
+
+// PolicyHooks are a policy's hooks as the planner stores them with each plan:
+// scope node and on_error fail (continue for complete hooks) where the file
+// says nothing.
+func PolicyHooks(hs []config.Hook) []messages.Hook {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]messages.Hook, 0, len(hs))
+	for _, h := range hs {
+		m := messages.Hook{Name: h.Name, Point: messages.HookPoint(h.Point), Scope: messages.ScopeNode,
+			Command: slices.Clone(h.Command), TimeoutMS: time.Duration(h.Timeout).Milliseconds(),
+			OnError: messages.OnErrorFail, Retries: h.Retries}
+		if h.Scope != "" {
+			m.Scope = messages.HookScope(h.Scope)
+		}
+		if h.OnError != "" {
+			m.OnError = messages.OnError(h.OnError)
+		} else if m.Point == messages.HookComplete {
+			m.OnError = messages.OnErrorContinue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // SSH is the SSH executor's settings for a cluster.

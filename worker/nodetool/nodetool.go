@@ -24,6 +24,9 @@ type Command struct {
 	Env map[string]string
 	// Sudo runs the program through "sudo -n".
 	Sudo bool
+	// Stdin is what the program reads on its standard input; only a local
+	// runner supplies it (over SSH the wrapper owns the channel's input).
+	Stdin []byte
 }
 
 // Output is what a command printed.

@@ -419,6 +419,10 @@ func (e *Executor) Run(ctx context.Context, node messages.Node, cmd nodetool.Com
 }
 
 func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	if len(cmd.Stdin) > 0 {
+		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig,
+			Err: errors.New("a command's standard input cannot be sent over SSH: the session's input stops the command")})
+	}
 	words, err := cmd.Words()
 	if err != nil {
 		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig, Err: err})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,13 +257,26 @@ func (s *Snapshotter) FirstCreate() time.Time {
 	return first
 }
 
-// Drivers serves the same node tool and snapshotter for every cluster.
+// Drivers serves the same node tool, snapshotter and hook runner for every
+// cluster.
 type Drivers struct {
 	Tool worker.NodeTool
 	Snap worker.Snapshotter
+	Hook *Hooks
 }
 
-var _ worker.Drivers = Drivers{}
+var (
+	_ worker.Drivers     = Drivers{}
+	_ worker.HookDrivers = Drivers{}
+)
+
+// Hooks returns the hook runner.
+func (d Drivers) Hooks(string) (worker.HookRunner, error) {
+	if d.Hook == nil {
+		return nil, errors.New("no hook runner")
+	}
+	return d.Hook, nil
+}
 
 // NodeTool returns the node tool.
 func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
@@ -278,4 +292,47 @@ func (d Drivers) Snapshotter(string) (worker.Snapshotter, error) {
 		return nil, errors.New("no snapshotter")
 	}
 	return d.Snap, nil
+}
+
+// HookRun is one hook command a Hooks runner ran.
+type HookRun struct {
+	Node string // "" for a job-scoped hook
+	Hook string
+	Env  map[string]string
+	At   time.Time
+}
+
+// Hooks records the hooks it runs, in order.
+type Hooks struct {
+	mu   sync.Mutex
+	runs []HookRun
+	// Fail makes the run of a hook on a node fail with the error it returns.
+	Fail func(hook, node string) error
+}
+
+var _ worker.HookRunner = (*Hooks)(nil)
+
+// RunHook records the run.
+func (h *Hooks) RunHook(_ context.Context, node *messages.Node, cmd worker.HookCommand) (worker.HookOutput, error) {
+	run := HookRun{Hook: cmd.Env["QUIESCE_HOOK"], Env: maps.Clone(cmd.Env), At: time.Now()}
+	if node != nil {
+		run.Node = node.Name
+	}
+	h.mu.Lock()
+	h.runs = append(h.runs, run)
+	fail := h.Fail
+	h.mu.Unlock()
+	if fail != nil {
+		if err := fail(run.Hook, run.Node); err != nil {
+			return worker.HookOutput{Stderr: []byte(err.Error()), ExitCode: 1}, err
+		}
+	}
+	return worker.HookOutput{Stdout: []byte("ran " + run.Hook + " on " + run.Node)}, nil
+}
+
+// Runs returns the hooks run so far, in order.
+func (h *Hooks) Runs() []HookRun {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.runs)
 }
