@@ -2,7 +2,6 @@ package promtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -142,6 +141,3 @@ func freeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
-
-// errNotYet is what a wait's condition returns while it does not hold.
-var errNotYet = errors.New("not yet")
