@@ -152,7 +152,9 @@ func TestEachConditionRaisesItsAlert(t *testing.T) {
 	cfg := &config.Config{Clusters: []config.Cluster{
 		failing, stale, fsCluster(t, "never", 1, 1), untrusted,
 		ebsCluster(t, "errored", moto.URL, broken.URL, 2),
-		ebsCluster(t, "throttled", moto.URL, throttled.URL, 3),
+		// Several volumes, so that throttled attempts keep coming while
+		// each call backs off.
+		ebsCluster(t, "throttled", moto.URL, throttled.URL, 5),
 	}}
 	for _, cl := range cfg.Clusters {
 		cfg.Policies = append(cfg.Policies, policy(cl.Name, 0))
