@@ -82,6 +82,24 @@ type Cluster struct {
 	// DefaultPolicy names the policy a request without one gets. When empty
 	// the cluster uses built-in defaults.
 	DefaultPolicy string `json:"default_policy,omitempty"`
+	// BackupMaxAge is how old the cluster's newest successful backup may get
+	// before it counts as stale (default DefaultBackupMaxAge). Every process
+	// exports it as quiesce_backup_max_age_seconds, the threshold of the
+	// stale-backup alert, and the never-backed-up alert watches every
+	// cluster that has one.
+	BackupMaxAge Duration `json:"backup_max_age,omitempty"`
+}
+
+// DefaultBackupMaxAge is a daily schedule plus slack: the age at which a
+// cluster's newest backup counts as stale when its BackupMaxAge is unset.
+const DefaultBackupMaxAge = 26 * time.Hour
+
+// MaxAge returns the cluster's BackupMaxAge, or DefaultBackupMaxAge.
+func (c Cluster) MaxAge() time.Duration {
+	if c.BackupMaxAge > 0 {
+		return time.Duration(c.BackupMaxAge)
+	}
+	return DefaultBackupMaxAge
 }
 
 // Node is one host of a static inventory.

@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,6 +19,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "nightly", p.Name)
 	require.Equal(t, 14, p.KeepLast)
+	sessions, ok := c.Cluster("sessions")
+	require.True(t, ok)
+	require.Equal(t, 3*time.Hour, sessions.MaxAge())
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
@@ -38,12 +42,24 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"hook of an unknown scope", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: after, scope: cluster, command: [/bin/true], timeout: 1m}\n", "policies[0].hooks[0].scope \"cluster\""},
 		{"complete hook that would fail the job", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: complete, command: [/bin/true], timeout: 1m, on_error: fail}\n", "policies[0].hooks[0].on_error fail"},
 		{"retention that keeps nothing", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_within: 10s}\n", "policies[0].keep_within 10s: keeps nothing"},
+		{"negative max age", "clusters:\n- name: a\n  backup_max_age: -1h\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "negative"},
 	}
 	for _, tc := range cases {
 		_, err := config.Parse([]byte(tc.yaml))
 		require.Error(t, err, tc.desc)
 		require.Contains(t, err.Error(), tc.want, tc.desc)
 	}
+}
+
+// A cluster's stale-backup threshold is its backup_max_age, 26h when unset.
+func TestBackupMaxAge(t *testing.T) {
+	t.Parallel()
+	c, err := config.Parse([]byte("clusters:\n- name: a\n  backup_max_age: 192h\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n" +
+		"- name: b\n  nodes: [{name: n1, volumes: [{id: v2}]}]\n"))
+	require.NoError(t, err)
+	require.Equal(t, 8*24*time.Hour, c.Clusters[0].MaxAge())
+	require.Equal(t, config.DefaultBackupMaxAge, c.Clusters[1].MaxAge())
+	require.Equal(t, 26*time.Hour, config.DefaultBackupMaxAge)
 }
 
 func TestMissingFileIsAnError(t *testing.T) {

@@ -210,3 +210,14 @@ func writeKey(t *testing.T, dir string) string {
 	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(block), 0o600))
 	return path
 }
+
+func TestUsesEC2(t *testing.T) {
+	t.Parallel()
+	one := func(cl config.Cluster) *config.Config { return &config.Config{Clusters: []config.Cluster{cl}} }
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a"})), "ebs is the default snapshotter")
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "ebs"})))
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "fs",
+		Discovery: &config.Discovery{InstanceTags: map[string]string{"c": "a"}}})), "discovery calls EC2")
+	require.False(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "fs"})))
+	require.False(t, drivers.UsesEC2(&config.Config{}))
+}

@@ -72,6 +72,17 @@ func newSSH(env Env, cl config.Cluster) (nodetool.Runner, io.Closer, error) {
 	return ex, ex, nil
 }
 
+// UsesEC2 reports whether a cluster of cfg is snapshotted on EBS or
+// discovered in EC2: whether a process of this fleet calls EC2.
+func UsesEC2(cfg *config.Config) bool {
+	for _, cl := range cfg.Clusters {
+		if SnapshotterKind(cl) == SnapshotterEBS || cl.Discovery != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // NeedsHostKeys reports whether a cluster of cfg trusts SSH host keys on
 // first use, so a worker must open the fleet's pinned-key store.
 func NeedsHostKeys(cfg *config.Config) bool {

@@ -35,6 +35,14 @@ const (
 	CodeIncompleteSet = "IncompleteSnapshotSet"
 )
 
+// Operations lists every EC2 API operation the driver and the discoverer
+// call: the op label of the errors they report, which a process's metrics
+// start at zero.
+var Operations = []string{
+	"DescribeInstances", "DescribeVolumes", "DescribeSnapshots",
+	"CreateSnapshot", "CreateSnapshots", "CopySnapshot", "DeleteSnapshot",
+}
+
 // SnapshotRateDelay is the least a task waits after EC2 refused a snapshot
 // for a per-volume or concurrency limit: EC2 asks for 15 s between snapshot
 // calls on one volume, and pending snapshots take longer than that to clear.

@@ -28,6 +28,10 @@ const (
 	CodeConfig    = "config"    // the executor's own settings are wrong (missing key file, bad bastion)
 )
 
+// Codes lists every error code the executor reports: a worker's metrics
+// start each at zero.
+var Codes = []string{CodeConnect, CodeHandshake, CodeAuth, CodeHostKey, CodeTimeout, CodeCancelled, CodeSession, CodeExit, CodeConfig}
+
 // Error is a failure to run a command on a host, classified by Code.
 type Error struct {
 	// Op is what was being done: "dial", "handshake", "session", "run".
