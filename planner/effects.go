@@ -54,7 +54,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
 		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))
-		t.ID += ".again" + strconv.Itoa(fx.Seq)
+		t.ID += reclearSuffix + strconv.Itoa(fx.Seq)
 		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
 	case fxClear:
 		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))})
