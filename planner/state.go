@@ -45,8 +45,9 @@ type record struct {
 	// Listing names the object holding the job's snapshots as the await
 	// task last saw them: the catalog is written from it.
 	Listing string `json:"listing,omitempty"`
-	// Reason classifies Error once the job failed or was cancelled.
-	Reason Reason `json:"reason,omitempty"`
+	// Reason classifies Error once the job failed or was cancelled. Its key
+	// is not "reason", which holds the request's reason (messages.Job).
+	Reason Reason `json:"end_reason,omitempty"`
 
 	// Outbox lists effects decided but not yet known to be carried out.
 	// Whoever changes the record performs them after the compare-and-set,
@@ -130,7 +131,7 @@ func (r *record) setPhase(p *Plan, to messages.Phase, now time.Time, errMsg stri
 		r.PhaseDeadline = time.Time{}
 		// Nothing waits on the retries of tasks that no longer matter:
 		// only the clean-up's are still shown.
-		r.Retrying = slices.DeleteFunc(r.Retrying, func(x messages.Retry) bool { return !cleansUp(x.Kind) })
+		r.dropRetries(func(x messages.Retry) bool { return !cleansUp(x.Kind) })
 	} else {
 		r.PhaseDeadline = p.deadline(to, now)
 	}
@@ -323,8 +324,18 @@ func (r *record) applyRetry(p *Plan, ev *messages.TaskRetry) bool {
 
 // dropRetry forgets the retries of a task that ended.
 func (r *record) dropRetry(taskID string) bool {
+	return r.dropRetries(func(x messages.Retry) bool { return x.TaskID == taskID })
+}
+
+// dropRetries forgets the retries drop selects, and reports whether there
+// were any.
+func (r *record) dropRetries(drop func(messages.Retry) bool) bool {
 	before := len(r.Retrying)
-	r.Retrying = slices.DeleteFunc(r.Retrying, func(x messages.Retry) bool { return x.TaskID == taskID })
+	r.Retrying = slices.DeleteFunc(r.Retrying, drop)
+	if len(r.Retrying) == 0 {
+		// As the stored record reads back.
+		r.Retrying = nil
+	}
 	return len(r.Retrying) != before
 }
 

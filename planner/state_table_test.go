@@ -51,7 +51,8 @@ func newMachine(t *testing.T, o machineOpts) *machine {
 		}
 		nodes = append(nodes, n)
 	}
-	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "r1", Cluster: "c1", Mode: o.mode}
+	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "r1", Cluster: "c1", Mode: o.mode,
+		Reason: "before the upgrade"}
 	start := time.Unix(1_000, 0)
 	p, err := BuildPlan(req, testPolicy(o.allowPartial), nodes, o.perInstance, start)
 	require.NoError(t, err)
@@ -668,6 +669,13 @@ func TestStateMachineScripts(t *testing.T) {
 			require.NoError(t, json.Unmarshal(data, &again))
 			require.Equal(t, m.r.Outbox, again.Outbox)
 			require.Equal(t, m.r.Phase, again.Phase)
+			require.Equal(t, m.r.Reason, again.Reason)
+			require.Equal(t, m.r.Retrying, again.Retrying)
+			// Readers of the stored record see the request's reason, not
+			// why the job ended.
+			var j messages.Job
+			require.NoError(t, json.Unmarshal(data, &j))
+			require.Equal(t, "before the upgrade", j.Reason)
 		})
 	}
 }
