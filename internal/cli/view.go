@@ -38,14 +38,8 @@ func clearedText(j messages.Job) string {
 	return s
 }
 
-// cleanupRunning reports whether a job that ended still has clean-up
-// tasks (clears, snapshot deletion) that have not ended.
-func cleanupRunning(j messages.Job) bool {
-	return j.Phase.Terminal() && j.Progress.CleanupPending > 0
-}
-
 // cleanupText says where a job's clean-up stands: empty while the job runs,
-// or when it ended without anything to clean up.
+// and once a job succeeded or ended without anything to clean up.
 func cleanupText(j messages.Job) string {
 	p := j.Progress
 	switch {
@@ -57,7 +51,7 @@ func cleanupText(j messages.Job) string {
 			s += fmt.Sprintf(", %d retrying", p.Retrying)
 		}
 		return s
-	case p.ClearTasks > 0 || p.CleanupTasks > 0:
+	case j.Phase != messages.PhaseSucceeded && (p.ClearTasks > 0 || p.CleanupTasks > 0):
 		return "ended"
 	}
 	return ""
