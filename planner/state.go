@@ -165,18 +165,23 @@ func (r *record) addWarning(w string) {
 // queueClear queues node i's clear, or one more clear under a task ID of
 // its own when the first was queued already (it may have run before a tag
 // that a late flush re-created).
-func (r *record) queueClear(i int) bool {
+func (r *record) queueClear(p *Plan, i int) bool {
 	if r.ClearQueued.set(i) {
 		r.addOutbox(effect{Kind: fxClear, Node: i})
 		return true
 	}
-	return r.reclear(i)
+	return r.reclear(p, i)
 }
 
 // reclear queues one more clear of node i under a task ID of its own.
-func (r *record) reclear(i int) bool {
+func (r *record) reclear(p *Plan, i int) bool {
 	if r.Reclears >= maxFailures {
-		return false
+		// Nothing clears the tag this flush re-created: say so rather
+		// than show a clean-up that ended with every tag cleared.
+		before := len(r.Warnings)
+		r.addWarning(fmt.Sprintf("snapshot tag %s may be left on node %s: more than %d repeated clears were needed; "+
+			"clear it with nodetool clearsnapshot -t %s", r.Tag, p.Nodes[i].Name, maxFailures, r.Tag))
+		return len(r.Warnings) != before
 	}
 	r.Reclears++
 	r.addOutbox(effect{Kind: fxReclear, Node: i, Seq: r.Reclears})
@@ -426,7 +431,7 @@ func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
 		// cleared once more. The node's snapshots are done once its clear
 		// is queued, so this is safe.
 		if ev.Attempt > 1 && r.ClearQueued.has(i) {
-			return r.reclear(i)
+			return r.reclear(p, i)
 		}
 		return false
 	}
@@ -440,7 +445,7 @@ func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
 	// clear. If the job's clean-up already queued this node's clear, that
 	// clear may have run before the flush finished: clear once more.
 	if r.Phase.Terminal() {
-		r.queueClear(i)
+		r.queueClear(p, i)
 	}
 	return true
 }
@@ -607,7 +612,7 @@ func (r *record) stepSnapshotting(p *Plan, now time.Time) (transition, bool) {
 	if p.Mode == messages.ModeApplication {
 		for i := range p.Nodes {
 			if r.Flushed.has(i) && !r.ClearQueued.has(i) && r.nodeSnapshotted(p, i) {
-				r.queueClear(i)
+				r.queueClear(p, i)
 			}
 		}
 	}

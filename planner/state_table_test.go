@@ -628,6 +628,22 @@ func TestStateMachineScripts(t *testing.T) {
 			},
 		},
 		{
+			desc: "a flush re-created after too many repeated clears is a warning, not a clean-up shown as complete",
+			opts: machineOpts{nodes: 1},
+			script: func(m *machine) {
+				m.drain().flushAll().drain().snapAll().drain().clearAll()
+				for attempt := 2; attempt <= maxFailures+2; attempt++ {
+					m.event(messages.TaskResult{Kind: messages.KindFlush, Target: "n1", Outcome: messages.OutcomeSucceeded, Attempt: attempt})
+				}
+				require.Equal(m.t, maxFailures, m.r.Reclears)
+			},
+			phase: finishing,
+			check: func(t *testing.T, m *machine) {
+				require.Contains(t, m.r.Warnings, "snapshot tag "+m.r.Tag+" may be left on node n1: more than 100 repeated clears "+
+					"were needed; clear it with nodetool clearsnapshot -t "+m.r.Tag)
+			},
+		},
+		{
 			desc: "a clean-up task that could not delete a snapshot leaves a warning",
 			opts: machineOpts{nodes: 1},
 			script: func(m *machine) {
