@@ -40,8 +40,11 @@ type record struct {
 	RetentionDone   bool `json:"retention_done,omitempty"`
 	Cleanups        int  `json:"cleanups,omitempty"`
 	// Reclears counts extra clears queued for flushes that ran again after
-	// their node's tag was cleared.
-	Reclears int `json:"reclears,omitempty"`
+	// their node's tag was cleared; Reflushed holds, by flush attempt, the
+	// nodes whose flush of that attempt queued one, so a result delivered
+	// again queues no more.
+	Reclears  int            `json:"reclears,omitempty"`
+	Reflushed map[int]bitset `json:"reflushed,omitempty"`
 	// Listing names the object holding the job's snapshots as the await
 	// task last saw them: the catalog is written from it.
 	Listing string `json:"listing,omitempty"`
@@ -171,6 +174,20 @@ func (r *record) queueClear(p *Plan, i int) bool {
 		return true
 	}
 	return r.reclear(p, i)
+}
+
+// markReflushed records that attempt of node i's flush ran again, and
+// reports whether it was not recorded yet.
+func (r *record) markReflushed(p *Plan, i, attempt int) bool {
+	if r.Reflushed == nil {
+		r.Reflushed = map[int]bitset{}
+	}
+	b, ok := r.Reflushed[attempt]
+	if !ok {
+		b = newBitset(len(p.Nodes))
+		r.Reflushed[attempt] = b
+	}
+	return b.set(i)
 }
 
 // reclear queues one more clear of node i under a task ID of its own.
@@ -429,8 +446,9 @@ func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
 		// A later delivery of a flush that already counted ran again (its
 		// first ack was lost), possibly after the node's clear: its tag is
 		// cleared once more. The node's snapshots are done once its clear
-		// is queued, so this is safe.
-		if ev.Attempt > 1 && r.ClearQueued.has(i) {
+		// is queued, so this is safe. Once per attempt: the same result
+		// delivered again (its event's ack was lost) ran nothing more.
+		if ev.Attempt > 1 && r.ClearQueued.has(i) && r.markReflushed(p, i, ev.Attempt) {
 			return r.reclear(p, i)
 		}
 		return false

@@ -628,6 +628,28 @@ func TestStateMachineScripts(t *testing.T) {
 			},
 		},
 		{
+			desc: "a flush result delivered again (its event's ack lost) queues no further clear; another attempt does",
+			opts: machineOpts{nodes: 2},
+			script: func(m *machine) {
+				m.drain().flushAll().drain().snapAll().drain().clearAll()
+				again := messages.TaskResult{Kind: messages.KindFlush, Target: "n2", Outcome: messages.OutcomeSucceeded, Attempt: 2}
+				require.True(m.t, m.event(again))
+				require.Equal(m.t, []string{"reclear(node 1, #1)"}, m.outbox())
+				m.drain()
+				for range 5 {
+					require.False(m.t, m.event(again), "the same result, redelivered to the coordinator")
+				}
+				require.Empty(m.t, m.outbox())
+				again.Attempt = 3
+				require.True(m.t, m.event(again))
+				require.Equal(m.t, []string{"reclear(node 1, #2)"}, m.outbox())
+			},
+			phase: finishing,
+			check: func(t *testing.T, m *machine) {
+				require.Equal(t, 2, m.r.Reclears)
+			},
+		},
+		{
 			desc: "a flush re-created after too many repeated clears is a warning, not a clean-up shown as complete",
 			opts: machineOpts{nodes: 1},
 			script: func(m *machine) {
