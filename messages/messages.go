@@ -12,6 +12,7 @@ const (
 	JobRequestSchema = "quiesce.job-request/v1"
 	TaskSchema       = "quiesce.task/v1"
 	TaskResultSchema = "quiesce.task-result/v1"
+	TaskRetrySchema  = "quiesce.task-retry/v1"
 	JobSchema        = "quiesce.job/v1"
 	BackupSchema     = "quiesce.backup/v1"
 )
@@ -298,6 +299,45 @@ type TaskResult struct {
 	Listing string `json:"listing,omitempty"`
 }
 
+// TaskRetry is the event a worker publishes on SubjectTaskRetry(job, kind)
+// when an attempt of a task failed with an error worth retrying and the task
+// will be delivered again. It is progress, not a result: the task is still
+// open, and no count or phase of its job changes for it.
+type TaskRetry struct {
+	Schema  string `json:"schema"`
+	TaskID  string `json:"task_id"`
+	JobID   string `json:"job_id"`
+	Kind    Kind   `json:"kind"`
+	Cluster string `json:"cluster"`
+	Target  string `json:"target"`
+	// Attempt is the attempt that failed; MaxAttempts the last one the
+	// task gets (0: no limit).
+	Attempt     int    `json:"attempt"`
+	MaxAttempts int    `json:"max_attempts,omitempty"`
+	Error       string `json:"error"`
+	// Code classifies Error for operators and metrics ("connect",
+	// "timeout", ...), when the driver said.
+	Code     string    `json:"code,omitempty"`
+	Worker   string    `json:"worker,omitempty"`
+	FailedAt time.Time `json:"failed_at"`
+	// NextAttemptAt is the earliest time of the next attempt.
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+}
+
+// Retry is a task of a job whose last attempt failed and that will be tried
+// again, as recorded on the job.
+type Retry struct {
+	TaskID        string    `json:"task_id"`
+	Kind          Kind      `json:"kind"`
+	Target        string    `json:"target"`
+	Attempt       int       `json:"attempt"`
+	MaxAttempts   int       `json:"max_attempts,omitempty"`
+	Error         string    `json:"error"`
+	Code          string    `json:"code,omitempty"`
+	FailedAt      time.Time `json:"failed_at"`
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+}
+
 // Failure is one failed task as recorded on its job.
 type Failure struct {
 	TaskID string     `json:"task_id"`
@@ -308,21 +348,41 @@ type Failure struct {
 	Stderr string     `json:"stderr,omitempty"`
 }
 
-// Progress counts a job's tasks by kind.
+// Progress counts a job's tasks by kind. Every view of a job (quiesce
+// status, watch, submit, jobs) shows these counts as they are.
 type Progress struct {
-	Nodes         int `json:"nodes"`
-	Volumes       int `json:"volumes"`
-	Flushed       int `json:"flushed"`
-	FlushFailed   int `json:"flush_failed"`
+	Nodes       int `json:"nodes"`
+	Volumes     int `json:"volumes"`
+	Flushed     int `json:"flushed"`
+	FlushFailed int `json:"flush_failed"`
+	// SnapshotTasks are the snapshot tasks released: none before the
+	// barrier (a job that never reached it has none), then one per unit of
+	// every node that flushed.
 	SnapshotTasks int `json:"snapshot_tasks"`
 	Snapshotted   int `json:"snapshotted"`
 	SnapshotFail  int `json:"snapshot_failed"`
-	ClearTasks    int `json:"clear_tasks"`
-	Cleared       int `json:"cleared"`
-	ClearFailed   int `json:"clear_failed"`
-	HookTasks     int `json:"hook_tasks,omitempty"`
-	HooksDone     int `json:"hooks_done,omitempty"`
-	HooksFailed   int `json:"hooks_failed,omitempty"`
+	// ClearTasks counts the nodes whose tag is to be cleared; Cleared and
+	// ClearFailed those whose clear ended.
+	ClearTasks  int `json:"clear_tasks"`
+	Cleared     int `json:"cleared"`
+	ClearFailed int `json:"clear_failed"`
+	// CleanupTasks counts the tasks deleting the snapshots of a job that
+	// ended without a backup; CleanupsDone those that ended.
+	CleanupTasks int `json:"cleanup_tasks"`
+	CleanupsDone int `json:"cleanups_done"`
+	// CleanupPending counts the clean-up work queued and not yet ended:
+	// clears (a node's first, and any repeated for a flush that landed
+	// late) and snapshot clean-up tasks. A job that ended has finished for
+	// good once this is zero.
+	CleanupPending int `json:"cleanup_pending"`
+	// Retrying counts the tasks whose last attempt failed and that will be
+	// tried again (Job.Retrying lists them).
+	Retrying int `json:"retrying"`
+	// HookTasks counts the job's hook runs (a node-scoped hook once per
+	// node); HooksDone and HooksFailed those that ended.
+	HookTasks   int `json:"hook_tasks,omitempty"`
+	HooksDone   int `json:"hooks_done,omitempty"`
+	HooksFailed int `json:"hooks_failed,omitempty"`
 }
 
 // Job is a job's record in the jobs KV bucket, as status readers see it. The
@@ -348,6 +408,10 @@ type Job struct {
 	PhaseTimes map[Phase]time.Time `json:"phase_times,omitempty"`
 	Progress   Progress            `json:"progress"`
 	Failures   []Failure           `json:"failures,omitempty"`
+	// Retrying lists the open tasks whose last attempt failed and that will
+	// be tried again, with when (at most 100; Progress.Retrying counts the
+	// listed ones). A job that ended lists only its clean-up's.
+	Retrying []Retry `json:"retrying,omitempty"`
 	// FlushFirst and FlushLast are the earliest and latest flush completion
 	// times reported by the nodes: their difference is the flush spread.
 	FlushFirst time.Time `json:"flush_first,omitempty"`

@@ -27,7 +27,8 @@ const (
 	SubjectTasksAll = "quiesce.tasks.>"
 	// SubjectEventsAll matches every event subject.
 	SubjectEventsAll = "quiesce.events.>"
-	// SubjectTaskEventsAll matches every task result event.
+	// SubjectTaskEventsAll matches every task result event, and every task
+	// retry event.
 	SubjectTaskEventsAll = "quiesce.events.*.task.>"
 
 	// InvalidJobID names the event subject token for requests too malformed
@@ -54,6 +55,14 @@ func SubjectTaskKind(kind Kind) string {
 // SubjectTaskEvent is where results of a job's tasks of kind are published.
 func SubjectTaskEvent(jobID string, kind Kind) string {
 	return "quiesce.events." + jobID + ".task." + string(kind)
+}
+
+// SubjectTaskRetry is where a worker reports that an attempt of a job's task
+// of kind failed and will be retried. It is inside SubjectTaskEventsAll, so
+// the coordinators' consumer receives it; a coordinator that does not know
+// TaskRetrySchema terminates it, unapplied.
+func SubjectTaskRetry(jobID string, kind Kind) string {
+	return SubjectTaskEvent(jobID, kind) + ".retry"
 }
 
 // SubjectPhaseEvent is where a job's phase changes are published.

@@ -183,6 +183,7 @@ func returnInbox(inbox chan jetstream.Msg) {
 type pendingEvent struct {
 	msg     jetstream.Msg
 	result  *messages.TaskResult
+	retry   *messages.TaskRetry
 	control *messages.Control
 }
 
@@ -232,6 +233,14 @@ func decodeEvent(m jetstream.Msg) (pendingEvent, string, error) {
 		}
 		ev.control = &ctl
 		return ev, ctl.JobID, nil
+	}
+	if strings.HasSuffix(m.Subject(), ".retry") {
+		var rt messages.TaskRetry
+		if err := json.Unmarshal(m.Data(), &rt); err != nil || rt.Schema != messages.TaskRetrySchema {
+			return ev, "", errors.New("undecodable task retry")
+		}
+		ev.retry = &rt
+		return ev, rt.JobID, nil
 	}
 	var r messages.TaskResult
 	if err := json.Unmarshal(m.Data(), &r); err != nil || r.Schema != messages.TaskResultSchema {
@@ -286,6 +295,12 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 				if t, ok := rec.cancel(p, now, ev.control.By, ev.control.Reason); ok {
 					changed = true
 					ts = append(ts, t)
+				}
+				continue
+			}
+			if ev.retry != nil {
+				if rec.applyRetry(p, ev.retry) {
+					changed = true
 				}
 				continue
 			}

@@ -54,7 +54,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
 		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))
-		t.ID += ".again" + strconv.Itoa(fx.Seq)
+		t.ID += reclearSuffix + strconv.Itoa(fx.Seq)
 		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
 	case fxClear:
 		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))})
@@ -432,7 +432,7 @@ func (e *engine) report(ctx context.Context, p *Plan, r *record, ts []transition
 			release := t.at.Sub(r.LastEventAt)
 			spread := r.FlushLast.Sub(r.FlushFirst)
 			e.obs.BarrierReleased(r.Cluster, wait, release, spread)
-			log.Info().Dur("barrier_wait", wait).Dur("flush_spread", spread).Int("nodes", len(p.Nodes)).
+			log.Info().Int64("barrier_wait_ms", wait.Milliseconds()).Int64("flush_spread_ms", spread.Milliseconds()).Int("nodes", len(p.Nodes)).
 				Msg("every node flushed; snapshots released")
 		}
 		if t.from == messages.PhaseFlushing && t.to.Terminal() {

@@ -74,8 +74,10 @@ type Worker struct {
 	mu       sync.Mutex
 	consumes []jetstream.ConsumeContext
 	cancel   context.CancelCauseFunc
-	// publishFn publishes a result event; tests replace it.
-	publishFn func(context.Context, *messages.TaskResult) error
+	// publishFn publishes a result event, publishRetryFn a retry event;
+	// tests replace them.
+	publishFn      func(context.Context, *messages.TaskResult) error
+	publishRetryFn func(context.Context, *messages.TaskRetry) error
 }
 
 // New makes a worker. jobs is the jobs bucket, read to skip tasks of jobs
@@ -115,6 +117,7 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	w := &Worker{js: js, jobs: jobs, drivers: drivers, cfg: cfg,
 		log: cfg.Logger.With().Str("worker", cfg.Name).Logger(), life: startstop.Service{Name: "worker"}}
 	w.publishFn = w.publish
+	w.publishRetryFn = w.publishRetry
 	return w
 }
 
@@ -213,7 +216,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	waitErr := w.life.Wait(soft)
 	cancel(ErrShutdown)
 	if waitErr != nil {
-		w.log.Warn().Str("soft_stop", w.cfg.SoftStop.String()).Msg("running tasks cancelled and handed back for redelivery")
+		w.log.Warn().Int64("soft_stop_ms", w.cfg.SoftStop.Milliseconds()).Msg("running tasks cancelled and handed back for redelivery")
 		_ = w.life.Wait(context.WithoutCancel(ctx))
 	}
 	w.life.EndStop()
@@ -366,7 +369,20 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		if d, ok := errclass.Delay(herr); ok && d > delay {
 			delay = d
 		}
-		log.Warn().Err(herr).Dur("retry_in", delay).Msg("task failed; will retry")
+		retry := messages.TaskRetry{
+			Schema: messages.TaskRetrySchema, TaskID: result.TaskID, JobID: result.JobID, Kind: kind,
+			Cluster: result.Cluster, Target: result.Target, Attempt: attempt, MaxAttempts: max(maxDeliver, 0),
+			Error: truncate(herr.Error(), 1000), Code: code, Worker: w.cfg.Name,
+			FailedAt: result.FinishedAt, NextAttemptAt: result.FinishedAt.Add(delay),
+		}
+		// Reported before the task is handed back, so the report is not
+		// overtaken by the next attempt's result; a report that cannot be
+		// published costs only the operator's view of the retry.
+		if err := w.publishRetryFn(ctx, &retry); err != nil {
+			log.Debug().Err(err).Msg("retry not reported")
+		}
+		log.Warn().Err(herr).Int64("retry_in_ms", delay.Milliseconds()).Time("next_attempt_at", retry.NextAttemptAt).
+			Msg("task failed; will retry")
 		_ = msg.NakWithDelay(delay)
 		if code == "" {
 			code = "transient"
@@ -410,6 +426,22 @@ func (w *Worker) publish(ctx context.Context, r *messages.TaskResult) error {
 		id += "." + strconv.Itoa(r.Attempt)
 	}
 	_, err = w.js.Publish(pctx, messages.SubjectTaskEvent(r.JobID, r.Kind), data, jetstream.WithMsgID(id))
+	return err
+}
+
+// retryReportTimeout bounds the publish of a retry event, which delays the
+// task's hand-back.
+const retryReportTimeout = 2 * time.Second
+
+func (w *Worker) publishRetry(ctx context.Context, r *messages.TaskRetry) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retryReportTimeout)
+	defer cancel()
+	id := r.TaskID + ".retry." + strconv.Itoa(r.Attempt)
+	_, err = w.js.Publish(pctx, messages.SubjectTaskRetry(r.JobID, r.Kind), data, jetstream.WithMsgID(id))
 	return err
 }
 

@@ -26,6 +26,8 @@ type NodeTool struct {
 	Fail func(node string) error
 	// Delay returns how long a node's snapshot takes.
 	Delay func(node string) time.Duration
+	// ClearFail makes a node's clear fail with the error it returns (nil: ok).
+	ClearFail func(node string) error
 	// Block, when set, is waited on by every snapshot call before it runs.
 	Block  chan struct{}
 	Calls  atomic.Int64
@@ -78,6 +80,11 @@ func (f *NodeTool) Snapshot(ctx context.Context, node messages.Node, tag string,
 // ClearSnapshot removes the tag.
 func (f *NodeTool) ClearSnapshot(_ context.Context, node messages.Node, tag string) error {
 	f.Clears.Add(1)
+	if f.ClearFail != nil {
+		if err := f.ClearFail(node.Name); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.Tags[node.Name], tag)
