@@ -1,5 +1,7 @@
 package messages
 
+import "strings"
+
 // Streams, buckets and subjects of the JetStream topology.
 const (
 	StreamJobs   = "QUIESCE_JOBS"
@@ -45,6 +47,37 @@ func SubjectSchedule(cluster, policy string) string {
 // SubjectTask is where tasks of kind for cluster are published.
 func SubjectTask(kind Kind, cluster string) string {
 	return "quiesce.tasks." + string(kind) + "." + cluster
+}
+
+// SubjectAgentTasksAll matches every task published for a node's agent.
+const SubjectAgentTasksAll = "quiesce.agent.>"
+
+// SubjectAgentTask is where a node task (flush, clear, a node-scoped hook)
+// of a cluster whose executor is agent is published: only that node's agent
+// consumes it.
+func SubjectAgentTask(cluster, node string, kind Kind) string {
+	return "quiesce.agent." + cluster + "." + node + "." + string(kind)
+}
+
+// SubjectAgentTasks matches every task of one node's agent.
+func SubjectAgentTasks(cluster, node string) string {
+	return "quiesce.agent." + cluster + "." + node + ".>"
+}
+
+// AgentSubject is subject with the publishing agent's node appended. An
+// agent publishes its results and retries so; its NATS permissions allow
+// only its own node there, and the coordinator takes a node task's result
+// from an agent only when the node matches the task's.
+func AgentSubject(subject, node string) string { return subject + ".node." + node }
+
+// SplitAgentSubject undoes AgentSubject: the subject without the node, and
+// the node, when the subject carries one.
+func SplitAgentSubject(subject string) (base, node string, ok bool) {
+	i := strings.LastIndex(subject, ".node.")
+	if i < 0 || strings.Contains(subject[i+len(".node."):], ".") {
+		return subject, "", false
+	}
+	return subject[:i], subject[i+len(".node."):], true
 }
 
 // SubjectTaskKind matches every task of one kind.

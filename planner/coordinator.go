@@ -234,7 +234,9 @@ func decodeEvent(m jetstream.Msg) (pendingEvent, string, error) {
 		ev.control = &ctl
 		return ev, ctl.JobID, nil
 	}
-	if strings.HasSuffix(m.Subject(), ".retry") {
+	// An agent's result or retry carries its node after the subject.
+	base, _, _ := messages.SplitAgentSubject(m.Subject())
+	if strings.HasSuffix(base, ".retry") {
 		var rt messages.TaskRetry
 		if err := json.Unmarshal(m.Data(), &rt); err != nil || rt.Schema != messages.TaskRetrySchema {
 			return ev, "", errors.New("undecodable task retry")
@@ -253,6 +255,9 @@ func decodeEvent(m jetstream.Msg) (pendingEvent, string, error) {
 func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEvent) error {
 	unlock := c.e.lock(job)
 	defer unlock()
+	if p, err := c.e.plan(ctx, job); err == nil && p.Agent {
+		evs = c.fromTheirAgents(p, evs)
+	}
 	// Side records first: idempotent puts and deletes that the catalog and
 	// retention read later. They happen before the record says the task is
 	// done, so the record never points at something missing.
@@ -310,6 +315,35 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 		}
 		return changed, ts
 	})
+}
+
+// fromTheirAgents keeps the events of an agent cluster's job that may speak
+// for their task: a node task's result or retry only from that node's
+// agent. The others are dropped (acknowledged, never applied), whatever
+// their body says.
+func (c *Coordinator) fromTheirAgents(p *Plan, evs []pendingEvent) []pendingEvent {
+	kept := evs[:0:0]
+	for _, ev := range evs {
+		var kind messages.Kind
+		var target string
+		switch {
+		case ev.result != nil:
+			kind, target = ev.result.Kind, ev.result.Target
+		case ev.retry != nil:
+			kind, target = ev.retry.Kind, ev.retry.Target
+		default:
+			kept = append(kept, ev)
+			continue
+		}
+		if p.fromAgentOf(ev.msg.Subject(), kind, target) {
+			kept = append(kept, ev)
+			continue
+		}
+		c.e.log.Warn().Str("job_id", p.JobID).Str("subject", ev.msg.Subject()).Str("task_kind", string(kind)).
+			Str("target", target).Msg("event for a node task not published by that node's agent: dropped")
+		_ = ev.msg.Ack()
+	}
+	return kept
 }
 
 // putInlineListings stores the snapshots an await task of the previous

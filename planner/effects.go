@@ -37,7 +37,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 				tasks = append(tasks, p.flushTask(i, r.PhaseDeadline))
 			}
 		}
-		return effectResult{}, e.publishTasks(ctx, tasks)
+		return effectResult{}, e.publishTasks(ctx, p, tasks)
 	case fxSnapshots:
 		deadline := r.PhaseDeadline
 		if r.Phase == messages.PhasePlanned {
@@ -49,15 +49,15 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 				tasks = append(tasks, p.snapshotTask(j, deadline))
 			}
 		}
-		return effectResult{}, e.publishTasks(ctx, tasks)
+		return effectResult{}, e.publishTasks(ctx, p, tasks)
 	case fxReclear:
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
 		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))
 		t.ID += reclearSuffix + strconv.Itoa(fx.Seq)
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	case fxClear:
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))})
 	case fxAwait:
 		expect := 0
 		for j, u := range p.Units {
@@ -65,7 +65,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 				expect += len(u.Volumes)
 			}
 		}
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
 	case fxCatalog:
 		return e.writeCatalog(ctx, p, r)
 	case fxRetention:
@@ -76,7 +76,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 		if len(retired) > 0 {
 			t := p.baseTask(messages.KindRetention, p.Cluster, now.Add(cleanupTaskTimeout))
 			t.Retire = retired
-			if err := e.publishTasks(ctx, []messages.Task{t}); err != nil {
+			if err := e.publishTasks(ctx, p, []messages.Task{t}); err != nil {
 				return effectResult{}, err
 			}
 		}
@@ -94,11 +94,11 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 			}
 			tasks = append(tasks, t)
 		}
-		return effectResult{}, e.publishTasks(ctx, tasks)
+		return effectResult{}, e.publishTasks(ctx, p, tasks)
 	case fxCleanup:
 		t := p.baseTask(messages.KindCleanup, strconv.Itoa(fx.Seq), now.Add(cleanupTaskTimeout))
 		t.Retire = []string{p.JobID}
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	}
 	return effectResult{}, fmt.Errorf("unknown outbox entry %s", fx)
 }
@@ -106,7 +106,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 // publishTasks publishes tasks asynchronously and waits for every ack. Each
 // task's ID is its Nats-Msg-Id, so publishing the same task twice (a crash
 // between publish and record update) leaves one message.
-func (e *engine) publishTasks(ctx context.Context, tasks []messages.Task) error {
+func (e *engine) publishTasks(ctx context.Context, p *Plan, tasks []messages.Task) error {
 	if len(tasks) == 0 {
 		return nil
 	}
@@ -116,7 +116,7 @@ func (e *engine) publishTasks(ctx context.Context, tasks []messages.Task) error 
 		if err != nil {
 			return err
 		}
-		f, err := e.js.PublishAsync(messages.SubjectTask(tasks[i].Kind, tasks[i].Cluster), data,
+		f, err := e.js.PublishAsync(p.subject(&tasks[i]), data,
 			jetstream.WithMsgID(tasks[i].ID))
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", tasks[i].ID, err)

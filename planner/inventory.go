@@ -125,6 +125,9 @@ type Cluster struct {
 	// PerInstance makes one snapshot task of each node's data volumes,
 	// taken together as a crash-consistent set, instead of one per volume.
 	PerInstance bool
+	// Agent sends the cluster's node tasks (flush, clear, node hooks) to
+	// each node's own agent (quiesce agent) instead of to any worker.
+	Agent bool
 	// Nodes is the static inventory that StaticDiscoverer returns.
 	Nodes []messages.Node
 }

@@ -247,6 +247,7 @@ func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, err
 	if err != nil {
 		return nil, reject(RejectInvalidPlan, "cluster %q: %v", req.Cluster, err)
 	}
+	plan.Agent = cl.Agent
 	return plan, nil
 }
 

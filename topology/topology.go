@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,29 @@ const (
 	ConsumerPlanner     = "planner"
 	ConsumerCoordinator = "coordinator"
 )
+
+// AgentConsumer is the durable consumer of one node's agent. The cluster's
+// length comes first, so no two (cluster, node) pairs share a name.
+func AgentConsumer(cluster, node string) string {
+	return "agent-" + strconv.Itoa(len(cluster)) + "-" + cluster + "-" + node
+}
+
+// EnsureAgent creates or updates the consumer of one node's agent: the only
+// consumer of the node's flush, clear and hook tasks. An agent calls it at
+// start; its NATS user may create exactly this consumer.
+func EnsureAgent(ctx context.Context, js jetstream.JetStream, cluster, node string, o Options) (jetstream.Consumer, error) {
+	o = o.withDefaults()
+	name := AgentConsumer(cluster, node)
+	c, err := js.CreateOrUpdateConsumer(ctx, messages.StreamTasks, jetstream.ConsumerConfig{
+		Durable: name, Description: "the agent of node " + node + " of cluster " + cluster,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: o.MaxDeliverFor(messages.KindFlush),
+		MaxAckPending: 64, FilterSubject: messages.SubjectAgentTasks(cluster, node), Replicas: o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return c, nil
+}
 
 // TaskConsumer is the durable consumer name for tasks of kind.
 func TaskConsumer(kind messages.Kind) string { return "tasks-" + string(kind) }
@@ -130,7 +154,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamTasks,
 			Description: "quiesce tasks, one durable consumer per kind",
-			Subjects:    []string{messages.SubjectTasksAll},
+			Subjects:    []string{messages.SubjectTasksAll, messages.SubjectAgentTasksAll},
 			Retention:   jetstream.WorkQueuePolicy,
 			Duplicates:  o.TaskDuplicates,
 			Replicas:    o.Replicas,
@@ -252,4 +276,41 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
 	return &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests}, nil
+}
+
+// AgentInboxPrefix is the reply inbox an agent's connection uses
+// (nats.CustomInboxPrefix), so its NATS user may subscribe to its own
+// replies only.
+func AgentInboxPrefix(cluster, node string) string {
+	return "_INBOX_" + AgentConsumer(cluster, node)
+}
+
+// AgentPermissions are the subjects the NATS user of one node's agent may
+// publish and subscribe to: its own consumer (create, fetch, acknowledge),
+// its own results and retries (messages.AgentSubject), the job records it
+// reads and its node's flush intents in the jobs bucket, the job listings a
+// node-scoped complete hook reads, and its own inbox. Nothing else: another
+// node's tasks, results or intents are refused by the server.
+func AgentPermissions(cluster, node string) (publish, subscribe []string) {
+	consumer := AgentConsumer(cluster, node)
+	jobs := "KV_" + messages.BucketJobs
+	plans := "OBJ_" + messages.BucketPlans
+	publish = []string{
+		"$JS.API.INFO",
+		"$JS.API.CONSUMER.CREATE." + messages.StreamTasks + "." + consumer + "." + messages.SubjectAgentTasks(cluster, node),
+		"$JS.API.CONSUMER.CREATE." + messages.StreamTasks + "." + consumer,
+		"$JS.API.CONSUMER.INFO." + messages.StreamTasks + "." + consumer,
+		"$JS.API.CONSUMER.MSG.NEXT." + messages.StreamTasks + "." + consumer,
+		"$JS.ACK." + messages.StreamTasks + "." + consumer + ".>",
+		messages.AgentSubject("quiesce.events.*.task.*", node),
+		messages.AgentSubject("quiesce.events.*.task.*.retry", node),
+		"$JS.API.STREAM.INFO." + jobs,
+		"$JS.API.DIRECT.GET." + jobs + ".$KV." + messages.BucketJobs + ".>",
+		"$KV." + messages.BucketJobs + ".*.intent." + node,
+		"$JS.API.STREAM.INFO." + plans,
+		"$JS.API.CONSUMER.CREATE." + plans + ".>",
+		"$JS.API.DIRECT.GET." + plans + ".>",
+	}
+	subscribe = []string{AgentInboxPrefix(cluster, node) + ".>"}
+	return publish, subscribe
 }

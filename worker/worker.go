@@ -47,9 +47,27 @@ type Config struct {
 	// SoftStop is how long Stop lets running tasks finish before it cancels
 	// them and hands them back for redelivery (default 30s).
 	SoftStop time.Duration
+	// Agent makes this worker the agent of one node: it takes only that
+	// node's flush, clear and hook tasks, from the node's own consumer
+	// (topology.EnsureAgent), and publishes its results on subjects naming
+	// the node (messages.AgentSubject). Kinds and Concurrency are ignored.
+	Agent    *Agent
 	Logger   zerolog.Logger
 	Observer Observer
 	Now      func() time.Time
+}
+
+// Agent names the node an agent worker serves.
+type Agent struct {
+	Cluster string
+	Node    string
+	// Concurrency bounds the node's tasks run at once (default 4).
+	Concurrency int
+}
+
+// agentKinds are the kinds an agent takes.
+func agentKind(k messages.Kind) bool {
+	return k == messages.KindFlush || k == messages.KindClear || k == messages.KindHook
 }
 
 func (c Config) concurrency(k messages.Kind) int {
@@ -144,12 +162,29 @@ func (w *Worker) start(ctx context.Context) error {
 	w.mu.Lock()
 	w.cancel = cancel
 	w.mu.Unlock()
-	for _, kind := range w.cfg.Kinds {
-		cons, err := w.js.Consumer(ctx, messages.StreamTasks, topology.TaskConsumer(kind))
-		if err != nil {
-			return fmt.Errorf("bind %s consumer: %w", kind, err)
+	type binding struct {
+		consumer string
+		kind     messages.Kind // "" for an agent's consumer: every node kind
+		n        int
+	}
+	var bindings []binding
+	if a := w.cfg.Agent; a != nil {
+		bindings = append(bindings, binding{consumer: topology.AgentConsumer(a.Cluster, a.Node), n: max(a.Concurrency, 1)})
+		if a.Concurrency == 0 {
+			bindings[0].n = 4
 		}
-		n := w.cfg.concurrency(kind)
+	} else {
+		for _, kind := range w.cfg.Kinds {
+			bindings = append(bindings, binding{consumer: topology.TaskConsumer(kind), kind: kind, n: w.cfg.concurrency(kind)})
+		}
+	}
+	for _, b := range bindings {
+		kind := b.kind
+		cons, err := w.js.Consumer(ctx, messages.StreamTasks, b.consumer)
+		if err != nil {
+			return fmt.Errorf("bind consumer %s: %w", b.consumer, err)
+		}
+		n := b.n
 		sem := make(chan struct{}, n)
 		cc, err := cons.Consume(func(msg jetstream.Msg) {
 			sem <- struct{}{}
@@ -271,11 +306,22 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		attempt = int(meta.NumDelivered)
 	}
 	var task messages.Task
-	if err := json.Unmarshal(msg.Data(), &task); err != nil || task.Schema != messages.TaskSchema || task.Kind != kind {
+	err = json.Unmarshal(msg.Data(), &task)
+	if kind == "" && err == nil {
+		kind = task.Kind
+	}
+	if err != nil || task.Schema != messages.TaskSchema || task.Kind != kind {
 		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("undecodable task terminated")
 		_ = msg.TermWithReason("undecodable task")
 		w.cfg.Observer.TaskStarted(kind)
 		w.cfg.Observer.TaskFinished(kind, string(outcomeFailed), 0, "undecodable")
+		return
+	}
+	if a := w.cfg.Agent; a != nil && (!agentKind(task.Kind) || task.Cluster != a.Cluster || task.Node == nil || task.Node.Name != a.Node) {
+		// Only a publisher that broke the topology's rules puts another
+		// node's task on this node's subject: never run it.
+		w.log.Error().Str("subject", msg.Subject()).Str("task_id", task.ID).Msg("task not for this agent's node terminated")
+		_ = msg.TermWithReason("not a task of this agent's node")
 		return
 	}
 	log := w.log.With().Str("task_id", task.ID).Str("task_kind", string(kind)).
@@ -425,8 +471,18 @@ func (w *Worker) publish(ctx context.Context, r *messages.TaskResult) error {
 		// as a duplicate of the first.
 		id += "." + strconv.Itoa(r.Attempt)
 	}
-	_, err = w.js.Publish(pctx, messages.SubjectTaskEvent(r.JobID, r.Kind), data, jetstream.WithMsgID(id))
+	_, err = w.js.Publish(pctx, w.eventSubject(messages.SubjectTaskEvent(r.JobID, r.Kind)), data, jetstream.WithMsgID(id))
 	return err
+}
+
+// eventSubject is where this worker publishes an event: an agent names its
+// node after the subject, which its NATS permissions allow for its own node
+// only.
+func (w *Worker) eventSubject(subject string) string {
+	if a := w.cfg.Agent; a != nil {
+		return messages.AgentSubject(subject, a.Node)
+	}
+	return subject
 }
 
 // retryReportTimeout bounds the publish of a retry event, which delays the
@@ -441,7 +497,7 @@ func (w *Worker) publishRetry(ctx context.Context, r *messages.TaskRetry) error 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retryReportTimeout)
 	defer cancel()
 	id := r.TaskID + ".retry." + strconv.Itoa(r.Attempt)
-	_, err = w.js.Publish(pctx, messages.SubjectTaskRetry(r.JobID, r.Kind), data, jetstream.WithMsgID(id))
+	_, err = w.js.Publish(pctx, w.eventSubject(messages.SubjectTaskRetry(r.JobID, r.Kind)), data, jetstream.WithMsgID(id))
 	return err
 }
 

@@ -90,6 +90,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		roleCmd(g, "coordinator", "Drive jobs through their phases", []string{"coordinator"}),
 		roleCmd(g, "worker", "Execute flush, snapshot, clear, await and retention tasks", []string{"worker"}),
 		roleCmd(g, "all", "Run every role in one process", []string{"planner", "coordinator", "worker"}),
+		agentCmd(g),
 		submitCmd(g), statusCmd(g), watchCmd(g), jobsCmd(g), backupsCmd(g), cancelCmd(g), retentionCmd(g),
 		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g),
 	)
@@ -174,8 +175,9 @@ func (g *globals) dial(name string) (*nats.Conn, jetstream.JetStream, error) {
 
 // connect opens a NATS connection with credentials and TLS from the flags
 // or the configuration.
-func (g *globals) connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
+func (g *globals) connect(cfg *config.Config, name string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{nats.Name("quiesce " + name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	opts = append(opts, extra...)
 	creds := g.creds
 	if creds == "" && cfg != nil {
 		creds = cfg.NATS.CredsFile

@@ -64,7 +64,10 @@ type Cluster struct {
 	Account string `json:"account,omitempty"`
 	// RoleARN is assumed through STS for a cluster in another account.
 	RoleARN string `json:"role_arn,omitempty"`
-	// Executor reaches the nodes: "ssh" or "local".
+	// Executor reaches the nodes: "ssh" (a worker connects to each node),
+	// "agent" (quiesce agent on each node takes that node's tasks; no SSH
+	// key anywhere), or "local" (commands run on the worker's own host: one
+	// host, such as the demo, never a fleet).
 	Executor string `json:"executor,omitempty"`
 	// Snapshotter snapshots volumes: "ebs" or "fs".
 	Snapshotter string `json:"snapshotter,omitempty"`
@@ -278,9 +281,9 @@ func (c *Config) Validate() error {
 		}
 		clusters[cl.Name] = true
 		switch cl.Executor {
-		case "", "ssh", "local":
+		case "", "ssh", "local", "agent":
 		default:
-			add("%s.executor %q: must be \"ssh\" or \"local\"", where, cl.Executor)
+			add("%s.executor %q: must be \"ssh\", \"agent\" or \"local\"", where, cl.Executor)
 		}
 		switch cl.Snapshotter {
 		case "", "ebs", "fs":

@@ -17,6 +17,7 @@ import (
 const (
 	ExecutorSSH    = "ssh"
 	ExecutorLocal  = "local"
+	ExecutorAgent  = "agent"
 	SnapshotterEBS = "ebs"
 	SnapshotterFS  = "fs"
 )
@@ -25,6 +26,8 @@ const (
 var executors = map[string]func(Env, config.Cluster) (nodetool.Runner, io.Closer, error){
 	ExecutorSSH:   newSSH,
 	ExecutorLocal: func(Env, config.Cluster) (nodetool.Runner, io.Closer, error) { return &local.Runner{}, nil, nil },
+	// An agent runs its own node's commands on its own host.
+	ExecutorAgent: func(Env, config.Cluster) (nodetool.Runner, io.Closer, error) { return &local.Runner{}, nil, nil },
 }
 
 // snapshotters builds each snapshotter kind.

@@ -33,7 +33,8 @@ func Inventory(cfg *config.Config) planner.Inventory {
 
 // Cluster is what the planner needs of a configured cluster.
 func Cluster(cl config.Cluster) planner.Cluster {
-	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance, Nodes: Nodes(cl)}
+	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance,
+		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl)}
 }
 
 // Nodes is a cluster's static inventory.
