@@ -33,14 +33,15 @@ type Config struct {
 	Kinds []messages.Kind
 	// Concurrency per kind (default 64 flush and clear, 16 others).
 	Concurrency map[messages.Kind]int
-	// Heartbeat is the InProgress interval (default 10s); keep it well under
-	// the consumer's AckWait.
+	// Heartbeat is the InProgress interval (default 10s). A consumer whose
+	// AckWait is shorter than three heartbeats gets one every third of it.
 	Heartbeat time.Duration
 	// BackoffBase and BackoffMax shape the retry delay of transient errors:
 	// base·2^(attempt-1) with jitter, capped (default 1s and 2m).
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	// MaxDeliver per kind must match the consumers' (default from topology).
+	// MaxDeliver per kind must match the consumers' (default: read from
+	// each consumer when the worker binds to it).
 	MaxDeliver func(messages.Kind) int
 	// AwaitPoll is how often an await task polls snapshot states (default 10s).
 	AwaitPoll time.Duration
@@ -74,6 +75,9 @@ type Worker struct {
 	mu       sync.Mutex
 	consumes []jetstream.ConsumeContext
 	cancel   context.CancelCauseFunc
+	// limits are each kind's heartbeat and delivery limit, from its
+	// consumer's configuration.
+	limits map[messages.Kind]limits
 	// publishFn publishes a result event; tests replace it.
 	publishFn func(context.Context, *messages.TaskResult) error
 }
@@ -96,9 +100,6 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	}
 	if cfg.BackoffMax == 0 {
 		cfg.BackoffMax = 2 * time.Minute
-	}
-	if cfg.MaxDeliver == nil {
-		cfg.MaxDeliver = topology.Options{}.MaxDeliverFor
 	}
 	if cfg.AwaitPoll == 0 {
 		cfg.AwaitPoll = 10 * time.Second
@@ -146,6 +147,7 @@ func (w *Worker) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("bind %s consumer: %w", kind, err)
 		}
+		w.setLimits(kind, cons.CachedInfo())
 		n := w.cfg.concurrency(kind)
 		sem := make(chan struct{}, n)
 		cc, err := cons.Consume(func(msg jetstream.Msg) {
@@ -174,6 +176,47 @@ func (w *Worker) start(ctx context.Context) error {
 		w.mu.Unlock()
 	}
 	return nil
+}
+
+// limits are what the runtime takes from a kind's consumer.
+type limits struct {
+	heartbeat  time.Duration
+	maxDeliver int
+}
+
+// setLimits keeps the heartbeat and delivery limit that fit the consumer:
+// a heartbeat at most a third of its AckWait, so one lost InProgress never
+// lets a running task be redelivered.
+func (w *Worker) setLimits(kind messages.Kind, info *jetstream.ConsumerInfo) {
+	l := limits{heartbeat: w.cfg.Heartbeat}
+	if info != nil {
+		if third := info.Config.AckWait / 3; third > 0 && third < l.heartbeat {
+			l.heartbeat = third
+		}
+		l.maxDeliver = info.Config.MaxDeliver
+	}
+	if w.cfg.MaxDeliver != nil {
+		l.maxDeliver = w.cfg.MaxDeliver(kind)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.limits == nil {
+		w.limits = map[messages.Kind]limits{}
+	}
+	w.limits[kind] = l
+}
+
+func (w *Worker) limitsOf(kind messages.Kind) limits {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if l, ok := w.limits[kind]; ok {
+		return l
+	}
+	l := limits{heartbeat: w.cfg.Heartbeat, maxDeliver: topology.Options{}.MaxDeliverFor(kind)}
+	if w.cfg.MaxDeliver != nil {
+		l.maxDeliver = w.cfg.MaxDeliver(kind)
+	}
+	return l
 }
 
 // Ready reports whether the worker is bound to its consumers.
@@ -289,7 +332,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		taskCtx, c2 = context.WithDeadlineCause(taskCtx, task.Deadline, errDeadline)
 		defer c2()
 	}
-	stopBeat := w.heartbeat(msg)
+	stopBeat := w.heartbeat(msg, w.limitsOf(kind).heartbeat)
 	res, herr := w.run(taskCtx, log, task)
 	stopBeat()
 
@@ -349,7 +392,7 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 	result.Outcome = messages.OutcomeFailed
 	result.Error = herr.Error()
 	result.Stderr = truncate(errclass.Stderr(herr), 4096)
-	maxDeliver := w.cfg.MaxDeliver(kind)
+	maxDeliver := w.limitsOf(kind).maxDeliver
 	switch {
 	case errclass.IsPermanent(herr):
 		result.ErrorClass = messages.ClassPermanent
@@ -414,13 +457,13 @@ func (w *Worker) publish(ctx context.Context, r *messages.TaskResult) error {
 
 // heartbeat tells the server the task is still being worked on, so a long
 // snapshot is not redelivered to a second worker while the first runs.
-func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+func (w *Worker) heartbeat(msg jetstream.Msg, every time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(w.cfg.Heartbeat)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
