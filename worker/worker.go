@@ -48,6 +48,11 @@ type Config struct {
 	// SoftStop is how long Stop lets running tasks finish before it cancels
 	// them and hands them back for redelivery (default 30s).
 	SoftStop time.Duration
+	// Leases is the bucket of task leases (topology.Handles.Leases). With
+	// it, a snapshot task creates only while its execution holds the task's
+	// lease, so one stalled past its ack wait never creates a second
+	// snapshot beside its redelivery's. Its TTL is the lease's lifetime.
+	Leases   LeaseStore
 	Logger   zerolog.Logger
 	Observer Observer
 	Now      func() time.Time
@@ -78,6 +83,8 @@ type Worker struct {
 	// limits are each kind's heartbeat and delivery limit, from its
 	// consumer's configuration.
 	limits map[messages.Kind]limits
+	// leases hands out task leases, once Start read the bucket's TTL.
+	leases *leaser
 	// publishFn publishes a result event; tests replace it.
 	publishFn func(context.Context, *messages.TaskResult) error
 }
@@ -142,6 +149,18 @@ func (w *Worker) start(ctx context.Context) error {
 	w.mu.Lock()
 	w.cancel = cancel
 	w.mu.Unlock()
+	if w.cfg.Leases != nil {
+		st, err := w.cfg.Leases.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("lease bucket: %w", err)
+		}
+		if st.TTL() <= 0 {
+			return fmt.Errorf("lease bucket %s has no TTL: a lease would never lapse", st.Bucket())
+		}
+		w.mu.Lock()
+		w.leases = &leaser{store: w.cfg.Leases, ttl: st.TTL(), holder: w.cfg.Name, now: time.Now}
+		w.mu.Unlock()
+	}
 	for _, kind := range w.cfg.Kinds {
 		cons, err := w.js.Consumer(ctx, messages.StreamTasks, topology.TaskConsumer(kind))
 		if err != nil {
@@ -294,6 +313,9 @@ const (
 	outcomeRetry     outcome = "retry"
 	outcomeSkipped   outcome = "skipped"
 	outcomeReturned  outcome = "returned"
+	// outcomeAbandoned: the execution lost the task's lease; the delivery
+	// is another execution's now, and is left alone.
+	outcomeAbandoned outcome = "abandoned"
 )
 
 type panicError struct {
@@ -333,7 +355,26 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		defer c2()
 	}
 	stopBeat := w.heartbeat(msg, w.limitsOf(kind).heartbeat)
-	res, herr := w.run(taskCtx, log, task)
+	var (
+		res   *taskOutput
+		herr  error
+		fence func(context.Context) error
+		hold  *lease
+	)
+	if ls := w.leaser(); ls != nil && leased(kind) {
+		// Before the task looks for its earlier work: looking and creating
+		// both happen under the lease.
+		hold, herr = ls.acquire(taskCtx, task.ID, attempt)
+		if hold != nil {
+			fence = hold.Fence
+		}
+	}
+	if herr == nil {
+		res, herr = w.run(taskCtx, log, task, fence)
+	}
+	if hold != nil {
+		hold.release(ctx)
+	}
 	stopBeat()
 
 	result := messages.TaskResult{
@@ -352,6 +393,12 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 }
 
 var errDeadline = errors.New("task deadline passed")
+
+func (w *Worker) leaser() *leaser {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leases
+}
 
 // errSkip is returned by a handler for a task whose job already ended.
 var errSkip = errors.New("job already ended")
@@ -387,6 +434,12 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		// The worker is stopping, not the task failing: hand it back.
 		_ = msg.NakWithDelay(0)
 		return outcomeReturned, "shutdown"
+	case errors.Is(herr, ErrLeaseLost):
+		// Stalled past the lease: the delivery was, or will be, handed to
+		// another execution, which an ack, a nak or a failure from here
+		// would disturb. Left alone, it is redelivered if no one has it.
+		log.Warn().Msg("task lease lost while stalled; created nothing, leaving the task to its other execution")
+		return outcomeAbandoned, "lease_lost"
 	}
 
 	result.Outcome = messages.OutcomeFailed
@@ -478,13 +531,13 @@ func (w *Worker) heartbeat(msg jetstream.Msg, every time.Duration) (stop func())
 }
 
 // run executes the task's handler, turning a panic into an error.
-func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task) (res *taskOutput, err error) {
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, fence func(context.Context) error) (res *taskOutput, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
-	return w.dispatch(ctx, log, task)
+	return w.dispatch(ctx, log, task, fence)
 }
 
 func truncate(s string, n int) string {

@@ -90,7 +90,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	if slices.Contains(roles, "worker") {
 		n.worker = worker.New(js, h.Jobs, n.drivers, worker.Config{
 			Name: o.name, Kinds: o.kinds, Concurrency: o.concurrency, Logger: log, Observer: wobs, AwaitPoll: o.awaitPoll,
-			SoftStop: o.softStop,
+			SoftStop: o.softStop, Leases: h.Leases,
 		})
 		if err := n.worker.Start(ctx); err != nil {
 			n.stop(ctx)
