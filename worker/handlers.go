@@ -328,6 +328,9 @@ func sortByState(all []Snapshot) (good, stale, failed []Snapshot) {
 	return good, stale, failed
 }
 
+// listingTimeout bounds storing an await task's listing.
+const listingTimeout = 30 * time.Second
+
 // storeListing keeps the snapshots an await task found, every one
 // completed, where the coordinator writes the catalog from. It is an object
 // rather than part of the result: a job of tens of thousands of volumes
@@ -337,6 +340,11 @@ func (w *Worker) storeListing(ctx context.Context, jobID string, refs []messages
 	if err != nil {
 		return "", err
 	}
+	// Bounded on its own, not by the task's deadline: a put the server
+	// never answers (it stopped mid-transfer) would otherwise hold the
+	// task, heartbeating and never redelivered, until the phase failed.
+	ctx, cancel := context.WithTimeout(ctx, listingTimeout)
+	defer cancel()
 	store, err := w.js.ObjectStore(ctx, messages.BucketPlans)
 	if err != nil {
 		return "", fmt.Errorf("snapshot listing: %w", err)

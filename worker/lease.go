@@ -132,8 +132,13 @@ func (l *leaser) acquire(ctx context.Context, taskID string, attempt int) (*leas
 	}
 }
 
-// holderOf names the worker holding a task's lease, for the log.
+// holderOf names the worker holding a task's lease, for the log. Like
+// every call of the lease, it is bounded by a fraction of the TTL, not by
+// the task's deadline: a request the server never answers (it stopped
+// mid-request) would otherwise hold the task, heartbeating, until then.
 func (l *leaser) holderOf(ctx context.Context, taskID string) string {
+	ctx, cancel := context.WithTimeout(ctx, l.ttl/2)
+	defer cancel()
 	e, err := l.store.Get(ctx, taskID)
 	if err != nil {
 		return "unknown worker"
