@@ -250,12 +250,9 @@ func newProcEnv(t *testing.T, bins procBins) *procEnv {
 		return ensureErr == nil
 	}), "topology: %v", ensureErr)
 
-	ports, err := procs.FreePorts(1 + procCoordinators + procWorkers)
-	require.NoError(t, err)
-	e.planner = e.startQuiesce("planner", direct, ports[0])
-	for i := range procCoordinators {
-		e.coords = append(e.coords, e.startQuiesce("coordinator", direct, ports[1+i], "--name-suffix", strconv.Itoa(i)))
-	}
+	// Every listener of the test's own is open before the processes'
+	// metrics ports are drawn, so none of them can take one meanwhile.
+	workerURLs := make([]string, procWorkers)
 	for i := range procWorkers {
 		var urls []string
 		var ps []*netfault.Proxy
@@ -265,7 +262,16 @@ func newProcEnv(t *testing.T, bins procBins) *procEnv {
 			urls = append(urls, "nats://"+p.Addr)
 		}
 		e.workerNATS = append(e.workerNATS, ps)
-		e.workers = append(e.workers, e.startQuiesce("worker", strings.Join(urls, ","), ports[1+procCoordinators+i],
+		workerURLs[i] = strings.Join(urls, ",")
+	}
+	ports, err := procs.FreePorts(1 + procCoordinators + procWorkers)
+	require.NoError(t, err)
+	e.planner = e.startQuiesce("planner", direct, ports[0])
+	for i := range procCoordinators {
+		e.coords = append(e.coords, e.startQuiesce("coordinator", direct, ports[1+i], "--name-suffix", strconv.Itoa(i)))
+	}
+	for i := range procWorkers {
+		e.workers = append(e.workers, e.startQuiesce("worker", workerURLs[i], ports[1+procCoordinators+i],
 			"--name", fmt.Sprintf("worker-%d", i), "--concurrency", "8", "--soft-stop", "2s"))
 	}
 	e.waitReady()
