@@ -47,7 +47,10 @@ test-prometheus:
 	@test -n "$(PROMETHEUS_PKGS)" || { echo "no tests under the prometheus build tag"; exit 1; }
 	$(GO) test -race -count=1 -tags prometheus -timeout $(TEST_TIMEOUT) $(PROMETHEUS_PKGS)
 
-## test-chaos: kill workers, coordinators and NATS servers under load, seeded.
+## test-chaos: kill workers, coordinators and NATS servers under load, seeded: in one
+## process (TestChaos), and as separate quiesce and nats-server processes with SIGKILL,
+## SIGSTOP and a broken network (TestProcessChaos). QUIESCE_CHAOS_SEEDS=N runs N seeds
+## (default 20), QUIESCE_CHAOS_SEED=N replays one.
 test-chaos:
 	$(GO) test -race -count=1 -timeout 30m -tags chaos -run Chaos ./internal/suite/chaos/...
 

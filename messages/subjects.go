@@ -19,6 +19,9 @@ const (
 	// BucketManifests is an object store holding the full catalog record of
 	// backups too large to keep inline in the catalog bucket.
 	BucketManifests = "quiesce_manifests"
+	// BucketLeases holds one key per task being executed under a lease (a
+	// snapshot task), keyed by task ID; its TTL is the lease's lifetime.
+	BucketLeases = "quiesce_leases"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"

@@ -46,7 +46,7 @@ var (
 )
 
 // taskOutcomes are the outcomes worker.Observer.TaskFinished reports.
-var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped"}
+var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped", "returned", "abandoned"}
 
 // jobOutcomes are the terminal phases a job can finish in.
 var jobOutcomes = []messages.Phase{messages.PhaseSucceeded, messages.PhaseFailed, messages.PhaseCancelled}
@@ -84,6 +84,7 @@ type Metrics struct {
 	inFlight         *prometheus.GaugeVec
 	snapshotsPending *prometheus.GaugeVec
 	snapshotsErrored *prometheus.GaugeVec
+	retaken          *prometheus.CounterVec
 	ec2Errors        *prometheus.CounterVec
 	sshErrors        *prometheus.CounterVec
 
@@ -134,7 +135,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.tasksStarted = m.counter("worker", "tasks_started_total",
 		"Task deliveries a worker began.", "kind")
 	m.tasksFinished = m.counter("worker", "tasks_finished_total",
-		"Task deliveries a worker ended; outcome is succeeded, failed, retry or skipped.", "kind", "outcome")
+		"Task deliveries a worker ended; outcome is succeeded, failed, retry, skipped, returned (handed back at shutdown) or abandoned (its lease lapsed while it stalled).", "kind", "outcome")
 	m.taskErrors = m.counter("worker", "task_errors_total",
 		"Task deliveries that ended with an error, by error code or class.", "kind", "code")
 	m.taskDuration = m.histogram("worker", "task_duration_seconds",
@@ -147,6 +148,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Volume snapshots of a cluster's running job still pending, as last seen by an await task.", "cluster")
 	m.snapshotsErrored = m.gauge("ebs", "snapshots_errored",
 		"Volume snapshots of a cluster's running job in the error state, as last seen by an await task.", "cluster")
+	m.retaken = m.counter("worker", "snapshots_retaken_total",
+		"Volume snapshots found in error by their task (a copy a crash interrupted, or one the provider failed), deleted and taken again.", "cluster")
 	m.ec2Errors = m.counter("ec2", "errors_total",
 		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
 	m.sshErrors = m.counter("ssh", "errors_total",
@@ -297,6 +300,11 @@ func (m *Metrics) SnapshotStates(cluster string, pending, errored int) {
 	m.snapshotsErrored.WithLabelValues(cluster).Set(float64(errored))
 }
 
+// SnapshotRetaken implements worker.Observer.
+func (m *Metrics) SnapshotRetaken(cluster string) {
+	m.retaken.WithLabelValues(cluster).Inc()
+}
+
 // EC2Error counts an EC2 API error; op is the API operation
 // ("CreateSnapshot") and code the AWS error code ("RequestLimitExceeded").
 func (m *Metrics) EC2Error(op, code string) {
@@ -325,6 +333,7 @@ func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
 		m.barrierFailures.WithLabelValues(cluster, string(r))
 	}
 	m.retired.WithLabelValues(cluster)
+	m.retaken.WithLabelValues(cluster)
 	if maxAge > 0 {
 		m.SetBackupMaxAge(cluster, maxAge)
 	}

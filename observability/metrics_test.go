@@ -37,6 +37,7 @@ func exercise(m *Metrics) {
 	m.TaskFinished(messages.KindFlush, "failed", 200*time.Millisecond, "permanent")
 	m.TaskRedelivered(messages.KindFlush)
 	m.SnapshotStates("c1", 3, 1)
+	m.SnapshotRetaken("c1")
 	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
 	m.SSHError("host_key")
 }
@@ -145,13 +146,15 @@ func TestMetricsSeriesExistAtZero(t *testing.T) {
 	m, _ := newMetrics(t)
 	// Task series of every kind exist before any task ran.
 	require.Equal(t, len(messages.Kinds), testutil.CollectAndCount(m.inFlight))
-	require.Equal(t, 4*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, len(taskOutcomes)*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("snapshot", "abandoned")))
 	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("flush", "failed")))
 
 	require.Equal(t, 0, testutil.CollectAndCount(m.jobsFinished))
 	require.Equal(t, 0, testutil.CollectAndCount(m.barrierFailures))
 	m.InitCluster("c1", 0)
 	require.Equal(t, 3, testutil.CollectAndCount(m.jobsFinished))
+	require.Equal(t, 1, testutil.CollectAndCount(m.retaken), "a cluster's retakes exist at zero")
 	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsFinished.WithLabelValues("c1", "failed")))
 	require.Equal(t, 3, testutil.CollectAndCount(m.barrierFailures), "failed, deadline, cancelled")
 	require.Equal(t, 0.0, testutil.ToFloat64(m.barrierFailures.WithLabelValues("c1", "failed")))
@@ -170,7 +173,7 @@ func TestMetricsSeriesExistAtZero(t *testing.T) {
 	}
 	require.Equal(t, 0, testutil.CollectAndCount(m.taskDuration))
 	m.InitTaskHistograms()
-	require.Equal(t, 4*len(messages.Kinds), testutil.CollectAndCount(m.taskDuration))
+	require.Equal(t, len(taskOutcomes)*len(messages.Kinds), testutil.CollectAndCount(m.taskDuration))
 
 	require.Equal(t, 0, testutil.CollectAndCount(m.rejected))
 	m.InitRejections("malformed", "invalid")

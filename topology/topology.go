@@ -61,6 +61,10 @@ type Options struct {
 	// AckWait before an unacknowledged task is redelivered (default 30s);
 	// workers send InProgress well within it.
 	AckWait time.Duration
+	// LeaseTTL is the lifetime of a task lease not renewed (default
+	// AckWait): a stalled worker's lease lapses about when its task is
+	// redelivered.
+	LeaseTTL time.Duration
 	// MaxDeliver per task kind (default 5; await 3; retention 5).
 	MaxDeliver map[messages.Kind]int
 	// MaxAckPending per task kind bounds fleet-wide concurrency (default
@@ -87,6 +91,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.AckWait == 0 {
 		o.AckWait = 30 * time.Second
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = o.AckWait
 	}
 	return o
 }
@@ -126,6 +133,9 @@ type Handles struct {
 	Holds     jetstream.KeyValue
 	Plans     jetstream.ObjectStore
 	Manifests jetstream.ObjectStore
+	// Leases is the bucket of task leases; Bind leaves it nil when it does
+	// not exist yet (no process of this release has run).
+	Leases jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -212,6 +222,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
+	// A lease is a key its holder keeps rewriting; one not rewritten within
+	// the bucket's TTL is gone, and its task free for another execution.
+	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketLeases, Description: "quiesce task leases",
+		History: 1, TTL: o.LeaseTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
+	}
 
 	consumers := []struct {
 		stream string
@@ -249,7 +268,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -275,7 +294,11 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests}, nil
+	leases, err := js.KeyValue(ctx, messages.BucketLeases)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
+	}
+	return &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases}, nil
 }
 
 // AgentInboxPrefix is the reply inbox an agent's connection uses

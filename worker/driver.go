@@ -34,6 +34,11 @@ type CreateRequest struct {
 	Volumes []messages.Volume
 	// Tags are applied at creation: a snapshot never exists untagged.
 	Tags map[string]string
+	// Fence, when set, is called by the driver immediately before it
+	// creates anything, after its own look-up: an error (ErrLeaseLost) means
+	// this execution of the task no longer holds its lease, another one may
+	// be creating, and the driver must create nothing and return the error.
+	Fence func(context.Context) error
 }
 
 // Snapshotter takes, finds and deletes volume snapshots. Implementations: the
@@ -41,13 +46,25 @@ type CreateRequest struct {
 type Snapshotter interface {
 	// Find returns the snapshots carrying every tag in filter.
 	Find(ctx context.Context, filter map[string]string) ([]Snapshot, error)
-	// Create snapshots req.Volumes, tagged with req.Tags.
+	// Create snapshots req.Volumes, tagged with req.Tags, and returns the
+	// task's snapshot of every one of them once its point in time is fixed
+	// (EBS: the call was accepted; fs: the copy is whole). It is idempotent
+	// on the task tag: a volume with a snapshot of the task already is not
+	// snapshotted again.
 	Create(ctx context.Context, req CreateRequest) ([]Snapshot, error)
 	// Delete deletes a snapshot carrying the managed tag. A snapshot already
 	// gone is ErrSnapshotGone, which callers take as success (someone else
 	// deleted it, so it is not counted again); one without the managed tag is
 	// ErrNotManaged; one in use is ErrSnapshotInUse.
 	Delete(ctx context.Context, snapshotID string) error
+}
+
+// RetakePacer is implemented by snapshotters whose provider asks for a pause
+// between two snapshots of one volume. A snapshot task that finds its
+// earlier snapshot in error deletes it and takes it again no sooner than
+// this long after the failed one began.
+type RetakePacer interface {
+	RetakeAfter() time.Duration
 }
 
 // Errors a Snapshotter's Delete returns.

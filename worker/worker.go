@@ -33,14 +33,15 @@ type Config struct {
 	Kinds []messages.Kind
 	// Concurrency per kind (default 64 flush and clear, 16 others).
 	Concurrency map[messages.Kind]int
-	// Heartbeat is the InProgress interval (default 10s); keep it well under
-	// the consumer's AckWait.
+	// Heartbeat is the InProgress interval (default 10s). A consumer whose
+	// AckWait is shorter than three heartbeats gets one every third of it.
 	Heartbeat time.Duration
 	// BackoffBase and BackoffMax shape the retry delay of transient errors:
 	// base·2^(attempt-1) with jitter, capped (default 1s and 2m).
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	// MaxDeliver per kind must match the consumers' (default from topology).
+	// MaxDeliver per kind must match the consumers' (default: read from
+	// each consumer when the worker binds to it).
 	MaxDeliver func(messages.Kind) int
 	// AwaitPoll is how often an await task polls snapshot states (default 10s).
 	AwaitPoll time.Duration
@@ -51,7 +52,12 @@ type Config struct {
 	// node's flush, clear and hook tasks, from the node's own consumer
 	// (topology.EnsureAgent), and publishes its results on subjects naming
 	// the node (messages.AgentSubject). Kinds and Concurrency are ignored.
-	Agent    *Agent
+	Agent *Agent
+	// Leases is the bucket of task leases (topology.Handles.Leases). With
+	// it, a snapshot task creates only while its execution holds the task's
+	// lease, so one stalled past its ack wait never creates a second
+	// snapshot beside its redelivery's. Its TTL is the lease's lifetime.
+	Leases   LeaseStore
 	Logger   zerolog.Logger
 	Observer Observer
 	Now      func() time.Time
@@ -92,6 +98,11 @@ type Worker struct {
 	mu       sync.Mutex
 	consumes []jetstream.ConsumeContext
 	cancel   context.CancelCauseFunc
+	// limits are each kind's heartbeat and delivery limit, from its
+	// consumer's configuration.
+	limits map[messages.Kind]limits
+	// leases hands out task leases, once Start read the bucket's TTL.
+	leases *leaser
 	// publishFn publishes a result event, publishRetryFn a retry event;
 	// tests replace them.
 	publishFn      func(context.Context, *messages.TaskResult) error
@@ -116,9 +127,6 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	}
 	if cfg.BackoffMax == 0 {
 		cfg.BackoffMax = 2 * time.Minute
-	}
-	if cfg.MaxDeliver == nil {
-		cfg.MaxDeliver = topology.Options{}.MaxDeliverFor
 	}
 	if cfg.AwaitPoll == 0 {
 		cfg.AwaitPoll = 10 * time.Second
@@ -162,6 +170,18 @@ func (w *Worker) start(ctx context.Context) error {
 	w.mu.Lock()
 	w.cancel = cancel
 	w.mu.Unlock()
+	if w.cfg.Leases != nil {
+		st, err := w.cfg.Leases.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("lease bucket: %w", err)
+		}
+		if st.TTL() <= 0 {
+			return fmt.Errorf("lease bucket %s has no TTL: a lease would never lapse", st.Bucket())
+		}
+		w.mu.Lock()
+		w.leases = &leaser{store: w.cfg.Leases, ttl: st.TTL(), holder: w.cfg.Name, now: time.Now}
+		w.mu.Unlock()
+	}
 	type binding struct {
 		consumer string
 		kind     messages.Kind // "" for an agent's consumer: every node kind
@@ -183,6 +203,14 @@ func (w *Worker) start(ctx context.Context) error {
 		cons, err := w.js.Consumer(ctx, messages.StreamTasks, b.consumer)
 		if err != nil {
 			return fmt.Errorf("bind consumer %s: %w", b.consumer, err)
+		}
+		info := cons.CachedInfo()
+		if kind == "" {
+			for _, k := range []messages.Kind{messages.KindFlush, messages.KindClear, messages.KindHook} {
+				w.setLimits(k, info)
+			}
+		} else {
+			w.setLimits(kind, info)
 		}
 		n := b.n
 		sem := make(chan struct{}, n)
@@ -212,6 +240,47 @@ func (w *Worker) start(ctx context.Context) error {
 		w.mu.Unlock()
 	}
 	return nil
+}
+
+// limits are what the runtime takes from a kind's consumer.
+type limits struct {
+	heartbeat  time.Duration
+	maxDeliver int
+}
+
+// setLimits keeps the heartbeat and delivery limit that fit the consumer:
+// a heartbeat at most a third of its AckWait, so one lost InProgress never
+// lets a running task be redelivered.
+func (w *Worker) setLimits(kind messages.Kind, info *jetstream.ConsumerInfo) {
+	l := limits{heartbeat: w.cfg.Heartbeat}
+	if info != nil {
+		if third := info.Config.AckWait / 3; third > 0 && third < l.heartbeat {
+			l.heartbeat = third
+		}
+		l.maxDeliver = info.Config.MaxDeliver
+	}
+	if w.cfg.MaxDeliver != nil {
+		l.maxDeliver = w.cfg.MaxDeliver(kind)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.limits == nil {
+		w.limits = map[messages.Kind]limits{}
+	}
+	w.limits[kind] = l
+}
+
+func (w *Worker) limitsOf(kind messages.Kind) limits {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if l, ok := w.limits[kind]; ok {
+		return l
+	}
+	l := limits{heartbeat: w.cfg.Heartbeat, maxDeliver: topology.Options{}.MaxDeliverFor(kind)}
+	if w.cfg.MaxDeliver != nil {
+		l.maxDeliver = w.cfg.MaxDeliver(kind)
+	}
+	return l
 }
 
 // Ready reports whether the worker is bound to its consumers.
@@ -289,6 +358,9 @@ const (
 	outcomeRetry     outcome = "retry"
 	outcomeSkipped   outcome = "skipped"
 	outcomeReturned  outcome = "returned"
+	// outcomeAbandoned: the execution lost the task's lease; the delivery
+	// is another execution's now, and is left alone.
+	outcomeAbandoned outcome = "abandoned"
 )
 
 type panicError struct {
@@ -338,8 +410,27 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		taskCtx, c2 = context.WithDeadlineCause(taskCtx, task.Deadline, errDeadline)
 		defer c2()
 	}
-	stopBeat := w.heartbeat(msg)
-	res, herr := w.run(taskCtx, log, task)
+	stopBeat := w.heartbeat(msg, w.limitsOf(kind).heartbeat)
+	var (
+		res   *taskOutput
+		herr  error
+		fence func(context.Context) error
+		hold  *lease
+	)
+	if ls := w.leaser(); ls != nil && leased(kind) {
+		// Before the task looks for its earlier work: looking and creating
+		// both happen under the lease.
+		hold, herr = ls.acquire(taskCtx, task.ID, attempt)
+		if hold != nil {
+			fence = hold.Fence
+		}
+	}
+	if herr == nil {
+		res, herr = w.run(taskCtx, log, task, fence)
+	}
+	if hold != nil {
+		hold.release(ctx)
+	}
 	stopBeat()
 
 	result := messages.TaskResult{
@@ -359,6 +450,12 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 }
 
 var errDeadline = errors.New("task deadline passed")
+
+func (w *Worker) leaser() *leaser {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leases
+}
 
 // errSkip is returned by a handler for a task whose job already ended.
 var errSkip = errors.New("job already ended")
@@ -394,12 +491,18 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		// The worker is stopping, not the task failing: hand it back.
 		_ = msg.NakWithDelay(0)
 		return outcomeReturned, "shutdown"
+	case errors.Is(herr, ErrLeaseLost):
+		// Stalled past the lease: the delivery was, or will be, handed to
+		// another execution, which an ack, a nak or a failure from here
+		// would disturb. Left alone, it is redelivered if no one has it.
+		log.Warn().Msg("task lease lost while stalled; created nothing, leaving the task to its other execution")
+		return outcomeAbandoned, "lease_lost"
 	}
 
 	result.Outcome = messages.OutcomeFailed
 	result.Error = herr.Error()
 	result.Stderr = truncate(errclass.Stderr(herr), 4096)
-	maxDeliver := w.cfg.MaxDeliver(kind)
+	maxDeliver := w.limitsOf(kind).maxDeliver
 	switch {
 	case errclass.IsPermanent(herr):
 		result.ErrorClass = messages.ClassPermanent
@@ -503,13 +606,13 @@ func (w *Worker) publishRetry(ctx context.Context, r *messages.TaskRetry) error 
 
 // heartbeat tells the server the task is still being worked on, so a long
 // snapshot is not redelivered to a second worker while the first runs.
-func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+func (w *Worker) heartbeat(msg jetstream.Msg, every time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(w.cfg.Heartbeat)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -524,13 +627,13 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 }
 
 // run executes the task's handler, turning a panic into an error.
-func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task) (res *taskOutput, err error) {
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, fence func(context.Context) error) (res *taskOutput, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
-	return w.dispatch(ctx, log, task)
+	return w.dispatch(ctx, log, task, fence)
 }
 
 func truncate(s string, n int) string {

@@ -111,7 +111,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	if slices.Contains(roles, "worker") {
 		n.worker = worker.New(js, h.Jobs, n.drivers, worker.Config{
 			Name: o.name, Kinds: o.kinds, Concurrency: o.concurrency, Logger: log, Observer: wobs, AwaitPoll: o.awaitPoll,
-			SoftStop: o.softStop,
+			SoftStop: o.softStop, Leases: h.Leases,
 		})
 		if err := n.worker.Start(ctx); err != nil {
 			n.stop(ctx)
@@ -228,11 +228,15 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready) }()
 			}
 			log.Info().Strs("roles", roles).Str("nats", g.url(cfg)).Str("metrics_addr", g.metricsAddr).Msg("quiesce started")
+			var failed error
 			select {
 			case <-ctx.Done():
 			case err := <-serveErr:
-				if err != nil {
+				if err != nil && ctx.Err() == nil {
 					log.Error().Err(err).Msg("metrics server stopped")
+					// A failure, not a stop: a supervisor (systemd's
+					// Restart=on-failure, Kubernetes) starts the process again.
+					failed = withCode(ExitError, fmt.Errorf("metrics server: %w", err))
 				}
 			}
 			log.Info().Msg("shutting down")
@@ -241,7 +245,7 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 			n.stop(sctx)
 			_ = nc.Drain()
 			log.Info().Msg("stopped")
-			return nil
+			return failed
 		},
 	}
 	cmd.Flags().StringVar(&g.metricsAddr, "metrics-addr", ":9464", "listen address for /metrics, /healthz and /readyz (empty: off)")

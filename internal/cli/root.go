@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
 	"github.com/quiesce/quiesce/topology"
 )
@@ -213,6 +214,13 @@ func topologyOptions(cfg *config.Config) topology.Options {
 	o := topology.Options{}
 	if cfg != nil {
 		o.Replicas = cfg.Replicas()
+		o.AckWait = time.Duration(cfg.NATS.AckWait)
+		if cfg.NATS.MaxDeliver > 0 {
+			o.MaxDeliver = map[messages.Kind]int{}
+			for _, k := range messages.Kinds {
+				o.MaxDeliver[k] = cfg.NATS.MaxDeliver
+			}
+		}
 	}
 	return o
 }

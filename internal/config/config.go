@@ -51,6 +51,15 @@ type NATS struct {
 	CredsFile string `json:"creds_file,omitempty"`
 	// Replicas of every stream and bucket: 1 for development, 3 in production.
 	Replicas int `json:"replicas,omitempty"`
+	// AckWait is how long a task may go unacknowledged before JetStream
+	// hands it to another worker: how soon the work of a worker that died,
+	// stalled or lost its network is taken up again (default 30s, at least
+	// 1s). Workers heartbeat well within it, and a snapshot task's lease
+	// lasts as long.
+	AckWait Duration `json:"ack_wait,omitempty"`
+	// MaxDeliver bounds the deliveries of one task, of every kind: a task
+	// handed out that often without succeeding fails (default 5, await 3).
+	MaxDeliver int `json:"max_deliver,omitempty"`
 	// TLS CA, certificate and key files, when the server requires TLS.
 	CAFile   string `json:"ca_file,omitempty"`
 	CertFile string `json:"cert_file,omitempty"`
@@ -270,6 +279,12 @@ func (c *Config) Validate() error {
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
 		add("nats.replicas %d: must be between 1 and 5", c.NATS.Replicas)
+	}
+	if c.NATS.AckWait != 0 && time.Duration(c.NATS.AckWait) < time.Second {
+		add("nats.ack_wait %s: must be at least 1s", time.Duration(c.NATS.AckWait))
+	}
+	if c.NATS.MaxDeliver < 0 || c.NATS.MaxDeliver > 1000 {
+		add("nats.max_deliver %d: must be between 1 and 1000", c.NATS.MaxDeliver)
 	}
 	clusters := map[string]bool{}
 	for i, cl := range c.Clusters {

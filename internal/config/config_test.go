@@ -33,6 +33,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"policy for unknown cluster", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: b}\n", `no such cluster`},
 		{"fs without store", "clusters:\n- name: a\n  snapshotter: fs\n  nodes: [{name: n1, volumes: [{id: v1, path: /x}]}]\n", "fs.store"},
 		{"node name with shell metacharacters", "clusters:\n- name: a\n  nodes: [{name: 'n1;reboot', volumes: [{id: v1}]}]\n", "nodes[0].name"},
+		{"ack wait under a second", "nats: {ack_wait: 200ms}\nclusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "nats.ack_wait 200ms"},
+		{"negative max deliver", "nats: {max_deliver: -1}\nclusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "nats.max_deliver -1"},
 		{"bad duration", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, flush_timeout: soon}\n", "soon"},
 		{"negative calendar rule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_weekly: -1}\n", "policies[0].keep_weekly -1: must not be negative"},
 		{"hook with a relative command", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [pause.sh], timeout: 1m}\n", "policies[0].hooks[0].command \"pause.sh\": the program must be an absolute path"},

@@ -87,9 +87,12 @@ func TestSettingsCarryEveryField(t *testing.T) {
 	require.Equal(t, ebs.Discovery{InstanceTags: map[string]string{"cassandra": "orders"}, Devices: []string{"/dev/xvdf"},
 		VolumeTags: map[string]string{"role": "data"}, IncludeRoot: true}, d)
 
-	pc := drivers.Cluster(cl)
+	agentCl := cl
+	agentCl.Executor = drivers.ExecutorAgent
+	pc := drivers.Cluster(agentCl)
 	requireAllSet(t, pc)
-	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Nodes: []messages.Node{
+	require.False(t, drivers.Cluster(cl).Agent, "an ssh cluster's node tasks go to workers")
+	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Nodes: []messages.Node{
 		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-east-1a",
 			Volumes: []messages.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}}},
 		{Name: "n2", Volumes: []messages.Volume{{ID: "vol-2"}}},

@@ -33,6 +33,9 @@ const (
 	CodeNotManaged = "NotManaged"
 	// CodeIncompleteSet: EC2 returned fewer snapshots than volumes asked for.
 	CodeIncompleteSet = "IncompleteSnapshotSet"
+	// CodeLeaseLost: the driver created nothing because the task's
+	// execution no longer held its lease.
+	CodeLeaseLost = "LeaseLost"
 )
 
 // Operations lists every EC2 API operation the driver and the discoverer

@@ -156,7 +156,9 @@ func (s *Snapshotter) Find(_ context.Context, filter map[string]string) ([]worke
 	return out, nil
 }
 
-// Create snapshots each volume.
+// Create snapshots each volume that has no snapshot of the request's task
+// yet, as the real drivers do, and returns the task's snapshots. It asks
+// the request's fence first when it has something to create.
 func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
 	now := time.Now()
 	var out []worker.Snapshot
@@ -167,8 +169,29 @@ func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]w
 			}
 		}
 	}
+	task := req.Tags[messages.TagTask]
 	s.mu.Lock()
+	have := map[string]worker.Snapshot{}
+	for _, sn := range s.snaps {
+		if task != "" && sn.Tags[messages.TagTask] == task && sn.State != worker.StateError {
+			have[sn.VolumeID] = *sn
+		}
+	}
+	var missing []messages.Volume
 	for _, v := range req.Volumes {
+		if prior, ok := have[v.ID]; ok {
+			out = append(out, prior)
+		} else {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 && req.Fence != nil {
+		if err := req.Fence(ctx); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+	for _, v := range missing {
 		s.Creates.Add(1)
 		s.seq++
 		state := worker.StateCompleted
