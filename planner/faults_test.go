@@ -183,18 +183,21 @@ func TestCleanupRetriesAreShownUntilItEnds(t *testing.T) {
 	}
 	b.startAll(t)
 	job := b.env.Submit(t, testenv.Request("c1", "cleanup-retries"))
+	// Flushes that land after the failure are cleared again, so how much
+	// clean-up is open depends on timing; node-3's is open until it ends.
 	j := b.env.WaitFor(t, job, jobTimeout, func(j messages.Job) bool {
 		return j.Phase == messages.PhaseFailed && j.Progress.Cleared == 2 && len(j.Retrying) > 0
 	})
-	require.Equal(t, 1, j.Progress.CleanupPending, "node-3's clear has not ended")
-	require.Equal(t, 1, j.Progress.Retrying)
-	r := j.Retrying[0]
-	require.Equal(t, messages.KindClear, r.Kind)
-	require.Equal(t, "node-3", r.Target)
-	require.Contains(t, r.Error, "i/o timeout")
-	require.GreaterOrEqual(t, r.Attempt, 1)
-	require.Equal(t, 50, r.MaxAttempts)
-	require.True(t, r.NextAttemptAt.After(r.FailedAt), "the next attempt is after the failure: %v", r)
+	require.GreaterOrEqual(t, j.Progress.CleanupPending, 1, "node-3's clear has not ended: %+v", j.Progress)
+	require.Equal(t, len(j.Retrying), j.Progress.Retrying)
+	for _, r := range j.Retrying {
+		require.Equal(t, messages.KindClear, r.Kind)
+		require.Equal(t, "node-3", r.Target, "only node-3's clears fail")
+		require.Contains(t, r.Error, "i/o timeout")
+		require.GreaterOrEqual(t, r.Attempt, 1)
+		require.Equal(t, 50, r.MaxAttempts)
+		require.True(t, r.NextAttemptAt.After(r.FailedAt), "the next attempt is after the failure: %v", r)
+	}
 	require.Zero(t, j.Progress.SnapshotTasks, "the barrier was never reached")
 
 	hanging.Store(false)
