@@ -93,7 +93,7 @@ type JobRequest struct {
 	Keyspaces   []string  `json:"keyspaces,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
-	Deadline    time.Time `json:"deadline,omitempty"`
+	Deadline    time.Time `json:"deadline,omitzero"`
 }
 
 // JobID returns the job ID a request produces. It is derived from the cluster
