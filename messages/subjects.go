@@ -1,5 +1,10 @@
 package messages
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // Streams, buckets and subjects of the JetStream topology.
 const (
 	StreamJobs   = "QUIESCE_JOBS"
@@ -14,6 +19,13 @@ const (
 	// BucketManifests is an object store holding the full catalog record of
 	// backups too large to keep inline in the catalog bucket.
 	BucketManifests = "quiesce_manifests"
+	// BucketRequests is a KV bucket of RequestClaims: which job each request
+	// ID made, and the digest of the request.
+	BucketRequests = "quiesce_requests"
+	// BucketReplicas is a KV bucket of Replicas: every running quiesce
+	// process keeps its entry alive there, so replicas see one another's
+	// roles and configuration.
+	BucketReplicas = "quiesce_replicas"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"
@@ -72,6 +84,13 @@ func SubjectJobEvents(jobID string) string {
 // a job as its await task last saw them.
 func SnapshotListing(jobID string) string {
 	return jobID + ".snapshots"
+}
+
+// RequestKey is a request ID's key in BucketRequests. Request IDs may hold
+// characters a KV key may not, so the key is a digest of the ID.
+func RequestKey(requestID string) string {
+	sum := sha256.Sum256([]byte(requestID))
+	return "r" + hex.EncodeToString(sum[:20])
 }
 
 // CatalogKey is a backup's key in the catalog bucket.

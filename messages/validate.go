@@ -240,6 +240,16 @@ func DecodeJobRequest(data []byte) (JobRequest, error) {
 		}
 	}
 	if len(errs) > 0 {
+		// What can be read of the request still says where its
+		// rejection goes: the job its request ID and cluster name.
+		for _, f := range fields {
+			switch f.name {
+			case "request_id":
+				_ = json.Unmarshal(f.raw, &r.RequestID)
+			case "cluster":
+				_ = json.Unmarshal(f.raw, &r.Cluster)
+			}
+		}
 		return r, &malformed{fmt.Errorf("job request is not valid JSON for %s: %w", JobRequestSchema, errors.Join(errs...))}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))

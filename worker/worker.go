@@ -344,6 +344,8 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		// The worker is stopping, not the task failing: hand it back.
 		_ = msg.NakWithDelay(0)
 		return outcomeReturned, "shutdown"
+	case errors.Is(herr, ErrUnknownCluster):
+		return w.handBack(ctx, log, msg, result, kind)
 	}
 
 	result.Outcome = messages.OutcomeFailed
@@ -383,6 +385,39 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + truncate(result.Error, 200))
 	log.Error().Err(herr).Str("error_class", string(result.ErrorClass)).Str("stderr", result.Stderr).Msg("task failed")
 	return outcomeFailed, code
+}
+
+// maxHandbacksAfterEnd bounds the copies made of a clean-up task (a clear,
+// a clean-up) of an ended job whose cluster no worker that saw it knows.
+const maxHandbacksAfterEnd = 10
+
+// handBack returns a task of a cluster this worker's configuration lacks for
+// a worker that has it: never a failure, and never counted against the
+// task's retries (topology.HandBack copies it before its deliveries run
+// out). A task that would create something for a job that already ended is
+// dropped; one that cleans up after it is handed back a bounded number of
+// times. If no worker has the cluster, the job fails at its phase deadline,
+// and the coordinator says why.
+func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, result *messages.TaskResult, kind messages.Kind) (outcome, string) {
+	const code = "unknown_cluster"
+	if w.jobEnded(ctx, result.JobID) {
+		cleanup := kind == messages.KindClear || kind == messages.KindCleanup || kind == messages.KindRetention
+		if !cleanup || topology.Handbacks(msg) >= maxHandbacksAfterEnd {
+			_ = msg.Ack()
+			log.Error().Str("cluster", result.Cluster).Int("handbacks", topology.Handbacks(msg)).
+				Msg("task dropped: its job ended, and no worker that took it has its cluster in its configuration")
+			return outcomeSkipped, code
+		}
+	}
+	delay := topology.HandbackDelay(msg, w.cfg.BackoffBase, w.cfg.BackoffMax)
+	copied, err := topology.HandBack(ctx, w.js, msg, w.cfg.MaxDeliver(kind), delay, nil)
+	ev := log.Warn()
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Str("cluster", result.Cluster).Bool("copied", copied).Dur("retry_in", delay).
+		Msg("cluster not in this worker's configuration; task left for a worker that has it")
+	return outcomeReturned, code
 }
 
 func (w *Worker) backoff(attempt int) time.Duration {
