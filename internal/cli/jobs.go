@@ -67,17 +67,18 @@ func submitCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			job, err := submit(ctx, js, req)
+			sub, err := submit(ctx, js, req)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "job %s submitted (request %s)\n", job, req.RequestID)
+			fmt.Fprintln(g.stdout, sub.announce())
 			if noWait {
+				sub.stop()
 				return nil
 			}
 			fctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			j, err := follow(fctx, js, job, newProgress(g.stdout))
+			j, err := followSubmission(fctx, js, sub, newProgress(g.stdout))
 			if err != nil {
 				return err
 			}
@@ -113,20 +114,6 @@ func currentUser() string {
 	return "cli"
 }
 
-// submit publishes a request and returns its job ID.
-func submit(ctx context.Context, js jetstream.JetStream, req messages.JobRequest) (string, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return "", err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := js.Publish(pctx, messages.SubjectSubmit, data, jetstream.WithMsgID(req.RequestID)); err != nil {
-		return "", withCode(ExitError, fmt.Errorf("publish request: %w", err))
-	}
-	return req.JobID(), nil
-}
-
 func jobExit(j messages.Job) error {
 	switch j.Phase {
 	case messages.PhaseSucceeded:
@@ -141,45 +128,55 @@ func jobExit(j messages.Job) error {
 // follow watches a job's record until it is terminal, reporting each
 // update, and watches for the rejection of its request.
 func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progress) (messages.Job, error) {
+	rejections, stop := watchRejections(ctx, js, jobID, jetstream.DeliverAllPolicy)
+	defer stop()
+	return followWith(ctx, js, jobID, p, rejections, func(r messages.Rejection) error {
+		return withCode(ExitRejected, fmt.Errorf("request rejected: %s", r.Reason))
+	}, nil)
+}
+
+// followWith watches a job's record until it is terminal, reporting each
+// update. A rejection from rejections that answer turns into an error ends
+// it, unless the job exists: then the rejection was a later duplicate's.
+// check, when set, runs every few seconds until the job exists, and its
+// error ends the watch.
+func followWith(ctx context.Context, js jetstream.JetStream, jobID string, p *progress,
+	rejections <-chan messages.Rejection, answer func(messages.Rejection) error,
+	check func(context.Context) error) (messages.Job, error) {
 	h, err := topology.Bind(ctx, js)
 	if err != nil {
 		return messages.Job{}, withCode(ExitError, err)
-	}
-	rejected := make(chan messages.Rejection, 1)
-	cons, err := js.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.SubjectRejected(jobID)},
-	})
-	if err == nil {
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			var r messages.Rejection
-			if json.Unmarshal(m.Data(), &r) == nil {
-				select {
-				case rejected <- r:
-				default:
-				}
-			}
-		})
-		if err == nil {
-			defer cc.Stop()
-		}
 	}
 	w, err := h.Jobs.Watch(ctx, jobID)
 	if err != nil {
 		return messages.Job{}, withCode(ExitError, err)
 	}
 	defer func() { _ = w.Stop() }()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	seen := false
 	for {
 		select {
 		case <-ctx.Done():
 			return messages.Job{}, withCode(ExitFailed, fmt.Errorf("stopped following job %s: %w", jobID, context.Cause(ctx)))
-		case r := <-rejected:
-			// A rejection of this request ID after the job exists is a
-			// duplicate's, not this job's.
-			if _, err := h.Jobs.Get(ctx, jobID); err == nil {
+		case <-tick.C:
+			if check == nil || seen {
+				continue
+			}
+			if err := check(ctx); err != nil {
+				p.done()
+				return messages.Job{}, err
+			}
+		case r := <-rejections:
+			err := answer(r)
+			if err == nil {
+				continue
+			}
+			if _, gerr := h.Jobs.Get(ctx, jobID); gerr == nil {
 				continue
 			}
 			p.done()
-			return messages.Job{}, withCode(ExitRejected, fmt.Errorf("request rejected: %s", r.Reason))
+			return messages.Job{}, err
 		case e := <-w.Updates():
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
@@ -188,6 +185,14 @@ func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progre
 			if err := json.Unmarshal(e.Value(), &j); err != nil {
 				continue
 			}
+			if !seen && check != nil {
+				// The job exists: say now if it is another request's.
+				if err := check(ctx); err != nil {
+					p.done()
+					return messages.Job{}, err
+				}
+			}
+			seen = true
 			p.update(j)
 			if j.Phase.Terminal() {
 				p.done()
