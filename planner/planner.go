@@ -31,6 +31,11 @@ type PlannerConfig struct {
 	// topology.PlannerMaxDeliver): a request for a cluster this planner does
 	// not know is copied before its last delivery (topology.HandBack).
 	MaxDeliver int
+	// HandbackBase and HandbackMax shape the wait of a request handed back
+	// to a planner that has its cluster: doubling from base with each
+	// delivery, at most max (default 1s and 2m).
+	HandbackBase time.Duration
+	HandbackMax  time.Duration
 }
 
 // Planner consumes JobRequests: it validates each, resolves its cluster,
@@ -53,6 +58,12 @@ func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) 
 	}
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = topology.PlannerMaxDeliver
+	}
+	if cfg.HandbackBase == 0 {
+		cfg.HandbackBase = time.Second
+	}
+	if cfg.HandbackMax == 0 {
+		cfg.HandbackMax = 2 * time.Minute
 	}
 	return &Planner{e: newEngine(js, h, cfg.Options), cfg: cfg, life: startstop.Service{Name: "planner"}}
 }
@@ -236,7 +247,7 @@ func (p *Planner) unknownCluster(ctx context.Context, m jetstream.Msg, req messa
 		p.rejectMsg(ctx, m, req, jobID, &RejectError{Class: "unknown_cluster",
 			Reason: fmt.Sprintf("unknown cluster %q: no running planner has it in its configuration", req.Cluster)})
 	default:
-		delay := topology.HandbackDelay(m, time.Second, handbackMaxDelay)
+		delay := topology.HandbackDelay(m, p.cfg.HandbackBase, p.cfg.HandbackMax)
 		copied, err := topology.HandBack(ctx, p.e.js, m, p.cfg.MaxDeliver, delay, func(c *nats.Msg) {
 			if scheduled {
 				// The copy is no firing of the schedule: it carries the
@@ -256,9 +267,6 @@ func (p *Planner) unknownCluster(ctx context.Context, m jetstream.Msg, req messa
 			Msg("cluster not in this planner's configuration; request left for a planner that has it")
 	}
 }
-
-// handbackMaxDelay caps the wait of a request or task handed back.
-const handbackMaxDelay = 2 * time.Minute
 
 // knownElsewhere reports whether a running planner other than this one has
 // cluster in its configuration, as the replicas bucket says.

@@ -13,7 +13,9 @@ type Observer interface {
 	TaskStarted(kind messages.Kind)
 	// TaskFinished: a delivery ended (in flight -1). outcome is one of
 	// "succeeded", "failed" (terminal failure reported), "retry" (delayed
-	// redelivery), "skipped" (job already terminal). code is the error's
+	// redelivery), "skipped" (job already terminal), "returned" (handed
+	// back: the worker is stopping, or the task's cluster is not in its
+	// configuration, code "unknown_cluster"). code is the error's
 	// errclass.Code, or its class, or "".
 	TaskFinished(kind messages.Kind, outcome string, d time.Duration, code string)
 	// TaskRedelivered: a task arrived with a delivery count above one.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,16 +257,30 @@ func (s *Snapshotter) FirstCreate() time.Time {
 	return first
 }
 
-// Drivers serves the same node tool and snapshotter for every cluster.
+// Drivers serves the same node tool and snapshotter for every cluster, or
+// for the clusters of Clusters only when it is set: for any other, an error
+// wrapping worker.ErrUnknownCluster, as a worker whose configuration lacks
+// the cluster would.
 type Drivers struct {
-	Tool worker.NodeTool
-	Snap worker.Snapshotter
+	Tool     worker.NodeTool
+	Snap     worker.Snapshotter
+	Clusters []string
 }
 
 var _ worker.Drivers = Drivers{}
 
+func (d Drivers) known(cluster string) error {
+	if d.Clusters != nil && !slices.Contains(d.Clusters, cluster) {
+		return fmt.Errorf("cluster %q: %w", cluster, worker.ErrUnknownCluster)
+	}
+	return nil
+}
+
 // NodeTool returns the node tool.
-func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
+func (d Drivers) NodeTool(cluster string) (worker.NodeTool, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Tool == nil {
 		return nil, errors.New("no node tool")
 	}
@@ -273,7 +288,10 @@ func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
 }
 
 // Snapshotter returns the snapshotter.
-func (d Drivers) Snapshotter(string) (worker.Snapshotter, error) {
+func (d Drivers) Snapshotter(cluster string) (worker.Snapshotter, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Snap == nil {
 		return nil, errors.New("no snapshotter")
 	}
