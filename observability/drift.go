@@ -60,6 +60,14 @@ func NewConfigDrift(reg prometheus.Registerer, kv jetstream.KeyValue, self messa
 	return d, nil
 }
 
+// driftNames are the series ConfigDrift exports.
+func driftNames() []string {
+	return []string{
+		Namespace + "_config_info", Namespace + "_config_fleet_configurations",
+		Namespace + "_config_fleet_replicas", Namespace + "_config_fleet_unreadable",
+	}
+}
+
 // Run checks the replicas every interval until ctx ends.
 func (d *ConfigDrift) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
