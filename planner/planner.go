@@ -24,8 +24,9 @@ type PlannerConfig struct {
 	Inventory Inventory
 	// Discoverer finds a cluster's nodes; StaticDiscoverer when nil.
 	Discoverer Discoverer
-	// SyncSchedules makes the JetStream schedules match the inventory's
-	// policies at start (SyncSchedules).
+	// SyncSchedules makes the JetStream schedules of the inventory's
+	// clusters match its policies at start (SyncClusterSchedules); other
+	// clusters' schedules are left alone.
 	SyncSchedules bool
 	// MaxDeliver must match the planner consumer's (default
 	// topology.PlannerMaxDeliver): a request for a cluster this planner does
@@ -86,7 +87,11 @@ func (p *Planner) Start(ctx context.Context) error {
 
 func (p *Planner) start(ctx context.Context) error {
 	if p.cfg.SyncSchedules {
-		changes, err := SyncSchedules(ctx, p.e.js, p.cfg.Inventory.Policies)
+		var clusters []string
+		for _, c := range p.cfg.Inventory.Clusters {
+			clusters = append(clusters, c.Name)
+		}
+		changes, err := SyncClusterSchedules(ctx, p.e.js, p.cfg.Inventory.Policies, clusters)
 		if err != nil {
 			return fmt.Errorf("schedules: %w", err)
 		}
