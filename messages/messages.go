@@ -157,6 +157,8 @@ type Replica struct {
 	Kinds []Kind `json:"kinds,omitempty"`
 	// Clusters are the clusters in the process's configuration.
 	Clusters []string `json:"clusters"`
+	// Policies are its policies, each as "<cluster>/<policy>".
+	Policies []string `json:"policies,omitempty"`
 	// Config is a fingerprint of the clusters and policies of the
 	// configuration: replicas with different fingerprints disagree.
 	Config    string    `json:"config"`
@@ -177,6 +179,12 @@ const (
 // configuration.
 func (r Replica) Knows(role, cluster string) bool {
 	return slices.Contains(r.Roles, role) && slices.Contains(r.Clusters, cluster)
+}
+
+// KnowsPolicy reports whether the replica runs role with the named policy
+// of cluster in its configuration.
+func (r Replica) KnowsPolicy(role, cluster, policy string) bool {
+	return r.Knows(role, cluster) && slices.Contains(r.Policies, cluster+"/"+policy)
 }
 
 // RequestClaimSchema versions RequestClaim.

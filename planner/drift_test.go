@@ -35,8 +35,12 @@ func withCluster(inv planner.Inventory, name string) planner.Inventory {
 // a running process does.
 func (b *testBundle) announce(t *testing.T, name string, roles []string, clusters ...string) {
 	t.Helper()
-	p, err := topology.StartPresence(t.Context(), b.env.H.Replicas, messages.Replica{
-		Name: name, Roles: roles, Clusters: clusters, Config: fmt.Sprint(clusters)}, 0)
+	b.announceReplica(t, messages.Replica{Name: name, Roles: roles, Clusters: clusters, Config: fmt.Sprint(clusters)})
+}
+
+func (b *testBundle) announceReplica(t *testing.T, r messages.Replica) {
+	t.Helper()
+	p, err := topology.StartPresence(t.Context(), b.env.H.Replicas, r, 0)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Stop(context.Background()) })
 }
@@ -91,16 +95,21 @@ func (b *testBundle) startWorkerKnowing(t *testing.T, obs worker.Observer, clust
 // cluster c2; replica A has it. Requests and tasks of c2 that reach B are
 // left for A, never rejected or failed, for longer than the consumers'
 // delivery limits: every valid request succeeds (before replicas handed
-// back what they did not know, B lost 10 of 10).
+// back what they did not know, B lost 10 of 10). So is a policy only A has.
 func TestRollingUpdateLosesNoRequest(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{nodes: 2, volumes: 1, maxDeliver: 3})
 	invA := withCluster(b.inv, "c2")
+	hourly := invA.Policies[0]
+	hourly.Name = "hourly"
+	invA.Policies = append(invA.Policies, hourly)
 	both := []string{messages.RolePlanner, messages.RoleCoordinator, messages.RoleWorker}
 	// A's process is up (it announced itself) before its roles take work,
 	// as at a rolling update's start.
-	b.announce(t, "replica-a", both, "c1", "c2")
-	b.announce(t, "replica-b", both, "c1")
+	b.announceReplica(t, messages.Replica{Name: "replica-a", Roles: both, Clusters: []string{"c1", "c2"},
+		Policies: []string{"c1/nightly", "c1/hourly", "c2/nightly"}, Config: "new"})
+	b.announceReplica(t, messages.Replica{Name: "replica-b", Roles: both, Clusters: []string{"c1"},
+		Policies: []string{"c1/nightly"}, Config: "old"})
 	b.startCoordinator(t)
 	b.startPlannerWith(t, b.inv)
 	onB := &returnCounter{}
@@ -111,6 +120,10 @@ func TestRollingUpdateLosesNoRequest(t *testing.T) {
 		jobs = append(jobs, b.env.Submit(t, testenv.Request("c2", fmt.Sprintf("roll-c2-%d", i))))
 		jobs = append(jobs, b.env.Submit(t, testenv.Request("c1", fmt.Sprintf("roll-c1-%d", i))))
 	}
+	// A policy only A's file has is left for A, as a cluster is.
+	req := testenv.Request("c1", "roll-hourly")
+	req.Policy = "hourly"
+	hourlyJob := b.env.Submit(t, req)
 	// B plans c1's requests and leaves c2's; it hands each c2 request back
 	// more often than the planner consumer delivers one message (5).
 	for i := 1; i < len(jobs); i += 2 {
@@ -132,10 +145,13 @@ func TestRollingUpdateLosesNoRequest(t *testing.T) {
 	onA := &returnCounter{}
 	b.startWorkerKnowing(t, onA, "c1", "c2")
 
-	for _, job := range jobs {
+	for _, job := range append(jobs, hourlyJob) {
 		j := b.env.WaitTerminal(t, job, time.Minute)
 		require.Equal(t, messages.PhaseSucceeded, j.Phase, "%s: %s", job, j.Error)
 	}
+	j, err := b.env.Job(t.Context(), hourlyJob)
+	require.NoError(t, err)
+	require.Equal(t, "hourly", j.Policy)
 	b.obs.mu.Lock()
 	require.Empty(t, b.obs.rejected, "no request rejected")
 	b.obs.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -212,7 +213,15 @@ func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	if _, ok := p.cfg.Inventory.Cluster(req.Cluster); !ok {
-		p.unknownCluster(ctx, m, req, jobID, scheduled, log)
+		p.unknown(ctx, m, req, jobID, scheduled, log, &RejectError{Class: "unknown_cluster",
+			Reason: fmt.Sprintf("unknown cluster %q: no running planner has it in its configuration", req.Cluster)},
+			func(r messages.Replica) bool { return r.Knows(messages.RolePlanner, req.Cluster) })
+		return
+	}
+	if _, err := p.cfg.Inventory.Policy(req.Cluster, req.Policy); err != nil && req.Policy != "" {
+		p.unknown(ctx, m, req, jobID, scheduled, log, &RejectError{Class: "unknown_policy",
+			Reason: fmt.Sprintf("%v, nor has any running planner", err)},
+			func(r messages.Replica) bool { return r.KnowsPolicy(messages.RolePlanner, req.Cluster, req.Policy) })
 		return
 	}
 	created, err := p.Submit(ctx, req)
@@ -237,20 +246,20 @@ func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 // every valid one fits whole.
 const maxRequestIDEcho = 256
 
-// unknownCluster answers a request for a cluster this planner's
-// configuration lacks. During a rolling update another planner may have it:
-// the request is handed back for that one, never rejected here. Only when no
-// running planner has the cluster is it rejected, or a mistyped cluster
-// would be redelivered for ever.
-func (p *Planner) unknownCluster(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, scheduled bool, log zerolog.Logger) {
-	known, err := p.knownElsewhere(ctx, req.Cluster)
+// unknown answers a request for a cluster (or a cluster's policy) this
+// planner's configuration lacks. During a rolling update another planner
+// may have it: the request is handed back for that one, never rejected
+// here. Only when no running planner has it (knows says which do) is it
+// rejected with rej, or a mistyped name would be redelivered for ever.
+func (p *Planner) unknown(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, scheduled bool,
+	log zerolog.Logger, rej *RejectError, knows func(messages.Replica) bool) {
+	known, err := p.knownElsewhere(ctx, knows)
 	switch {
 	case err != nil:
-		log.Warn().Err(err).Msg("cluster not in this planner's configuration, and the other replicas cannot be read; will retry")
+		log.Warn().Err(err).Msg("request names what this planner's configuration lacks, and the other replicas cannot be read; will retry")
 		_ = m.NakWithDelay(2 * time.Second)
 	case !known:
-		p.rejectMsg(ctx, m, req, jobID, &RejectError{Class: "unknown_cluster",
-			Reason: fmt.Sprintf("unknown cluster %q: no running planner has it in its configuration", req.Cluster)})
+		p.rejectMsg(ctx, m, req, jobID, rej)
 	default:
 		delay := topology.HandbackDelay(m, p.cfg.HandbackBase, p.cfg.HandbackMax)
 		copied, err := topology.HandBack(ctx, p.e.js, m, p.cfg.MaxDeliver, delay, func(c *nats.Msg) {
@@ -268,26 +277,21 @@ func (p *Planner) unknownCluster(ctx context.Context, m jetstream.Msg, req messa
 		if err != nil {
 			ev = log.Warn().Err(err)
 		}
-		ev.Bool("copied", copied).Dur("retry_in", delay).
-			Msg("cluster not in this planner's configuration; request left for a planner that has it")
+		ev.Bool("copied", copied).Dur("retry_in", delay).Str("policy", req.Policy).
+			Msg("cluster or policy not in this planner's configuration; request left for a planner that has it")
 	}
 }
 
-// knownElsewhere reports whether a running planner other than this one has
-// cluster in its configuration, as the replicas bucket says.
-func (p *Planner) knownElsewhere(ctx context.Context, cluster string) (bool, error) {
+// knownElsewhere reports whether a running replica knows what a request
+// names (knows), as the replicas bucket says.
+func (p *Planner) knownElsewhere(ctx context.Context, knows func(messages.Replica) bool) (bool, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	reps, err := topology.LiveReplicas(rctx, p.e.h.Replicas)
 	if err != nil {
 		return false, err
 	}
-	for _, r := range reps {
-		if r.Knows(messages.RolePlanner, cluster) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return slices.ContainsFunc(reps, knows), nil
 }
 
 func (p *Planner) rejectMsg(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, rej *RejectError) {

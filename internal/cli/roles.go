@@ -59,7 +59,8 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	n := &node{log: log, h: h}
 	// The process announces itself before any role starts, so a planner
 	// deciding whether another replica knows a cluster counts this one.
-	self := messages.Replica{Name: o.name, Roles: roles, Clusters: cfg.ClusterNames(), Config: cfg.Fingerprint()}
+	self := messages.Replica{Name: o.name, Roles: roles, Clusters: cfg.ClusterNames(), Policies: cfg.PolicyNames(),
+		Config: cfg.Fingerprint()}
 	if self.Name == "" {
 		host, _ := os.Hostname()
 		self.Name = fmt.Sprintf("%s-%d", host, os.Getpid())

@@ -344,6 +344,15 @@ func (c *Config) ClusterNames() []string {
 	return names
 }
 
+// PolicyNames lists the configured policies as "<cluster>/<policy>".
+func (c *Config) PolicyNames() []string {
+	names := make([]string, 0, len(c.Policies))
+	for _, p := range c.Policies {
+		names = append(names, p.Cluster+"/"+p.Name)
+	}
+	return names
+}
+
 // Fingerprint identifies the clusters and policies of the configuration:
 // replicas whose fingerprints differ run different configurations. The
 // NATS section is left out: its URL and credentials may rightly differ from
