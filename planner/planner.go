@@ -51,7 +51,16 @@ type Planner struct {
 	mu     sync.Mutex
 	cc     jetstream.ConsumeContext
 	cancel context.CancelFunc
+
+	// replicas caches the replicas bucket briefly: during a rolling update
+	// every request for a cluster this planner lacks asks it.
+	replicasMu sync.Mutex
+	replicas   []messages.Replica
+	replicasAt time.Time
 }
+
+// replicasFresh is how long a read of the replicas bucket is reused.
+const replicasFresh = 2 * time.Second
 
 // NewPlanner makes a planner.
 func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) *Planner {
@@ -285,13 +294,18 @@ func (p *Planner) unknown(ctx context.Context, m jetstream.Msg, req messages.Job
 // knownElsewhere reports whether a running replica knows what a request
 // names (knows), as the replicas bucket says.
 func (p *Planner) knownElsewhere(ctx context.Context, knows func(messages.Replica) bool) (bool, error) {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	reps, err := topology.LiveReplicas(rctx, p.e.h.Replicas)
-	if err != nil {
-		return false, err
+	p.replicasMu.Lock()
+	defer p.replicasMu.Unlock()
+	if now := time.Now(); now.Sub(p.replicasAt) > replicasFresh {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		reps, err := topology.LiveReplicas(rctx, p.e.h.Replicas)
+		if err != nil {
+			return false, err
+		}
+		p.replicas, p.replicasAt = reps, now
 	}
-	return slices.ContainsFunc(reps, knows), nil
+	return slices.ContainsFunc(p.replicas, knows), nil
 }
 
 func (p *Planner) rejectMsg(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, rej *RejectError) {
