@@ -36,7 +36,7 @@ func Handbacks(m jetstream.Msg) int {
 func HandBack(ctx context.Context, js jetstream.Publisher, m jetstream.Msg, maxDeliver int, delay time.Duration,
 	rewrite func(*nats.Msg)) (bool, error) {
 	attempt := 1
-	if meta, err := m.Metadata(); err == nil {
+	if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 0 {
 		attempt = int(meta.NumDelivered)
 	}
 	if maxDeliver <= 0 || attempt < maxDeliver-1 {
@@ -79,16 +79,16 @@ func HandBack(ctx context.Context, js jetstream.Publisher, m jetstream.Msg, maxD
 // delivery: doubling from base with each delivery and each copy, so a
 // replica that knows the message's cluster gets it soon during a rolling
 // update, and a message no replica knows costs little until its job's
-// deadline; at most max.
-func HandbackDelay(m jetstream.Msg, base, max time.Duration) time.Duration {
+// deadline; at most ceiling.
+func HandbackDelay(m jetstream.Msg, base, ceiling time.Duration) time.Duration {
 	attempt := 1
 	if meta, err := m.Metadata(); err == nil {
 		attempt = int(meta.NumDelivered)
 	}
-	steps := attempt - 1 + 3*Handbacks(m)
+	steps := max(attempt-1, 0) + 3*max(Handbacks(m), 0)
 	d := base << min(steps, 20)
-	if d <= 0 || d > max {
-		d = max
+	if d <= 0 || d > ceiling {
+		d = ceiling
 	}
 	return d
 }

@@ -349,8 +349,10 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 	}
 
 	result.Outcome = messages.OutcomeFailed
-	result.Error = herr.Error()
-	result.Stderr = truncate(errclass.Stderr(herr), 4096)
+	// A driver's error or a node's stderr may be of any length; the event,
+	// and the job record after it, keep a bounded part.
+	result.Error = messages.Bound(herr.Error(), maxResultError)
+	result.Stderr = messages.Bound(errclass.Stderr(herr), maxResultStderr)
 	maxDeliver := w.cfg.MaxDeliver(kind)
 	switch {
 	case errclass.IsPermanent(herr):
@@ -382,7 +384,7 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		_ = msg.NakWithDelay(w.cfg.BackoffBase)
 		return outcomeRetry, "publish"
 	}
-	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + truncate(result.Error, 200))
+	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + messages.Bound(result.Error, 200))
 	log.Error().Err(herr).Str("error_class", string(result.ErrorClass)).Str("stderr", result.Stderr).Msg("task failed")
 	return outcomeFailed, code
 }
@@ -479,9 +481,8 @@ func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task
 	return w.dispatch(ctx, log, task)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+// Bounds of a failed task's result event.
+const (
+	maxResultError  = 4096
+	maxResultStderr = 4096
+)
