@@ -199,7 +199,8 @@ func TestCancelStopsRemoteCommand(t *testing.T) {
 func TestCommandTimeoutStopsRemoteCommand(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sshtest.Options{})
-	b.cfg.CommandTimeout = 500 * time.Millisecond
+	// Long enough for the test to see the command running on a loaded machine.
+	b.cfg.CommandTimeout = 2 * time.Second
 	e := b.executor(t, ssh.Options{})
 	marker := fmt.Sprintf("quiesce-timeout-%d", time.Now().UnixNano())
 	err := cancelled(t, e, b.node, marker, func(context.CancelFunc) {})
