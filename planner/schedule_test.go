@@ -2,6 +2,7 @@ package planner_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,8 +55,11 @@ func TestPolicyScheduleFiresJobs(t *testing.T) {
 	require.NotEqual(t, requests[0], requests[1], "each firing has its own request ID")
 
 	// Without a schedule in the policy, the schedule goes and firing stops.
-	b.inv.Policies[0].Schedule = ""
-	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
+	// The running planner keeps its inventory: the change is made on a
+	// copy (the planner reads its own while it plans the last firings).
+	unscheduled := slices.Clone(b.inv.Policies)
+	unscheduled[0].Schedule = ""
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, unscheduled)
 	require.NoError(t, err)
 	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "removed"}}, changes)
 	time.Sleep(1500 * time.Millisecond) // let a firing already under way land

@@ -118,7 +118,13 @@ func setupJob(t *testing.T, configure ...func(*config.Config)) *jobBundle {
 	}}})
 	t.Cleanup(func() { _ = b.reg.Close() })
 
-	b.env = testenv.New(t, topology.Options{AckWait: time.Second})
+	// Heartbeats come 25 times within AckWait. With AckWait at 1 s, a
+	// loaded machine delayed them past it: the task was redelivered while
+	// its first execution was still creating, and node-3's set was taken
+	// twice. That is the stalled-worker case a lease with fencing closes,
+	// tested on its own; these tests are about jobs, retention and a
+	// killed worker, whose tasks come back after AckWait.
+	b.env = testenv.New(t, topology.Options{AckWait: 5 * time.Second})
 	nop := planner.Options{Logger: zerolog.Nop()}
 	b.stack = stack.New(t, b.env, stack.Config{
 		Planner: planner.PlannerConfig{Options: nop, Inventory: drivers.Inventory(b.cfg), Discoverer: b.reg},
