@@ -133,18 +133,10 @@ func LiveReplicas(ctx context.Context, kv jetstream.KeyValue) ([]messages.Replic
 	if kv == nil {
 		return nil, errors.New("replicas bucket missing: run `quiesce topology` with this release")
 	}
-	lister, err := kv.ListKeys(ctx)
+	keys, err := replicaKeys(ctx, kv)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
 		return nil, err
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var out []messages.Replica
 	for _, k := range keys {
 		e, err := kv.Get(ctx, k)
@@ -161,4 +153,42 @@ func LiveReplicas(ctx context.Context, kv jetstream.KeyValue) ([]messages.Replic
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// listAttempt bounds one listing of the replicas' keys.
+const listAttempt = 2 * time.Second
+
+// replicaKeys lists the bucket's keys. A key listing is a watch that ends
+// when every entry present at its start was delivered; an entry that expires
+// (its TTL) before delivery is never delivered, and the listing would wait
+// for ever. So each attempt is bounded, and one cut short is tried again.
+func replicaKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
+	var lastErr error
+	for range 3 {
+		lctx, cancel := context.WithTimeout(ctx, listAttempt)
+		lister, err := kv.ListKeys(lctx)
+		if err != nil {
+			cancel()
+			if errors.Is(err, jetstream.ErrNoKeysFound) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		var keys []string
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+		cut := lctx.Err()
+		_ = lister.Stop()
+		cancel()
+		if cut == nil {
+			sort.Strings(keys)
+			return keys, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		lastErr = fmt.Errorf("list the replicas: %w", cut)
+	}
+	return nil, lastErr
 }
