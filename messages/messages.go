@@ -3,6 +3,8 @@ package messages
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -150,7 +152,7 @@ type JobRequest struct {
 	Keyspaces   []string  `json:"keyspaces,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
-	Deadline    time.Time `json:"deadline,omitempty"`
+	Deadline    time.Time `json:"deadline,omitzero"`
 }
 
 // JobID returns the job ID a request produces. It is derived from the cluster
@@ -165,6 +167,85 @@ func JobIDFor(cluster, requestID string) string {
 	sum := sha256.Sum256([]byte(requestID))
 	return cluster + "-" + hex.EncodeToString(sum[:6])
 }
+
+// Digest identifies what a request asks for: the SHA-256 of its canonical
+// JSON (fields in a fixed order, keyspaces sorted, the deadline in UTC). Two
+// requests with one digest ask for the same backup, however their JSON was
+// spaced or ordered; a request ID names one request, and one digest.
+func (r JobRequest) Digest() string {
+	c := r
+	c.Keyspaces = slices.Clone(r.Keyspaces)
+	slices.Sort(c.Keyspaces)
+	if !c.Deadline.IsZero() {
+		c.Deadline = c.Deadline.UTC()
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		// A JobRequest holds only strings and a time: it always marshals.
+		panic(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16])
+}
+
+// RequestClaim is kept in BucketRequests under RequestKey(request ID) once a
+// request became a job: it is how a request ID used again for a different
+// request is recognised, whichever cluster it names and however long after.
+type RequestClaim struct {
+	Schema    string    `json:"schema"`
+	RequestID string    `json:"request_id"`
+	JobID     string    `json:"job_id"`
+	Digest    string    `json:"digest"`
+	At        time.Time `json:"at"`
+}
+
+// Replica is one running quiesce process as it announces itself in
+// BucketReplicas: what it runs and with which configuration. Replicas of a
+// fleet should agree; during a rolling update they do not, and a replica
+// leaves a cluster it does not know to one that does.
+type Replica struct {
+	Schema string `json:"schema"`
+	// ID is the process's key in BucketReplicas.
+	ID string `json:"id"`
+	// Name is the process's name (a worker's name in its events).
+	Name  string   `json:"name"`
+	Roles []string `json:"roles"`
+	// Kinds are the task kinds a worker takes.
+	Kinds []Kind `json:"kinds,omitempty"`
+	// Clusters are the clusters in the process's configuration.
+	Clusters []string `json:"clusters"`
+	// Policies are its policies, each as "<cluster>/<policy>".
+	Policies []string `json:"policies,omitempty"`
+	// Config is a fingerprint of the clusters and policies of the
+	// configuration: replicas with different fingerprints disagree.
+	Config    string    `json:"config"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// ReplicaSchema versions Replica.
+const ReplicaSchema = "quiesce.replica/v1"
+
+// Roles a Replica runs.
+const (
+	RolePlanner     = "planner"
+	RoleCoordinator = "coordinator"
+	RoleWorker      = "worker"
+)
+
+// Knows reports whether the replica runs role with cluster in its
+// configuration.
+func (r Replica) Knows(role, cluster string) bool {
+	return slices.Contains(r.Roles, role) && slices.Contains(r.Clusters, cluster)
+}
+
+// KnowsPolicy reports whether the replica runs role with the named policy
+// of cluster in its configuration.
+func (r Replica) KnowsPolicy(role, cluster, policy string) bool {
+	return r.Knows(role, cluster) && slices.Contains(r.Policies, cluster+"/"+policy)
+}
+
+// RequestClaimSchema versions RequestClaim.
+const RequestClaimSchema = "quiesce.request-claim/v1"
 
 // Node is one Cassandra host as the planner resolved it.
 type Node struct {
@@ -433,13 +514,25 @@ type PhaseEvent struct {
 }
 
 // Rejection is published on SubjectRejected(job) when a JobRequest is refused.
+// Its values are bounded: a request ID or reason too long to echo is cut
+// (Bound) and says how long it was.
 type Rejection struct {
-	Schema    string    `json:"schema"`
-	RequestID string    `json:"request_id,omitempty"`
-	JobID     string    `json:"job_id,omitempty"`
-	Reason    string    `json:"reason"`
-	At        time.Time `json:"at"`
+	Schema    string `json:"schema"`
+	RequestID string `json:"request_id,omitempty"`
+	JobID     string `json:"job_id,omitempty"`
+	// Code is a short, stable class of the reason ("malformed", "invalid",
+	// "unknown_cluster", "unknown_policy", "request_id_reused", ...).
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason"`
+	// RequestDigest is the refused request's Digest, when it could be
+	// decoded: a submitter tells the answer to its own request from the
+	// answer to an earlier one of the same ID by it.
+	RequestDigest string    `json:"request_digest,omitempty"`
+	At            time.Time `json:"at"`
 }
+
+// MaxReasonBytes bounds a rejection's reason and a job's error message.
+const MaxReasonBytes = 2048
 
 // Backup is the catalog record of a successful job, in the catalog KV bucket
 // under CatalogKey(cluster, job).

@@ -1,6 +1,10 @@
 package messages
 
-import "strings"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
 
 // Streams, buckets and subjects of the JetStream topology.
 const (
@@ -22,6 +26,13 @@ const (
 	// BucketLeases holds one key per task being executed under a lease (a
 	// snapshot task), keyed by task ID; its TTL is the lease's lifetime.
 	BucketLeases = "quiesce_leases"
+	// BucketRequests is a KV bucket of RequestClaims: which job each request
+	// ID made, and the digest of the request.
+	BucketRequests = "quiesce_requests"
+	// BucketReplicas is a KV bucket of Replicas: every running quiesce
+	// process keeps its entry alive there, so replicas see one another's
+	// roles and configuration.
+	BucketReplicas = "quiesce_replicas"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"
@@ -120,6 +131,13 @@ func SubjectJobEvents(jobID string) string {
 // a job as its await task last saw them.
 func SnapshotListing(jobID string) string {
 	return jobID + ".snapshots"
+}
+
+// RequestKey is a request ID's key in BucketRequests. Request IDs may hold
+// characters a KV key may not, so the key is a digest of the ID.
+func RequestKey(requestID string) string {
+	sum := sha256.Sum256([]byte(requestID))
+	return "r" + hex.EncodeToString(sum[:20])
 }
 
 // CatalogKey is a backup's key in the catalog bucket.

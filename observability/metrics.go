@@ -75,6 +75,7 @@ type Metrics struct {
 	partialBackups   *prometheus.CounterVec
 	backupMaxAge     *prometheus.GaugeVec
 	rejected         *prometheus.CounterVec
+	handedBack       *prometheus.CounterVec
 	retired          *prometheus.CounterVec
 	tasksStarted     *prometheus.CounterVec
 	tasksFinished    *prometheus.CounterVec
@@ -130,6 +131,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
 	m.rejected = m.counter("planner", "requests_rejected_total",
 		"Job requests refused, by reason class.", "reason")
+	m.handedBack = m.counter("planner", "requests_handed_back_total",
+		"Job requests for a cluster this planner's configuration lacks, left for a planner that has it (replicas disagree: a rolling update).")
 	m.retired = m.counter("retention", "snapshots_retired_total",
 		"Volume snapshots deleted by retention.", "cluster")
 	m.tasksStarted = m.counter("worker", "tasks_started_total",
@@ -266,6 +269,11 @@ func (m *Metrics) newest(cluster string, t time.Time, partial bool) {
 // RequestRejected implements planner.Observer.
 func (m *Metrics) RequestRejected(reason string) {
 	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// RequestHandedBack implements planner.Observer.
+func (m *Metrics) RequestHandedBack() {
+	m.handedBack.WithLabelValues().Inc()
 }
 
 // SnapshotsRetired implements planner.Observer.

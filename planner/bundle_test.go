@@ -139,13 +139,14 @@ func (b *testBundle) startAll(t *testing.T) {
 // transition was reported exactly once across replicas.
 type countingObserver struct {
 	planner.NopObserver
-	mu        sync.Mutex
-	finished  map[messages.Phase]int
-	barriers  int
-	rejected  map[string]int
-	successes int
-	retired   int
-	started   int
+	mu         sync.Mutex
+	finished   map[messages.Phase]int
+	barriers   int
+	rejected   map[string]int
+	handedBack int
+	successes  int
+	retired    int
+	started    int
 }
 
 func (o *countingObserver) JobStarted(string) {
@@ -180,6 +181,12 @@ func (o *countingObserver) RequestRejected(reason string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.rejected[reason]++
+}
+
+func (o *countingObserver) RequestHandedBack() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.handedBack++
 }
 
 func (o *countingObserver) BackupSucceeded(string, time.Time, bool) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -448,16 +449,18 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			c.e.forget(job)
 			continue
 		}
-		expired := !rec.Phase.Terminal() &&
-			((!rec.PhaseDeadline.IsZero() && !now.Before(rec.PhaseDeadline)) ||
-				(!rec.Deadline.IsZero() && !now.Before(rec.Deadline)))
+		expired := rec.expired(now)
 		stalled := len(rec.Outbox) > 0 && now.Sub(rec.UpdatedAt) >= c.cfg.StallAfter
 		if !expired && !stalled {
 			continue
 		}
+		note := ""
+		if expired {
+			note = c.noWorkerNote(ctx, rec.Cluster)
+		}
 		unlock := c.e.lock(job)
 		err = c.e.mutate(ctx, job, func(r *record, p *Plan) (bool, []transition) {
-			if t, ok := r.expire(p, c.e.now()); ok {
+			if t, ok := r.expire(p, c.e.now(), note); ok {
 				return true, []transition{t}
 			}
 			return false, nil
@@ -467,4 +470,30 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			c.e.log.Warn().Err(err).Str("job_id", job).Msg("sweep")
 		}
 	}
+}
+
+// noWorkerNote says, for a job failing at its deadline, that no running
+// worker has its cluster in its configuration, when the replicas bucket says
+// so: then every one of its tasks was handed back until the deadline, and the
+// job's error should say why rather than only which nodes it waited on.
+func (c *Coordinator) noWorkerNote(ctx context.Context, cluster string) string {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reps, err := topology.LiveReplicas(rctx, c.e.h.Replicas)
+	if err != nil {
+		return ""
+	}
+	workers := 0
+	for _, r := range reps {
+		if slices.Contains(r.Roles, messages.RoleWorker) {
+			workers++
+			if r.Knows(messages.RoleWorker, cluster) {
+				return ""
+			}
+		}
+	}
+	if workers == 0 {
+		return ""
+	}
+	return fmt.Sprintf("no running worker has cluster %q in its configuration (%d running); its tasks were handed back until the deadline", cluster, workers)
 }

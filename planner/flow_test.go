@@ -2,11 +2,14 @@ package planner_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
@@ -390,4 +393,30 @@ func TestCatalogRecordsSnapshotsAsTheyAreAtTheEnd(t *testing.T) {
 		require.Equal(t, worker.StateCompleted, s.State, s.SnapshotID)
 	}
 	require.False(t, backups[0].Partial)
+}
+
+// A rejection quotes what it refuses in bounded form: a 10 KB request ID
+// is named by its first bytes and its length, not echoed twice over.
+func TestRejectionEchoesBoundedValues(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.startAll(t)
+	huge := strings.Repeat("r", 10<<10)
+	body := `{"schema":"quiesce.job-request/v1","request_id":"` + huge + `","cluster":"c1","reason":"` + strings.Repeat("é", 2000) + `"}`
+	b.env.SubmitRaw(t, []byte(body), "")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cons, err := b.env.JS.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{messages.SubjectRejected(messages.InvalidJobID)},
+	})
+	require.NoError(t, err)
+	m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+	require.NoError(t, err)
+	require.Less(t, len(m.Data()), 2048, "the event: %s", m.Data())
+	var rej messages.Rejection
+	require.NoError(t, json.Unmarshal(m.Data(), &rej))
+	require.Equal(t, "invalid", rej.Code)
+	require.Contains(t, rej.Reason, "(10240 bytes)")
+	require.Contains(t, rej.RequestID, "(10240 bytes)")
+	require.Contains(t, rej.Reason, "reason: is 2000 characters, more than 1024")
 }

@@ -34,6 +34,9 @@ type Observer interface {
 	// RequestRejected: a JobRequest was refused; reason is one of
 	// RejectReasons.
 	RequestRejected(reason string)
+	// RequestHandedBack: a request named a cluster this planner's
+	// configuration lacks and was left for a planner that has it.
+	RequestHandedBack()
 	// SnapshotsRetired: retention deleted n snapshots of cluster.
 	SnapshotsRetired(cluster string, n int)
 }
@@ -82,4 +85,5 @@ func (NopObserver) BarrierReleased(string, time.Duration, time.Duration, time.Du
 func (NopObserver) BarrierFailed(string, BarrierFailure)                                {}
 func (NopObserver) BackupSucceeded(string, time.Time, bool)                             {}
 func (NopObserver) RequestRejected(string)                                              {}
+func (NopObserver) RequestHandedBack()                                                  {}
 func (NopObserver) SnapshotsRetired(string, int)                                        {}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/quiesce/quiesce/messages"
 )
@@ -139,7 +140,7 @@ func (r *record) setPhase(p *Plan, to messages.Phase, now time.Time, errMsg stri
 	}
 	r.PhaseTimes[to] = now
 	if errMsg != "" && r.Error == "" {
-		r.Error = errMsg
+		r.Error = messages.Bound(errMsg, messages.MaxReasonBytes)
 	}
 	if to.Terminal() {
 		r.PhaseDeadline = time.Time{}
@@ -154,12 +155,23 @@ func (r *record) setPhase(p *Plan, to messages.Phase, now time.Time, errMsg stri
 
 const maxFailures = 100
 
+// Bounds of what a task result may put in its job's record: a worker's
+// error or a node's stderr is kept in part, never whole.
+const (
+	maxFailureError  = 1024
+	maxFailureStderr = 4096
+	// maxErrorPerTarget bounds one target's error within a job's error.
+	maxErrorPerTarget = 256
+)
+
 func (r *record) addFailure(f messages.Failure) {
 	for _, x := range r.Failures {
 		if x.TaskID == f.TaskID {
 			return
 		}
 	}
+	f.Error = messages.Bound(f.Error, maxFailureError)
+	f.Stderr = messages.Bound(f.Stderr, maxFailureStderr)
 	if len(r.Failures) < maxFailures {
 		r.Failures = append(r.Failures, f)
 	}
@@ -171,6 +183,7 @@ func (r *record) failure(ev *messages.TaskResult) {
 }
 
 func (r *record) addWarning(w string) {
+	w = messages.Bound(w, maxFailureError)
 	if !slices.Contains(r.Warnings, w) && len(r.Warnings) < maxFailures {
 		r.Warnings = append(r.Warnings, w)
 	}
@@ -520,7 +533,7 @@ func (r *record) applyClear(p *Plan, ev *messages.TaskResult) bool {
 		return false
 	}
 	r.failure(ev)
-	r.addWarning(fmt.Sprintf("snapshot tag %s not cleared on node %s: %s", r.Tag, ev.Target, ev.Error))
+	r.addWarning(fmt.Sprintf("snapshot tag %s not cleared on node %s: %s", r.Tag, ev.Target, messages.Bound(ev.Error, maxErrorPerTarget)))
 	return true
 }
 
@@ -547,7 +560,7 @@ func (r *record) applyAwait(ev *messages.TaskResult) bool {
 	if ev.Outcome != messages.OutcomeSucceeded {
 		r.failure(ev)
 		if !r.Phase.Terminal() {
-			r.Error = "snapshots did not complete: " + ev.Error
+			r.Error = messages.Bound("snapshots did not complete: "+ev.Error, messages.MaxReasonBytes)
 		}
 		return true
 	}
@@ -774,25 +787,41 @@ func (r *record) cancel(p *Plan, now time.Time, by, reason string) (transition, 
 	return t, true
 }
 
-// expire fails a job whose phase or job deadline has passed.
-func (r *record) expire(p *Plan, now time.Time) (transition, bool) {
+// expired reports whether the job's phase or job deadline has passed.
+func (r *record) expired(now time.Time) bool {
+	return !r.Phase.Terminal() &&
+		((!r.PhaseDeadline.IsZero() && !now.Before(r.PhaseDeadline)) || (!r.Deadline.IsZero() && !now.Before(r.Deadline)))
+}
+
+// expire fails a job whose phase or job deadline has passed. note, when
+// not empty, is what the caller knows of why (no running worker has the
+// job's cluster, say), added to the job's error.
+func (r *record) expire(p *Plan, now time.Time, note string) (transition, bool) {
 	if r.Phase.Terminal() {
 		return transition{}, false
 	}
+	var (
+		msg    string
+		reason Reason
+	)
 	switch {
 	case !r.PhaseDeadline.IsZero() && !now.Before(r.PhaseDeadline):
-		msg := fmt.Sprintf("%s deadline passed", r.Phase)
+		reason, msg = ReasonPhaseDeadline, fmt.Sprintf("%s deadline passed", r.Phase)
 		if settled, _ := r.hooksSettled(p, messages.HookBefore); r.Phase == messages.PhasePlanned && !settled {
 			msg = "flush deadline passed while the before hooks ran; waiting on " + r.hooksWaitingOn(p, messages.HookBefore)
 		} else if r.Phase == messages.PhaseFlushing || r.Phase == messages.PhasePlanned {
 			msg = fmt.Sprintf("flush deadline passed: %d of %d nodes flushed; waiting on %s",
 				r.Flushed.count(), len(p.Nodes), r.waitingOn(p))
 		}
-		return r.fail(p, now, ReasonPhaseDeadline, msg), true
 	case !r.Deadline.IsZero() && !now.Before(r.Deadline):
-		return r.fail(p, now, ReasonJobDeadline, "job deadline passed in phase "+string(r.Phase)), true
+		reason, msg = ReasonJobDeadline, "job deadline passed in phase "+string(r.Phase)
+	default:
+		return transition{}, false
 	}
-	return transition{}, false
+	if note != "" {
+		msg += "; " + note
+	}
+	return r.fail(p, now, reason, msg), true
 }
 
 // complete records what carried-out effects learned.
@@ -847,7 +876,7 @@ func (r *record) failedTargets(kind messages.Kind) string {
 		if f.Kind == kind {
 			s := f.Target
 			if f.Error != "" {
-				s += " (" + f.Error + ")"
+				s += " (" + clip(f.Error, maxErrorPerTarget) + ")"
 			}
 			names = append(names, s)
 		}
@@ -864,6 +893,18 @@ func (r *record) missingNodes(p *Plan) []string {
 		}
 	}
 	return names
+}
+
+// clip cuts s, already bounded where it was stored, to n bytes on a
+// character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func summarize(names []string) string {

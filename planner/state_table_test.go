@@ -3,6 +3,7 @@ package planner
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,7 +153,11 @@ func (m *machine) cancel() *machine {
 }
 
 func (m *machine) expire() *machine {
-	if t, ok := m.r.expire(m.p, m.now); ok {
+	return m.expireNoting("")
+}
+
+func (m *machine) expireNoting(note string) *machine {
+	if t, ok := m.r.expire(m.p, m.now, note); ok {
 		m.ts = append(m.ts, t)
 	}
 	return m
@@ -404,6 +409,39 @@ func TestStateMachineScripts(t *testing.T) {
 			reason: ReasonPhaseDeadline,
 			check: func(t *testing.T, m *machine) {
 				require.Equal(t, "flush deadline passed: 1 of 3 nodes flushed; waiting on n2, n3", m.r.Error)
+			},
+		},
+		{
+			desc: "a deadline that passed because no worker has the cluster says so",
+			opts: machineOpts{nodes: 2},
+			script: func(m *machine) {
+				m.drain().tick(time.Minute).expireNoting("no running worker has cluster c1 in its configuration")
+			},
+			phase:  failed,
+			reason: ReasonPhaseDeadline,
+			check: func(t *testing.T, m *machine) {
+				require.Equal(t, "flush deadline passed: 0 of 2 nodes flushed; waiting on n1, n2; "+
+					"no running worker has cluster c1 in its configuration", m.r.Error)
+			},
+		},
+		{
+			desc: "a node's long error is kept in part, and the job's error is bounded",
+			opts: machineOpts{nodes: 12},
+			script: func(m *machine) {
+				m.drain()
+				for i := 1; i <= 12; i++ {
+					m.failed(messages.KindFlush, fmt.Sprintf("n%d", i), strings.Repeat("e", 10<<10))
+				}
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			check: func(t *testing.T, m *machine) {
+				require.LessOrEqual(t, len(m.r.Error), messages.MaxReasonBytes+32)
+				require.NotEmpty(t, m.r.Failures)
+				for _, f := range m.r.Failures {
+					require.LessOrEqual(t, len(f.Error), 1024+32)
+					require.Contains(t, f.Error, "(10240 bytes)", "the record says how long the error was")
+				}
 			},
 		},
 		{

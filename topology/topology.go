@@ -56,8 +56,13 @@ type Options struct {
 	TaskDuplicates time.Duration
 	// EventsMaxAge bounds how long events are kept (default 7 days).
 	EventsMaxAge time.Duration
-	// JobsTTL bounds how long job records live (default 30 days).
+	// JobsTTL bounds how long job records live (default 30 days), and how
+	// long a request ID is remembered with the request it named.
 	JobsTTL time.Duration
+	// ReplicaTTL is how long a process's entry in the replicas bucket lives
+	// without a refresh (default 30s); processes refresh theirs three times
+	// as often.
+	ReplicaTTL time.Duration
 	// AckWait before an unacknowledged task is redelivered (default 30s);
 	// workers send InProgress well within it.
 	AckWait time.Duration
@@ -95,8 +100,17 @@ func (o Options) withDefaults() Options {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = o.AckWait
 	}
+	if o.ReplicaTTL == 0 {
+		o.ReplicaTTL = DefaultReplicaTTL
+	}
 	return o
 }
+
+// PlannerMaxDeliver is the planner consumer's delivery limit.
+const PlannerMaxDeliver = 5
+
+// DefaultReplicaTTL is the replicas bucket's TTL when Options leave it unset.
+const DefaultReplicaTTL = 30 * time.Second
 
 // MaxDeliverFor returns the delivery limit of a kind's consumer.
 func (o Options) MaxDeliverFor(kind messages.Kind) int {
@@ -136,6 +150,13 @@ type Handles struct {
 	// Leases is the bucket of task leases; Bind leaves it nil when it does
 	// not exist yet (no process of this release has run).
 	Leases jetstream.KeyValue
+	// Requests holds a RequestClaim per request ID that became a job.
+	// Bind leaves it nil on a server whose topology predates it.
+	Requests jetstream.KeyValue
+	// Replicas holds one messages.Replica per running process, each
+	// refreshed within ReplicaTTL (Presence). Bind leaves it nil on a
+	// server whose topology predates it.
+	Replicas jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -231,6 +252,20 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
 	}
+	requests, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketRequests, Description: "quiesce request IDs and the request each named",
+		History: 1, TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRequests, err)
+	}
+	replicas, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketReplicas, Description: "quiesce processes running now, their roles and configuration",
+		History: 1, TTL: o.ReplicaTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketReplicas, err)
+	}
 
 	consumers := []struct {
 		stream string
@@ -238,7 +273,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	}{
 		{messages.StreamJobs, jetstream.ConsumerConfig{
 			Durable: ConsumerPlanner, Description: "planner replicas share this consumer",
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: 5,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: PlannerMaxDeliver,
 			MaxAckPending: 256, FilterSubject: messages.SubjectSubmit, Replicas: o.Replicas,
 		}},
 		{messages.StreamEvents, jetstream.ConsumerConfig{
@@ -268,7 +303,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases, Requests: requests, Replicas: replicas}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -294,11 +329,20 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	leases, err := js.KeyValue(ctx, messages.BucketLeases)
-	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
+	h := &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests}
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{messages.BucketLeases, &h.Leases}, {messages.BucketRequests, &h.Requests}, {messages.BucketReplicas, &h.Replicas}} {
+		kv, err := js.KeyValue(ctx, b.name)
+		switch {
+		case err == nil:
+			*b.kv = kv
+		case !errors.Is(err, jetstream.ErrBucketNotFound):
+			return nil, fmt.Errorf("bucket %s: %w", b.name, err)
+		}
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases}, nil
+	return h, nil
 }
 
 // AgentInboxPrefix is the reply inbox an agent's connection uses

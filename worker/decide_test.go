@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,6 +103,11 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 		{desc: "shutdown hands the task back", err: context.Canceled, attempt: 1, shutdown: true,
 			wantSettled: "nak", wantOutcome: outcomeReturned},
 		{desc: "skip of an ended job acks", err: errSkip, attempt: 1, wantSettled: "ack", wantOutcome: outcomeSkipped},
+		{desc: "a cluster this worker does not know is handed back, never failed, even marked permanent",
+			err: errclass.Permanent(fmt.Errorf("cluster %q: %w", "c9", ErrUnknownCluster)), attempt: 1,
+			wantSettled: "nak", wantOutcome: outcomeReturned},
+		{desc: "a long error is reported in part", err: errclass.Permanent(errors.New(strings.Repeat("x", 1<<20))), attempt: 1,
+			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassPermanent},
 	}
 	for _, tc := range cases {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -138,6 +145,7 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 				require.Equal(t, messages.OutcomeFailed, pub.results[0].Outcome)
 				require.Equal(t, tc.wantClass, pub.results[0].ErrorClass)
 				require.NotEmpty(t, msg.reason)
+				require.LessOrEqual(t, len(pub.results[0].Error), maxResultError+32, "the event's error is bounded")
 			case outcomeSucceeded:
 				require.Len(t, pub.results, 1)
 				require.Equal(t, messages.OutcomeSucceeded, pub.results[0].Outcome)

@@ -84,7 +84,14 @@ type NodeTool interface {
 	ClearSnapshot(ctx context.Context, node messages.Node, tag string) error
 }
 
-// Drivers gives the drivers configured for a cluster.
+// ErrUnknownCluster is wrapped by a Drivers' error for a cluster that is not
+// in its configuration. The worker never fails such a task: during a rolling
+// update another worker may have the cluster, so the task is handed back
+// for it.
+var ErrUnknownCluster = errors.New("cluster is not in this worker's configuration")
+
+// Drivers gives the drivers configured for a cluster. For a cluster it does
+// not know, it returns an error wrapping ErrUnknownCluster.
 type Drivers interface {
 	NodeTool(cluster string) (NodeTool, error)
 	Snapshotter(cluster string) (Snapshotter, error)

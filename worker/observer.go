@@ -14,8 +14,10 @@ type Observer interface {
 	// TaskFinished: a delivery ended (in flight -1). outcome is one of
 	// "succeeded", "failed" (terminal failure reported), "retry" (delayed
 	// redelivery), "skipped" (job already terminal), "returned" (handed
-	// back at shutdown), "abandoned" (its lease lapsed while it stalled).
-	// code is the error's errclass.Code, or its class, or "".
+	// back: the worker is stopping, or the task's cluster is not in its
+	// configuration, code "unknown_cluster"), "abandoned" (its lease lapsed
+	// while it stalled). code is the error's errclass.Code, or its class,
+	// or "".
 	TaskFinished(kind messages.Kind, outcome string, d time.Duration, code string)
 	// TaskRedelivered: a task arrived with a delivery count above one.
 	TaskRedelivered(kind messages.Kind)

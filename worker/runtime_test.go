@@ -31,11 +31,13 @@ func publishFlush(t *testing.T, env *testenv.Env, id string) {
 
 func TestHeartbeatKeepsLongTaskFromRedelivery(t *testing.T) {
 	t.Parallel()
-	env := testenv.New(t, topology.Options{AckWait: time.Second})
+	// The task outlasts AckWait by half again; heartbeats come twenty
+	// times within it, so a loaded machine delaying a few changes nothing.
+	env := testenv.New(t, topology.Options{AckWait: 2 * time.Second})
 	tool := fakes.NewNodeTool()
-	tool.Delay = func(string) time.Duration { return 2500 * time.Millisecond }
+	tool.Delay = func(string) time.Duration { return 3 * time.Second }
 	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool}, worker.Config{
-		Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, Kinds: []messages.Kind{messages.KindFlush},
+		Logger: zerolog.Nop(), Heartbeat: 100 * time.Millisecond, Kinds: []messages.Kind{messages.KindFlush},
 	})
 	require.NoError(t, w.Start(context.Background()))
 	publishFlush(t, env, "n1")

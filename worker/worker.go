@@ -497,11 +497,15 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		// would disturb. Left alone, it is redelivered if no one has it.
 		log.Warn().Msg("task lease lost while stalled; created nothing, leaving the task to its other execution")
 		return outcomeAbandoned, "lease_lost"
+	case errors.Is(herr, ErrUnknownCluster):
+		return w.handBack(ctx, log, msg, result, kind)
 	}
 
 	result.Outcome = messages.OutcomeFailed
-	result.Error = herr.Error()
-	result.Stderr = truncate(errclass.Stderr(herr), 4096)
+	// A driver's error or a node's stderr may be of any length; the event,
+	// and the job record after it, keep a bounded part.
+	result.Error = messages.Bound(herr.Error(), maxResultError)
+	result.Stderr = messages.Bound(errclass.Stderr(herr), maxResultStderr)
 	maxDeliver := w.limitsOf(kind).maxDeliver
 	switch {
 	case errclass.IsPermanent(herr):
@@ -521,7 +525,7 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		retry := messages.TaskRetry{
 			Schema: messages.TaskRetrySchema, TaskID: result.TaskID, JobID: result.JobID, Kind: kind,
 			Cluster: result.Cluster, Target: result.Target, Attempt: attempt, MaxAttempts: max(maxDeliver, 0),
-			Error: truncate(herr.Error(), 1000), Code: code, Worker: w.cfg.Name,
+			Error: messages.Bound(herr.Error(), 1000), Code: code, Worker: w.cfg.Name,
 			FailedAt: result.FinishedAt, NextAttemptAt: result.FinishedAt.Add(delay),
 		}
 		// Reported before the task is handed back, so the report is not
@@ -546,9 +550,42 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		_ = msg.NakWithDelay(w.cfg.BackoffBase)
 		return outcomeRetry, "publish"
 	}
-	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + truncate(result.Error, 200))
+	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + messages.Bound(result.Error, 200))
 	log.Error().Err(herr).Str("error_class", string(result.ErrorClass)).Str("stderr", result.Stderr).Msg("task failed")
 	return outcomeFailed, code
+}
+
+// maxHandbacksAfterEnd bounds the copies made of a clean-up task (a clear,
+// a clean-up) of an ended job whose cluster no worker that saw it knows.
+const maxHandbacksAfterEnd = 10
+
+// handBack returns a task of a cluster this worker's configuration lacks for
+// a worker that has it: never a failure, and never counted against the
+// task's retries (topology.HandBack copies it before its deliveries run
+// out). A task that would create something for a job that already ended is
+// dropped; one that cleans up after it is handed back a bounded number of
+// times. If no worker has the cluster, the job fails at its phase deadline,
+// and the coordinator says why.
+func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, result *messages.TaskResult, kind messages.Kind) (outcome, string) {
+	const code = "unknown_cluster"
+	if w.jobEnded(ctx, result.JobID) {
+		cleanup := kind == messages.KindClear || kind == messages.KindCleanup || kind == messages.KindRetention
+		if !cleanup || topology.Handbacks(msg) >= maxHandbacksAfterEnd {
+			_ = msg.Ack()
+			log.Error().Str("cluster", result.Cluster).Int("handbacks", topology.Handbacks(msg)).
+				Msg("task dropped: its job ended, and no worker that took it has its cluster in its configuration")
+			return outcomeSkipped, code
+		}
+	}
+	delay := topology.HandbackDelay(msg, w.cfg.BackoffBase, w.cfg.BackoffMax)
+	copied, err := topology.HandBack(ctx, w.js, msg, w.limitsOf(kind).maxDeliver, delay, nil)
+	ev := log.Warn()
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Str("cluster", result.Cluster).Bool("copied", copied).Dur("retry_in", delay).
+		Msg("cluster not in this worker's configuration; task left for a worker that has it")
+	return outcomeReturned, code
 }
 
 func (w *Worker) backoff(attempt int) time.Duration {
@@ -636,9 +673,8 @@ func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task
 	return w.dispatch(ctx, log, task, fence)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+// Bounds of a failed task's result event.
+const (
+	maxResultError  = 4096
+	maxResultStderr = 4096
+)

@@ -70,17 +70,18 @@ func submitCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			job, err := submit(ctx, js, req)
+			sub, err := submit(ctx, js, req)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "job %s submitted (request %s)\n", job, req.RequestID)
+			fmt.Fprintln(g.stdout, sub.announce())
 			if noWait {
+				sub.stop()
 				return nil
 			}
 			fctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			j, err := follow(fctx, js, job, newProgress(g.stdout), cleanupWait)
+			j, err := followSubmission(fctx, js, sub, newProgress(g.stdout), cleanupWait)
 			if err != nil {
 				return err
 			}
@@ -118,20 +119,6 @@ func currentUser() string {
 	return "cli"
 }
 
-// submit publishes a request and returns its job ID.
-func submit(ctx context.Context, js jetstream.JetStream, req messages.JobRequest) (string, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return "", err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := js.Publish(pctx, messages.SubjectSubmit, data, jetstream.WithMsgID(req.RequestID)); err != nil {
-		return "", withCode(ExitError, fmt.Errorf("publish request: %w", err))
-	}
-	return req.JobID(), nil
-}
-
 func jobExit(j messages.Job) error {
 	switch j.Phase {
 	case messages.PhaseSucceeded:
@@ -162,38 +149,38 @@ func reportEnd(w io.Writer, j messages.Job) {
 
 // follow watches a job's record until it is terminal and, for up to
 // cleanupWait more, until its clean-up has ended, reporting each update;
-// and it watches for the rejection of its request. Once the job ended, the
-// end of ctx or of cleanupWait returns the job as last seen: the caller
-// says that its clean-up goes on.
+// and it watches for the rejection of its request.
 func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progress, cleanupWait time.Duration) (messages.Job, error) {
+	rejections, stop := watchRejections(ctx, js, jobID, jetstream.DeliverAllPolicy)
+	defer stop()
+	return followWith(ctx, js, jobID, p, cleanupWait, rejections, func(r messages.Rejection) error {
+		return withCode(ExitRejected, fmt.Errorf("request rejected: %s", r.Reason))
+	}, nil)
+}
+
+// followWith watches a job's record until it is terminal and, for up to
+// cleanupWait more, until its clean-up has ended, reporting each update.
+// Once the job ended, the end of ctx or of cleanupWait returns the job as
+// last seen: the caller says that its clean-up goes on. A rejection from
+// rejections that answer turns into an error ends it, unless the job
+// exists: then the rejection was a later duplicate's. check, when set, runs
+// every few seconds until the job exists, and its error ends the watch.
+func followWith(ctx context.Context, js jetstream.JetStream, jobID string, p *progress, cleanupWait time.Duration,
+	rejections <-chan messages.Rejection, answer func(messages.Rejection) error,
+	check func(context.Context) error) (messages.Job, error) {
 	h, err := topology.Bind(ctx, js)
 	if err != nil {
 		return messages.Job{}, withCode(ExitError, err)
-	}
-	rejected := make(chan messages.Rejection, 1)
-	cons, err := js.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.SubjectRejected(jobID)},
-	})
-	if err == nil {
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			var r messages.Rejection
-			if json.Unmarshal(m.Data(), &r) == nil {
-				select {
-				case rejected <- r:
-				default:
-				}
-			}
-		})
-		if err == nil {
-			defer cc.Stop()
-		}
 	}
 	w, err := h.Jobs.Watch(ctx, jobID)
 	if err != nil {
 		return messages.Job{}, withCode(ExitError, err)
 	}
 	defer func() { _ = w.Stop() }()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
 	var (
+		seen        bool
 		last        messages.Job
 		cleanupDone <-chan time.Time
 	)
@@ -208,14 +195,24 @@ func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progre
 		case <-cleanupDone:
 			p.done()
 			return last, nil
-		case r := <-rejected:
-			// A rejection of this request ID after the job exists is a
-			// duplicate's, not this job's.
-			if _, err := h.Jobs.Get(ctx, jobID); err == nil {
+		case <-tick.C:
+			if check == nil || seen {
+				continue
+			}
+			if err := check(ctx); err != nil {
+				p.done()
+				return messages.Job{}, err
+			}
+		case r := <-rejections:
+			err := answer(r)
+			if err == nil {
+				continue
+			}
+			if _, gerr := h.Jobs.Get(ctx, jobID); gerr == nil {
 				continue
 			}
 			p.done()
-			return messages.Job{}, withCode(ExitRejected, fmt.Errorf("request rejected: %s", r.Reason))
+			return messages.Job{}, err
 		case e := <-w.Updates():
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
@@ -224,6 +221,14 @@ func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progre
 			if err := json.Unmarshal(e.Value(), &j); err != nil {
 				continue
 			}
+			if !seen && check != nil {
+				// The job exists: say now if it is another request's.
+				if err := check(ctx); err != nil {
+					p.done()
+					return messages.Job{}, err
+				}
+			}
+			seen = true
 			p.update(j)
 			last = j
 			if !j.Phase.Terminal() {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,15 +43,43 @@ type node struct {
 	coordinator *planner.Coordinator
 	worker      *worker.Worker
 	drivers     *drivers.Registry
+	// presence keeps this process's entry in the replicas bucket.
+	presence *topology.Presence
 }
 
 func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream, roles []string, log zerolog.Logger,
 	metrics *observability.Metrics, o roleOptions) (*node, error) {
+	if err := cfg.RequireClusters(); err != nil {
+		return nil, withCode(ExitRejected, fmt.Errorf("config: %w: a %s started with it would run beside the fleet knowing nothing to back up; "+
+			"give it the fleet's configuration", err, strings.Join(roles, ", ")))
+	}
 	h, err := topology.Ensure(ctx, js, topologyOptions(cfg))
 	if err != nil {
 		return nil, withCode(ExitError, fmt.Errorf("topology: %w", err))
 	}
 	n := &node{log: log, h: h}
+	// The process announces itself before any role starts, so a planner
+	// deciding whether another replica knows a cluster counts this one.
+	self := messages.Replica{Name: o.name, Roles: roles, Clusters: cfg.ClusterNames(), Policies: cfg.PolicyNames(),
+		Config: cfg.Fingerprint()}
+	if self.Name == "" {
+		host, _ := os.Hostname()
+		self.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if slices.Contains(roles, messages.RoleWorker) {
+		self.Kinds = o.kinds
+		if len(self.Kinds) == 0 {
+			self.Kinds = messages.Kinds
+		}
+	}
+	n.presence, err = topology.StartPresence(ctx, h.Replicas, self, topology.DefaultReplicaTTL)
+	if n.presence == nil {
+		return nil, withCode(ExitError, err)
+	}
+	if err != nil {
+		log.Warn().Err(err).Msg("replica not announced yet; retrying")
+	}
+	log.Info().Str("config", self.Config).Strs("clusters", self.Clusters).Str("replica", n.presence.Replica().ID).Msg("configuration")
 	if metrics != nil {
 		// Every cluster's series exist from the start, with its stale-backup
 		// threshold, and the last backup times survive a restart, so the
@@ -160,6 +190,9 @@ func (n *node) stop(ctx context.Context) {
 	if n.drivers != nil {
 		_ = n.drivers.Close()
 	}
+	if n.presence != nil {
+		_ = n.presence.Stop(ctx)
+	}
 }
 
 func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
@@ -223,9 +256,15 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 				}
 				return n.ready()
 			}
+			drift, err := observability.NewConfigDrift(reg, n.h.Replicas, n.presence.Replica(), log)
+			if err != nil {
+				n.stop(ctx)
+				return withCode(ExitError, err)
+			}
+			go drift.Run(ctx, topology.DefaultReplicaTTL/3)
 			serveErr := make(chan error, 1)
 			if g.metricsAddr != "" {
-				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready) }()
+				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready, drift.Detail) }()
 			}
 			log.Info().Strs("roles", roles).Str("nats", g.url(cfg)).Str("metrics_addr", g.metricsAddr).Msg("quiesce started")
 			var failed error

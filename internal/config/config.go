@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -402,6 +404,55 @@ func (c *Config) Policy(cluster, name string) (Policy, error) {
 		}
 	}
 	return Policy{}, fmt.Errorf("cluster %q has no policy %q", cluster, name)
+}
+
+// ErrNoCluster is returned by RequireClusters for a configuration that names
+// no cluster: a role started with it would know nothing to back up.
+var ErrNoCluster = errors.New("the configuration names no cluster")
+
+// RequireClusters refuses a configuration without a cluster. Every role
+// checks it at start: a replica started from an empty or wrong file would
+// otherwise run beside the others and take (or, before replicas handed back
+// what they do not know, refuse) their work.
+func (c *Config) RequireClusters() error {
+	if len(c.Clusters) == 0 {
+		return ErrNoCluster
+	}
+	return nil
+}
+
+// ClusterNames lists the configured clusters, in the file's order.
+func (c *Config) ClusterNames() []string {
+	names := make([]string, 0, len(c.Clusters))
+	for _, cl := range c.Clusters {
+		names = append(names, cl.Name)
+	}
+	return names
+}
+
+// PolicyNames lists the configured policies as "<cluster>/<policy>".
+func (c *Config) PolicyNames() []string {
+	names := make([]string, 0, len(c.Policies))
+	for _, p := range c.Policies {
+		names = append(names, p.Cluster+"/"+p.Name)
+	}
+	return names
+}
+
+// Fingerprint identifies the clusters and policies of the configuration:
+// replicas whose fingerprints differ run different configurations. The
+// NATS section is left out: its URL and credentials may rightly differ from
+// host to host.
+func (c *Config) Fingerprint() string {
+	data, err := json.Marshal(struct {
+		Clusters []Cluster `json:"clusters"`
+		Policies []Policy  `json:"policies"`
+	}{c.Clusters, c.Policies})
+	if err != nil {
+		return "unknown"
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:6])
 }
 
 // Replicas returns the configured stream replicas, 1 when unset.

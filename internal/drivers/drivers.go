@@ -64,7 +64,7 @@ func New(cfg *config.Config, env Env) *Registry {
 func (r *Registry) cluster(name string) (config.Cluster, error) {
 	cl, ok := r.cfg.Cluster(name)
 	if !ok {
-		return config.Cluster{}, fmt.Errorf("cluster %q is not in this worker's configuration", name)
+		return config.Cluster{}, fmt.Errorf("cluster %q: %w", name, worker.ErrUnknownCluster)
 	}
 	return *cl, nil
 }

@@ -175,7 +175,8 @@ func TestRegistryBuildsEveryKind(t *testing.T) {
 	require.Implements(t, (*worker.Copier)(nil), snap)
 
 	_, err = reg.Snapshotter("nowhere")
-	require.ErrorContains(t, err, `cluster "nowhere" is not in this worker's configuration`)
+	require.ErrorIs(t, err, worker.ErrUnknownCluster)
+	require.ErrorContains(t, err, `cluster "nowhere"`)
 
 	nodes, err := reg.Discover(t.Context(), drivers.Cluster(cfg.Clusters[0]))
 	require.NoError(t, err)

