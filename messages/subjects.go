@@ -14,6 +14,9 @@ const (
 	// BucketManifests is an object store holding the full catalog record of
 	// backups too large to keep inline in the catalog bucket.
 	BucketManifests = "quiesce_manifests"
+	// BucketPace holds the EC2 request budget every process of the fleet
+	// shares: one key per account, region and operation (package pace).
+	BucketPace = "quiesce_pace"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"

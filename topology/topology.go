@@ -101,6 +101,8 @@ type Handles struct {
 	Catalog   jetstream.KeyValue
 	Plans     jetstream.ObjectStore
 	Manifests jetstream.ObjectStore
+	// Pace is the shared EC2 request budget (package pace).
+	Pace jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -181,6 +183,16 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
 
+	// The budget's state is small and changes several times a second; it
+	// needs no history, and losing it costs one burst, not a backup.
+	pace, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketPace, Description: "quiesce EC2 request budget per account, region and operation",
+		History: 1, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketPace, err)
+	}
+
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -217,7 +229,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests, Pace: pace}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -239,5 +251,8 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests}, nil
+	// A server set up by an earlier release has no pace bucket: readers
+	// do without it.
+	pace, _ := js.KeyValue(ctx, messages.BucketPace)
+	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests, Pace: pace}, nil
 }
