@@ -91,7 +91,10 @@ const (
 	TagNode    = "quiesce:node"
 	TagTask    = "quiesce:task"
 	TagPolicy  = "quiesce:policy"
-	TagName    = "Name"
+	// TagDC names the Cassandra data centre of the node a snapshot is of,
+	// on clusters configured with data centres.
+	TagDC   = "quiesce:dc"
+	TagName = "Name"
 )
 
 // SubjectControl is where operator commands for a job (cancel) are published.

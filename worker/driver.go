@@ -24,6 +24,9 @@ type Snapshot struct {
 	Progress     string
 	StartTime    time.Time
 	Tags         map[string]string
+	// Region is where the snapshot is, for drivers whose snapshots live in
+	// several regions (EBS); empty otherwise.
+	Region string
 }
 
 // CreateRequest asks a driver to snapshot the volumes of one node. With more
@@ -38,15 +41,30 @@ type CreateRequest struct {
 
 // Snapshotter takes, finds and deletes volume snapshots. Implementations: the
 // fs driver (worker/fs) and the EBS driver (worker/ebs).
+//
+// Snapshot calls take no idempotency token, so the runtime makes a snapshot
+// task idempotent itself, and does it once: it looks for the task's earlier
+// snapshots (Find by its messages.TagTask, and messages.TagDC when the task
+// carries one) and asks Create only for the volumes still missing. A driver
+// need not look again; the EBS driver does not, since every look-up spends
+// the account's EC2 request budget.
 type Snapshotter interface {
 	// Find returns the snapshots carrying every tag in filter.
 	Find(ctx context.Context, filter map[string]string) ([]Snapshot, error)
-	// Create snapshots req.Volumes, tagged with req.Tags.
+	// Create snapshots req.Volumes, tagged with req.Tags: every volume
+	// asked for, which the caller found without a snapshot of the task.
 	Create(ctx context.Context, req CreateRequest) ([]Snapshot, error)
 	// Delete deletes a snapshot carrying the managed tag. A snapshot already
 	// gone is success; one without the managed tag is ErrNotManaged; one in
 	// use is ErrSnapshotInUse.
 	Delete(ctx context.Context, snapshotID string) error
+}
+
+// RegionalDeleter is implemented by snapshotters whose snapshots live in
+// several regions: it deletes a snapshot Find reported, in its Region, with
+// Delete's guards.
+type RegionalDeleter interface {
+	DeleteIn(ctx context.Context, region, snapshotID string) error
 }
 
 // Errors a Snapshotter's Delete returns.

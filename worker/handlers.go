@@ -113,7 +113,13 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 	if w.jobEnded(ctx, t.JobID) {
 		return nil, errSkip
 	}
-	existing, err := snap.Find(ctx, map[string]string{messages.TagTask: t.ID})
+	// The one look-up of the task's earlier work (drivers do not look
+	// again). A node's data centre narrows it to the data centre's region.
+	filter := map[string]string{messages.TagTask: t.ID}
+	if dc := t.SnapshotTags[messages.TagDC]; dc != "" {
+		filter[messages.TagDC] = dc
+	}
+	existing, err := snap.Find(ctx, filter)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +167,7 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 			return nil, errclass.Permanent(fmt.Errorf("snapshot %s of volume %s is in error: %s", s.ID, v.ID, s.StateMessage))
 		}
 		out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
-			SnapshotID: s.ID, VolumeID: v.ID, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
+			SnapshotID: s.ID, VolumeID: v.ID, Region: s.Region, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
 		})
 	}
 	return out, nil
@@ -218,7 +224,7 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 			refs := make([]messages.SnapshotRef, 0, len(all))
 			for _, s := range all {
 				refs = append(refs, messages.SnapshotRef{
-					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
+					SnapshotID: s.ID, VolumeID: s.VolumeID, Region: s.Region, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
 				})
 			}
 			name, err := w.storeListing(ctx, t.JobID, refs)
@@ -281,7 +287,7 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 				out.Deleted = append(out.Deleted, s.ID)
 				continue
 			}
-			err := snap.Delete(ctx, s.ID)
+			err := deleteSnapshot(ctx, snap, s)
 			switch {
 			case err == nil:
 				out.Deleted = append(out.Deleted, s.ID)
@@ -314,4 +320,13 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 		}
 	}
 	return out, nil
+}
+
+// deleteSnapshot deletes a snapshot Find reported, in its own region when
+// the driver keeps snapshots in several.
+func deleteSnapshot(ctx context.Context, snap Snapshotter, s Snapshot) error {
+	if r, ok := snap.(RegionalDeleter); ok && s.Region != "" {
+		return r.DeleteIn(ctx, s.Region, s.ID)
+	}
+	return snap.Delete(ctx, s.ID)
 }
