@@ -419,10 +419,14 @@ func backupsCmd(g *globals) *cobra.Command {
 
 func printBackups(w io.Writer, backups []messages.Backup) {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG\tCOVERS")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tREGIONS\tTAG\tCOVERS")
 	for _, b := range backups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
-			b.NodeCount, b.SnapshotCount, b.Tag, covers(b))
+		regions := "-"
+		if len(b.Regions) > 0 {
+			regions = strings.Join(b.Regions, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
+			b.NodeCount, b.SnapshotCount, regions, b.Tag, covers(b))
 	}
 	_ = tw.Flush()
 }
