@@ -8,7 +8,7 @@ TEST_TIMEOUT  ?= 20m
 # Cassandra tier, whose other tests `make test` already ran.
 CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassandra\b' . | xargs -r -n1 dirname | sort -u)
 
-.PHONY: all build demo test test-integration test-cassandra test-chaos bench fuzz lint promtool ci clean
+.PHONY: all build demo test test-integration test-cassandra test-chaos bench bench-fleet fuzz lint promtool ci clean
 
 all: build
 
@@ -44,6 +44,16 @@ test-chaos:
 ## bench: orchestration benchmarks next to raw JetStream on the same server.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/suite/bench/...
+
+## bench-fleet: the fleet against a simulated EC2 that enforces AWS's request
+## buckets and per-volume limits, in scaled time: one 10,000-node cluster
+## (a CreateSnapshots per node, a CreateSnapshot per volume), a wave of 100
+## clusters, a retention of 40,000 snapshots (docs/benchmarks.md). About 15
+## minutes; QUIESCE_FLEET_SCALE=<simulated seconds per second> sets the speed
+## of every run, BENCH=<regexp> picks runs.
+BENCH ?= Fleet
+bench-fleet:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 90m ./internal/suite/fleet/...
 
 ## fuzz: a short run of every fuzz target (seed corpora run in `make test` too).
 fuzz:

@@ -218,10 +218,9 @@ type bucket struct {
 	mu sync.Mutex
 	// queue holds this process's calls waiting for a slot, oldest first.
 	queue []*waiter
-	// busy is set while one of them reserves slots for the queue.
+	// busy is set while one of them, the lead, reserves slots for the
+	// queue; the others sleep until they are given a slot or the lead.
 	busy bool
-	// wake is closed, and replaced, whenever busy ends.
-	wake chan struct{}
 	// st and rev are the shared state and its revision as last read or
 	// written; rev 0 means unknown.
 	st  state
@@ -231,6 +230,30 @@ type bucket struct {
 type waiter struct {
 	slot     int64
 	assigned bool
+	// lead is set on the one waiter that reserves for the queue.
+	lead bool
+	// ready is closed when the waiter is first assigned or made lead:
+	// each wake-up is one waiter's, never the whole queue's.
+	ready    chan struct{}
+	signaled bool
+}
+
+func (w *waiter) signal() {
+	if !w.signaled {
+		w.signaled = true
+		close(w.ready)
+	}
+}
+
+// handOff makes the oldest waiting call the lead, or leaves the bucket
+// idle. The caller holds b.mu.
+func (b *bucket) handOff() {
+	if len(b.queue) == 0 {
+		b.busy = false
+		return
+	}
+	b.queue[0].lead = true
+	b.queue[0].signal()
 }
 
 func (p *Pacer) bucket(k Key) *bucket {
@@ -238,7 +261,7 @@ func (p *Pacer) bucket(k Key) *bucket {
 	defer p.mu.Unlock()
 	b, ok := p.buckets[k]
 	if !ok {
-		b = &bucket{key: k, wake: make(chan struct{})}
+		b = &bucket{key: k}
 		p.buckets[k] = b
 	}
 	return b
@@ -257,38 +280,42 @@ func (p *Pacer) Wait(ctx context.Context, key Key) error {
 	}
 	b := p.bucket(key)
 	start := p.opts.Clock.Now()
-	w := &waiter{}
+	w := &waiter{ready: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, w)
+	if !b.busy {
+		b.busy, w.lead = true, true
+	}
 	for !w.assigned {
-		if b.busy {
-			wake := b.wake
+		if !w.lead {
 			b.mu.Unlock()
 			select {
-			case <-wake:
+			case <-w.ready:
 			case <-ctx.Done():
 			}
 			b.mu.Lock()
-			if !w.assigned && ctx.Err() != nil {
+			if !w.assigned && !w.lead && ctx.Err() != nil {
 				b.remove(w)
 				b.mu.Unlock()
 				return context.Cause(ctx)
 			}
 			continue
 		}
-		b.busy = true
 		n := min(len(b.queue), p.opts.MaxBatch)
 		b.mu.Unlock()
 		err := p.fill(ctx, b, n)
 		b.mu.Lock()
-		b.busy = false
-		close(b.wake)
-		b.wake = make(chan struct{})
 		if err != nil && !w.assigned {
 			b.remove(w)
+			w.lead = false
+			b.handOff()
 			b.mu.Unlock()
 			return err
 		}
+	}
+	if w.lead {
+		w.lead = false
+		b.handOff()
 	}
 	b.mu.Unlock()
 	if d := time.Duration(w.slot - p.opts.Clock.Now().UnixNano()); d > 0 {
@@ -324,6 +351,7 @@ func (p *Pacer) fill(ctx context.Context, b *bucket, n int) error {
 			k := min(len(slots), len(b.queue))
 			for i, w := range b.queue[:k] {
 				w.slot, w.assigned = slots[i], true
+				w.signal()
 			}
 			b.queue = append(b.queue[:0], b.queue[k:]...)
 			b.mu.Unlock()
