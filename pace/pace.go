@@ -280,6 +280,39 @@ func (p *Pacer) Wait(ctx context.Context, key Key) error {
 	}
 	b := p.bucket(key)
 	start := p.opts.Clock.Now()
+	for attempt := 1; ; attempt++ {
+		slot, err := p.slot(ctx, b)
+		if err != nil {
+			return err
+		}
+		if d := time.Duration(slot - p.opts.Clock.Now().UnixNano()); d > 0 {
+			if err := p.opts.Clock.Sleep(ctx, d); err != nil {
+				p.refund(ctx, b, 1)
+				return err
+			}
+		}
+		// A call that goes much later than its slot (its process stalled)
+		// would reach the provider together with the calls of the slots
+		// after it: it takes a new slot instead, behind them, at most
+		// twice.
+		if late := p.opts.Clock.Now().UnixNano() - slot; late <= p.lateness(key) || attempt == 3 {
+			break
+		}
+	}
+	p.opts.Observer.Waited(key, p.opts.Clock.Now().Sub(start))
+	return nil
+}
+
+// lateness is how long after its slot a call may still go: the time the
+// headroom's tokens take to refill.
+func (p *Pacer) lateness(key Key) int64 {
+	lim := p.opts.Limit(key)
+	interval, _ := p.shape(lim, lim.Rate)
+	return int64(max(1, math.Ceil(float64(lim.Burst)*p.opts.Headroom)) * interval)
+}
+
+// slot queues the call and returns the slot it was given.
+func (p *Pacer) slot(ctx context.Context, b *bucket) (int64, error) {
 	w := &waiter{ready: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, w)
@@ -297,7 +330,7 @@ func (p *Pacer) Wait(ctx context.Context, key Key) error {
 			if !w.assigned && !w.lead && ctx.Err() != nil {
 				b.remove(w)
 				b.mu.Unlock()
-				return context.Cause(ctx)
+				return 0, context.Cause(ctx)
 			}
 			continue
 		}
@@ -310,7 +343,7 @@ func (p *Pacer) Wait(ctx context.Context, key Key) error {
 			w.lead = false
 			b.handOff()
 			b.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	if w.lead {
@@ -318,14 +351,7 @@ func (p *Pacer) Wait(ctx context.Context, key Key) error {
 		b.handOff()
 	}
 	b.mu.Unlock()
-	if d := time.Duration(w.slot - p.opts.Clock.Now().UnixNano()); d > 0 {
-		if err := p.opts.Clock.Sleep(ctx, d); err != nil {
-			p.refund(ctx, b, 1)
-			return err
-		}
-	}
-	p.opts.Observer.Waited(key, p.opts.Clock.Now().Sub(start))
-	return nil
+	return w.slot, nil
 }
 
 func (b *bucket) remove(w *waiter) {

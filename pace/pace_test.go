@@ -25,6 +25,9 @@ type manualClock struct {
 	mu   sync.Mutex
 	now  time.Time
 	skip bool
+	// stall is added to the next skipped sleep: the process was not
+	// scheduled for that long after its wake-up.
+	stall time.Duration
 }
 
 func (c *manualClock) Now() time.Time {
@@ -41,6 +44,9 @@ func (c *manualClock) Advance(d time.Duration) {
 
 func (c *manualClock) Sleep(ctx context.Context, d time.Duration) error {
 	if c.skip {
+		c.mu.Lock()
+		d, c.stall = d+c.stall, 0
+		c.mu.Unlock()
 		c.Advance(d)
 		return nil
 	}
@@ -128,6 +134,30 @@ func TestProcessesShareOneBudget(t *testing.T) {
 	// machine only makes it slower.
 	floor := time.Duration(float64(processes*perProcess-9) / rate * float64(time.Second))
 	require.GreaterOrEqual(t, time.Since(start), floor)
+}
+
+// A call that wakes long after its slot (its process stalled) takes a new
+// slot instead of going with the calls of the slots after it: it is
+// charged again at the time it really goes.
+func TestLateCallTakesANewSlot(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	clock := newClock(true)
+	start := clock.Now()
+	p := b.pacer(t, pace.Options{Clock: clock})
+	for range 90 {
+		require.NoError(t, p.Wait(t.Context(), key))
+	}
+	clock.mu.Lock()
+	clock.stall = 5 * time.Second // beyond the 2 s the headroom's 10 tokens take
+	clock.mu.Unlock()
+	require.NoError(t, p.Wait(t.Context(), key))
+	require.Equal(t, 5200*time.Millisecond, clock.Now().Sub(start))
+	s, err := p.Peek(t.Context(), key)
+	require.NoError(t, err)
+	// 91 calls' worth of a full bucket, refilled for 5.2 s (26 tokens),
+	// less the one slot the late call left unused: 90 - 92 + 26.
+	require.InDelta(t, 24, s.Tokens, 1e-6)
 }
 
 // A call that gives up before its slot gives the slot back.

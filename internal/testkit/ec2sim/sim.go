@@ -181,6 +181,24 @@ func (s *Sim) Count(account, region string, filter map[string]string) int {
 	return len(s.match(scope{account, region}, filter))
 }
 
+// Span returns when the first and the last snapshot carrying every tag of
+// filter started, and how many there are.
+func (s *Sim) Span(account, region string, filter map[string]string) (first, last time.Time, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range s.match(scope{account, region}, filter) {
+		start := s.snaps[id].start
+		if n == 0 || start.Before(first) {
+			first = start
+		}
+		if start.After(last) {
+			last = start
+		}
+		n++
+	}
+	return first, last, n
+}
+
 // Calls returns every call of one operation in an account and region, in
 // the order they arrived.
 func (s *Sim) Calls(account, region, op string) []Call {
