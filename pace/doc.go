@@ -15,12 +15,15 @@
 // at which the bucket has a token for it, given every slot reserved before.
 // Reserving is one compare-and-set that may take slots for several waiting
 // calls of one process at once (Options.MaxBatch), so round trips grow with
-// the number of processes rather than calls. Slots are handed out first come
-// first served across the whole fleet: the bucket's TAT is one queue that
-// every process joins by compare-and-set, so no process, cluster or job can
-// take more than its turn. A slot is never reserved further ahead than
-// Options.MaxAhead, which bounds the budget a crashed process's reservations
-// can strand; a call that cannot reserve within it waits and tries again.
+// the number of processes rather than calls. The bucket's TAT is one queue
+// that every process joins by compare-and-set, so no process, cluster or
+// job takes more than the budget allows. Within a process, calls get slots
+// earliest deadline first (their context's deadline: for a task, its job's
+// phase deadline), so the jobs whose barrier opened first finish first and
+// a job short of time goes before them. A slot is never reserved further
+// ahead than Options.MaxAhead, which bounds the budget a crashed process's
+// reservations can strand and how long a rate cut takes to act; a call that
+// cannot reserve within it waits and tries again.
 //
 // The pacer leaves Options.Headroom of the provider's burst unused: a call
 // reaches the provider some milliseconds after its slot, and the provider's

@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"regexp"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -216,8 +218,10 @@ type bucket struct {
 	key Key
 
 	mu sync.Mutex
-	// queue holds this process's calls waiting for a slot, oldest first.
+	// queue holds this process's calls waiting for a slot, the earliest
+	// deadline first, then the oldest.
 	queue []*waiter
+	seq   uint64
 	// busy is set while one of them, the lead, reserves slots for the
 	// queue; the others sleep until they are given a slot or the lead.
 	busy bool
@@ -228,6 +232,10 @@ type bucket struct {
 }
 
 type waiter struct {
+	// deadline is the call's context deadline (math.MaxInt64 for none),
+	// seq its arrival: the queue is ordered by both.
+	deadline int64
+	seq      uint64
 	slot     int64
 	assigned bool
 	// lead is set on the one waiter that reserves for the queue.
@@ -313,9 +321,14 @@ func (p *Pacer) lateness(key Key) int64 {
 
 // slot queues the call and returns the slot it was given.
 func (p *Pacer) slot(ctx context.Context, b *bucket) (int64, error) {
-	w := &waiter{ready: make(chan struct{})}
+	w := &waiter{ready: make(chan struct{}), deadline: math.MaxInt64}
+	if d, ok := ctx.Deadline(); ok {
+		w.deadline = d.UnixNano()
+	}
 	b.mu.Lock()
-	b.queue = append(b.queue, w)
+	b.seq++
+	w.seq = b.seq
+	b.insert(w)
 	if !b.busy {
 		b.busy, w.lead = true, true
 	}
@@ -352,6 +365,19 @@ func (p *Pacer) slot(ctx context.Context, b *bucket) (int64, error) {
 	}
 	b.mu.Unlock()
 	return w.slot, nil
+}
+
+// insert queues w before every call due later: the calls of a process go
+// earliest deadline first (a task's deadline is its job's phase deadline,
+// so the jobs whose barrier opened first go first, and a job with less time
+// left goes before them), the same deadline in arrival order. The caller
+// holds b.mu.
+func (b *bucket) insert(w *waiter) {
+	i := sort.Search(len(b.queue), func(i int) bool {
+		q := b.queue[i]
+		return q.deadline > w.deadline || (q.deadline == w.deadline && q.seq > w.seq)
+	})
+	b.queue = slices.Insert(b.queue, i, w)
 }
 
 func (b *bucket) remove(w *waiter) {

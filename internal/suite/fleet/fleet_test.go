@@ -101,6 +101,10 @@ func (f *fleet) oneCluster(tb testing.TB, j messages.Job, wall time.Duration) {
 	u := f.budget(op, lim, from, to)
 	r.metric(100*u.used, "budget-used-%", "%.1f%% of the %s budget used in the phase: %d calls, %d throttled (target ≥ 95%%)", 100*u.used, op, u.ok, u.throttled)
 	r.metric(secs(f.pace.maxWait(op)), "max-wait-sim-s", "longest wait of a %s call for the budget: %.0f s", op, secs(f.pace.maxWait(op)))
+	firstCall, lastCall, _ := f.sim.Span(account, region, map[string]string{messages.TagJob: j.ID})
+	calling := lastCall.Sub(firstCall)
+	r.metric(100*(secs(calling)/secs(limit)-1), "calls-over-limit-%", "first to last %s call: %.0f s, %.1f%% over the limit; barrier to first call %.0f s, last call to the phase's end %.0f s",
+		op, secs(calling), 100*(secs(calling)/secs(limit)-1), secs(firstCall.Sub(from)), secs(to.Sub(lastCall)))
 	r.lines = append(r.lines, f.timeline(op, from, to))
 	f.common(r, wall, messages.KindSnapshot)
 	r.done()
