@@ -10,7 +10,7 @@ CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassan
 # Packages with tests under the `prometheus` build tag: the Prometheus tier.
 PROMETHEUS_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bprometheus\b' . | xargs -r -n1 dirname | sort -u)
 
-.PHONY: all build demo test test-integration test-cassandra test-prometheus test-chaos bench fuzz lint promtool ci clean
+.PHONY: all build demo test test-integration test-cassandra test-prometheus test-chaos bench bench-fleet fuzz lint promtool ci clean
 
 all: build
 
@@ -57,6 +57,16 @@ test-chaos:
 ## bench: orchestration benchmarks next to raw JetStream on the same server.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/suite/bench/...
+
+## bench-fleet: the fleet against a simulated EC2 that enforces AWS's request
+## buckets and per-volume limits, in scaled time: one 10,000-node cluster
+## (a CreateSnapshots per node, a CreateSnapshot per volume), a wave of 100
+## clusters, a retention of 40,000 snapshots (docs/benchmarks.md). About 15
+## minutes; QUIESCE_FLEET_SCALE=<simulated seconds per second> sets the speed
+## of every run, BENCH=<regexp> picks runs.
+BENCH ?= Fleet
+bench-fleet:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 90m ./internal/suite/fleet/...
 
 ## fuzz: a short run of every fuzz target (seed corpora run in `make test` too).
 fuzz:

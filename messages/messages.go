@@ -249,11 +249,17 @@ const RequestClaimSchema = "quiesce.request-claim/v1"
 
 // Node is one Cassandra host as the planner resolved it.
 type Node struct {
-	Name       string   `json:"name"`
-	Address    string   `json:"address,omitempty"`
-	InstanceID string   `json:"instance_id,omitempty"`
-	AZ         string   `json:"az,omitempty"`
-	Volumes    []Volume `json:"volumes"`
+	Name       string `json:"name"`
+	Address    string `json:"address,omitempty"`
+	InstanceID string `json:"instance_id,omitempty"`
+	AZ         string `json:"az,omitempty"`
+	// DC is the node's Cassandra data centre, as the configuration places
+	// it; Region the AWS region of that data centre, where the node's
+	// volumes are snapshotted. Both are empty for a cluster configured
+	// without data centres: its nodes are in the cluster's region.
+	DC      string   `json:"dc,omitempty"`
+	Region  string   `json:"region,omitempty"`
+	Volumes []Volume `json:"volumes"`
 }
 
 // Volume is one data volume of a node.
@@ -333,11 +339,14 @@ const (
 
 // SnapshotRef is one volume snapshot a task created or found.
 type SnapshotRef struct {
-	SnapshotID string    `json:"snapshot_id"`
-	VolumeID   string    `json:"volume_id"`
-	Node       string    `json:"node,omitempty"`
-	State      string    `json:"state,omitempty"`
-	StartTime  time.Time `json:"start_time,omitempty"`
+	SnapshotID string `json:"snapshot_id"`
+	VolumeID   string `json:"volume_id"`
+	// Region is where the snapshot is (empty: the cluster's region, or a
+	// driver without regions).
+	Region    string    `json:"region,omitempty"`
+	Node      string    `json:"node,omitempty"`
+	State     string    `json:"state,omitempty"`
+	StartTime time.Time `json:"start_time,omitempty"`
 }
 
 // TaskResult is the event a worker publishes when a task ends, on
@@ -547,6 +556,10 @@ type Backup struct {
 	FinishedAt    time.Time `json:"finished_at"`
 	NodeCount     int       `json:"node_count"`
 	SnapshotCount int       `json:"snapshot_count"`
+	// Regions are the AWS regions the backup's snapshots are in (each
+	// snapshot and node says its own): more than one for a cluster whose
+	// data centres are in several. Kept inline for a large backup too.
+	Regions []string `json:"regions,omitempty"`
 	// Nodes and Snapshots are inline for a small backup. A large one keeps
 	// them in the manifests object store under Manifest instead, since a KV
 	// value is bounded by the server's message size.

@@ -33,6 +33,9 @@ const (
 	// process keeps its entry alive there, so replicas see one another's
 	// roles and configuration.
 	BucketReplicas = "quiesce_replicas"
+	// BucketPace holds the EC2 request budget every process of the fleet
+	// shares: one key per account, region and operation (package pace).
+	BucketPace = "quiesce_pace"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"
@@ -154,7 +157,10 @@ const (
 	TagNode    = "quiesce:node"
 	TagTask    = "quiesce:task"
 	TagPolicy  = "quiesce:policy"
-	TagName    = "Name"
+	// TagDC names the Cassandra data centre of the node a snapshot is of,
+	// on clusters configured with data centres.
+	TagDC   = "quiesce:dc"
+	TagName = "Name"
 )
 
 // SubjectControl is where operator commands for a job (cancel) are published.

@@ -5,7 +5,8 @@
 // implements.
 //
 // Every metric is named quiesce_<subsystem>_<name>_<unit>. Labels are bounded:
-// cluster, kind, outcome, phase, reason, op and code. Job, node, volume and
+// cluster, kind, outcome, phase, reason, op, code, and the AWS account and
+// region of the configuration. Job, node, volume and
 // snapshot IDs never become label values; they belong in log fields.
 package observability
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
 )
@@ -43,6 +45,10 @@ var (
 	// A task is an SSH command or an EC2 call (sub-second to a minute) or an
 	// await (minutes to hours).
 	taskBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200}
+	// A paced EC2 call goes at once while the budget has tokens, else waits
+	// its turn: a fraction of a second at 5 a second, minutes when a fleet's
+	// wave queues thousands of calls.
+	paceWaitBuckets = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 )
 
 // taskOutcomes are the outcomes worker.Observer.TaskFinished reports.
@@ -88,6 +94,12 @@ type Metrics struct {
 	retaken          *prometheus.CounterVec
 	ec2Errors        *prometheus.CounterVec
 	sshErrors        *prometheus.CounterVec
+	paceCalls        *prometheus.CounterVec
+	paceWait         *prometheus.HistogramVec
+	paceThrottles    *prometheus.CounterVec
+	paceTokens       *prometheus.GaugeVec
+	paceRate         *prometheus.GaugeVec
+	paceLimit        *prometheus.GaugeVec
 
 	collectors []prometheus.Collector
 	names      []string
@@ -157,6 +169,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
 	m.sshErrors = m.counter("ssh", "errors_total",
 		"SSH connections or commands that failed, by error class.", "code")
+	m.paceCalls = m.counter("ec2", "pace_calls_total",
+		"EC2 call attempts the pacer let through, by account, region and operation.", "account", "region", "op")
+	m.paceWait = m.histogram("ec2", "pace_wait_seconds",
+		"Time an EC2 call attempt waited for the fleet's request budget.", paceWaitBuckets, "account", "region", "op")
+	m.paceThrottles = m.counter("ec2", "pace_throttles_total",
+		"EC2 call attempts throttled (RequestLimitExceeded) although paced: the budget is shared with something else, or set above the account's limit.", "account", "region", "op")
+	m.paceTokens = m.gauge("ec2", "pace_tokens",
+		"Tokens in the fleet's shared bucket as this process last changed it; below zero, calls hold slots reserved ahead.", "account", "region", "op")
+	m.paceRate = m.gauge("ec2", "pace_allowed_rate",
+		"Calls per second the fleet's budget allows now: the limit, or less after throttles.", "account", "region", "op")
+	m.paceLimit = m.gauge("ec2", "pace_limit_rate",
+		"Calls per second configured for the budget (ec2.limits, else AWS's default).", "account", "region", "op")
 
 	// Every kind's task series exist from the start at zero, so a dashboard
 	// shows an idle worker as 0 rather than nothing, and increase() sees the
@@ -317,6 +341,29 @@ func (m *Metrics) SnapshotRetaken(cluster string) {
 // ("CreateSnapshot") and code the AWS error code ("RequestLimitExceeded").
 func (m *Metrics) EC2Error(op, code string) {
 	m.ec2Errors.WithLabelValues(op, code).Inc()
+}
+
+// Pace returns the pacer's observer: the EC2 request budget by account,
+// region and operation.
+func (m *Metrics) Pace() pace.Observer { return paceObserver{m} }
+
+type paceObserver struct{ m *Metrics }
+
+var _ pace.Observer = paceObserver{}
+
+func (o paceObserver) Waited(k pace.Key, d time.Duration) {
+	o.m.paceCalls.WithLabelValues(k.Account, k.Region, k.Op).Inc()
+	o.m.paceWait.WithLabelValues(k.Account, k.Region, k.Op).Observe(d.Seconds())
+}
+
+func (o paceObserver) Throttled(k pace.Key) {
+	o.m.paceThrottles.WithLabelValues(k.Account, k.Region, k.Op).Inc()
+}
+
+func (o paceObserver) Changed(k pace.Key, s pace.State) {
+	o.m.paceTokens.WithLabelValues(k.Account, k.Region, k.Op).Set(s.Tokens)
+	o.m.paceRate.WithLabelValues(k.Account, k.Region, k.Op).Set(s.Rate)
+	o.m.paceLimit.WithLabelValues(k.Account, k.Region, k.Op).Set(s.Limit.Rate)
 }
 
 // SSHError counts an SSH failure by class, the ssh executor's error codes:

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 )
 
@@ -40,6 +41,27 @@ func exercise(m *Metrics) {
 	m.SnapshotRetaken("c1")
 	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
 	m.SSHError("host_key")
+	k := pace.Key{Account: "123456789012", Region: "us-east-1", Op: "CreateSnapshots"}
+	m.Pace().Waited(k, 200*time.Millisecond)
+	m.Pace().Throttled(k)
+	m.Pace().Changed(k, pace.State{Tokens: -3, Rate: 3.5, Limit: pace.Limit{Rate: 5, Burst: 100}})
+}
+
+// The pacer's hooks land in series by account, region and operation.
+func TestMetricsPaceHooks(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	k := pace.Key{Account: "123456789012", Region: "eu-west-1", Op: "DeleteSnapshot"}
+	m.Pace().Waited(k, time.Second)
+	m.Pace().Waited(k, 0)
+	m.Pace().Throttled(k)
+	m.Pace().Changed(k, pace.State{Tokens: 12.5, Rate: 2.5, Limit: pace.Limit{Rate: 5, Burst: 100}})
+	labels := []string{"123456789012", "eu-west-1", "DeleteSnapshot"}
+	require.Equal(t, 2.0, testutil.ToFloat64(m.paceCalls.WithLabelValues(labels...)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.paceThrottles.WithLabelValues(labels...)))
+	require.Equal(t, 12.5, testutil.ToFloat64(m.paceTokens.WithLabelValues(labels...)))
+	require.Equal(t, 2.5, testutil.ToFloat64(m.paceRate.WithLabelValues(labels...)))
+	require.Equal(t, 5.0, testutil.ToFloat64(m.paceLimit.WithLabelValues(labels...)))
 }
 
 func TestMetricsPlannerHooks(t *testing.T) {
@@ -250,7 +272,9 @@ func TestLabelsCarryNoIDs(t *testing.T) {
 	exercise(m)
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true}
+	// Accounts and regions are as bounded as clusters: the configuration's.
+	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true,
+		"account": true, "region": true}
 	for _, mf := range mfs {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {

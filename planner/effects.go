@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -170,6 +171,7 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 		}
 	}
 	b.NodeCount, b.SnapshotCount = len(b.Nodes), len(b.Snapshots)
+	b.Regions = snapshotRegions(refs)
 	data, err := json.Marshal(&b)
 	if err != nil {
 		return res, err
@@ -188,6 +190,19 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	}
 	_, err = e.h.Catalog.Put(ctx, key, data)
 	return res, err
+}
+
+// snapshotRegions are the regions a backup's snapshots are in, sorted;
+// none for a driver without regions.
+func snapshotRegions(refs []messages.SnapshotRef) []string {
+	var out []string
+	for _, r := range refs {
+		if r.Region != "" && !slices.Contains(out, r.Region) {
+			out = append(out, r.Region)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // listing reads the snapshots the await task stored. A record whose await

@@ -167,7 +167,7 @@ func (p *Plan) snapshotTask(j int, deadline time.Time) messages.Task {
 	u := p.Units[j]
 	n := p.Nodes[u.Node]
 	t := p.baseTask(messages.KindSnapshot, u.Target, deadline)
-	t.Node = &messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ}
+	t.Node = &messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ, DC: n.DC, Region: n.Region}
 	for _, k := range u.Volumes {
 		t.Volumes = append(t.Volumes, n.Volumes[k])
 	}
@@ -179,6 +179,11 @@ func (p *Plan) snapshotTask(j int, deadline time.Time) messages.Task {
 		messages.TagNode:    n.Name,
 		messages.TagPolicy:  p.Policy.Name,
 		messages.TagName:    fmt.Sprintf("quiesce %s %s %s", p.Cluster, n.Name, p.JobID),
+	}
+	if n.DC != "" {
+		// The data centre, for restores by data centre, and for the task's
+		// look-up to search its region alone.
+		t.SnapshotTags[messages.TagDC] = n.DC
 	}
 	return t
 }

@@ -157,6 +157,8 @@ type Handles struct {
 	// refreshed within ReplicaTTL (Presence). Bind leaves it nil on a
 	// server whose topology predates it.
 	Replicas jetstream.KeyValue
+	// Pace is the shared EC2 request budget (package pace).
+	Pace jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -267,6 +269,16 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketReplicas, err)
 	}
 
+	// The budget's state is small and changes several times a second; it
+	// needs no history, and losing it costs one burst, not a backup.
+	pace, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketPace, Description: "quiesce EC2 request budget per account, region and operation",
+		History: 1, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketPace, err)
+	}
+
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -303,7 +315,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases, Requests: requests, Replicas: replicas}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases, Requests: requests, Replicas: replicas, Pace: pace}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -333,7 +345,7 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{messages.BucketLeases, &h.Leases}, {messages.BucketRequests, &h.Requests}, {messages.BucketReplicas, &h.Replicas}} {
+	}{{messages.BucketLeases, &h.Leases}, {messages.BucketRequests, &h.Requests}, {messages.BucketReplicas, &h.Replicas}, {messages.BucketPace, &h.Pace}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		switch {
 		case err == nil:

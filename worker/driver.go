@@ -24,6 +24,9 @@ type Snapshot struct {
 	Progress     string
 	StartTime    time.Time
 	Tags         map[string]string
+	// Region is where the snapshot is, for drivers whose snapshots live in
+	// several regions (EBS); empty otherwise.
+	Region string
 }
 
 // CreateRequest asks a driver to snapshot the volumes of one node. With more
@@ -39,18 +42,28 @@ type CreateRequest struct {
 	// this execution of the task no longer holds its lease, another one may
 	// be creating, and the driver must create nothing and return the error.
 	Fence func(context.Context) error
+	// Existing are the task's snapshots the caller found (none in error):
+	// their volumes are not snapshotted again. A driver that can look more
+	// cheaply than EC2, under a lock of its own (fs), may look again.
+	Existing []Snapshot
 }
 
 // Snapshotter takes, finds and deletes volume snapshots. Implementations: the
 // fs driver (worker/fs) and the EBS driver (worker/ebs).
+//
+// Snapshot calls take no idempotency token, so the runtime makes a snapshot
+// task idempotent itself, and does it once: it looks for the task's earlier
+// snapshots (Find by its messages.TagTask, and messages.TagDC when the task
+// carries one) and hands them to Create, which takes only the volumes still
+// missing. A driver need not look again; the EBS driver does not, since
+// every look-up spends the account's EC2 request budget.
 type Snapshotter interface {
 	// Find returns the snapshots carrying every tag in filter.
 	Find(ctx context.Context, filter map[string]string) ([]Snapshot, error)
-	// Create snapshots req.Volumes, tagged with req.Tags, and returns the
-	// task's snapshot of every one of them once its point in time is fixed
-	// (EBS: the call was accepted; fs: the copy is whole). It is idempotent
-	// on the task tag: a volume with a snapshot of the task already is not
-	// snapshotted again.
+	// Create snapshots the volumes of req.Volumes that have no snapshot in
+	// req.Existing, tagged with req.Tags, and returns the task's snapshot
+	// of every volume asked for once its point in time is fixed (EBS: the
+	// call was accepted; fs: the copy is whole).
 	Create(ctx context.Context, req CreateRequest) ([]Snapshot, error)
 	// Delete deletes a snapshot carrying the managed tag. A snapshot already
 	// gone is ErrSnapshotGone, which callers take as success (someone else
@@ -65,6 +78,13 @@ type Snapshotter interface {
 // this long after the failed one began.
 type RetakePacer interface {
 	RetakeAfter() time.Duration
+}
+
+// RegionalDeleter is implemented by snapshotters whose snapshots live in
+// several regions: it deletes a snapshot Find reported, in its Region, with
+// Delete's guards.
+type RegionalDeleter interface {
+	DeleteIn(ctx context.Context, region, snapshotID string) error
 }
 
 // Errors a Snapshotter's Delete returns.

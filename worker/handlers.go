@@ -125,7 +125,13 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 	if w.jobEnded(ctx, t.JobID) {
 		return nil, errSkip
 	}
-	existing, err := snap.Find(ctx, map[string]string{messages.TagTask: t.ID})
+	// The one look-up of the task's earlier work (drivers do not look
+	// again). A node's data centre narrows it to the data centre's region.
+	filter := map[string]string{messages.TagTask: t.ID}
+	if dc := t.SnapshotTags[messages.TagDC]; dc != "" {
+		filter[messages.TagDC] = dc
+	}
+	existing, err := snap.Find(ctx, filter)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +162,8 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 		// snapshot still pending is left to its driver to settle (the fs
 		// driver waits for a copy another process is making). A partial set
 		// from an earlier attempt cannot be completed consistently with a
-		// per-instance call; the drivers take only what is missing.
+		// per-instance call; the drivers take only what is missing, told
+		// what was found.
 		// A task stopped (shutdown, or its connection lost and the task
 		// likely redelivered elsewhere) creates nothing more.
 		if err := ctx.Err(); err != nil {
@@ -167,7 +174,11 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 			tags = map[string]string{}
 		}
 		tags[messages.TagTask] = t.ID
-		created, err := snap.Create(ctx, CreateRequest{Node: *t.Node, Volumes: t.Volumes, Tags: tags, Fence: fence})
+		found := make([]Snapshot, 0, len(have))
+		for _, s := range have {
+			found = append(found, s)
+		}
+		created, err := snap.Create(ctx, CreateRequest{Node: *t.Node, Volumes: t.Volumes, Tags: tags, Fence: fence, Existing: found})
 		if err != nil {
 			return nil, err
 		}
@@ -188,7 +199,7 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 			return nil, fmt.Errorf("snapshot %s of volume %s is in error: %s", s.ID, v.ID, s.StateMessage)
 		}
 		out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
-			SnapshotID: s.ID, VolumeID: v.ID, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
+			SnapshotID: s.ID, VolumeID: v.ID, Region: s.Region, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
 		})
 	}
 	return out, nil
@@ -201,7 +212,7 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 func (w *Worker) retake(ctx context.Context, log zerolog.Logger, snap Snapshotter, cluster string, errored []Snapshot) error {
 	var latest time.Time
 	for _, s := range errored {
-		if err := snap.Delete(ctx, s.ID); err != nil {
+		if err := deleteSnapshot(ctx, snap, s); err != nil && !errors.Is(err, ErrSnapshotGone) {
 			return fmt.Errorf("delete snapshot %s of volume %s, in error, before taking it again: %w", s.ID, s.VolumeID, err)
 		}
 		log.Warn().Str("snapshot_id", s.ID).Str("volume_id", s.VolumeID).Str("state_message", s.StateMessage).
@@ -254,7 +265,7 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 		}
 		good, stale, failed := sortByState(all)
 		for _, s := range stale {
-			if err := snap.Delete(ctx, s.ID); err != nil {
+			if err := deleteSnapshot(ctx, snap, s); err != nil && !errors.Is(err, ErrSnapshotGone) {
 				return nil, fmt.Errorf("delete snapshot %s of volume %s, in error and replaced: %w", s.ID, s.VolumeID, err)
 			}
 			log.Info().Str("snapshot_id", s.ID).Str("volume_id", s.VolumeID).Msg("snapshot in error, already replaced, deleted")
@@ -291,7 +302,7 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 			refs := make([]messages.SnapshotRef, 0, len(good))
 			for _, s := range good {
 				refs = append(refs, messages.SnapshotRef{
-					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
+					SnapshotID: s.ID, VolumeID: s.VolumeID, Region: s.Region, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
 				})
 			}
 			name, err := w.storeListing(ctx, t.JobID, refs)
@@ -385,7 +396,7 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 				out.Deleted = append(out.Deleted, s.ID)
 				continue
 			}
-			err := snap.Delete(ctx, s.ID)
+			err := deleteSnapshot(ctx, snap, s)
 			switch {
 			case err == nil:
 				out.Deleted = append(out.Deleted, s.ID)
@@ -421,4 +432,13 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 		}
 	}
 	return out, nil
+}
+
+// deleteSnapshot deletes a snapshot Find reported, in its own region when
+// the driver keeps snapshots in several.
+func deleteSnapshot(ctx context.Context, snap Snapshotter, s Snapshot) error {
+	if r, ok := snap.(RegionalDeleter); ok && s.Region != "" {
+		return r.DeleteIn(ctx, s.Region, s.ID)
+	}
+	return snap.Delete(ctx, s.ID)
 }

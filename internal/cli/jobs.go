@@ -600,7 +600,7 @@ func releaseCmd(g *globals) *cobra.Command {
 
 func printBackups(w io.Writer, backups []messages.Backup, holds map[string]planner.Hold, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG\tCOVERS\tHELD")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tREGIONS\tTAG\tCOVERS\tHELD")
 	for _, b := range backups {
 		held := "-"
 		if h, ok := holds[b.JobID]; ok && h.Active(now) {
@@ -609,8 +609,12 @@ func printBackups(w io.Writer, backups []messages.Backup, holds map[string]plann
 				held = "until " + h.Until.Format(time.RFC3339)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
-			b.NodeCount, b.SnapshotCount, b.Tag, covers(b), held)
+		regions := "-"
+		if len(b.Regions) > 0 {
+			regions = strings.Join(b.Regions, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
+			b.NodeCount, b.SnapshotCount, regions, b.Tag, covers(b), held)
 	}
 	_ = tw.Flush()
 }

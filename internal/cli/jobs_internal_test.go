@@ -21,7 +21,7 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 		{JobID: "c1-000000000002", FinishedAt: at, Policy: "nightly", Mode: messages.ModeApplication, NodeCount: 2,
 			SnapshotCount: 2, Tag: "t2", Partial: true, MissingNodes: []string{"n3"}},
 		{JobID: "c1-000000000001", FinishedAt: at.Add(-24 * time.Hour), Policy: "nightly", Mode: messages.ModeApplication,
-			NodeCount: 3, SnapshotCount: 3, Tag: "t1"},
+			NodeCount: 3, SnapshotCount: 3, Tag: "t1", Regions: []string{"us-east-1", "us-west-2"}},
 		{JobID: "c1-000000000000", Partial: true, MissingNodes: []string{"a", "b", "c", "d", "e"}},
 	}, map[string]planner.Hold{
 		"c1-000000000001": {JobID: "c1-000000000001", Until: at.Add(48 * time.Hour)},
@@ -34,6 +34,7 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 	require.True(t, strings.HasSuffix(string(lines[3]), "-"), "an expired hold holds nothing: %s", lines[3])
 	require.Contains(t, string(lines[1]), "PARTIAL: without n3")
 	require.Contains(t, string(lines[2]), "all nodes")
+	require.Contains(t, string(lines[2]), "us-east-1,us-west-2", "the regions a backup's snapshots are in")
 	require.Contains(t, string(lines[3]), "PARTIAL: without a, b, c and 2 more")
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
@@ -129,6 +130,17 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		}
 		env.HostKeys = ks
 	}
+	// Every EC2 call of this process, as of every process of the fleet, is
+	// paced by the budgets in the shared bucket.
+	var paceObs pace.Observer
+	if metrics != nil {
+		paceObs = metrics.Pace()
+	}
+	pacer, err := pace.New(h.Pace, pace.Options{Limit: drivers.PaceLimits(cfg), Observer: paceObs})
+	if err != nil {
+		return nil, withCode(ExitError, err)
+	}
+	env.Pacer = pacer
 	n.drivers = drivers.New(cfg, env)
 	popts := planner.Options{Logger: log, Observer: pobs}
 	if slices.Contains(roles, "coordinator") {

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +47,42 @@ type Config struct {
 	NATS     NATS      `json:"nats"`
 	Clusters []Cluster `json:"clusters"`
 	Policies []Policy  `json:"policies,omitempty"`
+	// EC2 holds what is shared by every cluster of an AWS account: its
+	// request budget.
+	EC2 EC2 `json:"ec2,omitempty"`
+}
+
+// EC2 configures how the fleet spends each account's EC2 request budget.
+type EC2 struct {
+	// Limits override AWS's default budget (5 calls a second, bucket 100,
+	// for snapshot and volume calls; 20 a second, bucket 100, for
+	// describes) where an account's limits were raised, or where quiesce
+	// must leave part of the budget to other tools. The most specific
+	// limit matching an account, region and operation applies.
+	Limits []EC2Limit `json:"limits,omitempty"`
+}
+
+// EC2Limit is the budget of one EC2 operation, in one account and region,
+// or in every one the limit leaves empty.
+type EC2Limit struct {
+	// Account is a 12-digit AWS account ID; empty: every account.
+	Account string `json:"account,omitempty"`
+	// Region is an AWS region; empty: every region.
+	Region string `json:"region,omitempty"`
+	// Operation is one of EC2Operations.
+	Operation string `json:"operation"`
+	// Rate is the sustained calls per second.
+	Rate float64 `json:"rate"`
+	// Burst is the most calls at once; zero keeps AWS's default bucket.
+	Burst int `json:"burst,omitempty"`
+}
+
+// EC2Operations are the EC2 operations quiesce calls and paces, each by a
+// budget of its own (worker/ebs.Operations; a test keeps the two lists
+// equal).
+var EC2Operations = []string{
+	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot", "CreateVolume",
+	"DescribeSnapshots", "DescribeInstances", "DescribeVolumes",
 }
 
 // NATS says how to reach JetStream and how to lay out the topology.
@@ -70,8 +109,11 @@ type NATS struct {
 
 // Cluster is one Cassandra cluster.
 type Cluster struct {
-	Name    string `json:"name"`
-	Region  string `json:"region,omitempty"`
+	Name   string `json:"name"`
+	Region string `json:"region,omitempty"`
+	// Account is the 12-digit ID of the AWS account of the cluster's
+	// volumes: the budget its EC2 calls are paced by. Empty: the account of
+	// role_arn, else the default credentials' ("default" in metrics).
 	Account string `json:"account,omitempty"`
 	// RoleARN is assumed through STS for a cluster in another account.
 	RoleARN string `json:"role_arn,omitempty"`
@@ -93,6 +135,11 @@ type Cluster struct {
 	// Nodes is the static inventory. Discovery, when set, replaces it.
 	Nodes     []Node     `json:"nodes,omitempty"`
 	Discovery *Discovery `json:"discovery,omitempty"`
+	// DataCenters place the cluster's Cassandra data centres in AWS regions
+	// of their own: each data centre's volumes are snapshotted, paced,
+	// catalogued and retired in its region. With data centres, every static
+	// node names its data centre (dc), and discovery is per data centre.
+	DataCenters []DataCenter `json:"datacenters,omitempty"`
 	// DefaultPolicy names the policy a request without one gets. When empty
 	// the cluster uses built-in defaults.
 	DefaultPolicy string `json:"default_policy,omitempty"`
@@ -116,9 +163,24 @@ func (c Cluster) MaxAge() time.Duration {
 	return DefaultBackupMaxAge
 }
 
+// DataCenter is one Cassandra data centre of a cluster, and where in AWS it
+// runs.
+type DataCenter struct {
+	// Name is the data centre's name, as Cassandra's snitch knows it.
+	Name string `json:"name"`
+	// Region, Account and RoleARN default to the cluster's.
+	Region  string `json:"region,omitempty"`
+	Account string `json:"account,omitempty"`
+	RoleARN string `json:"role_arn,omitempty"`
+	// Discovery finds the data centre's nodes in its region, with its role.
+	Discovery *Discovery `json:"discovery,omitempty"`
+}
+
 // Node is one host of a static inventory.
 type Node struct {
-	Name       string   `json:"name"`
+	Name string `json:"name"`
+	// DC names the node's data centre, one of the cluster's datacenters.
+	DC         string   `json:"dc,omitempty"`
 	Address    string   `json:"address,omitempty"`
 	InstanceID string   `json:"instance_id,omitempty"`
 	AZ         string   `json:"az,omitempty"`
@@ -310,12 +372,22 @@ func (c *Config) Validate() error {
 		if cl.Snapshotter == "fs" && cl.FS.Store == "" {
 			add("%s.fs.store: required with snapshotter \"fs\"", where)
 		}
-		if len(cl.Nodes) == 0 && cl.Discovery == nil {
+		dcDiscovery := false
+		for _, dc := range cl.DataCenters {
+			dcDiscovery = dcDiscovery || dc.Discovery != nil
+		}
+		if len(cl.Nodes) == 0 && cl.Discovery == nil && !dcDiscovery {
 			add("%s: has neither nodes nor discovery", where)
 		}
 		if cl.Discovery != nil && len(cl.Discovery.InstanceTags) == 0 {
 			add("%s.discovery.instance_tags: at least one tag is required", where)
 		}
+		checkRegion(add, where+".region", cl.Region)
+		checkAccount(add, where+".account", cl.Account)
+		for k, r := range cl.EBS.CopyRegions {
+			checkRegion(add, fmt.Sprintf("%s.ebs.copy_regions[%d]", where, k), r)
+		}
+		dcs := validateDataCenters(add, where, cl)
 		nodes := map[string]bool{}
 		vols := map[string]bool{}
 		for j, n := range cl.Nodes {
@@ -326,6 +398,14 @@ func (c *Config) Validate() error {
 				add("%s.name %q: duplicate node", nw, n.Name)
 			}
 			nodes[n.Name] = true
+			switch {
+			case len(cl.DataCenters) > 0 && n.DC == "":
+				add("%s.dc: required, the cluster has datacenters (one of %s)", nw, strings.Join(dcs, ", "))
+			case n.DC != "" && len(cl.DataCenters) == 0:
+				add("%s.dc %q: the cluster has no datacenters", nw, n.DC)
+			case n.DC != "" && !slices.Contains(dcs, n.DC):
+				add("%s.dc %q: no such datacenter (one of %s)", nw, n.DC, strings.Join(dcs, ", "))
+			}
 			if len(n.Volumes) == 0 {
 				add("%s: has no volumes", nw)
 			}
@@ -373,7 +453,78 @@ func (c *Config) Validate() error {
 			add("clusters[%d].default_policy %q: no such policy for this cluster", i, cl.DefaultPolicy)
 		}
 	}
+	limits := map[EC2Limit]bool{}
+	for i, l := range c.EC2.Limits {
+		where := fmt.Sprintf("ec2.limits[%d]", i)
+		checkRegion(add, where+".region", l.Region)
+		checkAccount(add, where+".account", l.Account)
+		if !slices.Contains(EC2Operations, l.Operation) {
+			add("%s.operation %q: must be one of %s", where, l.Operation, strings.Join(EC2Operations, ", "))
+		}
+		if !(l.Rate > 0) || math.IsInf(l.Rate, 0) {
+			add("%s.rate %v: must be a number of calls per second above 0", where, l.Rate)
+		}
+		if l.Burst < 0 {
+			add("%s.burst %d: must not be negative", where, l.Burst)
+		}
+		key := EC2Limit{Account: l.Account, Region: l.Region, Operation: l.Operation}
+		if limits[key] {
+			add("%s: a second limit for operation %q, account %q, region %q", where, l.Operation, l.Account, l.Region)
+		}
+		limits[key] = true
+	}
 	return errors.Join(errs...)
+}
+
+var (
+	regionPattern  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	accountPattern = regexp.MustCompile(`^[0-9]{12}$`)
+)
+
+func checkRegion(add func(string, ...any), where, region string) {
+	if region != "" && !regionPattern.MatchString(region) {
+		add("%s %q: not an AWS region (such as us-east-1)", where, region)
+	}
+}
+
+func checkAccount(add func(string, ...any), where, account string) {
+	if account != "" && !accountPattern.MatchString(account) {
+		add("%s %q: an AWS account ID is 12 digits", where, account)
+	}
+}
+
+// validateDataCenters checks a cluster's data centres and returns their
+// names.
+func validateDataCenters(add func(string, ...any), where string, cl Cluster) []string {
+	var names []string
+	if len(cl.DataCenters) > 0 && cl.Discovery != nil {
+		add("%s.discovery: a cluster with datacenters discovers each data centre's nodes (datacenters[].discovery)", where)
+	}
+	for j, dc := range cl.DataCenters {
+		dw := fmt.Sprintf("%s.datacenters[%d]", where, j)
+		if err := messages.ValidateTarget("name", dc.Name); err != nil {
+			add("%s.name: %w", dw, err)
+		} else if slices.Contains(names, dc.Name) {
+			add("%s.name %q: duplicate datacenter", dw, dc.Name)
+		}
+		names = append(names, dc.Name)
+		checkRegion(add, dw+".region", dc.Region)
+		checkAccount(add, dw+".account", dc.Account)
+		if dc.Region == "" && cl.Region == "" {
+			add("%s.region: required when the cluster has no region", dw)
+		}
+		if dc.Discovery != nil && len(dc.Discovery.InstanceTags) == 0 {
+			add("%s.discovery.instance_tags: at least one tag is required", dw)
+		}
+		static := slices.ContainsFunc(cl.Nodes, func(n Node) bool { return n.DC == dc.Name })
+		switch {
+		case dc.Discovery == nil && !static:
+			add("%s: data centre %q has neither discovery nor nodes", dw, dc.Name)
+		case dc.Discovery != nil && static:
+			add("%s: data centre %q has discovery and static nodes: use one", dw, dc.Name)
+		}
+	}
+	return names
 }
 
 // Cluster returns the named cluster.

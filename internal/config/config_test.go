@@ -69,3 +69,67 @@ func TestMissingFileIsAnError(t *testing.T) {
 	_, err := config.Load(os.DevNull + "/nope.yaml")
 	require.Error(t, err)
 }
+
+// A cluster whose data centres are in two regions, and an account whose
+// CreateSnapshots limit was raised.
+const twoRegions = `
+clusters:
+- name: orders
+  region: us-east-1
+  account: "111111111111"
+  datacenters:
+  - {name: dc-east, discovery: {instance_tags: {cluster: orders, dc: east}}}
+  - {name: dc-west, region: us-west-2, account: "222222222222", role_arn: "arn:aws:iam::222222222222:role/quiesce",
+     discovery: {instance_tags: {cluster: orders, dc: west}}}
+- name: static
+  region: eu-west-1
+  datacenters: [{name: a}, {name: b, region: eu-central-1}]
+  nodes:
+  - {name: n1, dc: a, volumes: [{id: v1}]}
+  - {name: n2, dc: b, volumes: [{id: v2}]}
+ec2:
+  limits:
+  - {operation: CreateSnapshots, rate: 10, burst: 200, account: "111111111111", region: us-east-1}
+  - {operation: DeleteSnapshot, rate: 2}
+`
+
+func TestDataCentresAndLimitsLoad(t *testing.T) {
+	t.Parallel()
+	c, err := config.Parse([]byte(twoRegions))
+	require.NoError(t, err)
+	cl, ok := c.Cluster("orders")
+	require.True(t, ok)
+	require.Len(t, cl.DataCenters, 2)
+	require.Equal(t, "us-west-2", cl.DataCenters[1].Region)
+	require.Len(t, c.EC2.Limits, 2)
+	require.Equal(t, 200, c.EC2.Limits[0].Burst)
+}
+
+func TestDataCentreAndLimitErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	base := "clusters:\n- name: a\n  region: us-east-1\n"
+	cases := []struct{ desc, yaml, want string }{
+		{"node without its dc", base + "  datacenters: [{name: x}]\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "clusters[0].nodes[0].dc: required"},
+		{"node of an unknown dc", base + "  datacenters: [{name: x}]\n  nodes: [{name: n1, dc: z, volumes: [{id: v1}]}, {name: n2, dc: x, volumes: [{id: v2}]}]\n", `nodes[0].dc "z": no such datacenter (one of x)`},
+		{"dc without datacenters", base + "  nodes: [{name: n1, dc: z, volumes: [{id: v1}]}]\n", `nodes[0].dc "z": the cluster has no datacenters`},
+		{"dc with nothing in it", base + "  datacenters: [{name: x}, {name: empty}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[1]: data centre "empty" has neither discovery nor nodes`},
+		{"duplicate dc", base + "  datacenters: [{name: x}, {name: x}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[1].name "x": duplicate`},
+		{"bad dc region", base + "  datacenters: [{name: x, region: 'us east'}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[0].region "us east": not an AWS region`},
+		{"bad dc account", base + "  datacenters: [{name: x, account: '12'}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[0].account "12": an AWS account ID is 12 digits`},
+		{"cluster and dc discovery", base + "  discovery: {instance_tags: {a: b}}\n  datacenters: [{name: x, discovery: {instance_tags: {a: b}}}]\n", "clusters[0].discovery: a cluster with datacenters"},
+		{"dc discovery and static nodes", base + "  datacenters: [{name: x, discovery: {instance_tags: {a: b}}}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `data centre "x" has discovery and static nodes`},
+		{"dc discovery without tags", base + "  datacenters: [{name: x, discovery: {instance_tags: {}}}]\n", "datacenters[0].discovery.instance_tags"},
+		{"bad cluster region", "clusters:\n- name: a\n  region: Virginia\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `clusters[0].region "Virginia"`},
+		{"bad copy region", base + "  ebs: {copy_regions: [west]}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `ebs.copy_regions[0] "west"`},
+		{"unknown operation", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshotz, rate: 5}]}\n", `ec2.limits[0].operation "CreateSnapshotz": must be one of`},
+		{"zero rate", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 0}]}\n", "ec2.limits[0].rate 0: must be"},
+		{"negative burst", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1, burst: -1}]}\n", "ec2.limits[0].burst -1"},
+		{"limit twice", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1}, {operation: CreateSnapshot, rate: 2}]}\n", "ec2.limits[1]: a second limit"},
+		{"limit of a bad region", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1, region: mars}]}\n", `ec2.limits[0].region "mars"`},
+	}
+	for _, tc := range cases {
+		_, err := config.Parse([]byte(tc.yaml))
+		require.Error(t, err, tc.desc)
+		require.Contains(t, err.Error(), tc.want, tc.desc)
+	}
+}

@@ -33,7 +33,7 @@ var executors = map[string]func(Env, config.Cluster) (nodetool.Runner, io.Closer
 // snapshotters builds each snapshotter kind.
 var snapshotters = map[string]func(Env, config.Cluster) (worker.Snapshotter, error){
 	SnapshotterEBS: func(env Env, cl config.Cluster) (worker.Snapshotter, error) {
-		return ebs.New(env.Ctx, EBS(cl), ebs.Options{OnAPIError: env.Hooks.EC2Error})
+		return ebs.New(env.Ctx, EBS(cl), ebs.Options{OnAPIError: env.Hooks.EC2Error, Pacer: env.Pacer})
 	},
 	SnapshotterFS: func(_ Env, cl config.Cluster) (worker.Snapshotter, error) { return fs.New(cl.FS.Store) },
 }

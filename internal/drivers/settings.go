@@ -1,11 +1,13 @@
 package drivers
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker/ebs"
 	"github.com/quiesce/quiesce/worker/nodetool"
@@ -37,7 +39,8 @@ func Cluster(cl config.Cluster) planner.Cluster {
 		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl)}
 }
 
-// Nodes is a cluster's static inventory.
+// Nodes is a cluster's static inventory, each node in its data centre's
+// region (the cluster's, for a node of none).
 func Nodes(cl config.Cluster) []messages.Node {
 	nodes := make([]messages.Node, 0, len(cl.Nodes))
 	for _, n := range cl.Nodes {
@@ -45,9 +48,21 @@ func Nodes(cl config.Cluster) []messages.Node {
 		for _, v := range n.Volumes {
 			vols = append(vols, messages.Volume{ID: v.ID, Device: v.Device, Path: v.Path, Tags: v.Tags})
 		}
-		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ, Volumes: vols})
+		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ,
+			DC: n.DC, Region: regionOf(cl, n.DC), Volumes: vols})
 	}
 	return nodes
+}
+
+// regionOf is the region of a cluster's data centre dc: its own, else the
+// cluster's.
+func regionOf(cl config.Cluster, dc string) string {
+	for _, d := range cl.DataCenters {
+		if d.Name == dc && d.Region != "" {
+			return d.Region
+		}
+	}
+	return cl.Region
 }
 
 // Policy is the planner's copy of a configured policy.
@@ -117,9 +132,57 @@ func Nodetool(cl config.Cluster) nodetool.Settings {
 
 // EBS is the EBS driver's settings for a cluster.
 func EBS(cl config.Cluster) ebs.Config {
-	return ebs.Config{
-		Cluster: cl.Name, Region: cl.Region, RoleARN: cl.RoleARN, Endpoint: cl.EBS.Endpoint,
+	c := ebs.Config{
+		Cluster: cl.Name, Region: cl.Region, Account: cl.Account, RoleARN: cl.RoleARN, Endpoint: cl.EBS.Endpoint,
 		PerInstance: cl.EBS.PerInstance, CopyVolumeTags: cl.EBS.CopyVolumeTags, CopyRegions: cl.EBS.CopyRegions,
+	}
+	for _, dc := range cl.DataCenters {
+		c.DataCenters = append(c.DataCenters, ebs.DataCenter{Name: dc.Name, Region: dc.Region, Account: dc.Account, RoleARN: dc.RoleARN})
+	}
+	return c
+}
+
+// DataCenterEBS is the EBS settings discovering one data centre of a
+// cluster: its region, account and role, else the cluster's.
+func DataCenterEBS(cl config.Cluster, dc config.DataCenter) ebs.Config {
+	c := EBS(cl)
+	c.DataCenters = nil
+	c.Region = regionOf(cl, dc.Name)
+	if dc.Account != "" || dc.RoleARN != "" {
+		c.Account, c.RoleARN = dc.Account, cmp.Or(dc.RoleARN, cl.RoleARN)
+	}
+	return c
+}
+
+// PaceLimits gives the pacer each account's, region's and operation's
+// budget: the most specific of the configuration's ec2.limits matching it
+// (account and region, then account, then region, then the operation
+// alone), else AWS's default (ebs.DefaultLimit). A limit without a burst
+// keeps the default bucket.
+func PaceLimits(cfg *config.Config) func(pace.Key) pace.Limit {
+	limits := slices.Clone(cfg.EC2.Limits)
+	return func(k pace.Key) pace.Limit {
+		def := ebs.DefaultLimit(k.Op)
+		best, score := -1, -1
+		for i, l := range limits {
+			if l.Operation != k.Op || (l.Account != "" && l.Account != k.Account) || (l.Region != "" && l.Region != k.Region) {
+				continue
+			}
+			s := 0
+			if l.Account != "" {
+				s += 2
+			}
+			if l.Region != "" {
+				s++
+			}
+			if s > score {
+				best, score = i, s
+			}
+		}
+		if best < 0 {
+			return def
+		}
+		return pace.Limit{Rate: limits[best].Rate, Burst: cmp.Or(limits[best].Burst, def.Burst)}
 	}
 }
 

@@ -36,15 +36,10 @@ const (
 	// CodeLeaseLost: the driver created nothing because the task's
 	// execution no longer held its lease.
 	CodeLeaseLost = "LeaseLost"
+	// CodePaceUnavailable: the call never went, its pacer could not reach
+	// the fleet's shared request budget (JetStream).
+	CodePaceUnavailable = "PaceUnavailable"
 )
-
-// Operations lists every EC2 API operation the driver and the discoverer
-// call: the op label of the errors they report, which a process's metrics
-// start at zero.
-var Operations = []string{
-	"DescribeInstances", "DescribeVolumes", "DescribeSnapshots",
-	"CreateSnapshot", "CreateSnapshots", "CopySnapshot", "DeleteSnapshot",
-}
 
 // SnapshotRateDelay is the least a task waits after EC2 refused a snapshot
 // for a per-volume or concurrency limit: EC2 asks for 15 s between snapshot
@@ -107,6 +102,15 @@ func classify(op string, err error) error {
 		// Checked before the API error it is joined with: the SDK gave up
 		// retrying, not EC2.
 		return errclass.RetryAfter(&Error{Op: op, code: CodeRetryQuotaExceeded, err: err}, ThrottleDelay)
+	}
+	var pe *paceError
+	if errors.As(err, &pe) {
+		if pe.canceled {
+			return &Error{Op: op, code: CodeRequestCanceled, err: err}
+		}
+		// Transient: retried by the runtime with backoff, like a network
+		// failure; the call itself never reached EC2.
+		return &Error{Op: op, code: CodePaceUnavailable, err: err}
 	}
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) {

@@ -246,21 +246,24 @@ func TestFindPagesAndFilters(t *testing.T) {
 	require.Equal(t, "p2", reqs[1].Get("NextToken"))
 }
 
-// TestCreateReusesTaskSnapshot: a snapshot already carrying the task tag is
-// returned and no CreateSnapshot is made.
-func TestCreateReusesTaskSnapshot(t *testing.T) {
+// TestCreateLooksForNothing: Create snapshots every volume asked for without
+// a DescribeSnapshots of its own; the runtime has looked for the task's
+// earlier snapshots already.
+func TestCreateLooksForNothing(t *testing.T) {
 	t.Parallel()
 	f := newFakeEC2(t)
 	task := "c1-000000000001.snapshot.vol-1"
 	f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet>" +
 		snapshotXML("snap-1", "vol-1", "pending", map[string]string{messages.TagTask: task}) + "</snapshotSet>"})
+	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-1</volumeId><status>pending</status>"})
 	d := fakeDriver(t, f, fastOptions())
 	snaps, err := d.Create(t.Context(), createRequest(task, "vol-1"))
 	require.NoError(t, err)
 	require.Len(t, snaps, 1)
-	require.Equal(t, "snap-1", snaps[0].ID)
-	require.Zero(t, f.count("CreateSnapshot"))
-	require.Equal(t, "tag:quiesce:task", f.requests("DescribeSnapshots")[0].Get("Filter.1.Name"))
+	require.Equal(t, "snap-2", snaps[0].ID)
+	require.Equal(t, "us-east-1", snaps[0].Region)
+	require.Zero(t, f.count("DescribeSnapshots"))
+	require.Equal(t, 1, f.count("CreateSnapshot"))
 }
 
 // EC2 takes no idempotency token, so the fence is what keeps an execution
