@@ -286,7 +286,7 @@ func (p *Planner) unknown(ctx context.Context, m jetstream.Msg, req messages.Job
 		if err != nil {
 			ev = log.Warn().Err(err)
 		}
-		ev.Bool("copied", copied).Dur("retry_in", delay).Str("policy", req.Policy).
+		ev.Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).Str("policy", req.Policy).
 			Msg("cluster or policy not in this planner's configuration; request left for a planner that has it")
 	}
 }

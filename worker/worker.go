@@ -583,7 +583,7 @@ func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream
 	if err != nil {
 		ev = ev.Err(err)
 	}
-	ev.Str("cluster", result.Cluster).Bool("copied", copied).Dur("retry_in", delay).
+	ev.Str("cluster", result.Cluster).Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).
 		Msg("cluster not in this worker's configuration; task left for a worker that has it")
 	return outcomeReturned, code
 }
