@@ -81,7 +81,7 @@ type EC2Limit struct {
 // budget of its own (worker/ebs.Operations; a test keeps the two lists
 // equal).
 var EC2Operations = []string{
-	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot", "CreateVolume",
+	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot",
 	"DescribeSnapshots", "DescribeInstances", "DescribeVolumes",
 }
 

@@ -266,9 +266,36 @@ func TestCreateLooksForNothing(t *testing.T) {
 	require.Equal(t, 1, f.count("CreateSnapshot"))
 }
 
+// The snapshots the runtime found are not taken again: only the volumes
+// without one are, and the found ones come back with the new ones.
+func TestCreateTakesOnlyWhatWasNotFound(t *testing.T) {
+	t.Parallel()
+	f := newFakeEC2(t)
+	task := "c1-000000000001.snapshot.n1"
+	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-2</volumeId><status>pending</status>"})
+	d := fakeDriver(t, f, fastOptions())
+	req := createRequest(task, "vol-1", "vol-2")
+	req.Existing = []worker.Snapshot{
+		{ID: "snap-1", VolumeID: "vol-1", State: worker.StatePending},
+		{ID: "snap-0", VolumeID: "vol-9", State: worker.StateCompleted},
+	}
+	snaps, err := d.Create(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, 1, f.count("CreateSnapshot"), "vol-1 has its snapshot")
+	require.Equal(t, []string{"snap-1", "snap-2"}, []string{snaps[0].ID, snaps[1].ID}, "a volume not asked for is left out")
+	require.Equal(t, "vol-2", f.requests("CreateSnapshot")[0].Get("VolumeId"))
+
+	all := createRequest(task, "vol-1")
+	all.Existing = req.Existing[:1]
+	again, err := d.Create(t.Context(), all)
+	require.NoError(t, err)
+	require.Equal(t, 1, f.count("CreateSnapshot"), "nothing missing, nothing created")
+	require.Equal(t, "snap-1", again[0].ID)
+}
+
 // EC2 takes no idempotency token, so the fence is what keeps an execution
-// that lost its task's lease from creating: it is asked after the look-up,
-// right before the create call, and a lost lease sends no CreateSnapshot.
+// that lost its task's lease from creating: it is asked right before the
+// create call, and a lost lease sends no CreateSnapshot.
 func TestCreateAsksTheFenceBeforeCreating(t *testing.T) {
 	t.Parallel()
 	f := newFakeEC2(t)
@@ -277,16 +304,17 @@ func TestCreateAsksTheFenceBeforeCreating(t *testing.T) {
 	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-1</volumeId><status>pending</status>"})
 	d := fakeDriver(t, f, fastOptions())
 	req := createRequest(task, "vol-1")
-	looked := 0
+	asked := 0
 	req.Fence = func(context.Context) error {
-		looked = f.count("DescribeSnapshots")
+		asked++
 		return worker.ErrLeaseLost
 	}
 	_, err := d.Create(t.Context(), req)
 	require.ErrorIs(t, err, worker.ErrLeaseLost)
 	require.Equal(t, CodeLeaseLost, errclass.Code(err))
 	require.Zero(t, f.count("CreateSnapshot"), "nothing created without the lease")
-	require.Equal(t, 1, looked, "asked after the look-up")
+	require.Equal(t, 1, asked)
+	require.Zero(t, f.count("DescribeSnapshots"), "the look-up is the caller's")
 
 	req.Fence = func(context.Context) error { return nil }
 	snaps, err := d.Create(t.Context(), req)

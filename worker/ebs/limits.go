@@ -11,7 +11,7 @@ import (
 // own), and the op label of the errors the driver and the discoverer
 // report, which a process's metrics start at zero.
 var Operations = []string{
-	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot", "CreateVolume",
+	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot",
 	"DescribeSnapshots", "DescribeInstances", "DescribeVolumes",
 }
 

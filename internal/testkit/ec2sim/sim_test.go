@@ -160,7 +160,7 @@ func TestDriverAgainstTheSimulator(t *testing.T) {
 	for _, id := range all {
 		require.NoError(t, d.Delete(t.Context(), id))
 	}
-	require.NoError(t, d.Delete(t.Context(), all[0]), "already gone is success")
+	require.ErrorIs(t, d.Delete(t.Context(), all[0]), worker.ErrSnapshotGone, "already gone: said so, and callers take it as success")
 	require.Zero(t, sim.Count(account, region, map[string]string{messages.TagManaged: "true"}))
 	require.Equal(t, 1, sim.Count(account, region, nil))
 }
