@@ -876,7 +876,14 @@ func (r *record) failedTargets(kind messages.Kind) string {
 		if f.Kind == kind {
 			s := f.Target
 			if f.Error != "" {
-				s += " (" + clip(f.Error, maxErrorPerTarget) + ")"
+				// The first failure is said whole (as stored, at most
+				// maxFailureError): it is often the only one, and its end
+				// may be what the operator needs (a known_hosts line).
+				n := maxErrorPerTarget
+				if len(names) == 0 {
+					n = maxFailureError
+				}
+				s += " (" + clip(f.Error, n) + ")"
 			}
 			names = append(names, s)
 		}

@@ -445,6 +445,21 @@ func TestStateMachineScripts(t *testing.T) {
 			},
 		},
 		{
+			desc: "the first failed node's error is said whole in the job's error, with its end",
+			opts: machineOpts{nodes: 3},
+			script: func(m *machine) {
+				m.drain()
+				m.failed(messages.KindFlush, "n1", "host key changed: "+strings.Repeat("x", 600)+" trusted in /etc/quiesce/known_hosts:2")
+				m.failed(messages.KindFlush, "n2", "also "+strings.Repeat("y", 600)+" known_hosts:9")
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			check: func(t *testing.T, m *machine) {
+				require.Contains(t, m.r.Error, "/etc/quiesce/known_hosts:2)")
+				require.NotContains(t, m.r.Error, "known_hosts:9", "a later node's error is clipped")
+			},
+		},
+		{
 			desc: "the job deadline ends a job whose phase deadline is later",
 			opts: machineOpts{nodes: 1},
 			script: func(m *machine) {
