@@ -122,9 +122,9 @@ func TestSIGSTOPPastAckWaitMakesNoSecondSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	bin := proc.Build(t, dir, proc.QuiescePkg)
 
-	// Worker A's look-up inside the driver (the second one of the task,
-	// after the handler's own) is held; worker B talks to EC2 directly.
-	hold := newLookupHold(t, moto.URL, 2)
+	// Worker A's look-up of the task's snapshots (the task's only one; the
+	// driver does not look again) is held; worker B talks to EC2 directly.
+	hold := newLookupHold(t, moto.URL, 1)
 	worker := func(name, endpoint string) *proc.Process {
 		cfg := config.Config{
 			NATS: config.NATS{AckWait: config.Duration(ackWait)},
