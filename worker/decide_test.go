@@ -106,6 +106,9 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 		{desc: "a cluster this worker does not know is handed back, never failed, even marked permanent",
 			err: errclass.Permanent(fmt.Errorf("cluster %q: %w", "c9", ErrUnknownCluster)), attempt: 1,
 			wantSettled: "nak", wantOutcome: outcomeReturned},
+		{desc: "NATS not answering the task's bookkeeping costs no delivery: handed back, never failed",
+			err: fmt.Errorf("take the task's lease: %w: %w", errControlPlane, context.DeadlineExceeded), attempt: 3,
+			wantSettled: "nak", wantOutcome: outcomeReturned},
 		{desc: "a long error is reported in part", err: errclass.Permanent(errors.New(strings.Repeat("x", 1<<20))), attempt: 1,
 			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassPermanent},
 	}

@@ -25,6 +25,11 @@ var ErrLeaseLost = errors.New("task lease lost: another execution may have the t
 // execution, still alive, holds the lease of.
 var errLeaseHeld = errors.New("task lease held by another execution")
 
+// errControlPlane marks a failure of quiesce's own NATS (the lease bucket
+// not answering), not of the task: decide hands such a task back instead of
+// spending its deliveries.
+var errControlPlane = errors.New("NATS did not answer")
+
 // LeaseStore is the part of a JetStream KV bucket a lease needs. The
 // bucket's TTL is the lease's lifetime: a key not renewed within it
 // disappears, and the lease with it.
@@ -119,7 +124,7 @@ func (l *leaser) acquire(ctx context.Context, taskID string, attempt int) (*leas
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)
 			}
-			return nil, fmt.Errorf("take the task's lease: %w", err)
+			return nil, fmt.Errorf("take the task's lease: %w: %w", errControlPlane, err)
 		}
 		if !l.now().Before(giveUp) {
 			return nil, errclass.RetryAfter(fmt.Errorf("%w: %s", errLeaseHeld, l.holderOf(ctx, taskID)), l.ttl)

@@ -498,7 +498,14 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		log.Warn().Msg("task lease lost while stalled; created nothing, leaving the task to its other execution")
 		return outcomeAbandoned, "lease_lost"
 	case errors.Is(herr, ErrUnknownCluster):
-		return w.handBack(ctx, log, msg, result, kind)
+		return w.handBack(ctx, log, msg, result, kind, "unknown_cluster",
+			"cluster not in this worker's configuration; task left for a worker that has it")
+	case errors.Is(herr, errControlPlane) && !deadlineHit:
+		// quiesce's own NATS did not answer (a server restarting, a
+		// partition): nothing is wrong with the task, so it costs none of
+		// its deliveries. The job's deadlines bound how long it goes on.
+		return w.handBack(ctx, log, msg, result, kind, "control_plane",
+			"NATS did not answer the task's own bookkeeping; task handed back for a later attempt")
 	}
 
 	result.Outcome = messages.OutcomeFailed
@@ -566,14 +573,13 @@ const maxHandbacksAfterEnd = 10
 // dropped; one that cleans up after it is handed back a bounded number of
 // times. If no worker has the cluster, the job fails at its phase deadline,
 // and the coordinator says why.
-func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, result *messages.TaskResult, kind messages.Kind) (outcome, string) {
-	const code = "unknown_cluster"
+func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, result *messages.TaskResult, kind messages.Kind, code, why string) (outcome, string) {
 	if w.jobEnded(ctx, result.JobID) {
 		cleanup := kind == messages.KindClear || kind == messages.KindCleanup || kind == messages.KindRetention
 		if !cleanup || topology.Handbacks(msg) >= maxHandbacksAfterEnd {
 			_ = msg.Ack()
-			log.Error().Str("cluster", result.Cluster).Int("handbacks", topology.Handbacks(msg)).
-				Msg("task dropped: its job ended, and no worker that took it has its cluster in its configuration")
+			log.Error().Str("cluster", result.Cluster).Str("code", code).Int("handbacks", topology.Handbacks(msg)).
+				Msg("task dropped: its job ended, and no worker could take it (" + why + ")")
 			return outcomeSkipped, code
 		}
 	}
@@ -583,8 +589,8 @@ func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream
 	if err != nil {
 		ev = ev.Err(err)
 	}
-	ev.Str("cluster", result.Cluster).Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).
-		Msg("cluster not in this worker's configuration; task left for a worker that has it")
+	ev.Str("cluster", result.Cluster).Str("code", code).Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).
+		Msg(why)
 	return outcomeReturned, code
 }
 
