@@ -111,3 +111,17 @@ type Control struct {
 
 // ControlSchema versions Control.
 const ControlSchema = "quiesce.control/v1"
+
+// IntentKey is where, in the jobs bucket, a flush records that it is about
+// to run nodetool snapshot on a node: the proof that a tag found on the node
+// later is the job's own, and what tells the clean-up there is a tag to
+// clear.
+func IntentKey(jobID, node string) string {
+	return jobID + ".intent." + node
+}
+
+// NodeFactsObject names the object in BucketPlans holding a node's facts
+// (NodeFacts), gathered by its clear task for the catalog.
+func NodeFactsObject(jobID, node string) string {
+	return jobID + ".facts." + node
+}
