@@ -24,16 +24,18 @@ type taskOutput struct {
 	Retained  []string
 	Warnings  []string
 	Listing   string
+	Flush     *messages.FlushReport
+	Clear     *messages.ClearReport
 }
 
-func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int) (*taskOutput, error) {
 	switch t.Kind {
 	case messages.KindFlush:
-		return nil, w.flush(ctx, t)
+		return w.flush(ctx, log, t, attempt)
 	case messages.KindSnapshot:
 		return w.snapshot(ctx, log, t)
 	case messages.KindClear:
-		return nil, w.clear(ctx, t)
+		return w.clear(ctx, log, t)
 	case messages.KindAwait:
 		return w.await(ctx, log, t)
 	case messages.KindRetention, messages.KindCleanup:
@@ -71,29 +73,142 @@ func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 	return j.Phase.Terminal()
 }
 
-func (w *Worker) flush(ctx context.Context, t messages.Task) error {
+// flush runs nodetool snapshot on the task's node and reports success only
+// once the snapshot is verified, the job's own, and durable:
+//
+//  1. the node's executor gets ready (connected, host key verified): a node
+//     that cannot be reached fails here, before anything is recorded;
+//  2. the job records its intent to run nodetool there (intent.go);
+//  3. nodetool snapshot runs, and must report the tag made; a tag already
+//     on the node counts only when an earlier attempt of this job recorded
+//     its intent before, and is otherwise someone else's: the node fails;
+//  4. the file systems holding the node's data directories are synced, so
+//     the hard links have reached the volumes before any volume snapshot is
+//     requested.
+func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int) (*taskOutput, error) {
 	if t.Node == nil {
-		return errclass.Permanent(errors.New("flush task has no node"))
+		return nil, errclass.Permanent(errors.New("flush task has no node"))
 	}
 	if w.jobEnded(ctx, t.JobID) {
-		return errSkip
+		return nil, errSkip
 	}
 	nt, err := w.drivers.NodeTool(t.Cluster)
 	if err != nil {
-		return errclass.Permanent(err)
+		return nil, errclass.Permanent(err)
 	}
-	return nt.Snapshot(ctx, *t.Node, t.Tag, t.Keyspaces)
+	if w.jobs == nil {
+		return nil, errclass.Permanent(errors.New("flush needs the jobs bucket to record its intent"))
+	}
+	node := *t.Node
+	if p, ok := nt.(Preparer); ok {
+		if err := p.Prepare(ctx, node); err != nil {
+			return nil, err
+		}
+	}
+	key := messages.IntentKey(t.JobID, node.Name)
+	earlier, rev, err := w.beginIntent(ctx, key, attempt)
+	if err != nil {
+		return nil, err
+	}
+	if earlier != nil && earlier.State == intentForeign {
+		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID})
+	}
+	err = nt.Snapshot(ctx, node, t.Tag, t.Keyspaces)
+	again := false
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrSnapshotExists) && earlier != nil:
+		// An earlier attempt of this job ran nodetool snapshot here: the
+		// tag is the job's own, and this is a redelivery.
+		again = true
+		log.Info().Int("earlier_attempt", earlier.Attempt).Msg("snapshot tag already made by an earlier attempt of this flush")
+	case errors.Is(err, ErrSnapshotExists):
+		if merr := w.markForeign(ctx, key, rev, attempt); merr != nil {
+			log.Error().Err(merr).Msg("tag on the node is not the job's, and that could not be recorded")
+		}
+		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID, Err: err})
+	case errclass.IsNotRun(err) && earlier == nil:
+		w.withdrawIntent(ctx, key, rev)
+		return nil, err
+	default:
+		return nil, err
+	}
+	report := &messages.FlushReport{Tag: t.Tag, Again: again}
+	if s, ok := nt.(Syncer); ok {
+		var dirs []string
+		if node.Dirs != nil {
+			dirs = node.Dirs.Data
+		}
+		if err := s.Sync(ctx, node, dirs); err != nil {
+			return nil, fmt.Errorf("snapshot %s made, but syncing the file systems of its data directories failed: %w", t.Tag, err)
+		}
+		report.Synced, report.SyncedAll = dirs, len(dirs) == 0
+	}
+	return &taskOutput{Flush: report}, nil
 }
 
-func (w *Worker) clear(ctx context.Context, t messages.Task) error {
+// ForeignTagError is a flush that found its tag on the node already, put
+// there by someone other than its job.
+type ForeignTagError struct {
+	Node, Tag, Job string
+	// Err is nodetool's refusal.
+	Err error
+}
+
+func (e *ForeignTagError) Error() string {
+	return fmt.Sprintf("snapshot tag %s already exists on node %s and is not job %s's own (an operator's snapshot, or another job's "+
+		"with the same tag): it is left in place and not backed up. Clear it if it is not needed (nodetool clearsnapshot -t %s), "+
+		"or back up under another tag", e.Tag, e.Node, e.Job, e.Tag)
+}
+
+// Unwrap returns nodetool's refusal and ErrSnapshotExists.
+func (e *ForeignTagError) Unwrap() []error { return []error{e.Err, ErrSnapshotExists} }
+
+// Stderr is what nodetool printed.
+func (e *ForeignTagError) Stderr() string { return errclass.Stderr(e.Err) }
+
+// Code is the metric label.
+func (e *ForeignTagError) Code() string { return "foreign_tag" }
+
+// clear clears the job's tag on the task's node, when the job made one
+// there: a node whose flush never ran nodetool snapshot (unreachable, say)
+// has nothing to clear, and a tag that was there before the job is never
+// touched. Asked for (Task.Facts), it first gathers the node's facts for
+// the catalog (facts.go).
+func (w *Worker) clear(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
 	if t.Node == nil {
-		return errclass.Permanent(errors.New("clear task has no node"))
+		return nil, errclass.Permanent(errors.New("clear task has no node"))
+	}
+	node := *t.Node
+	if w.jobs != nil {
+		in, err := w.readIntent(ctx, messages.IntentKey(t.JobID, node.Name))
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case in != nil && in.State == intentForeign:
+			return &taskOutput{Clear: &messages.ClearReport{Note: "the tag on this node was there before the job; left in place"}}, nil
+		case in == nil && !t.Flushed:
+			return &taskOutput{Clear: &messages.ClearReport{Note: "nothing to clear: the job never ran nodetool snapshot on this node"}}, nil
+		}
 	}
 	nt, err := w.drivers.NodeTool(t.Cluster)
 	if err != nil {
-		return errclass.Permanent(err)
+		return nil, errclass.Permanent(err)
 	}
-	return nt.ClearSnapshot(ctx, *t.Node, t.Tag)
+	report := &messages.ClearReport{Cleared: true}
+	fg, gather := nt.(FactGatherer)
+	gather = gather && t.Facts
+	if gather {
+		report.Facts = w.snapshotFacts(ctx, log, fg, t)
+	}
+	if err := nt.ClearSnapshot(ctx, node, t.Tag); err != nil {
+		return nil, err
+	}
+	if gather && report.Facts != "" {
+		w.nodeFacts(ctx, log, fg, t, report.Facts)
+	}
+	return &taskOutput{Clear: report}, nil
 }
 
 // snapshot takes the task's volume snapshots unless a snapshot carrying the
@@ -215,13 +330,24 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 					log.Info().Int("copies", len(copies)).Msg("snapshots copied to other regions")
 				}
 			}
-			refs := make([]messages.SnapshotRef, 0, len(all))
+			listing := messages.Listing{Schema: messages.ListingSchema, Snapshots: make([]messages.SnapshotRef, 0, len(all))}
 			for _, s := range all {
-				refs = append(refs, messages.SnapshotRef{
+				listing.Snapshots = append(listing.Snapshots, messages.SnapshotRef{
 					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
 				})
 			}
-			name, err := w.storeListing(ctx, t.JobID, refs)
+			if d, ok := snap.(VolumeDescriber); ok {
+				// What the volumes are (size, type, encryption) is for the
+				// catalog; a volume that cannot be described is noted there,
+				// it does not fail a backup whose snapshots all completed.
+				vols, err := d.DescribeVolumes(ctx, all)
+				if err != nil {
+					log.Warn().Err(err).Msg("volumes not described")
+					listing.Warnings = append(listing.Warnings, "volumes not described: "+err.Error())
+				}
+				listing.Volumes = vols
+			}
+			name, err := w.storeListing(ctx, t.JobID, listing)
 			if err != nil {
 				return nil, err
 			}
@@ -240,8 +366,8 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 // completed, where the coordinator writes the catalog from. It is an object
 // rather than part of the result: a job of tens of thousands of volumes
 // would not fit in one message.
-func (w *Worker) storeListing(ctx context.Context, jobID string, refs []messages.SnapshotRef) (string, error) {
-	data, err := json.Marshal(refs)
+func (w *Worker) storeListing(ctx context.Context, jobID string, listing messages.Listing) (string, error) {
+	data, err := json.Marshal(listing)
 	if err != nil {
 		return "", err
 	}

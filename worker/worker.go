@@ -290,7 +290,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		defer c2()
 	}
 	stopBeat := w.heartbeat(msg)
-	res, herr := w.run(taskCtx, log, task)
+	res, herr := w.run(taskCtx, log, task, attempt)
 	stopBeat()
 
 	result := messages.TaskResult{
@@ -300,7 +300,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	}
 	if res != nil {
 		result.Snapshots, result.Deleted, result.Retired, result.Retained, result.Warnings = res.Snapshots, res.Deleted, res.Retired, res.Retained, res.Warnings
-		result.Listing = res.Listing
+		result.Listing, result.Flush, result.Clear = res.Listing, res.Flush, res.Clear
 	}
 	dur := result.FinishedAt.Sub(start)
 	deadlineHit := errors.Is(context.Cause(taskCtx), errDeadline)
@@ -435,13 +435,13 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 }
 
 // run executes the task's handler, turning a panic into an error.
-func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task) (res *taskOutput, err error) {
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, attempt int) (res *taskOutput, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
-	return w.dispatch(ctx, log, task)
+	return w.dispatch(ctx, log, task, attempt)
 }
 
 func truncate(s string, n int) string {
