@@ -29,6 +29,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"policy for unknown cluster", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: b}\n", `no such cluster`},
 		{"fs without store", "clusters:\n- name: a\n  snapshotter: fs\n  nodes: [{name: n1, volumes: [{id: v1, path: /x}]}]\n", "fs.store"},
 		{"node name with shell metacharacters", "clusters:\n- name: a\n  nodes: [{name: 'n1;reboot', volumes: [{id: v1}]}]\n", "nodes[0].name"},
+		{"relative data directory", "clusters:\n- name: a\n  directories: {data: [var/lib/cassandra/data]}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `clusters[0].directories: data directory "var/lib/cassandra/data"`},
+		{"data directory with a subshell", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}], directories: {data: ['/d/$(id)']}}]\n", `clusters[0].nodes[0].directories: data directory "/d/$(id)"`},
+		{"hints directory with ..", "clusters:\n- name: a\n  directories: {hints: /a/../b}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `hints directory "/a/../b": must be a clean path`},
 		{"bad duration", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, flush_timeout: soon}\n", "soon"},
 	}
 	for _, tc := range cases {
