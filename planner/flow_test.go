@@ -393,7 +393,8 @@ func TestCatalogHoldsTheTopology(t *testing.T) {
 		require.Empty(t, n.Tables[0].CQL, "the schema is kept once, not per node")
 	}
 	require.Len(t, topo.Volumes, 6)
-	require.Equal(t, messages.VolumeFacts{VolumeID: "vol-1-1", Node: "node-1", MountPoint: "/unused"}, topo.Volumes[0])
+	require.Equal(t, messages.VolumeFacts{VolumeID: "vol-1-1", Node: "node-1", AZ: "fake-1a", SizeGiB: 10, Type: "gp3", IOPS: 3000,
+		Throughput: 125, MountPoint: "/unused"}, topo.Volumes[0], "as the driver described it, with the inventory's mount point")
 
 	// Every flush synced every file system of its node (no data
 	// directories known); the next job knows them from this catalog and

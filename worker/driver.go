@@ -24,6 +24,11 @@ type Snapshot struct {
 	Progress     string
 	StartTime    time.Time
 	Tags         map[string]string
+	// What EC2 says of the snapshot's volume (the fs driver leaves them
+	// zero): its size in GiB, and its encryption.
+	VolumeSize int32
+	Encrypted  bool
+	KMSKeyID   string
 }
 
 // CreateRequest asks a driver to snapshot the volumes of one node. With more

@@ -249,6 +249,22 @@ func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]w
 	return out, nil
 }
 
+var _ worker.VolumeDescriber = (*Snapshotter)(nil)
+
+// DescribeVolumes describes every volume as a 10 GiB gp3 volume in
+// fake-1a.
+func (s *Snapshotter) DescribeVolumes(_ context.Context, snaps []worker.Snapshot) ([]messages.VolumeFacts, error) {
+	seen := map[string]bool{}
+	var out []messages.VolumeFacts
+	for _, sn := range snaps {
+		if !seen[sn.VolumeID] {
+			seen[sn.VolumeID] = true
+			out = append(out, messages.VolumeFacts{VolumeID: sn.VolumeID, AZ: "fake-1a", SizeGiB: 10, Type: "gp3", IOPS: 3000, Throughput: 125})
+		}
+	}
+	return out, nil
+}
+
 // Delete removes a managed snapshot.
 func (s *Snapshotter) Delete(_ context.Context, id string) error {
 	s.mu.Lock()
