@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/topology"
@@ -114,7 +115,7 @@ func TestPreflightLocalCluster(t *testing.T) {
 	code, out, errOut := run("preflight", "--config", path, "--cluster", "demo")
 	require.Equal(t, ExitOK, code, "%s\n%s", out, errOut)
 	require.Contains(t, out, "node-1")
-	require.Contains(t, out, "4.1")
+	require.Contains(t, out, simnode.Version)
 
 	// A node whose nodetool cannot run fails the check, and the exit code.
 	cfg.Clusters[0].Nodes[1].Nodetool = []string{filepath.Join(dir, "no-such-nodetool")}
