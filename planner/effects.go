@@ -53,7 +53,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 	case fxReclear:
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
-		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout), true, false)
+		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout), r.Flushed.has(fx.Node), false)
 		t.ID += ".again" + strconv.Itoa(fx.Seq)
 		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
 	case fxClear:
