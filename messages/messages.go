@@ -89,7 +89,9 @@ type JobRequest struct {
 	Mode Mode `json:"mode,omitempty"`
 	// Tag overrides the Cassandra snapshot tag (default "quiesce-<job id>").
 	Tag string `json:"tag,omitempty"`
-	// Keyspaces limits the Cassandra snapshot to these keyspaces (default all).
+	// Keyspaces limits the Cassandra snapshot to these keyspaces, and the
+	// system keyspaces a restore of them needs (system_schema, system);
+	// default all, the system ones included.
 	Keyspaces   []string  `json:"keyspaces,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
