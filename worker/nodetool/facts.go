@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
@@ -182,58 +183,71 @@ func ParseSnapshotFiles(out []byte, tag string) ([]messages.TableSnapshot, error
 }
 
 // Describe gathers what the node says about itself and its cluster with
-// three nodetool runs: info -T (host ID, tokens, DC, rack), status (its
-// address) and describecluster (cluster name, snitch, partitioner, schema
-// version, Cassandra version, keyspaces); "version" runs only when
-// describecluster does not list the node's release. What could not be
-// gathered is named in Errors; the error is for a node that answered none.
+// three nodetool runs, side by side (each is a JVM start of its own): info -T
+// (host ID, tokens, DC, rack), status (its address) and describecluster
+// (cluster name, snitch, partitioner, schema version, Cassandra version,
+// keyspaces); "version" runs only when describecluster does not list the
+// node's release. What could not be gathered is named in Errors; the error
+// is for a node whose info could not be read.
 func (c *Client) Describe(ctx context.Context, node messages.Node) (messages.NodeFacts, error) {
 	f := messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: node.Name}
-	info, err := c.Info(ctx, node, true)
-	if err != nil {
-		return f, fmt.Errorf("info -T: %w", err)
+	var (
+		wg               sync.WaitGroup
+		info             Info
+		status           []StatusNode
+		cluster          Cluster
+		infoErr, statErr error
+		clusterErr       error
+	)
+	wg.Go(func() { info, infoErr = c.Info(ctx, node, true) })
+	wg.Go(func() { status, statErr = c.Status(ctx, node, "") })
+	wg.Go(func() {
+		out, err := c.run(ctx, node, "describecluster")
+		if err != nil {
+			clusterErr = classify(err)
+			return
+		}
+		cluster, clusterErr = ParseDescribeCluster(out.Stdout)
+	})
+	wg.Wait()
+	if infoErr != nil {
+		return f, fmt.Errorf("info -T: %w", infoErr)
 	}
 	f.HostID, f.Datacenter, f.Rack, f.Tokens = info.HostID, info.Datacenter, info.Rack, info.Tokens
-	if status, err := c.Status(ctx, node, ""); err != nil {
-		f.Errors = append(f.Errors, "status: "+err.Error())
-	} else {
-		for _, n := range status {
-			if n.HostID == f.HostID {
-				f.Address = n.Address
-			}
+	if statErr != nil {
+		f.Errors = append(f.Errors, "status: "+statErr.Error())
+	}
+	for _, n := range status {
+		if n.HostID == f.HostID {
+			f.Address = n.Address
 		}
 	}
-	out, err := c.run(ctx, node, "describecluster")
-	if err == nil {
-		var cl Cluster
-		if cl, err = ParseDescribeCluster(out.Stdout); err == nil {
-			f.ClusterName, f.Snitch, f.Partitioner = cl.Name, cl.Snitch, cl.Partitioner
-			for v, hosts := range cl.SchemaVersions {
-				for _, h := range hosts {
-					if h == f.Address || strings.HasPrefix(h, f.Address+":") {
-						f.SchemaVersion = v
-					}
-				}
-			}
-			if f.SchemaVersion == "" && len(cl.SchemaVersions) == 1 {
-				for v := range cl.SchemaVersions {
+	if clusterErr != nil {
+		f.Errors = append(f.Errors, "describecluster: "+clusterErr.Error())
+	} else {
+		f.ClusterName, f.Snitch, f.Partitioner = cluster.Name, cluster.Snitch, cluster.Partitioner
+		for v, hosts := range cluster.SchemaVersions {
+			for _, h := range hosts {
+				if h == f.Address || strings.HasPrefix(h, f.Address+":") {
 					f.SchemaVersion = v
 				}
 			}
-			for v, hosts := range cl.Versions {
-				for _, h := range hosts {
-					if f.Address != "" && (h == f.Address || strings.HasPrefix(h, f.Address+":")) {
-						f.Version = v
-					}
-				}
-			}
-			for _, ks := range cl.Keyspaces {
-				f.Keyspaces = append(f.Keyspaces, messages.KeyspaceFacts{Name: ks.Name, Class: ks.Class, Options: ks.Options})
+		}
+		if f.SchemaVersion == "" && len(cluster.SchemaVersions) == 1 {
+			for v := range cluster.SchemaVersions {
+				f.SchemaVersion = v
 			}
 		}
-	}
-	if err != nil {
-		f.Errors = append(f.Errors, "describecluster: "+classify(err).Error())
+		for v, hosts := range cluster.Versions {
+			for _, h := range hosts {
+				if f.Address != "" && (h == f.Address || strings.HasPrefix(h, f.Address+":")) {
+					f.Version = v
+				}
+			}
+		}
+		for _, ks := range cluster.Keyspaces {
+			f.Keyspaces = append(f.Keyspaces, messages.KeyspaceFacts{Name: ks.Name, Class: ks.Class, Options: ks.Options})
+		}
 	}
 	if f.Version == "" {
 		if v, err := c.Version(ctx, node); err != nil {

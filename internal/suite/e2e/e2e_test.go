@@ -32,7 +32,9 @@ func TestBackupsOfRealCassandra(t *testing.T) {
 		// file system synced before the node counted as flushed.
 		res := b.flushResults(t, j.ID)
 		for i, n := range rc.c.Nodes() {
-			require.Equal(t, &messages.FlushReport{Tag: bk.Tag, Synced: []string{n.DataDir()}}, res[nodeName(i)].Flush, nodeName(i))
+			r := res[nodeName(i)]
+			require.Equal(t, &messages.FlushReport{Tag: bk.Tag, Synced: []string{n.DataDir()}}, r.Flush, nodeName(i))
+			t.Logf("flush of %s: %s (nodetool snapshot, then sync -f)", r.Target, r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond))
 		}
 
 		// The catalog is enough to rebuild the cluster.
@@ -93,7 +95,9 @@ func TestBackupsOfRealCassandra(t *testing.T) {
 		// and the catalog has the data directories nodetool datapaths gave.
 		res := b.flushResults(t, j.ID)
 		for i, n := range rc.c.Nodes() {
-			require.Equal(t, &messages.FlushReport{Tag: bk.Tag, SyncedAll: true}, res[nodeName(i)].Flush)
+			r := res[nodeName(i)]
+			require.Equal(t, &messages.FlushReport{Tag: bk.Tag, SyncedAll: true}, r.Flush)
+			t.Logf("flush of %s over SSH: %s (nodetool snapshot, then sync)", r.Target, r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond))
 			require.Equal(t, []string{n.DataDir()}, bk.Topology.Nodes[i].Dirs.Data)
 			require.Equal(t, ids[n.Addr()], bk.Topology.Nodes[i].HostID)
 		}
