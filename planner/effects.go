@@ -169,6 +169,10 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	}
 	b.Topology = buildTopology(b.Nodes, facts, listing.Volumes)
 	b.Warnings = append(append(b.Warnings, listing.Warnings...), warnings...)
+	// The job says what its catalog record lacks, where operators look.
+	for _, w := range b.Warnings {
+		res.warnings = append(res.warnings, "catalog: "+w)
+	}
 	data, err := json.Marshal(&b)
 	if err != nil {
 		return res, err

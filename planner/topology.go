@@ -7,16 +7,21 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiesce/quiesce/messages"
 )
 
+// factsReadTimeout bounds the read of one node's facts.
+const factsReadTimeout = 10 * time.Second
+
 // nodeFacts reads the facts the clear tasks of the catalogued nodes stored,
 // several at a time. A node without facts (its clear ran under the previous
-// release, or could not store them) is named in a warning: the backup's
-// snapshots are whole without them, and the record says what it lacks.
+// release, could not store them, or they cannot be read now) is named in a
+// warning: the backup's snapshots are whole without them, and the record
+// says what it lacks rather than the backup failing.
 func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []messages.Node) ([]messages.NodeFacts, []string, error) {
 	if p.Mode != messages.ModeApplication {
 		return nil, nil, nil
@@ -30,30 +35,21 @@ func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []mess
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			data, err := e.h.Plans.GetBytes(ctx, messages.NodeFactsObject(r.ID, n.Name))
-			if errors.Is(err, jetstream.ErrObjectNotFound) {
-				return
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("facts of node %s: %w", n.Name, err)
-				return
-			}
-			f, err := messages.DecodeNodeFacts(data)
-			if err != nil {
-				errs[i] = fmt.Errorf("facts of node %s: %w", n.Name, err)
-				return
-			}
-			facts[i] = &f
+			facts[i], errs[i] = e.readFacts(ctx, r.ID, n.Name)
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
 	var out []messages.NodeFacts
-	var missing []string
+	var missing, unreadable []string
 	var warnings []string
 	for i, f := range facts {
+		if errs[i] != nil {
+			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", nodes[i].Name, errs[i]))
+			continue
+		}
 		if f == nil {
 			missing = append(missing, nodes[i].Name)
 			continue
@@ -69,6 +65,9 @@ func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []mess
 		}
 		out = append(out, *f)
 	}
+	if len(unreadable) > 0 {
+		warnings = append([]string{fmt.Sprintf("facts of node %s could not be read: the catalog lacks their topology", summarize(unreadable))}, warnings...)
+	}
 	if len(missing) > 0 {
 		warnings = append([]string{fmt.Sprintf("no facts gathered for node %s: the catalog lacks their topology", summarize(missing))}, warnings...)
 	}
@@ -76,6 +75,39 @@ func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []mess
 		warnings = append(warnings[:maxFailures], fmt.Sprintf("and %d more", len(warnings)-maxFailures))
 	}
 	return out, warnings, nil
+}
+
+// readFacts reads one node's facts: nil when there are none, an error when
+// three reads, each bounded, did not give them.
+func (e *engine) readFacts(ctx context.Context, job, node string) (*messages.NodeFacts, error) {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			}
+		}
+		// A read the server stopped answering mid-transfer must not hold
+		// the job's effects.
+		rctx, cancel := context.WithTimeout(ctx, factsReadTimeout)
+		var data []byte
+		data, err = e.h.Plans.GetBytes(rctx, messages.NodeFactsObject(job, node))
+		cancel()
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			continue
+		}
+		f, derr := messages.DecodeNodeFacts(data)
+		if derr != nil {
+			return nil, derr
+		}
+		return &f, nil
+	}
+	return nil, err
 }
 
 // buildTopology assembles a backup's topology from its nodes' facts and its

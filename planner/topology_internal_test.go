@@ -129,3 +129,31 @@ func TestLargeCatalogKeepsTheTopologyInItsManifest(t *testing.T) {
 	require.Len(t, full.Topology.Nodes, 1)
 	require.Len(t, full.Topology.Nodes[0].Tokens, 20000)
 }
+
+// Facts that cannot be read never keep a backup from its catalog record:
+// the record and the job say which node's topology it lacks.
+func TestUnreadableFactsAreAWarningNotAFailure(t *testing.T) {
+	ctx := context.Background()
+	e, env, p, r := catalogFixture(t)
+	r.Listing = putListing(t, env, p.JobID, []messages.SnapshotRef{
+		{SnapshotID: "snap-1", VolumeID: "v1", Node: "n1", State: "completed"},
+		{SnapshotID: "snap-2", VolumeID: "v2", Node: "n2", State: "completed"},
+	})
+	_, err := env.H.Plans.PutBytes(ctx, messages.NodeFactsObject(p.JobID, "n1"), []byte(`{"schema":"quiesce.node-facts/v0"}`))
+	require.NoError(t, err)
+	good, err := json.Marshal(messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: "n2", HostID: "6d194555-f6eb-41d0-c000-000000000002"})
+	require.NoError(t, err)
+	_, err = env.H.Plans.PutBytes(ctx, messages.NodeFactsObject(p.JobID, "n2"), good)
+	require.NoError(t, err)
+
+	res, err := e.writeCatalog(ctx, p, r)
+	require.NoError(t, err)
+	require.Empty(t, res.failed)
+	require.Len(t, res.warnings, 1)
+	require.Contains(t, res.warnings[0], "catalog: facts of node n1 (node facts schema \"quiesce.node-facts/v0\"")
+	backups, err := Backups(ctx, env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	require.Len(t, backups[0].Topology.Nodes, 1)
+	require.Equal(t, "n2", backups[0].Topology.Nodes[0].Node)
+}

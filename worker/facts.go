@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/quiesce/quiesce/messages"
@@ -13,25 +15,24 @@ import (
 // The clear task that follows a node's volume snapshots gathers the node's
 // facts for the catalog: what its snapshot holds, read before the tag is
 // cleared (a find over the data directories: no JVM), then what the node
-// says about itself and the cluster, read after (three nodetool runs, off
-// the path of the hard links' removal). Facts are stored as an object in
-// BucketPlans for the catalog to read. Gathering never fails the clear:
+// says about itself and the cluster, read after (nodetool runs, off the
+// path of the hard links' removal). The facts are stored once, as an object
+// in BucketPlans, for the catalog to read. Gathering never fails the clear:
 // what could not be gathered is named in the facts' Errors.
 
-// snapshotFacts stores what the node's snapshot holds and returns the
-// object's name, or "" when nothing could be stored. An object an earlier
-// attempt stored is kept: the tag may be partly cleared since.
-func (w *Worker) snapshotFacts(ctx context.Context, log zerolog.Logger, fg FactGatherer, t messages.Task) string {
+// Bounds of the facts' gathering: the clear task that does it may run for
+// an hour, heartbeating, and must not be held that long by a store that
+// stopped answering mid-request or a nodetool that hangs.
+const (
+	factsTimeout      = 5 * time.Minute
+	factsStoreTimeout = 10 * time.Second
+)
+
+// snapshotFacts reads what the node's snapshot holds.
+func (w *Worker) snapshotFacts(ctx context.Context, fg FactGatherer, t messages.Task) messages.NodeFacts {
+	ctx, cancel := context.WithTimeout(ctx, factsTimeout)
+	defer cancel()
 	node := *t.Node
-	name := messages.NodeFactsObject(t.JobID, node.Name)
-	store, err := w.js.ObjectStore(ctx, messages.BucketPlans)
-	if err != nil {
-		log.Warn().Err(err).Msg("node facts not gathered: no plans bucket")
-		return ""
-	}
-	if _, err := store.GetInfo(ctx, name); err == nil {
-		return name
-	}
 	f := messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: node.Name, GatheredAt: w.cfg.Now()}
 	if node.Dirs != nil {
 		f.Dirs = *node.Dirs
@@ -46,38 +47,23 @@ func (w *Worker) snapshotFacts(ctx context.Context, log zerolog.Logger, fg FactG
 	}
 	if len(f.Dirs.Data) > 0 {
 		tables, err := fg.SnapshotTables(ctx, node, f.Dirs.Data, t.Tag)
-		if err != nil {
+		switch {
+		case err != nil:
 			f.Errors = append(f.Errors, "snapshot files: "+err.Error())
+		case len(tables) == 0:
+			// A redelivered clear whose first delivery cleared the tag.
+			f.Errors = append(f.Errors, fmt.Sprintf("snapshot files: no snapshots/%s directory found (cleared already?)", t.Tag))
 		}
 		f.Tables = tables
 	}
-	if err := putFacts(ctx, w, name, f); err != nil {
-		log.Warn().Err(err).Msg("node facts not stored")
-		return ""
-	}
-	return name
+	return f
 }
 
-// nodeFacts adds what the node says about itself to its stored facts.
-func (w *Worker) nodeFacts(ctx context.Context, log zerolog.Logger, fg FactGatherer, t messages.Task, name string) {
-	store, err := w.js.ObjectStore(ctx, messages.BucketPlans)
-	if err != nil {
-		log.Warn().Err(err).Msg("node facts not completed")
-		return
-	}
-	data, err := store.GetBytes(ctx, name)
-	if err != nil {
-		log.Warn().Err(err).Msg("node facts not completed")
-		return
-	}
-	f, err := messages.DecodeNodeFacts(data)
-	if err != nil {
-		log.Warn().Err(err).Msg("node facts not completed")
-		return
-	}
-	if f.HostID != "" {
-		return // an earlier attempt got this far
-	}
+// nodeFacts adds what the node says about itself to f and stores it,
+// returning the object's name, or "" when it could not be stored.
+func (w *Worker) nodeFacts(ctx context.Context, log zerolog.Logger, fg FactGatherer, t messages.Task, f messages.NodeFacts) string {
+	ctx, cancel := context.WithTimeout(ctx, factsTimeout)
+	defer cancel()
 	d, err := fg.Describe(ctx, *t.Node)
 	if err != nil {
 		f.Errors = append(f.Errors, "describe: "+err.Error())
@@ -86,22 +72,19 @@ func (w *Worker) nodeFacts(ctx context.Context, log zerolog.Logger, fg FactGathe
 		f.ClusterName, f.Partitioner, f.Snitch, f.SchemaVersion, f.Keyspaces = d.ClusterName, d.Partitioner, d.Snitch, d.SchemaVersion, d.Keyspaces
 		f.Errors = append(f.Errors, d.Errors...)
 	}
-	if err := putFacts(ctx, w, name, f); err != nil {
-		log.Warn().Err(err).Msg("node facts not completed")
-	}
-}
-
-func putFacts(ctx context.Context, w *Worker, name string, f messages.NodeFacts) error {
+	name := messages.NodeFactsObject(t.JobID, t.Node.Name)
 	data, err := json.Marshal(f)
+	if err == nil {
+		sctx, scancel := context.WithTimeout(ctx, factsStoreTimeout)
+		defer scancel()
+		var store jetstream.ObjectStore
+		if store, err = w.js.ObjectStore(sctx, messages.BucketPlans); err == nil {
+			_, err = store.PutBytes(sctx, name, data)
+		}
+	}
 	if err != nil {
-		return err
+		log.Warn().Err(err).Msg("node facts not stored: the catalog says so")
+		return ""
 	}
-	store, err := w.js.ObjectStore(ctx, messages.BucketPlans)
-	if err != nil {
-		return err
-	}
-	if _, err := store.PutBytes(ctx, name, data); err != nil {
-		return fmt.Errorf("node facts %s: %w", name, err)
-	}
-	return nil
+	return name
 }

@@ -199,14 +199,15 @@ func (w *Worker) clear(ctx context.Context, log zerolog.Logger, t messages.Task)
 	report := &messages.ClearReport{Cleared: true}
 	fg, gather := nt.(FactGatherer)
 	gather = gather && t.Facts
+	var facts messages.NodeFacts
 	if gather {
-		report.Facts = w.snapshotFacts(ctx, log, fg, t)
+		facts = w.snapshotFacts(ctx, fg, t)
 	}
 	if err := nt.ClearSnapshot(ctx, node, t.Tag); err != nil {
 		return nil, err
 	}
-	if gather && report.Facts != "" {
-		w.nodeFacts(ctx, log, fg, t, report.Facts)
+	if gather {
+		report.Facts = w.nodeFacts(ctx, log, fg, t, facts)
 	}
 	return &taskOutput{Clear: report}, nil
 }
