@@ -286,8 +286,8 @@ type ClearReport struct {
 	// clear.
 	Cleared bool   `json:"cleared"`
 	Note    string `json:"note,omitempty"`
-	// Facts names the object (in BucketPlans) holding the node's facts
-	// (NodeFacts) when the task gathered them.
+	// Facts names the key of the jobs bucket holding the node's facts
+	// (NodeFactsKey) when the task gathered them.
 	Facts string `json:"facts,omitempty"`
 }
 

@@ -1,5 +1,7 @@
 package messages
 
+import "strconv"
+
 // Streams, buckets and subjects of the JetStream topology.
 const (
 	StreamJobs   = "QUIESCE_JOBS"
@@ -120,8 +122,18 @@ func IntentKey(jobID, node string) string {
 	return jobID + ".intent." + node
 }
 
-// NodeFactsObject names the object in BucketPlans holding a node's facts
-// (NodeFacts), gathered by its clear task for the catalog.
-func NodeFactsObject(jobID, node string) string {
+// NodeFactsKey is where, in the jobs bucket, a node's facts (NodeFacts),
+// gathered by its clear task for the catalog, are kept. Facts too large for
+// one value are split over NodeFactsPartKey 1..n, and the key holds a
+// NodeFacts that says how many parts there are (Parts) and their digest.
+// Node names and job IDs have no dots: <job>.facts.* matches every node's
+// key and no part's.
+func NodeFactsKey(jobID, node string) string {
 	return jobID + ".facts." + node
+}
+
+// NodeFactsPartKey is the key of part i (from 1) of a node's facts too
+// large for one value of the jobs bucket.
+func NodeFactsPartKey(jobID, node string, i int) string {
+	return NodeFactsKey(jobID, node) + "." + strconv.Itoa(i)
 }

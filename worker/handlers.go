@@ -198,7 +198,7 @@ func (w *Worker) clear(ctx context.Context, log zerolog.Logger, t messages.Task)
 	}
 	report := &messages.ClearReport{Cleared: true}
 	fg, gather := nt.(FactGatherer)
-	gather = gather && t.Facts
+	gather = gather && t.Facts && w.jobs != nil
 	var facts messages.NodeFacts
 	if gather {
 		facts = w.snapshotFacts(ctx, fg, t)
