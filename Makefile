@@ -7,8 +7,10 @@ TEST_TIMEOUT  ?= 20m
 # Packages with tests under the `cassandra` build tag: only those run in the
 # Cassandra tier, whose other tests `make test` already ran.
 CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassandra\b' . | xargs -r -n1 dirname | sort -u)
+# Packages with tests under the `prometheus` build tag: the Prometheus tier.
+PROMETHEUS_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bprometheus\b' . | xargs -r -n1 dirname | sort -u)
 
-.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-chaos bench fuzz lint promtool ci clean
+.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-prometheus test-chaos bench fuzz lint promtool ci clean
 
 all: build
 
@@ -45,7 +47,18 @@ test-cassandra:
 	@test -n "$(CASSANDRA_PKGS)" || { echo "no tests under the cassandra build tag"; exit 1; }
 	$(GO) test -race -count=1 -p 1 -tags cassandra -timeout 40m -skip '^TestDemo$$' $(CASSANDRA_PKGS)
 
-## test-chaos: kill workers, coordinators and NATS servers under load, seeded.
+## test-prometheus: a real Prometheus and Alertmanager alert on running quiesce processes
+## driven into each condition an alert is for, and a healthy fleet fills every dashboard
+## panel (apt-get install prometheus prometheus-alertmanager openssh-server,
+## pip install 'moto[server]'; each test skips with a message naming what is missing).
+test-prometheus:
+	@test -n "$(PROMETHEUS_PKGS)" || { echo "no tests under the prometheus build tag"; exit 1; }
+	$(GO) test -race -count=1 -tags prometheus -timeout $(TEST_TIMEOUT) $(PROMETHEUS_PKGS)
+
+## test-chaos: kill workers, coordinators and NATS servers under load, seeded: in one
+## process (TestChaos), and as separate quiesce and nats-server processes with SIGKILL,
+## SIGSTOP and a broken network (TestProcessChaos). QUIESCE_CHAOS_SEEDS=N runs N seeds
+## (default 20), QUIESCE_CHAOS_SEED=N replays one.
 test-chaos:
 	$(GO) test -race -count=1 -timeout 30m -tags chaos -run Chaos ./internal/suite/chaos/...
 
@@ -66,15 +79,17 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration $(PKGS)
 	$(GO) vet -tags cassandra $(PKGS)
+	$(GO) vet -tags prometheus $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) run $(STATICCHECK) -tags cassandra $(CASSANDRA_PKGS)
+	$(GO) run $(STATICCHECK) -tags prometheus $(PROMETHEUS_PKGS)
 
 ## promtool: check the alert rules and run their unit tests.
 promtool:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 
-ci: lint test test-integration test-cassandra promtool demo demo-cassandra
+ci: lint test test-integration test-cassandra test-prometheus promtool demo demo-cassandra
 
 clean:
 	rm -rf bin

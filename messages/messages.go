@@ -12,6 +12,7 @@ const (
 	JobRequestSchema = "quiesce.job-request/v1"
 	TaskSchema       = "quiesce.task/v1"
 	TaskResultSchema = "quiesce.task-result/v1"
+	TaskRetrySchema  = "quiesce.task-retry/v1"
 	JobSchema        = "quiesce.job/v1"
 	BackupSchema     = "quiesce.backup/v1"
 )
@@ -61,10 +62,66 @@ const (
 	KindAwait     Kind = "await"     // per job: wait until the job's volume snapshots complete
 	KindRetention Kind = "retention" // per cluster: delete the snapshots of retired backups
 	KindCleanup   Kind = "cleanup"   // per failed job: delete the snapshots it took, which are no backup
+	KindHook      Kind = "hook"      // per hook and node (or per job): a policy's before/after/complete command
 )
 
 // Kinds lists every task kind, in the order a job uses them.
-var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup}
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup, KindHook}
+
+// HookPoint is when in a job a hook runs.
+type HookPoint string
+
+// Hook points.
+const (
+	// HookBefore runs before the flush: a failure with on_error fail fails
+	// the job before any node flushed.
+	HookBefore HookPoint = "before"
+	// HookAfter runs once every volume snapshot of the job is initiated (a
+	// freeze may end), and on every node whose before hook was started,
+	// whatever the job's outcome.
+	HookAfter HookPoint = "after"
+	// HookComplete runs once the job ended, with its outcome: after the
+	// catalog is written for a backup.
+	HookComplete HookPoint = "complete"
+)
+
+// HookScope is where a hook runs.
+type HookScope string
+
+// Hook scopes.
+const (
+	// ScopeNode runs the hook on every node, through the cluster's executor.
+	ScopeNode HookScope = "node"
+	// ScopeJob runs the hook once, on a worker.
+	ScopeJob HookScope = "job"
+)
+
+// OnError says what a hook's failure does to its job.
+type OnError string
+
+// What a failed hook does.
+const (
+	OnErrorFail     OnError = "fail"
+	OnErrorContinue OnError = "continue"
+)
+
+// Hook is a command a policy runs at one point of each job. The command is
+// an argv (no shell unless it names one); the job's facts reach it as
+// environment variables, never on its command line.
+type Hook struct {
+	Name    string    `json:"name"`
+	Point   HookPoint `json:"point"`
+	Scope   HookScope `json:"scope"`
+	Command []string  `json:"command"`
+	// TimeoutMS bounds each run; the command is stopped when it passes.
+	TimeoutMS int64   `json:"timeout_ms"`
+	OnError   OnError `json:"on_error"`
+	// Retries is how many more times a failed run is tried.
+	Retries int `json:"retries,omitempty"`
+}
+
+// Timeout is the hook's timeout.
+func (h Hook) Timeout() time.Duration { return time.Duration(h.TimeoutMS) * time.Millisecond }
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -182,6 +239,11 @@ type Task struct {
 	// (IntentKey): the tag is to be cleared even when no intent is found.
 	Flushed  bool      `json:"flushed,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
+	// Hook is the command a hook task runs; Outcome (complete hooks) is
+	// how its job ended, and Listing the object naming its snapshots.
+	Hook    *Hook  `json:"hook,omitempty"`
+	Outcome Phase  `json:"outcome,omitempty"`
+	Listing string `json:"listing,omitempty"`
 }
 
 // TaskID builds the deterministic ID of a task.
@@ -251,6 +313,10 @@ type TaskResult struct {
 	Retained []string `json:"retained,omitempty"`
 	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
 	Warnings []string `json:"warnings,omitempty"`
+	// Output is the tail of what a hook printed (stdout, then stderr),
+	// bounded; ExitCode is its exit code.
+	Output   string `json:"output,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
 	// Listing names the object (in BucketPlans) where an await task stored
 	// the job's snapshots as it last saw them, every one completed. It is
 	// the catalog's source: a job of tens of thousands of volumes would not
@@ -291,6 +357,45 @@ type ClearReport struct {
 	Facts string `json:"facts,omitempty"`
 }
 
+// TaskRetry is the event a worker publishes on SubjectTaskRetry(job, kind)
+// when an attempt of a task failed with an error worth retrying and the task
+// will be delivered again. It is progress, not a result: the task is still
+// open, and no count or phase of its job changes for it.
+type TaskRetry struct {
+	Schema  string `json:"schema"`
+	TaskID  string `json:"task_id"`
+	JobID   string `json:"job_id"`
+	Kind    Kind   `json:"kind"`
+	Cluster string `json:"cluster"`
+	Target  string `json:"target"`
+	// Attempt is the attempt that failed; MaxAttempts the last one the
+	// task gets (0: no limit).
+	Attempt     int    `json:"attempt"`
+	MaxAttempts int    `json:"max_attempts,omitempty"`
+	Error       string `json:"error"`
+	// Code classifies Error for operators and metrics ("connect",
+	// "timeout", ...), when the driver said.
+	Code     string    `json:"code,omitempty"`
+	Worker   string    `json:"worker,omitempty"`
+	FailedAt time.Time `json:"failed_at"`
+	// NextAttemptAt is the earliest time of the next attempt.
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+}
+
+// Retry is a task of a job whose last attempt failed and that will be tried
+// again, as recorded on the job.
+type Retry struct {
+	TaskID        string    `json:"task_id"`
+	Kind          Kind      `json:"kind"`
+	Target        string    `json:"target"`
+	Attempt       int       `json:"attempt"`
+	MaxAttempts   int       `json:"max_attempts,omitempty"`
+	Error         string    `json:"error"`
+	Code          string    `json:"code,omitempty"`
+	FailedAt      time.Time `json:"failed_at"`
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+}
+
 // Failure is one failed task as recorded on its job.
 type Failure struct {
 	TaskID string     `json:"task_id"`
@@ -301,18 +406,41 @@ type Failure struct {
 	Stderr string     `json:"stderr,omitempty"`
 }
 
-// Progress counts a job's tasks by kind.
+// Progress counts a job's tasks by kind. Every view of a job (quiesce
+// status, watch, submit, jobs) shows these counts as they are.
 type Progress struct {
-	Nodes         int `json:"nodes"`
-	Volumes       int `json:"volumes"`
-	Flushed       int `json:"flushed"`
-	FlushFailed   int `json:"flush_failed"`
+	Nodes       int `json:"nodes"`
+	Volumes     int `json:"volumes"`
+	Flushed     int `json:"flushed"`
+	FlushFailed int `json:"flush_failed"`
+	// SnapshotTasks are the snapshot tasks released: none before the
+	// barrier (a job that never reached it has none), then one per unit of
+	// every node that flushed.
 	SnapshotTasks int `json:"snapshot_tasks"`
 	Snapshotted   int `json:"snapshotted"`
 	SnapshotFail  int `json:"snapshot_failed"`
-	ClearTasks    int `json:"clear_tasks"`
-	Cleared       int `json:"cleared"`
-	ClearFailed   int `json:"clear_failed"`
+	// ClearTasks counts the nodes whose tag is to be cleared; Cleared and
+	// ClearFailed those whose clear ended.
+	ClearTasks  int `json:"clear_tasks"`
+	Cleared     int `json:"cleared"`
+	ClearFailed int `json:"clear_failed"`
+	// CleanupTasks counts the tasks deleting the snapshots of a job that
+	// ended without a backup; CleanupsDone those that ended.
+	CleanupTasks int `json:"cleanup_tasks"`
+	CleanupsDone int `json:"cleanups_done"`
+	// CleanupPending counts the clean-up work queued and not yet ended:
+	// clears (a node's first, and any repeated for a flush that landed
+	// late) and snapshot clean-up tasks. A job that ended has finished for
+	// good once this is zero.
+	CleanupPending int `json:"cleanup_pending"`
+	// Retrying counts the tasks whose last attempt failed and that will be
+	// tried again (Job.Retrying lists them).
+	Retrying int `json:"retrying"`
+	// HookTasks counts the job's hook runs (a node-scoped hook once per
+	// node); HooksDone and HooksFailed those that ended.
+	HookTasks   int `json:"hook_tasks,omitempty"`
+	HooksDone   int `json:"hooks_done,omitempty"`
+	HooksFailed int `json:"hooks_failed,omitempty"`
 }
 
 // Job is a job's record in the jobs KV bucket, as status readers see it. The
@@ -338,6 +466,10 @@ type Job struct {
 	PhaseTimes map[Phase]time.Time `json:"phase_times,omitempty"`
 	Progress   Progress            `json:"progress"`
 	Failures   []Failure           `json:"failures,omitempty"`
+	// Retrying lists the open tasks whose last attempt failed and that will
+	// be tried again, with when (at most 100; Progress.Retrying counts the
+	// listed ones). A job that ended lists only its clean-up's.
+	Retrying []Retry `json:"retrying,omitempty"`
 	// FlushFirst and FlushLast are the earliest and latest flush completion
 	// times reported by the nodes: their difference is the flush spread.
 	FlushFirst time.Time `json:"flush_first,omitempty"`
@@ -403,3 +535,23 @@ type Backup struct {
 	// gathered, say).
 	Warnings []string `json:"warnings,omitempty"`
 }
+
+// HookRun is the last result of one hook task, kept beside its job's record
+// under HookRunKey so `quiesce status` can show every hook's output.
+type HookRun struct {
+	TaskID     string     `json:"task_id"`
+	Hook       string     `json:"hook"`
+	Point      HookPoint  `json:"point"`
+	Node       string     `json:"node,omitempty"`
+	Outcome    Outcome    `json:"outcome"`
+	Error      string     `json:"error,omitempty"`
+	Class      ErrorClass `json:"class,omitempty"`
+	ExitCode   int        `json:"exit_code,omitempty"`
+	Output     string     `json:"output,omitempty"`
+	Attempt    int        `json:"attempt"`
+	Worker     string     `json:"worker,omitempty"`
+	FinishedAt time.Time  `json:"finished_at"`
+}
+
+// HookRunKey is where a hook task's HookRun is kept in the jobs bucket.
+func HookRunKey(jobID, target string) string { return jobID + ".hook." + target }

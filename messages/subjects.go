@@ -1,6 +1,9 @@
 package messages
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Streams, buckets and subjects of the JetStream topology.
 const (
@@ -10,12 +13,18 @@ const (
 
 	BucketJobs    = "quiesce_jobs"
 	BucketCatalog = "quiesce_catalog"
+	// BucketHolds holds the backups retention must keep, under the same key
+	// as their catalog record.
+	BucketHolds = "quiesce_holds"
 	// BucketPlans is an object store holding each job's plan (nodes and
 	// volumes), which can exceed a single message for large clusters.
 	BucketPlans = "quiesce_plans"
 	// BucketManifests is an object store holding the full catalog record of
 	// backups too large to keep inline in the catalog bucket.
 	BucketManifests = "quiesce_manifests"
+	// BucketLeases holds one key per task being executed under a lease (a
+	// snapshot task), keyed by task ID; its TTL is the lease's lifetime.
+	BucketLeases = "quiesce_leases"
 
 	// SubjectSubmit carries JobRequests.
 	SubjectSubmit = "quiesce.jobs.submit"
@@ -26,7 +35,8 @@ const (
 	SubjectTasksAll = "quiesce.tasks.>"
 	// SubjectEventsAll matches every event subject.
 	SubjectEventsAll = "quiesce.events.>"
-	// SubjectTaskEventsAll matches every task result event.
+	// SubjectTaskEventsAll matches every task result event, and every task
+	// retry event.
 	SubjectTaskEventsAll = "quiesce.events.*.task.>"
 
 	// InvalidJobID names the event subject token for requests too malformed
@@ -45,6 +55,37 @@ func SubjectTask(kind Kind, cluster string) string {
 	return "quiesce.tasks." + string(kind) + "." + cluster
 }
 
+// SubjectAgentTasksAll matches every task published for a node's agent.
+const SubjectAgentTasksAll = "quiesce.agent.>"
+
+// SubjectAgentTask is where a node task (flush, clear, a node-scoped hook)
+// of a cluster whose executor is agent is published: only that node's agent
+// consumes it.
+func SubjectAgentTask(cluster, node string, kind Kind) string {
+	return "quiesce.agent." + cluster + "." + node + "." + string(kind)
+}
+
+// SubjectAgentTasks matches every task of one node's agent.
+func SubjectAgentTasks(cluster, node string) string {
+	return "quiesce.agent." + cluster + "." + node + ".>"
+}
+
+// AgentSubject is subject with the publishing agent's node appended. An
+// agent publishes its results and retries so; its NATS permissions allow
+// only its own node there, and the coordinator takes a node task's result
+// from an agent only when the node matches the task's.
+func AgentSubject(subject, node string) string { return subject + ".node." + node }
+
+// SplitAgentSubject undoes AgentSubject: the subject without the node, and
+// the node, when the subject carries one.
+func SplitAgentSubject(subject string) (base, node string, ok bool) {
+	i := strings.LastIndex(subject, ".node.")
+	if i < 0 || strings.Contains(subject[i+len(".node."):], ".") {
+		return subject, "", false
+	}
+	return subject[:i], subject[i+len(".node."):], true
+}
+
 // SubjectTaskKind matches every task of one kind.
 func SubjectTaskKind(kind Kind) string {
 	return "quiesce.tasks." + string(kind) + ".>"
@@ -53,6 +94,14 @@ func SubjectTaskKind(kind Kind) string {
 // SubjectTaskEvent is where results of a job's tasks of kind are published.
 func SubjectTaskEvent(jobID string, kind Kind) string {
 	return "quiesce.events." + jobID + ".task." + string(kind)
+}
+
+// SubjectTaskRetry is where a worker reports that an attempt of a job's task
+// of kind failed and will be retried. It is inside SubjectTaskEventsAll, so
+// the coordinators' consumer receives it; a coordinator that does not know
+// TaskRetrySchema terminates it, unapplied.
+func SubjectTaskRetry(jobID string, kind Kind) string {
+	return SubjectTaskEvent(jobID, kind) + ".retry"
 }
 
 // SubjectPhaseEvent is where a job's phase changes are published.

@@ -46,10 +46,17 @@ var (
 )
 
 // taskOutcomes are the outcomes worker.Observer.TaskFinished reports.
-var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped"}
+var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped", "returned", "abandoned"}
 
 // jobOutcomes are the terminal phases a job can finish in.
 var jobOutcomes = []messages.Phase{messages.PhaseSucceeded, messages.PhaseFailed, messages.PhaseCancelled}
+
+// leftPhases are the phases planner.Observer.PhaseFinished reports a job
+// leaving.
+var leftPhases = []messages.Phase{messages.PhasePlanned, messages.PhaseFlushing, messages.PhaseSnapshotting, messages.PhaseFinishing}
+
+// barrierReasons are the reasons planner.Observer.BarrierFailed reports.
+var barrierReasons = []planner.BarrierFailure{planner.BarrierNodeFailed, planner.BarrierDeadline, planner.BarrierCancelled}
 
 // Metrics implements planner.Observer and worker.Observer with Prometheus
 // collectors, plus the drivers' error hooks (EC2Error, SSHError). One value
@@ -77,6 +84,7 @@ type Metrics struct {
 	inFlight         *prometheus.GaugeVec
 	snapshotsPending *prometheus.GaugeVec
 	snapshotsErrored *prometheus.GaugeVec
+	retaken          *prometheus.CounterVec
 	ec2Errors        *prometheus.CounterVec
 	sshErrors        *prometheus.CounterVec
 
@@ -127,7 +135,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.tasksStarted = m.counter("worker", "tasks_started_total",
 		"Task deliveries a worker began.", "kind")
 	m.tasksFinished = m.counter("worker", "tasks_finished_total",
-		"Task deliveries a worker ended; outcome is succeeded, failed, retry or skipped.", "kind", "outcome")
+		"Task deliveries a worker ended; outcome is succeeded, failed, retry, skipped, returned (handed back at shutdown) or abandoned (its lease lapsed while it stalled).", "kind", "outcome")
 	m.taskErrors = m.counter("worker", "task_errors_total",
 		"Task deliveries that ended with an error, by error code or class.", "kind", "code")
 	m.taskDuration = m.histogram("worker", "task_duration_seconds",
@@ -140,6 +148,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Volume snapshots of a cluster's running job still pending, as last seen by an await task.", "cluster")
 	m.snapshotsErrored = m.gauge("ebs", "snapshots_errored",
 		"Volume snapshots of a cluster's running job in the error state, as last seen by an await task.", "cluster")
+	m.retaken = m.counter("worker", "snapshots_retaken_total",
+		"Volume snapshots found in error by their task (a copy a crash interrupted, or one the provider failed), deleted and taken again.", "cluster")
 	m.ec2Errors = m.counter("ec2", "errors_total",
 		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
 	m.sshErrors = m.counter("ssh", "errors_total",
@@ -290,6 +300,11 @@ func (m *Metrics) SnapshotStates(cluster string, pending, errored int) {
 	m.snapshotsErrored.WithLabelValues(cluster).Set(float64(errored))
 }
 
+// SnapshotRetaken implements worker.Observer.
+func (m *Metrics) SnapshotRetaken(cluster string) {
+	m.retaken.WithLabelValues(cluster).Inc()
+}
+
 // EC2Error counts an EC2 API error; op is the API operation
 // ("CreateSnapshot") and code the AWS error code ("RequestLimitExceeded").
 func (m *Metrics) EC2Error(op, code string) {
@@ -303,9 +318,10 @@ func (m *Metrics) SSHError(code string) {
 	m.sshErrors.WithLabelValues(code).Inc()
 }
 
-// InitCluster makes a configured cluster's job series exist at zero before
-// its first job, so the failed-job alert's increase() catches the first
-// failure after a restart, and publishes maxAge (when positive) as the
+// InitCluster makes a configured cluster's job and barrier-failure series
+// exist at zero before its first job, so the failed-job and barrier alerts'
+// increase() catches the first failure after a restart (a counter series
+// born at 1 shows no increase), and publishes maxAge (when positive) as the
 // cluster's stale-backup threshold. A process calls it at start for every
 // cluster of its config.
 func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
@@ -313,9 +329,71 @@ func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
 	for _, p := range jobOutcomes {
 		m.jobsFinished.WithLabelValues(cluster, string(p))
 	}
+	for _, r := range barrierReasons {
+		m.barrierFailures.WithLabelValues(cluster, string(r))
+	}
 	m.retired.WithLabelValues(cluster)
+	m.retaken.WithLabelValues(cluster)
 	if maxAge > 0 {
 		m.SetBackupMaxAge(cluster, maxAge)
+	}
+}
+
+// InitJobHistograms makes a cluster's job, phase and barrier histograms
+// exist, empty, before its first job: a histogram series born at its first
+// observation hides that observation from rate(), so the dashboard would
+// not show the first job after a restart. A coordinator (which observes
+// them) calls it at start for every cluster of its config.
+func (m *Metrics) InitJobHistograms(cluster string) {
+	for _, p := range jobOutcomes {
+		m.jobDuration.WithLabelValues(cluster, string(p))
+	}
+	for _, p := range leftPhases {
+		m.phaseDuration.WithLabelValues(cluster, string(p))
+	}
+	m.barrierWait.WithLabelValues(cluster)
+	m.barrierRelease.WithLabelValues(cluster)
+	m.flushSpread.WithLabelValues(cluster)
+}
+
+// InitTaskHistograms makes the task duration histogram of every kind and
+// outcome exist, empty, before the first task, for the same reason as
+// InitJobHistograms. A worker calls it at start.
+func (m *Metrics) InitTaskHistograms() {
+	for _, kind := range messages.Kinds {
+		for _, outcome := range taskOutcomes {
+			m.taskDuration.WithLabelValues(string(kind), outcome)
+		}
+	}
+}
+
+// InitRejections makes the rejected-request series of every reason exist at
+// zero (a planner calls it with planner.RejectReasons), so the dashboard
+// shows no rejections as 0 and increase() sees the first one.
+func (m *Metrics) InitRejections(reasons ...string) {
+	for _, r := range reasons {
+		m.rejected.WithLabelValues(r)
+	}
+}
+
+// InitSSHErrors makes the SSH error series of every code exist at zero (a
+// worker calls it with the ssh executor's codes), so the SSH trust alert's
+// increase() catches the first refused host key of a fresh process.
+func (m *Metrics) InitSSHErrors(codes ...string) {
+	for _, c := range codes {
+		m.sshErrors.WithLabelValues(c)
+	}
+}
+
+// InitEC2Errors makes the EC2 error series of every operation in ops and
+// every code in codes exist at zero (a process that calls EC2 does it with
+// the operations it calls and the throttling code), so the EC2 panels show
+// a healthy fleet as 0 and rate() sees the first throttle.
+func (m *Metrics) InitEC2Errors(ops []string, codes ...string) {
+	for _, op := range ops {
+		for _, c := range codes {
+			m.ec2Errors.WithLabelValues(op, c)
+		}
 	}
 }
 

@@ -37,6 +37,7 @@ func exercise(m *Metrics) {
 	m.TaskFinished(messages.KindFlush, "failed", 200*time.Millisecond, "permanent")
 	m.TaskRedelivered(messages.KindFlush)
 	m.SnapshotStates("c1", 3, 1)
+	m.SnapshotRetaken("c1")
 	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
 	m.SSHError("host_key")
 }
@@ -145,18 +146,51 @@ func TestMetricsSeriesExistAtZero(t *testing.T) {
 	m, _ := newMetrics(t)
 	// Task series of every kind exist before any task ran.
 	require.Equal(t, len(messages.Kinds), testutil.CollectAndCount(m.inFlight))
-	require.Equal(t, 4*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, len(taskOutcomes)*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("snapshot", "abandoned")))
 	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("flush", "failed")))
 
 	require.Equal(t, 0, testutil.CollectAndCount(m.jobsFinished))
+	require.Equal(t, 0, testutil.CollectAndCount(m.barrierFailures))
 	m.InitCluster("c1", 0)
 	require.Equal(t, 3, testutil.CollectAndCount(m.jobsFinished))
+	require.Equal(t, 1, testutil.CollectAndCount(m.retaken), "a cluster's retakes exist at zero")
 	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsFinished.WithLabelValues("c1", "failed")))
+	require.Equal(t, 3, testutil.CollectAndCount(m.barrierFailures), "failed, deadline, cancelled")
+	require.Equal(t, 0.0, testutil.ToFloat64(m.barrierFailures.WithLabelValues("c1", "failed")))
 	require.Equal(t, 0, testutil.CollectAndCount(m.backupMaxAge), "no threshold given, none exported")
 	m.InitCluster("c2", 7*24*time.Hour)
 	require.Equal(t, 604800.0, testutil.ToFloat64(m.backupMaxAge.WithLabelValues("c2")))
 	// Initialising does not count anything.
 	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsStarted.WithLabelValues("c2")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.jobDuration))
+	m.InitJobHistograms("c1")
+	require.Equal(t, 3, testutil.CollectAndCount(m.jobDuration), "succeeded, failed, cancelled")
+	require.Equal(t, 4, testutil.CollectAndCount(m.phaseDuration), "planned, flushing, snapshotting, finishing")
+	for _, h := range []*prometheus.HistogramVec{m.barrierWait, m.barrierRelease, m.flushSpread} {
+		require.Equal(t, 1, testutil.CollectAndCount(h))
+	}
+	require.Equal(t, 0, testutil.CollectAndCount(m.taskDuration))
+	m.InitTaskHistograms()
+	require.Equal(t, len(taskOutcomes)*len(messages.Kinds), testutil.CollectAndCount(m.taskDuration))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.rejected))
+	m.InitRejections("malformed", "invalid")
+	require.Equal(t, 2, testutil.CollectAndCount(m.rejected))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.rejected.WithLabelValues("invalid")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.sshErrors))
+	m.InitSSHErrors("auth", "hostkey")
+	require.Equal(t, 2, testutil.CollectAndCount(m.sshErrors))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.sshErrors.WithLabelValues("hostkey")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.ec2Errors))
+	m.InitEC2Errors([]string{"CreateSnapshot", "DescribeSnapshots"}, "RequestLimitExceeded")
+	require.Equal(t, 2, testutil.CollectAndCount(m.ec2Errors))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.ec2Errors.WithLabelValues("DescribeSnapshots", "RequestLimitExceeded")))
+	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.ec2Errors.WithLabelValues("CreateSnapshot", "RequestLimitExceeded")))
 }
 
 func TestNewMetricsTwiceOnOneRegistryFails(t *testing.T) {

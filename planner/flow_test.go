@@ -281,6 +281,37 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	require.EqualValues(t, 4, b.snap.Deletes.Load())
 }
 
+// A held backup outlives the rule that would retire it, and goes once the
+// hold is released and a later job applies the rule again.
+func TestHeldBackupIsNotRetired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, setupOpts{nodes: 1, volumes: 1, keepLast: 1})
+	b.startAll(t)
+	run := func(id string) string {
+		job := b.env.Submit(t, testenv.Request("c1", id))
+		j := b.env.WaitTerminal(t, job, jobTimeout)
+		require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+		return job
+	}
+	first := run("held-0")
+	require.NoError(t, planner.PutHold(ctx, b.env.H.Holds, "c1", planner.Hold{JobID: first, Reason: "audit", At: time.Now()}))
+	second := run("held-1")
+	third := run("held-2")
+	require.Equal(t, 1, b.snap.Count(map[string]string{messages.TagJob: first}), "held: kept")
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagJob: second}), "not held: retired")
+
+	released, err := planner.ReleaseHold(ctx, b.env.H.Holds, "c1", first)
+	require.NoError(t, err)
+	require.True(t, released)
+	run("held-3")
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagJob: first}), "released: retired by the next job")
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagJob: third}))
+	backups, err := planner.Backups(ctx, b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+}
+
 func TestSelectRetired(t *testing.T) {
 	t.Parallel()
 	bk := func(id string, ago time.Duration) messages.Backup {

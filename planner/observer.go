@@ -31,8 +31,8 @@ type Observer interface {
 	// BackupSucceeded: a backup of cluster finished at t; partial when the
 	// policy let it leave out nodes that did not flush.
 	BackupSucceeded(cluster string, t time.Time, partial bool)
-	// RequestRejected: a JobRequest was refused; reason is a short class
-	// ("malformed", "invalid", "unknown_cluster", "unknown_policy", ...).
+	// RequestRejected: a JobRequest was refused; reason is one of
+	// RejectReasons.
 	RequestRejected(reason string)
 	// SnapshotsRetired: retention deleted n snapshots of cluster.
 	SnapshotsRetired(cluster string, n int)
@@ -51,6 +51,24 @@ const (
 	// BarrierCancelled: an operator cancelled the job during the flush.
 	BarrierCancelled BarrierFailure = "cancelled"
 )
+
+// Why a request is rejected: a bounded set, used as a metric label.
+const (
+	// RejectMalformed: the message is not a JobRequest.
+	RejectMalformed = "malformed"
+	// RejectInvalid: a field is missing or fails validation, or the
+	// deadline has passed.
+	RejectInvalid = "invalid"
+	// RejectUnknownCluster: the cluster is not in the inventory.
+	RejectUnknownCluster = "unknown_cluster"
+	// RejectUnknownPolicy: the cluster has no such policy.
+	RejectUnknownPolicy = "unknown_policy"
+	// RejectInvalidPlan: the cluster's nodes and volumes make no valid plan.
+	RejectInvalidPlan = "invalid_plan"
+)
+
+// RejectReasons lists every reason RequestRejected reports.
+var RejectReasons = []string{RejectMalformed, RejectInvalid, RejectUnknownCluster, RejectUnknownPolicy, RejectInvalidPlan}
 
 // NopObserver discards every measurement.
 type NopObserver struct{}

@@ -178,9 +178,9 @@ func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	log := p.e.log.With().Str("job_id", jobID).Str("request_id", req.RequestID).Str("cluster", req.Cluster).Logger()
 	if err != nil {
-		class := "invalid"
+		class := RejectInvalid
 		if errors.Is(err, messages.ErrMalformed) {
-			class = "malformed"
+			class = RejectMalformed
 		}
 		p.rejectMsg(ctx, m, req, jobID, &RejectError{Class: class, Reason: err.Error()})
 		return
@@ -226,19 +226,19 @@ func truncate(s string, n int) string {
 // without storing or publishing anything.
 func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, error) {
 	if err := req.Validate(); err != nil {
-		return nil, reject("invalid", "invalid job request: %v", err)
+		return nil, reject(RejectInvalid, "invalid job request: %v", err)
 	}
 	now := p.e.now()
 	if err := req.CheckDeadline(now); err != nil {
-		return nil, reject("invalid", "invalid job request: %v", err)
+		return nil, reject(RejectInvalid, "invalid job request: %v", err)
 	}
 	cl, ok := p.cfg.Inventory.Cluster(req.Cluster)
 	if !ok {
-		return nil, reject("unknown_cluster", "unknown cluster %q: not in the configuration", req.Cluster)
+		return nil, reject(RejectUnknownCluster, "unknown cluster %q: not in the configuration", req.Cluster)
 	}
 	policy, err := p.cfg.Inventory.Policy(req.Cluster, req.Policy)
 	if err != nil {
-		return nil, reject("unknown_policy", "%v", err)
+		return nil, reject(RejectUnknownPolicy, "%v", err)
 	}
 	nodes, err := p.cfg.Discoverer.Discover(ctx, cl)
 	if err != nil {
@@ -247,8 +247,9 @@ func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, err
 	nodes = p.withKnownDirs(ctx, req.Cluster, withClusterDirs(nodes, cl.Dirs))
 	plan, err := BuildPlan(req, policy, nodes, cl.PerInstance, now)
 	if err != nil {
-		return nil, reject("invalid_plan", "cluster %q: %v", req.Cluster, err)
+		return nil, reject(RejectInvalidPlan, "cluster %q: %v", req.Cluster, err)
 	}
+	plan.Agent = cl.Agent
 	return plan, nil
 }
 

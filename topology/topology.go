@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,29 @@ const (
 	ConsumerPlanner     = "planner"
 	ConsumerCoordinator = "coordinator"
 )
+
+// AgentConsumer is the durable consumer of one node's agent. The cluster's
+// length comes first, so no two (cluster, node) pairs share a name.
+func AgentConsumer(cluster, node string) string {
+	return "agent-" + strconv.Itoa(len(cluster)) + "-" + cluster + "-" + node
+}
+
+// EnsureAgent creates or updates the consumer of one node's agent: the only
+// consumer of the node's flush, clear and hook tasks. An agent calls it at
+// start; its NATS user may create exactly this consumer.
+func EnsureAgent(ctx context.Context, js jetstream.JetStream, cluster, node string, o Options) (jetstream.Consumer, error) {
+	o = o.withDefaults()
+	name := AgentConsumer(cluster, node)
+	c, err := js.CreateOrUpdateConsumer(ctx, messages.StreamTasks, jetstream.ConsumerConfig{
+		Durable: name, Description: "the agent of node " + node + " of cluster " + cluster,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: o.MaxDeliverFor(messages.KindFlush),
+		MaxAckPending: 64, FilterSubject: messages.SubjectAgentTasks(cluster, node), Replicas: o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return c, nil
+}
 
 // TaskConsumer is the durable consumer name for tasks of kind.
 func TaskConsumer(kind messages.Kind) string { return "tasks-" + string(kind) }
@@ -37,6 +61,10 @@ type Options struct {
 	// AckWait before an unacknowledged task is redelivered (default 30s);
 	// workers send InProgress well within it.
 	AckWait time.Duration
+	// LeaseTTL is the lifetime of a task lease not renewed (default
+	// AckWait): a stalled worker's lease lapses about when its task is
+	// redelivered.
+	LeaseTTL time.Duration
 	// MaxDeliver per task kind (default 5; await 3; retention 5).
 	MaxDeliver map[messages.Kind]int
 	// MaxAckPending per task kind bounds fleet-wide concurrency (default
@@ -63,6 +91,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.AckWait == 0 {
 		o.AckWait = 30 * time.Second
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = o.AckWait
 	}
 	return o
 }
@@ -99,8 +130,12 @@ func (o Options) maxAckPending(kind messages.Kind) int {
 type Handles struct {
 	Jobs      jetstream.KeyValue
 	Catalog   jetstream.KeyValue
+	Holds     jetstream.KeyValue
 	Plans     jetstream.ObjectStore
 	Manifests jetstream.ObjectStore
+	// Leases is the bucket of task leases; Bind leaves it nil when it does
+	// not exist yet (no process of this release has run).
+	Leases jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -129,7 +164,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamTasks,
 			Description: "quiesce tasks, one durable consumer per kind",
-			Subjects:    []string{messages.SubjectTasksAll},
+			Subjects:    []string{messages.SubjectTasksAll, messages.SubjectAgentTasksAll},
 			Retention:   jetstream.WorkQueuePolicy,
 			Duplicates:  o.TaskDuplicates,
 			Replicas:    o.Replicas,
@@ -165,6 +200,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
 	}
+	holds, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketHolds, Description: "quiesce backups retention must keep",
+		History: 5, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketHolds, err)
+	}
 	plans, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: messages.BucketPlans, Description: "quiesce job plans",
 		TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
@@ -179,6 +221,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
+	}
+	// A lease is a key its holder keeps rewriting; one not rewritten within
+	// the bucket's TTL is gone, and its task free for another execution.
+	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketLeases, Description: "quiesce task leases",
+		History: 1, TTL: o.LeaseTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
 	}
 
 	consumers := []struct {
@@ -217,7 +268,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -231,6 +282,10 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
 	}
+	holds, err := js.KeyValue(ctx, messages.BucketHolds)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketHolds, err)
+	}
 	plans, err := js.ObjectStore(ctx, messages.BucketPlans)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketPlans, err)
@@ -239,5 +294,46 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests}, nil
+	leases, err := js.KeyValue(ctx, messages.BucketLeases)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
+	}
+	return &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases}, nil
+}
+
+// AgentInboxPrefix is the reply inbox an agent's connection uses
+// (nats.CustomInboxPrefix), so its NATS user may subscribe to its own
+// replies only.
+func AgentInboxPrefix(cluster, node string) string {
+	return "_INBOX_" + AgentConsumer(cluster, node)
+}
+
+// AgentPermissions are the subjects the NATS user of one node's agent may
+// publish and subscribe to: its own consumer (create, fetch, acknowledge),
+// its own results and retries (messages.AgentSubject), the job records it
+// reads and its node's flush intents in the jobs bucket, the job listings a
+// node-scoped complete hook reads, and its own inbox. Nothing else: another
+// node's tasks, results or intents are refused by the server.
+func AgentPermissions(cluster, node string) (publish, subscribe []string) {
+	consumer := AgentConsumer(cluster, node)
+	jobs := "KV_" + messages.BucketJobs
+	plans := "OBJ_" + messages.BucketPlans
+	publish = []string{
+		"$JS.API.INFO",
+		"$JS.API.CONSUMER.CREATE." + messages.StreamTasks + "." + consumer + "." + messages.SubjectAgentTasks(cluster, node),
+		"$JS.API.CONSUMER.CREATE." + messages.StreamTasks + "." + consumer,
+		"$JS.API.CONSUMER.INFO." + messages.StreamTasks + "." + consumer,
+		"$JS.API.CONSUMER.MSG.NEXT." + messages.StreamTasks + "." + consumer,
+		"$JS.ACK." + messages.StreamTasks + "." + consumer + ".>",
+		messages.AgentSubject("quiesce.events.*.task.*", node),
+		messages.AgentSubject("quiesce.events.*.task.*.retry", node),
+		"$JS.API.STREAM.INFO." + jobs,
+		"$JS.API.DIRECT.GET." + jobs + ".$KV." + messages.BucketJobs + ".>",
+		"$KV." + messages.BucketJobs + ".*.intent." + node,
+		"$JS.API.STREAM.INFO." + plans,
+		"$JS.API.CONSUMER.CREATE." + plans + ".>",
+		"$JS.API.DIRECT.GET." + plans + ".>",
+	}
+	subscribe = []string{AgentInboxPrefix(cluster, node) + ".>"}
+	return publish, subscribe
 }

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -67,6 +69,7 @@ func (m *recordingMsg) TermWithReason(r string) error {
 type capturePublisher struct {
 	mu      sync.Mutex
 	results []messages.TaskResult
+	retries []messages.TaskRetry
 }
 
 func TestDecideClassifiesInOnePlace(t *testing.T) {
@@ -111,13 +114,20 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 				pub.results = append(pub.results, *r)
 				return nil
 			}
+			w.publishRetryFn = func(_ context.Context, r *messages.TaskRetry) error {
+				pub.mu.Lock()
+				defer pub.mu.Unlock()
+				pub.retries = append(pub.retries, *r)
+				return nil
+			}
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			if tc.shutdown {
 				cancel(ErrShutdown)
 			}
 			msg := &recordingMsg{}
-			res := &messages.TaskResult{TaskID: "j.flush.n1", Kind: messages.KindFlush}
+			finished := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
+			res := &messages.TaskResult{TaskID: "j.flush.n1", JobID: "j", Kind: messages.KindFlush, Target: "n1", FinishedAt: finished}
 			got, _ := w.decide(ctx, zerolog.Nop(), msg, res, tc.err, tc.attempt, messages.KindFlush, tc.deadlineHit)
 			require.Equal(t, tc.wantOutcome, got)
 			require.Equal(t, tc.wantSettled, msg.settled)
@@ -132,10 +142,42 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 				require.Len(t, pub.results, 1)
 				require.Equal(t, messages.OutcomeSucceeded, pub.results[0].Outcome)
 			default:
-				require.Empty(t, pub.results, "no event for a delivery that will be retried")
+				require.Empty(t, pub.results, "no result for a delivery that will be retried")
 			}
+			if tc.wantOutcome != outcomeRetry {
+				require.Empty(t, pub.retries, "a retry is reported only for a delivery handed back after a failure")
+				return
+			}
+			require.Len(t, pub.retries, 1, "the retry is reported, with when the next attempt comes")
+			r := pub.retries[0]
+			require.Equal(t, messages.TaskRetrySchema, r.Schema)
+			require.Equal(t, "j.flush.n1", r.TaskID)
+			require.Equal(t, "n1", r.Target)
+			require.Equal(t, tc.attempt, r.Attempt)
+			require.Equal(t, 3, r.MaxAttempts)
+			require.Equal(t, tc.err.Error(), r.Error)
+			require.Equal(t, finished, r.FailedAt)
+			require.Equal(t, finished.Add(msg.delay), r.NextAttemptAt)
 		})
 	}
+}
+
+// The retry's log line says when, in a field that names its unit.
+func TestRetryLogCarriesUnits(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	w := New(nil, nil, nil, Config{BackoffBase: 700 * time.Millisecond, MaxDeliver: func(messages.Kind) int { return 5 }})
+	w.publishRetryFn = func(context.Context, *messages.TaskRetry) error { return nil }
+	msg := &recordingMsg{}
+	res := &messages.TaskResult{TaskID: "j.clear.n1", Kind: messages.KindClear, FinishedAt: time.Now()}
+	w.decide(t.Context(), zerolog.New(&buf), msg, res, errors.New("connection refused"), 1, messages.KindClear, false)
+	var line map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &line), buf.String())
+	require.NotContains(t, line, "retry_in", "a duration without its unit")
+	ms, ok := line["retry_in_ms"].(float64)
+	require.True(t, ok, "retry_in_ms: %s", buf.String())
+	require.Equal(t, float64(msg.delay.Milliseconds()), ms, "whole milliseconds")
+	require.Contains(t, line, "next_attempt_at")
 }
 
 func TestBackoffGrowsAndIsCapped(t *testing.T) {
@@ -155,7 +197,7 @@ func TestBackoffGrowsAndIsCapped(t *testing.T) {
 func TestRunRecoversPanics(t *testing.T) {
 	t.Parallel()
 	w := New(nil, nil, panicDrivers{}, Config{Logger: zerolog.Nop()})
-	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}}, 1)
+	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}}, 1, nil)
 	var pe *panicError
 	require.ErrorAs(t, err, &pe)
 	require.Contains(t, string(pe.stack), "panicDrivers")

@@ -39,6 +39,11 @@ type CreateRequest struct {
 	Volumes []messages.Volume
 	// Tags are applied at creation: a snapshot never exists untagged.
 	Tags map[string]string
+	// Fence, when set, is called by the driver immediately before it
+	// creates anything, after its own look-up: an error (ErrLeaseLost) means
+	// this execution of the task no longer holds its lease, another one may
+	// be creating, and the driver must create nothing and return the error.
+	Fence func(context.Context) error
 }
 
 // Snapshotter takes, finds and deletes volume snapshots. Implementations: the
@@ -46,18 +51,32 @@ type CreateRequest struct {
 type Snapshotter interface {
 	// Find returns the snapshots carrying every tag in filter.
 	Find(ctx context.Context, filter map[string]string) ([]Snapshot, error)
-	// Create snapshots req.Volumes, tagged with req.Tags.
+	// Create snapshots req.Volumes, tagged with req.Tags, and returns the
+	// task's snapshot of every one of them once its point in time is fixed
+	// (EBS: the call was accepted; fs: the copy is whole). It is idempotent
+	// on the task tag: a volume with a snapshot of the task already is not
+	// snapshotted again.
 	Create(ctx context.Context, req CreateRequest) ([]Snapshot, error)
 	// Delete deletes a snapshot carrying the managed tag. A snapshot already
-	// gone is success; one without the managed tag is ErrNotManaged; one in
-	// use is ErrSnapshotInUse.
+	// gone is ErrSnapshotGone, which callers take as success (someone else
+	// deleted it, so it is not counted again); one without the managed tag is
+	// ErrNotManaged; one in use is ErrSnapshotInUse.
 	Delete(ctx context.Context, snapshotID string) error
+}
+
+// RetakePacer is implemented by snapshotters whose provider asks for a pause
+// between two snapshots of one volume. A snapshot task that finds its
+// earlier snapshot in error deletes it and takes it again no sooner than
+// this long after the failed one began.
+type RetakePacer interface {
+	RetakeAfter() time.Duration
 }
 
 // Errors a Snapshotter's Delete returns.
 var (
 	ErrNotManaged    = errors.New("snapshot does not carry the quiesce:managed tag")
 	ErrSnapshotInUse = errors.New("snapshot is in use")
+	ErrSnapshotGone  = errors.New("snapshot already deleted")
 )
 
 // NodeTool runs Cassandra's nodetool on a node. worker/nodetool implements it
@@ -126,4 +145,31 @@ type Copier interface {
 	CopyJob(ctx context.Context, jobID string) ([]Snapshot, error)
 	// DeleteCopies deletes a job's copies, with Delete's guards.
 	DeleteCopies(ctx context.Context, jobID string) ([]string, error)
+}
+
+// HookCommand is a hook's command as a runner gets it: an argv (never a
+// shell string), the job's facts as environment variables, and what it
+// reads on its standard input.
+type HookCommand struct {
+	Argv  []string
+	Env   map[string]string
+	Stdin []byte
+}
+
+// HookOutput is what a hook printed, and how it exited.
+type HookOutput struct {
+	Stdout, Stderr []byte
+	ExitCode       int
+}
+
+// HookRunner runs policy hooks: on a node through the cluster's executor,
+// or, with node nil, on this worker. A command that exits non-zero is an
+// error; a cancelled ctx stops the command.
+type HookRunner interface {
+	RunHook(ctx context.Context, node *messages.Node, cmd HookCommand) (HookOutput, error)
+}
+
+// HookDrivers is implemented by drivers that can run hooks.
+type HookDrivers interface {
+	Hooks(cluster string) (HookRunner, error)
 }

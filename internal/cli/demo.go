@@ -152,7 +152,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		}
 		jobs = append(jobs, job)
 		fctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-		j, err := follow(fctx, js, job, newProgress(out))
+		j, err := follow(fctx, js, job, newProgress(out), 10*time.Second)
 		cancel()
 		if err != nil {
 			return err
@@ -177,7 +177,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	fmt.Fprintf(out, "catalog of cluster demo (keep last %d):\n", o.keep)
-	printBackups(out, backups)
+	printBackups(out, backups, nil, time.Now())
 	kept := map[string]bool{}
 	for _, b := range backups {
 		kept[b.JobID] = true

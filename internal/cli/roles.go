@@ -19,6 +19,7 @@ import (
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/ebs"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
 
@@ -50,10 +51,30 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	}
 	n := &node{log: log, h: h}
 	if metrics != nil {
-		// Every cluster's series exist from the start, and the last backup
-		// times survive a restart, so stale-backup alerts see every cluster.
+		// Every cluster's series exist from the start, with its stale-backup
+		// threshold, and the last backup times survive a restart, so the
+		// stale and never-backed-up alerts see every cluster.
 		for _, cl := range cfg.Clusters {
-			metrics.InitCluster(cl.Name, 0)
+			metrics.InitCluster(cl.Name, cl.MaxAge())
+		}
+		// The series of what this process observes exist at zero, so the
+		// alerts' increase() and rate() and the dashboard's see the first
+		// event after a start, and a healthy fleet shows 0 errors rather
+		// than no data.
+		if slices.Contains(roles, "planner") {
+			metrics.InitRejections(planner.RejectReasons...)
+		}
+		if slices.Contains(roles, "coordinator") {
+			for _, cl := range cfg.Clusters {
+				metrics.InitJobHistograms(cl.Name)
+			}
+		}
+		if slices.Contains(roles, "worker") {
+			metrics.InitTaskHistograms()
+			metrics.InitSSHErrors(ssh.Codes...)
+		}
+		if drivers.UsesEC2(cfg) && (slices.Contains(roles, "worker") || slices.Contains(roles, "planner")) {
+			metrics.InitEC2Errors(ebs.Operations, ebs.CodeRequestLimitExceeded)
 		}
 		if slices.Contains(roles, "coordinator") {
 			if _, err := metrics.LoadLastSuccess(ctx, h.Catalog); err != nil {
@@ -90,7 +111,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	if slices.Contains(roles, "worker") {
 		n.worker = worker.New(js, h.Jobs, n.drivers, worker.Config{
 			Name: o.name, Kinds: o.kinds, Concurrency: o.concurrency, Logger: log, Observer: wobs, AwaitPoll: o.awaitPoll,
-			SoftStop: o.softStop,
+			SoftStop: o.softStop, Leases: h.Leases,
 		})
 		if err := n.worker.Start(ctx); err != nil {
 			n.stop(ctx)
@@ -207,11 +228,15 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready) }()
 			}
 			log.Info().Strs("roles", roles).Str("nats", g.url(cfg)).Str("metrics_addr", g.metricsAddr).Msg("quiesce started")
+			var failed error
 			select {
 			case <-ctx.Done():
 			case err := <-serveErr:
-				if err != nil {
+				if err != nil && ctx.Err() == nil {
 					log.Error().Err(err).Msg("metrics server stopped")
+					// A failure, not a stop: a supervisor (systemd's
+					// Restart=on-failure, Kubernetes) starts the process again.
+					failed = withCode(ExitError, fmt.Errorf("metrics server: %w", err))
 				}
 			}
 			log.Info().Msg("shutting down")
@@ -220,7 +245,7 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 			n.stop(sctx)
 			_ = nc.Drain()
 			log.Info().Msg("stopped")
-			return nil
+			return failed
 		},
 	}
 	cmd.Flags().StringVar(&g.metricsAddr, "metrics-addr", ":9464", "listen address for /metrics, /healthz and /readyz (empty: off)")

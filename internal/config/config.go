@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -49,6 +51,15 @@ type NATS struct {
 	CredsFile string `json:"creds_file,omitempty"`
 	// Replicas of every stream and bucket: 1 for development, 3 in production.
 	Replicas int `json:"replicas,omitempty"`
+	// AckWait is how long a task may go unacknowledged before JetStream
+	// hands it to another worker: how soon the work of a worker that died,
+	// stalled or lost its network is taken up again (default 30s, at least
+	// 1s). Workers heartbeat well within it, and a snapshot task's lease
+	// lasts as long.
+	AckWait Duration `json:"ack_wait,omitempty"`
+	// MaxDeliver bounds the deliveries of one task, of every kind: a task
+	// handed out that often without succeeding fails (default 5, await 3).
+	MaxDeliver int `json:"max_deliver,omitempty"`
 	// TLS CA, certificate and key files, when the server requires TLS.
 	CAFile   string `json:"ca_file,omitempty"`
 	CertFile string `json:"cert_file,omitempty"`
@@ -62,7 +73,10 @@ type Cluster struct {
 	Account string `json:"account,omitempty"`
 	// RoleARN is assumed through STS for a cluster in another account.
 	RoleARN string `json:"role_arn,omitempty"`
-	// Executor reaches the nodes: "ssh" or "local".
+	// Executor reaches the nodes: "ssh" (a worker connects to each node),
+	// "agent" (quiesce agent on each node takes that node's tasks; no SSH
+	// key anywhere), or "local" (commands run on the worker's own host: one
+	// host, such as the demo, never a fleet).
 	Executor string `json:"executor,omitempty"`
 	// Snapshotter snapshots volumes: "ebs" or "fs".
 	Snapshotter string `json:"snapshotter,omitempty"`
@@ -85,6 +99,24 @@ type Cluster struct {
 	// DefaultPolicy names the policy a request without one gets. When empty
 	// the cluster uses built-in defaults.
 	DefaultPolicy string `json:"default_policy,omitempty"`
+	// BackupMaxAge is how old the cluster's newest successful backup may get
+	// before it counts as stale (default DefaultBackupMaxAge). Every process
+	// exports it as quiesce_backup_max_age_seconds, the threshold of the
+	// stale-backup alert, and the never-backed-up alert watches every
+	// cluster that has one.
+	BackupMaxAge Duration `json:"backup_max_age,omitempty"`
+}
+
+// DefaultBackupMaxAge is a daily schedule plus slack: the age at which a
+// cluster's newest backup counts as stale when its BackupMaxAge is unset.
+const DefaultBackupMaxAge = 26 * time.Hour
+
+// MaxAge returns the cluster's BackupMaxAge, or DefaultBackupMaxAge.
+func (c Cluster) MaxAge() time.Duration {
+	if c.BackupMaxAge > 0 {
+		return time.Duration(c.BackupMaxAge)
+	}
+	return DefaultBackupMaxAge
 }
 
 // Node is one host of a static inventory.
@@ -182,16 +214,54 @@ type Policy struct {
 	Cluster string `json:"cluster"`
 	// Schedule is a cron expression (used by schedulers that submit requests).
 	Schedule string `json:"schedule,omitempty"`
-	// KeepLast successful backups are kept; older managed ones are retired.
-	// Zero keeps every backup.
-	KeepLast     int  `json:"keep_last,omitempty"`
+	// Retention: which successful backups are kept; the managed snapshots of
+	// the others are deleted. A backup is kept when any rule keeps it; with
+	// no rule every backup is kept. The newest and held backups are always
+	// kept.
+	//
+	// KeepLast keeps the newest N backups; KeepWithin every backup younger
+	// than it; KeepDaily/Weekly/Monthly/Yearly the newest backup of each of
+	// the last N days, ISO weeks, months and years (UTC) that have one.
+	KeepLast    int      `json:"keep_last,omitempty"`
+	KeepWithin  Duration `json:"keep_within,omitempty"`
+	KeepDaily   int      `json:"keep_daily,omitempty"`
+	KeepWeekly  int      `json:"keep_weekly,omitempty"`
+	KeepMonthly int      `json:"keep_monthly,omitempty"`
+	KeepYearly  int      `json:"keep_yearly,omitempty"`
+	// CountPartial lets partial backups fill the slots of the keep rules;
+	// without it only keep_within, a hold, or being the newest keeps one.
+	CountPartial bool `json:"count_partial,omitempty"`
 	AllowPartial bool `json:"allow_partial,omitempty"`
+
+	// Hooks are commands run before the flush, after the snapshots are
+	// initiated, and once each job ended.
+	Hooks []Hook `json:"hooks,omitempty"`
 
 	// Timeouts; zero takes planner.Default….
 	FlushTimeout    Duration `json:"flush_timeout,omitempty"`
 	SnapshotTimeout Duration `json:"snapshot_timeout,omitempty"`
 	FinishTimeout   Duration `json:"finish_timeout,omitempty"`
 	JobTimeout      Duration `json:"job_timeout,omitempty"`
+}
+
+// Hook is a command a policy runs at one point of each job.
+type Hook struct {
+	Name string `json:"name"`
+	// Point is before, after or complete.
+	Point string `json:"point"`
+	// Scope is node (every node, through the cluster's executor; the
+	// default) or job (once, on a worker).
+	Scope string `json:"scope,omitempty"`
+	// Command is an argv; the first word an absolute path. No shell runs it
+	// unless it names one.
+	Command []string `json:"command"`
+	// Timeout stops each run; required, and within the phase it runs in.
+	Timeout Duration `json:"timeout"`
+	// OnError is fail (the default for before and after) or continue (the
+	// only choice for complete, which runs after the job ended).
+	OnError string `json:"on_error,omitempty"`
+	// Retries is how many more times a failed run is tried (at most 10).
+	Retries int `json:"retries,omitempty"`
 }
 
 // Load reads and validates a file.
@@ -227,6 +297,12 @@ func (c *Config) Validate() error {
 	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
 		add("nats.replicas %d: must be between 1 and 5", c.NATS.Replicas)
 	}
+	if c.NATS.AckWait != 0 && time.Duration(c.NATS.AckWait) < time.Second {
+		add("nats.ack_wait %s: must be at least 1s", time.Duration(c.NATS.AckWait))
+	}
+	if c.NATS.MaxDeliver < 0 || c.NATS.MaxDeliver > 1000 {
+		add("nats.max_deliver %d: must be between 1 and 1000", c.NATS.MaxDeliver)
+	}
 	clusters := map[string]bool{}
 	for i, cl := range c.Clusters {
 		where := fmt.Sprintf("clusters[%d]", i)
@@ -237,9 +313,9 @@ func (c *Config) Validate() error {
 		}
 		clusters[cl.Name] = true
 		switch cl.Executor {
-		case "", "ssh", "local":
+		case "", "ssh", "local", "agent":
 		default:
-			add("%s.executor %q: must be \"ssh\" or \"local\"", where, cl.Executor)
+			add("%s.executor %q: must be \"ssh\", \"agent\" or \"local\"", where, cl.Executor)
 		}
 		switch cl.Snapshotter {
 		case "", "ebs", "fs":
@@ -303,9 +379,19 @@ func (c *Config) Validate() error {
 		if !clusters[p.Cluster] {
 			add("%s.cluster %q: no such cluster", where, p.Cluster)
 		}
-		if p.KeepLast < 0 {
-			add("%s.keep_last %d: must not be negative", where, p.KeepLast)
+		for _, r := range []struct {
+			key string
+			n   int
+		}{{"keep_last", p.KeepLast}, {"keep_daily", p.KeepDaily}, {"keep_weekly", p.KeepWeekly},
+			{"keep_monthly", p.KeepMonthly}, {"keep_yearly", p.KeepYearly}} {
+			if r.n < 0 {
+				add("%s.%s %d: must not be negative", where, r.key, r.n)
+			}
 		}
+		if w := time.Duration(p.KeepWithin); w > 0 && w < time.Minute {
+			add("%s.keep_within %s: keeps nothing; use at least 1m", where, w)
+		}
+		errs = append(errs, p.validateHooks(where)...)
 	}
 	for i, cl := range c.Clusters {
 		if cl.DefaultPolicy != "" && !policies[cl.Name+"/"+cl.DefaultPolicy] {
@@ -355,4 +441,77 @@ func (c *Config) Replicas() int {
 		return 1
 	}
 	return c.NATS.Replicas
+}
+
+// Phase timeouts the hooks are checked against, where a policy sets none.
+const (
+	defaultFlushTimeout  = 10 * time.Minute
+	defaultFinishTimeout = 2 * time.Hour
+)
+
+// validateHooks names every problem of a policy's hooks.
+func (p Policy) validateHooks(where string) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	names := map[string]bool{}
+	for i, h := range p.Hooks {
+		hw := fmt.Sprintf("%s.hooks[%d]", where, i)
+		if err := messages.ValidateTarget("name", h.Name); err != nil {
+			add("%s.name: %w", hw, err)
+		} else if names[h.Name] {
+			add("%s.name %q: two hooks of the policy have this name", hw, h.Name)
+		}
+		names[h.Name] = true
+		var limit time.Duration
+		var phase string
+		switch h.Point {
+		case "before":
+			limit, phase = time.Duration(p.FlushTimeout), "flush_timeout"
+			if limit == 0 {
+				limit = defaultFlushTimeout
+			}
+		case "after", "complete":
+			limit, phase = time.Duration(p.FinishTimeout), "finish_timeout"
+			if limit == 0 {
+				limit = defaultFinishTimeout
+			}
+		default:
+			add("%s.point %q: must be before, after or complete", hw, h.Point)
+		}
+		switch h.Scope {
+		case "", "node", "job":
+		default:
+			add("%s.scope %q: must be node or job", hw, h.Scope)
+		}
+		switch {
+		case len(h.Command) == 0 || h.Command[0] == "":
+			add("%s.command: required", hw)
+		case !filepath.IsAbs(h.Command[0]):
+			add("%s.command %q: the program must be an absolute path", hw, h.Command[0])
+		}
+		for _, w := range h.Command {
+			if strings.IndexByte(w, 0) >= 0 {
+				add("%s.command: a word contains a NUL byte", hw)
+			}
+		}
+		t := time.Duration(h.Timeout)
+		switch {
+		case t <= 0:
+			add("%s.timeout: required, and more than zero", hw)
+		case limit > 0 && t > limit:
+			add("%s.timeout %s: longer than the policy's %s (%s) it runs within", hw, t, phase, limit)
+		}
+		switch h.OnError {
+		case "", "fail", "continue":
+		default:
+			add("%s.on_error %q: must be fail or continue", hw, h.OnError)
+		}
+		if h.Point == "complete" && h.OnError == "fail" {
+			add("%s.on_error fail: a complete hook runs after the job ended and cannot fail it; use continue", hw)
+		}
+		if h.Retries < 0 || h.Retries > 10 {
+			add("%s.retries %d: must be between 0 and 10", hw, h.Retries)
+		}
+	}
+	return errs
 }

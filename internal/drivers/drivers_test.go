@@ -90,23 +90,34 @@ func TestSettingsCarryEveryField(t *testing.T) {
 	require.Equal(t, ebs.Discovery{InstanceTags: map[string]string{"cassandra": "orders"}, Devices: []string{"/dev/xvdf"},
 		VolumeTags: map[string]string{"role": "data"}, IncludeRoot: true}, d)
 
-	pc := drivers.Cluster(cl)
+	agentCl := cl
+	agentCl.Executor = drivers.ExecutorAgent
+	pc := drivers.Cluster(agentCl)
 	requireAllSet(t, pc)
+	require.False(t, drivers.Cluster(cl).Agent, "an ssh cluster's node tasks go to workers")
 	clusterDirs := messages.NodeDirs{Data: []string{"/var/lib/cassandra/data"}, CommitLog: "/var/lib/cassandra/commitlog",
 		Hints: "/var/lib/cassandra/hints", SavedCaches: "/var/lib/cassandra/saved_caches", CDCRaw: "/var/lib/cassandra/cdc_raw"}
 	n1Dirs := clusterDirs
 	n1Dirs.Data = []string{"/data1", "/data2"}
-	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Dirs: &clusterDirs, Nodes: []messages.Node{
+	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Dirs: &clusterDirs, Nodes: []messages.Node{
 		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-east-1a", Dirs: &n1Dirs,
 			Volumes: []messages.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}}},
 		{Name: "n2", Volumes: []messages.Volume{{ID: "vol-2"}}, Dirs: &clusterDirs},
 	}}, pc)
 
-	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
+		KeepLast: 14, KeepWithin: config.Duration(48 * time.Hour), KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12, KeepYearly: 3,
+		CountPartial: true,
+		Hooks: []config.Hook{{Name: "resume", Point: "after", Command: []string{"/usr/local/bin/resume"},
+			Timeout: config.Duration(time.Minute), Retries: 2}},
 		FlushTimeout: config.Duration(time.Minute), SnapshotTimeout: config.Duration(2 * time.Minute),
 		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute)})
 	requireAllSet(t, p)
-	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
+		Retention: planner.Retention{KeepLast: 14, KeepWithin: 48 * time.Hour, KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12,
+			KeepYearly: 3, CountPartial: true},
+		Hooks: []messages.Hook{{Name: "resume", Point: messages.HookAfter, Scope: messages.ScopeNode,
+			Command: []string{"/usr/local/bin/resume"}, TimeoutMS: 60_000, OnError: messages.OnErrorFail, Retries: 2}},
 		FlushTimeout: time.Minute, SnapshotTimeout: 2 * time.Minute, FinishTimeout: 3 * time.Minute, JobTimeout: 4 * time.Minute}, p)
 }
 
@@ -208,4 +219,15 @@ func writeKey(t *testing.T, dir string) string {
 	path := filepath.Join(dir, "id_ed25519")
 	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(block), 0o600))
 	return path
+}
+
+func TestUsesEC2(t *testing.T) {
+	t.Parallel()
+	one := func(cl config.Cluster) *config.Config { return &config.Config{Clusters: []config.Cluster{cl}} }
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a"})), "ebs is the default snapshotter")
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "ebs"})))
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "fs",
+		Discovery: &config.Discovery{InstanceTags: map[string]string{"c": "a"}}})), "discovery calls EC2")
+	require.False(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "fs"})))
+	require.False(t, drivers.UsesEC2(&config.Config{}))
 }

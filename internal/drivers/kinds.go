@@ -17,6 +17,7 @@ import (
 const (
 	ExecutorSSH    = "ssh"
 	ExecutorLocal  = "local"
+	ExecutorAgent  = "agent"
 	SnapshotterEBS = "ebs"
 	SnapshotterFS  = "fs"
 )
@@ -25,6 +26,8 @@ const (
 var executors = map[string]func(Env, config.Cluster) (nodetool.Runner, io.Closer, error){
 	ExecutorSSH:   newSSH,
 	ExecutorLocal: func(Env, config.Cluster) (nodetool.Runner, io.Closer, error) { return &local.Runner{}, nil, nil },
+	// An agent runs its own node's commands on its own host.
+	ExecutorAgent: func(Env, config.Cluster) (nodetool.Runner, io.Closer, error) { return &local.Runner{}, nil, nil },
 }
 
 // snapshotters builds each snapshotter kind.
@@ -70,6 +73,17 @@ func newSSH(env Env, cl config.Cluster) (nodetool.Runner, io.Closer, error) {
 		return nil, nil, err
 	}
 	return ex, ex, nil
+}
+
+// UsesEC2 reports whether a cluster of cfg is snapshotted on EBS or
+// discovered in EC2: whether a process of this fleet calls EC2.
+func UsesEC2(cfg *config.Config) bool {
+	for _, cl := range cfg.Clusters {
+		if SnapshotterKind(cl) == SnapshotterEBS || cl.Discovery != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // NeedsHostKeys reports whether a cluster of cfg trusts SSH host keys on

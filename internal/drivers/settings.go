@@ -1,6 +1,7 @@
 package drivers
 
 import (
+	"slices"
 	"time"
 
 	"github.com/quiesce/quiesce/internal/config"
@@ -32,8 +33,8 @@ func Inventory(cfg *config.Config) planner.Inventory {
 
 // Cluster is what the planner needs of a configured cluster.
 func Cluster(cl config.Cluster) planner.Cluster {
-	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance, Nodes: Nodes(cl),
-		Dirs: Dirs(cl.Directories, nil)}
+	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance,
+		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl), Dirs: Dirs(cl.Directories, nil)}
 }
 
 // Dirs is a node's directories: node's fields where it sets them, else the
@@ -79,10 +80,39 @@ func Nodes(cl config.Cluster) []messages.Node {
 // Policy is the planner's copy of a configured policy.
 func Policy(p config.Policy) planner.Policy {
 	return planner.Policy{
-		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, KeepLast: p.KeepLast, AllowPartial: p.AllowPartial,
+		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
+		Retention: planner.Retention{KeepLast: p.KeepLast, KeepWithin: time.Duration(p.KeepWithin),
+			KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly,
+			CountPartial: p.CountPartial},
 		FlushTimeout: time.Duration(p.FlushTimeout), SnapshotTimeout: time.Duration(p.SnapshotTimeout),
 		FinishTimeout: time.Duration(p.FinishTimeout), JobTimeout: time.Duration(p.JobTimeout),
+		Hooks: PolicyHooks(p.Hooks),
 	}
+}
+
+// PolicyHooks are a policy's hooks as the planner stores them with each plan:
+// scope node and on_error fail (continue for complete hooks) where the file
+// says nothing.
+func PolicyHooks(hs []config.Hook) []messages.Hook {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]messages.Hook, 0, len(hs))
+	for _, h := range hs {
+		m := messages.Hook{Name: h.Name, Point: messages.HookPoint(h.Point), Scope: messages.ScopeNode,
+			Command: slices.Clone(h.Command), TimeoutMS: time.Duration(h.Timeout).Milliseconds(),
+			OnError: messages.OnErrorFail, Retries: h.Retries}
+		if h.Scope != "" {
+			m.Scope = messages.HookScope(h.Scope)
+		}
+		if h.OnError != "" {
+			m.OnError = messages.OnError(h.OnError)
+		} else if m.Point == messages.HookComplete {
+			m.OnError = messages.OnErrorContinue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // SSH is the SSH executor's settings for a cluster.

@@ -68,6 +68,7 @@ func (d *Driver) DeleteCopies(ctx context.Context, jobID string) (deleted []stri
 			switch {
 			case err == nil:
 				deleted = append(deleted, s.ID)
+			case errors.Is(err, worker.ErrSnapshotGone):
 			case errors.Is(err, worker.ErrSnapshotInUse):
 				kept = append(kept, err)
 			default:

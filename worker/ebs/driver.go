@@ -30,6 +30,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -65,6 +66,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Driver, error) {
 	return &Driver{cfg: cfg, opts: opts, c: c}, nil
 }
 
+var _ worker.RetakePacer = (*Driver)(nil)
+
+// RetakeAfter is how long after a failed snapshot of a volume began the
+// volume may be snapshotted again: EC2 asks for SnapshotRateDelay between
+// snapshot calls on one volume, and counts the failed snapshot until then.
+func (d *Driver) RetakeAfter() time.Duration { return SnapshotRateDelay }
+
 // Region is the cluster's region, where snapshots are taken.
 func (d *Driver) Region() string { return d.c.base.Region }
 
@@ -99,7 +107,8 @@ func (d *Driver) find(ctx context.Context, client *ec2.Client, filter map[string
 // the cluster says so, each volume's own tags). It is idempotent on the task
 // tag req.Tags[messages.TagTask]: volumes that already have a snapshot with
 // that tag are not snapshotted again, and their snapshots are returned with
-// the new ones.
+// the new ones. req.Fence is asked right before every create call, after
+// the look-up: an execution that lost its task's lease creates nothing.
 func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
 	task := req.Tags[messages.TagTask]
 	if task == "" {
@@ -131,21 +140,36 @@ func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker
 
 	var created []worker.Snapshot
 	if d.cfg.PerInstance && len(missing) > 1 && req.Node.InstanceID != "" {
-		created, err = d.createSet(ctx, req.Node, missing, tags)
+		created, err = d.createSet(ctx, req.Node, missing, tags, req.Fence)
 	} else {
-		created, err = d.createEach(ctx, req.Node, missing, tags)
+		created, err = d.createEach(ctx, req.Node, missing, tags, req.Fence)
 	}
 	out := append(existing, created...)
 	sortSnapshots(out)
 	return out, err
 }
 
+// fenced asks fence, when there is one, right before a create call: a task
+// execution that lost its lease must not create.
+func fenced(ctx context.Context, op string, fence func(context.Context) error) error {
+	if fence == nil {
+		return nil
+	}
+	if err := fence(ctx); err != nil {
+		return &Error{Op: op, code: CodeLeaseLost, err: err}
+	}
+	return nil
+}
+
 // createEach takes one CreateSnapshot per volume. A failure part-way leaves
 // the earlier snapshots tagged with the task, so the retry creates only the
 // rest.
-func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string) ([]worker.Snapshot, error) {
+func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string, fence func(context.Context) error) ([]worker.Snapshot, error) {
 	var out []worker.Snapshot
 	for _, v := range vols {
+		if err := fenced(ctx, "CreateSnapshot", fence); err != nil {
+			return out, err
+		}
 		t := tags
 		if d.cfg.CopyVolumeTags {
 			t = withVolumeTags(tags, v.Tags)
@@ -174,7 +198,7 @@ func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []mess
 // createSet takes one crash-consistent CreateSnapshots set of the node's
 // selected data volumes: the boot volume and every attached data volume not
 // asked for are excluded.
-func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string) ([]worker.Snapshot, error) {
+func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string, fence func(context.Context) error) ([]worker.Snapshot, error) {
 	client := d.c.home()
 	inst, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{node.InstanceID}})
 	if err != nil {
@@ -231,6 +255,9 @@ func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messa
 	}
 	if d.cfg.CopyVolumeTags {
 		in.CopyTagsFromSource = types.CopyTagsFromSourceVolume
+	}
+	if err := fenced(ctx, "CreateSnapshots", fence); err != nil {
+		return nil, err
 	}
 	res, err := client.CreateSnapshots(ctx, in)
 	if err != nil {
@@ -302,7 +329,8 @@ func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.
 }
 
 // Delete deletes a snapshot of the cluster's region that carries
-// quiesce:managed=true. A snapshot already gone is success; one without the
+// quiesce:managed=true. A snapshot already gone is worker.ErrSnapshotGone
+// (success, for the caller, but not a deletion of its own); one without the
 // managed tag is never touched (worker.ErrNotManaged); one that an AMI or
 // volume still uses is worker.ErrSnapshotInUse. Both refusals are permanent.
 func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
@@ -313,7 +341,7 @@ func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error 
 	client := d.c.region(region)
 	s, err := d.describeIn(ctx, client, snapshotID)
 	if apiCode(err) == CodeSnapshotNotFound {
-		return nil
+		return gone(snapshotID, region)
 	}
 	if err != nil {
 		return err
@@ -323,9 +351,14 @@ func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error 
 	}
 	_, err = client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
 	if apiCode(err) == CodeSnapshotNotFound {
-		return nil
+		return gone(snapshotID, region)
 	}
 	return classify("DeleteSnapshot", err)
+}
+
+// gone says a snapshot to delete was deleted already.
+func gone(snapshotID, region string) error {
+	return fmt.Errorf("snapshot %s in %s: %w", snapshotID, region, worker.ErrSnapshotGone)
 }
 
 // notManaged refuses to act on a snapshot without quiesce:managed=true.

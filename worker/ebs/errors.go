@@ -33,7 +33,18 @@ const (
 	CodeNotManaged = "NotManaged"
 	// CodeIncompleteSet: EC2 returned fewer snapshots than volumes asked for.
 	CodeIncompleteSet = "IncompleteSnapshotSet"
+	// CodeLeaseLost: the driver created nothing because the task's
+	// execution no longer held its lease.
+	CodeLeaseLost = "LeaseLost"
 )
+
+// Operations lists every EC2 API operation the driver and the discoverer
+// call: the op label of the errors they report, which a process's metrics
+// start at zero.
+var Operations = []string{
+	"DescribeInstances", "DescribeVolumes", "DescribeSnapshots",
+	"CreateSnapshot", "CreateSnapshots", "CopySnapshot", "DeleteSnapshot",
+}
 
 // SnapshotRateDelay is the least a task waits after EC2 refused a snapshot
 // for a per-volume or concurrency limit: EC2 asks for 15 s between snapshot

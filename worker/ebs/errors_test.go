@@ -1,6 +1,7 @@
 package ebs
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -136,11 +137,11 @@ func TestDeleteGuards(t *testing.T) {
 		{desc: "managed=false is not managed",
 			describe: fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", "completed", map[string]string{messages.TagManaged: "false"}) + "</snapshotSet>"},
 			wantErr:  worker.ErrNotManaged, permanent: true, wantCode: "NotManaged"},
-		{desc: "already gone on describe is success",
-			describe: fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}},
-		{desc: "gone between describe and delete is success",
+		{desc: "already gone on describe says so",
+			describe: fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}, wantErr: worker.ErrSnapshotGone},
+		{desc: "gone between describe and delete says so",
 			describe: fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", "completed", managed) + "</snapshotSet>"},
-			del:      fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}, deleteCalled: true},
+			del:      fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}, deleteCalled: true, wantErr: worker.ErrSnapshotGone},
 		{desc: "in use by an AMI is reported",
 			describe: fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", "completed", managed) + "</snapshotSet>"},
 			del:      fakeAnswer{status: 400, code: "InvalidSnapshot.InUse"}, deleteCalled: true,
@@ -260,4 +261,39 @@ func TestCreateReusesTaskSnapshot(t *testing.T) {
 	require.Equal(t, "snap-1", snaps[0].ID)
 	require.Zero(t, f.count("CreateSnapshot"))
 	require.Equal(t, "tag:quiesce:task", f.requests("DescribeSnapshots")[0].Get("Filter.1.Name"))
+}
+
+// EC2 takes no idempotency token, so the fence is what keeps an execution
+// that lost its task's lease from creating: it is asked after the look-up,
+// right before the create call, and a lost lease sends no CreateSnapshot.
+func TestCreateAsksTheFenceBeforeCreating(t *testing.T) {
+	t.Parallel()
+	f := newFakeEC2(t)
+	task := "c1-000000000001.snapshot.vol-1"
+	f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet></snapshotSet>"})
+	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-1</volumeId><status>pending</status>"})
+	d := fakeDriver(t, f, fastOptions())
+	req := createRequest(task, "vol-1")
+	looked := 0
+	req.Fence = func(context.Context) error {
+		looked = f.count("DescribeSnapshots")
+		return worker.ErrLeaseLost
+	}
+	_, err := d.Create(t.Context(), req)
+	require.ErrorIs(t, err, worker.ErrLeaseLost)
+	require.Equal(t, CodeLeaseLost, errclass.Code(err))
+	require.Zero(t, f.count("CreateSnapshot"), "nothing created without the lease")
+	require.Equal(t, 1, looked, "asked after the look-up")
+
+	req.Fence = func(context.Context) error { return nil }
+	snaps, err := d.Create(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, "snap-2", snaps[0].ID)
+}
+
+// A failed snapshot counts against the volume until EC2's spacing passed.
+func TestRetakeAfterIsEC2sSpacing(t *testing.T) {
+	t.Parallel()
+	var p worker.RetakePacer = fakeDriver(t, newFakeEC2(t), fastOptions())
+	require.Equal(t, SnapshotRateDelay, p.RetakeAfter())
 }

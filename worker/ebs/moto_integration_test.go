@@ -381,7 +381,7 @@ func TestMotoGuardedDelete(t *testing.T) {
 	gone, err := d.Find(t.Context(), map[string]string{messages.TagManaged: "true"})
 	require.NoError(t, err)
 	require.Empty(t, gone)
-	require.NoError(t, d.Delete(t.Context(), ours[0].ID), "already gone is success")
+	require.ErrorIs(t, d.Delete(t.Context(), ours[0].ID), worker.ErrSnapshotGone, "already gone says so")
 }
 
 // TestMotoThrottledCreateRetried: EC2 answers RequestLimitExceeded to the

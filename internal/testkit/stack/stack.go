@@ -216,7 +216,12 @@ func (s *Stack) StartWorker(drivers worker.Drivers) (*Worker, error) {
 		if err != nil {
 			return err
 		}
-		w = worker.New(js, h.Jobs, drivers, s.cfg.Worker)
+		cfg := s.cfg.Worker
+		if cfg.Leases == nil && h.Leases != nil {
+			// Snapshot tasks take their leases, as in production.
+			cfg.Leases = h.Leases
+		}
+		w = worker.New(js, h.Jobs, drivers, cfg)
 		if err := w.Start(ctx); err != nil {
 			// A worker bound to some kinds before it failed holds their
 			// consumers; let them go before the next attempt.
