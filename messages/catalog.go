@@ -151,7 +151,7 @@ func DecodeListing(data []byte) (Listing, error) {
 	return l, nil
 }
 
-// DecodeNodeFacts reads a node's facts object.
+// DecodeNodeFacts reads a node's facts, as stored in the jobs bucket.
 func DecodeNodeFacts(data []byte) (NodeFacts, error) {
 	var f NodeFacts
 	if err := json.Unmarshal(data, &f); err != nil {
