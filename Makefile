@@ -10,7 +10,7 @@ CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassan
 # Packages with tests under the `prometheus` build tag: the Prometheus tier.
 PROMETHEUS_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bprometheus\b' . | xargs -r -n1 dirname | sort -u)
 
-.PHONY: all build demo test test-integration test-cassandra test-prometheus test-chaos bench bench-fleet fuzz lint promtool ci clean
+.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-prometheus test-chaos bench bench-fleet fuzz lint promtool ci clean
 
 all: build
 
@@ -20,6 +20,12 @@ build:
 ## demo: back up a simulated 3-node cluster on an embedded JetStream server.
 demo: build
 	./bin/quiesce demo
+
+## demo-cassandra: the demo's story on three real Apache Cassandra 5.0.6 nodes (Java 17,
+## and Maven the first time; see test-cassandra): backups while a writer writes, the
+## barrier, the snapshots, the catalog, retention.
+demo-cassandra:
+	$(GO) test -count=1 -tags cassandra -timeout 20m -run '^TestDemo$$' -v ./internal/suite/e2e/
 
 ## test: unit and in-process tests against the real embedded nats-server, with the race detector.
 test:
@@ -34,10 +40,12 @@ test-integration:
 ## (internal/testkit/cassandra): needs Java 17, and Maven the first time, to resolve
 ## cassandra-all's classpath into ~/.cache/quiesce; each test skips with a message naming
 ## what to install when they are missing. A node takes ~1 GiB and ~10 s to start, so
-## packages run one at a time (-p 1).
+## packages run one at a time (-p 1). The backups of internal/suite/e2e run here too,
+## their SSH executor behind a real sshd (apt-get install openssh-server); its TestDemo
+## is make demo-cassandra.
 test-cassandra:
 	@test -n "$(CASSANDRA_PKGS)" || { echo "no tests under the cassandra build tag"; exit 1; }
-	$(GO) test -race -count=1 -p 1 -tags cassandra -timeout 30m $(CASSANDRA_PKGS)
+	$(GO) test -race -count=1 -p 1 -tags cassandra -timeout 40m -skip '^TestDemo$$' $(CASSANDRA_PKGS)
 
 ## test-prometheus: a real Prometheus and Alertmanager alert on running quiesce processes
 ## driven into each condition an alert is for, and a healthy fleet fills every dashboard
@@ -91,7 +99,7 @@ promtool:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 
-ci: lint test test-integration test-cassandra test-prometheus promtool demo
+ci: lint test test-integration test-cassandra test-prometheus promtool demo demo-cassandra
 
 clean:
 	rm -rf bin

@@ -148,7 +148,9 @@ type JobRequest struct {
 	Mode Mode `json:"mode,omitempty"`
 	// Tag overrides the Cassandra snapshot tag (default "quiesce-<job id>").
 	Tag string `json:"tag,omitempty"`
-	// Keyspaces limits the Cassandra snapshot to these keyspaces (default all).
+	// Keyspaces limits the Cassandra snapshot to these keyspaces, and the
+	// system keyspaces a restore of them needs (system_schema, system);
+	// default all, the system ones included.
 	Keyspaces   []string  `json:"keyspaces,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
@@ -260,6 +262,21 @@ type Node struct {
 	DC      string   `json:"dc,omitempty"`
 	Region  string   `json:"region,omitempty"`
 	Volumes []Volume `json:"volumes"`
+	// Dirs are where Cassandra keeps its files on the node, when known
+	// (configured, or found by an earlier backup). The flush syncs the file
+	// systems holding Dirs.Data; a restore empties the others.
+	Dirs *NodeDirs `json:"dirs,omitempty"`
+}
+
+// NodeDirs are a Cassandra node's directories, as its cassandra.yaml sets
+// them: data_file_directories, commitlog_directory, hints_directory,
+// saved_caches_directory and cdc_raw_directory. Every path is absolute.
+type NodeDirs struct {
+	Data        []string `json:"data,omitempty"`
+	CommitLog   string   `json:"commitlog,omitempty"`
+	Hints       string   `json:"hints,omitempty"`
+	SavedCaches string   `json:"saved_caches,omitempty"`
+	CDCRaw      string   `json:"cdc_raw,omitempty"`
 }
 
 // Volume is one data volume of a node.
@@ -298,8 +315,16 @@ type Task struct {
 	// deletes.
 	Retire []string `json:"retire,omitempty"`
 	// Expect is how many snapshots an await task waits for.
-	Expect   int       `json:"expect,omitempty"`
-	DryRun   bool      `json:"dry_run,omitempty"`
+	Expect int  `json:"expect,omitempty"`
+	DryRun bool `json:"dry_run,omitempty"`
+	// Facts asks a clear task to gather the node's facts for the catalog
+	// (NodeFacts) before it clears the tag: set on the clear that follows
+	// a node's volume snapshots in a job that is still running.
+	Facts bool `json:"facts,omitempty"`
+	// Flushed tells a clear task that the node's flush reported success, or
+	// that the job began under a release whose flushes recorded no intent
+	// (IntentKey): the tag is to be cleared even when no intent is found.
+	Flushed  bool      `json:"flushed,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
 	// Hook is the command a hook task runs; Outcome (complete hooks) is
 	// how its job ended, and Listing the object naming its snapshots.
@@ -387,6 +412,39 @@ type TaskResult struct {
 	// the catalog's source: a job of tens of thousands of volumes would not
 	// fit in one event.
 	Listing string `json:"listing,omitempty"`
+	// Flush says what a flush did to make its snapshot trustworthy.
+	Flush *FlushReport `json:"flush,omitempty"`
+	// Clear says what a clear found on the node.
+	Clear *ClearReport `json:"clear,omitempty"`
+}
+
+// FlushReport is what a successful flush verified and made durable.
+type FlushReport struct {
+	// Tag is the snapshot tag nodetool reported it created ("Snapshot
+	// directory: TAG").
+	Tag string `json:"tag"`
+	// Again is set when the tag was already on the node from an earlier
+	// attempt of the same job (a redelivered flush), not created now.
+	Again bool `json:"again,omitempty"`
+	// Synced lists the directories whose file systems were synced (sync -f)
+	// after the snapshot, so its hard links had reached the volumes before
+	// the flush reported success. SyncedAll is set when every file system of
+	// the node was synced instead (sync), its data directories being unknown.
+	Synced    []string `json:"synced,omitempty"`
+	SyncedAll bool     `json:"synced_all,omitempty"`
+}
+
+// ClearReport is what a clear task found and did on its node.
+type ClearReport struct {
+	// Cleared is false when the job never ran nodetool snapshot on the node
+	// (its flush did not get that far), or found the tag there already and
+	// left it alone as someone else's: there was nothing of the job's to
+	// clear.
+	Cleared bool   `json:"cleared"`
+	Note    string `json:"note,omitempty"`
+	// Facts names the key of the jobs bucket holding the node's facts
+	// (NodeFactsKey) when the task gathered them.
+	Facts string `json:"facts,omitempty"`
 }
 
 // TaskRetry is the event a worker publishes on SubjectTaskRetry(job, kind)
@@ -571,6 +629,17 @@ type Backup struct {
 	// brings back only the nodes it has.
 	Partial      bool     `json:"partial,omitempty"`
 	MissingNodes []string `json:"missing_nodes,omitempty"`
+	// Keyspaces are the keyspaces the Cassandra snapshot holds; empty for
+	// every keyspace.
+	Keyspaces []string `json:"keyspaces,omitempty"`
+	// Topology is what a restore needs to rebuild the cluster without the
+	// original: the cluster's settings and schema, each node's identity,
+	// tokens and directories, each volume, and what each node's snapshot
+	// holds. Like Nodes, it lives in the manifest of a large backup.
+	Topology *Topology `json:"topology,omitempty"`
+	// Warnings say what the record lacks (a node whose facts could not be
+	// gathered, say).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // HookRun is the last result of one hook task, kept beside its job's record

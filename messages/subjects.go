@@ -3,6 +3,7 @@ package messages
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 )
 
@@ -183,3 +184,27 @@ type Control struct {
 
 // ControlSchema versions Control.
 const ControlSchema = "quiesce.control/v1"
+
+// IntentKey is where, in the jobs bucket, a flush records that it is about
+// to run nodetool snapshot on a node: the proof that a tag found on the node
+// later is the job's own, and what tells the clean-up there is a tag to
+// clear.
+func IntentKey(jobID, node string) string {
+	return jobID + ".intent." + node
+}
+
+// NodeFactsKey is where, in the jobs bucket, a node's facts (NodeFacts),
+// gathered by its clear task for the catalog, are kept. Facts too large for
+// one value are split over NodeFactsPartKey 1..n, and the key holds a
+// NodeFacts that says how many parts there are (Parts) and their digest.
+// Node names and job IDs have no dots: <job>.facts.* matches every node's
+// key and no part's.
+func NodeFactsKey(jobID, node string) string {
+	return jobID + ".facts." + node
+}
+
+// NodeFactsPartKey is the key of part i (from 1) of a node's facts too
+// large for one value of the jobs bucket.
+func NodeFactsPartKey(jobID, node string, i int) string {
+	return NodeFactsKey(jobID, node) + "." + strconv.Itoa(i)
+}

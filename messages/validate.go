@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -25,6 +26,9 @@ var (
 	// Node names and volume IDs become subject tokens and task ID parts.
 	targetPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 	jobIDPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}-[0-9a-f]{12}$`)
+	// Directories on a node that reach its shell: absolute, and nothing a
+	// shell or an option parser could read as more than a path.
+	dirPattern = regexp.MustCompile(`^/[A-Za-z0-9_./@+,:=-]*$`)
 	// RFC 3339 date-time as JSON Schema's "date-time" and Go's time
 	// package both read it: upper-case T and Z, a dot before fractions,
 	// offsets of at most 23:59.
@@ -37,6 +41,9 @@ const (
 	MaxReasonChars      = 1024
 	MaxRequestedByChars = 256
 )
+
+// maxDir bounds a directory's path.
+const maxDir = 1024
 
 // MaxJobRequestBytes bounds a JobRequest's encoded size.
 const MaxJobRequestBytes = 64 << 10
@@ -118,6 +125,36 @@ func ValidateTarget(field, s string) error {
 		return &FieldError{field, s, "must match " + targetPattern.String()}
 	}
 	return nil
+}
+
+// ValidateDir checks a directory of a node (a data directory, say): an
+// absolute, clean path of letters, digits and _ . / @ + , : = -, with no
+// "." or ".." component.
+func ValidateDir(field, s string) error {
+	if len(s) > maxDir || !dirPattern.MatchString(s) {
+		return &FieldError{field, s, fmt.Sprintf("must be an absolute path of at most %d bytes matching %s", maxDir, dirPattern)}
+	}
+	if path.Clean(s) != s {
+		return &FieldError{field, s, "must be a clean path (no //, trailing /, . or .. component)"}
+	}
+	return nil
+}
+
+// Validate checks every directory of d.
+func (d NodeDirs) Validate() error {
+	var errs []error
+	for _, p := range d.Data {
+		errs = append(errs, ValidateDir("data directory", p))
+	}
+	for _, x := range []struct{ field, path string }{
+		{"commitlog directory", d.CommitLog}, {"hints directory", d.Hints},
+		{"saved caches directory", d.SavedCaches}, {"cdc_raw directory", d.CDCRaw},
+	} {
+		if x.path != "" {
+			errs = append(errs, ValidateDir(x.field, x.path))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ValidateRequestID checks a request ID.

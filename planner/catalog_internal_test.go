@@ -57,7 +57,9 @@ func TestCatalogIsWrittenFromTheListing(t *testing.T) {
 	res, err := e.writeCatalog(ctx, p, r)
 	require.NoError(t, err)
 	require.Empty(t, res.failed)
-	require.Equal(t, []string{"volume v2 has more than one snapshot of this job; the earliest is catalogued"}, res.warnings)
+	require.Equal(t, []string{"volume v2 has more than one snapshot of this job; the earliest is catalogued",
+		"catalog: no facts gathered for node n1, n2: the catalog lacks their topology"}, res.warnings,
+		"and the job says what its catalog record lacks")
 
 	backups, err := Backups(ctx, env.H.Catalog, "c1")
 	require.NoError(t, err)

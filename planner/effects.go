@@ -54,11 +54,16 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 	case fxReclear:
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
-		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))
+		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout), r.Flushed.has(fx.Node), false)
 		t.ID += reclearSuffix + strconv.Itoa(fx.Seq)
 		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	case fxClear:
-		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{p.clearTask(fx.Node, now.Add(cleanupTaskTimeout))})
+		// The clear that follows a node's snapshots in a running job
+		// gathers the node's facts for the catalog first; a clean-up's
+		// only clears.
+		facts := !r.Phase.Terminal() && p.Mode == messages.ModeApplication
+		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout), r.Flushed.has(fx.Node), facts)
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	case fxAwait:
 		expect := 0
 		for j, u := range p.Units {
@@ -141,15 +146,17 @@ func (e *engine) publishTasks(ctx context.Context, p *Plan, tasks []messages.Tas
 }
 
 // writeCatalog stores the backup's catalog record: the nodes that flushed,
-// the tag, and every snapshot as the await task last saw it, when every one
-// had completed. That listing is the record's one source of snapshots.
+// the tag, every snapshot as the await task last saw it, when every one
+// had completed, and the cluster's topology. That listing is the record's
+// one source of snapshots and volumes; the nodes' facts, gathered by their
+// clear tasks before the catalog is written, are the source of the rest.
 func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectResult, error) {
 	var res effectResult
-	refs, err := e.listing(ctx, r)
+	listing, err := e.listing(ctx, r)
 	if err != nil {
 		return res, err
 	}
-	refs, dups := oneSnapshotPerVolume(refs)
+	refs, dups := oneSnapshotPerVolume(listing.Snapshots)
 	for _, v := range dups {
 		res.warnings = append(res.warnings, fmt.Sprintf("volume %s has more than one snapshot of this job; the earliest is catalogued", v))
 	}
@@ -160,7 +167,7 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	b := messages.Backup{
 		Schema: messages.BackupSchema, JobID: r.ID, Cluster: r.Cluster, Policy: r.Policy, Mode: r.Mode,
 		Tag: r.Tag, StartedAt: r.CreatedAt, FinishedAt: e.now(), Snapshots: refs,
-		Partial: r.partial(p),
+		Partial: r.partial(p), Keyspaces: p.Keyspaces,
 	}
 	if b.Partial {
 		b.MissingNodes = r.missingNodes(p)
@@ -172,6 +179,16 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	}
 	b.NodeCount, b.SnapshotCount = len(b.Nodes), len(b.Snapshots)
 	b.Regions = snapshotRegions(refs)
+	facts, warnings, err := e.nodeFacts(ctx, p, r, b.Nodes)
+	if err != nil {
+		return res, err
+	}
+	b.Topology = buildTopology(b.Nodes, facts, listing.Volumes)
+	b.Warnings = append(append(b.Warnings, listing.Warnings...), warnings...)
+	// The job says what its catalog record lacks, where operators look.
+	for _, w := range b.Warnings {
+		res.warnings = append(res.warnings, "catalog: "+w)
+	}
 	data, err := json.Marshal(&b)
 	if err != nil {
 		return res, err
@@ -183,7 +200,7 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 		if _, err := e.h.Manifests.PutBytes(ctx, key, data); err != nil {
 			return res, fmt.Errorf("store manifest: %w", err)
 		}
-		b.Nodes, b.Snapshots, b.MissingNodes, b.Manifest = nil, nil, nil, key
+		b.Nodes, b.Snapshots, b.MissingNodes, b.Topology, b.Manifest = nil, nil, nil, nil, key
 		if data, err = json.Marshal(&b); err != nil {
 			return res, err
 		}
@@ -208,28 +225,28 @@ func snapshotRegions(refs []messages.SnapshotRef) []string {
 // listing reads the snapshots the await task stored. A record whose await
 // ended under the previous release has no listing: its snapshot tasks'
 // results, kept beside the record, stand in.
-func (e *engine) listing(ctx context.Context, r *record) ([]messages.SnapshotRef, error) {
+func (e *engine) listing(ctx context.Context, r *record) (messages.Listing, error) {
 	if r.Listing == "" {
 		refs, results, err := e.legacySnapshotRefs(ctx, r.ID)
 		if err != nil {
-			return nil, err
+			return messages.Listing{}, err
 		}
 		// A listing can come up short (a stream replica still catching
 		// up after a restart): fail the effect, to be retried.
 		if want := r.SnapDone.count(); results < want {
-			return nil, fmt.Errorf("catalog: %d of %d snapshot task results visible", results, want)
+			return messages.Listing{}, fmt.Errorf("catalog: %d of %d snapshot task results visible", results, want)
 		}
-		return refs, nil
+		return messages.Listing{Schema: messages.ListingSchema, Snapshots: refs}, nil
 	}
 	data, err := e.h.Plans.GetBytes(ctx, r.Listing)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot listing %s: %w", r.Listing, err)
+		return messages.Listing{}, fmt.Errorf("snapshot listing %s: %w", r.Listing, err)
 	}
-	var refs []messages.SnapshotRef
-	if err := json.Unmarshal(data, &refs); err != nil {
-		return nil, fmt.Errorf("snapshot listing %s: %w", r.Listing, err)
+	l, err := messages.DecodeListing(data)
+	if err != nil {
+		return messages.Listing{}, fmt.Errorf("snapshot listing %s: %w", r.Listing, err)
 	}
-	return refs, nil
+	return l, nil
 }
 
 // oneSnapshotPerVolume keeps the earliest snapshot of each volume. Two

@@ -420,3 +420,76 @@ func TestRejectionEchoesBoundedValues(t *testing.T) {
 	require.Contains(t, rej.RequestID, "(10240 bytes)")
 	require.Contains(t, rej.Reason, "reason: is 2000 characters, more than 1024")
 }
+
+// The catalog record of a backup holds the cluster's topology: what each
+// node said about itself and what its snapshot holds (gathered by its clear
+// task), the schema's CQL once, and every volume.
+func TestCatalogHoldsTheTopology(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 3, volumes: 2})
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "topology-1"))
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+
+	backups, err := planner.Backups(context.Background(), b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	topo := backups[0].Topology
+	require.NotNil(t, topo)
+	require.Empty(t, backups[0].Warnings)
+	require.Equal(t, "fake", topo.ClusterName)
+	require.Equal(t, "org.apache.cassandra.dht.Murmur3Partitioner", topo.Partitioner)
+	require.Equal(t, "5.0.6", topo.CassandraVersion)
+	require.Equal(t, 2, topo.NumTokens)
+	require.Equal(t, "CREATE KEYSPACE IF NOT EXISTS ks1 WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': '3'};\n"+
+		"CREATE TABLE IF NOT EXISTS ks1.t1 (id int PRIMARY KEY) WITH ID = 5a1c395e-0b4a-11f0-a5a2-c3f0d1e2f3a4;\n", topo.Schema)
+	require.Len(t, topo.Nodes, 3)
+	for _, n := range topo.Nodes {
+		require.NotEmpty(t, n.HostID, n.Node)
+		require.Equal(t, []string{"/fake/" + n.Node + "/data"}, n.Dirs.Data, "found by datapaths: none configured")
+		require.Len(t, n.Tables, 1, n.Node)
+		require.Equal(t, 8, n.Tables[0].Files)
+		require.Empty(t, n.Tables[0].CQL, "the schema is kept once, not per node")
+	}
+	require.Len(t, topo.Volumes, 6)
+	require.Equal(t, messages.VolumeFacts{VolumeID: "vol-1-1", Node: "node-1", AZ: "fake-1a", SizeGiB: 10, Type: "gp3", IOPS: 3000,
+		Throughput: 125, MountPoint: "/unused"}, topo.Volumes[0], "as the driver described it, with the inventory's mount point")
+
+	// Every flush synced every file system of its node (no data
+	// directories known); the next job knows them from this catalog and
+	// syncs only theirs.
+	for n := 1; n <= 3; n++ {
+		require.Equal(t, [][]string{nil}, b.tool.SyncedOn(fmt.Sprintf("node-%d", n)))
+	}
+	job2 := b.env.Submit(t, testenv.Request("c1", "topology-2"))
+	require.Equal(t, messages.PhaseSucceeded, b.env.WaitTerminal(t, job2, jobTimeout).Phase)
+	require.Equal(t, [][]string{nil, {"/fake/node-2/data"}}, b.tool.SyncedOn("node-2"))
+}
+
+// A node that could not be reached fails the job; the job's clean-up has
+// nothing to clear there (its flush never ran nodetool), so the job shows
+// one failure, the flush, and no failed clear or warning about its tag.
+func TestUnreachableNodeIsOneFailureNotTwo(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 3, volumes: 1})
+	b.tool.Fail = func(node string) error {
+		if node == "node-3" {
+			return errclass.Permanent(errclass.NotRun(errors.New("ssh: dial tcp 10.0.0.3:22: connect: connection refused")))
+		}
+		return nil
+	}
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "unreachable"))
+	j := b.env.WaitTerminal(t, job, jobTimeout)
+	require.Equal(t, messages.PhaseFailed, j.Phase)
+	j = b.env.WaitFor(t, job, jobTimeout, func(j messages.Job) bool { return j.Progress.Cleared == 3 })
+	require.Len(t, j.Failures, 1, "%+v", j.Failures)
+	require.Equal(t, messages.KindFlush, j.Failures[0].Kind)
+	require.Equal(t, "node-3", j.Failures[0].Target)
+	require.Zero(t, j.Progress.ClearFailed)
+	require.Empty(t, j.Warnings)
+	for n := 1; n <= 3; n++ {
+		require.Empty(t, b.tool.TagsOn(fmt.Sprintf("node-%d", n)))
+	}
+}

@@ -130,6 +130,10 @@ type Cluster struct {
 	Agent bool
 	// Nodes is the static inventory that StaticDiscoverer returns.
 	Nodes []messages.Node
+	// Dirs are the Cassandra directories of every node that does not give
+	// its own (a node found by EC2 discovery, say); nil when not
+	// configured.
+	Dirs *messages.NodeDirs
 }
 
 // Inventory is the clusters and policies a planner plans jobs for.

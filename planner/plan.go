@@ -3,6 +3,7 @@ package planner
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/quiesce/quiesce/messages"
@@ -22,6 +23,10 @@ type Plan struct {
 	Units     []SnapshotUnit      `json:"units"`
 	Created   time.Time           `json:"created"`
 	Request   messages.JobRequest `json:"request"`
+	// Intents is set on plans of releases whose flushes record their
+	// intent (messages.IntentKey): a clear that finds none there has
+	// nothing to clear. A plan without it clears every node's tag.
+	Intents bool `json:"intents,omitempty"`
 	// Agent: the node tasks go to each node's agent (Cluster.Agent).
 	Agent bool `json:"agent,omitempty"`
 
@@ -57,7 +62,7 @@ func BuildPlan(req messages.JobRequest, policy Policy, nodes []messages.Node, pe
 	}
 	p := &Plan{
 		JobID: jobID, Cluster: req.Cluster, Policy: policy, Mode: mode, Tag: tag,
-		Keyspaces: req.Keyspaces, Nodes: nodes, Created: now, Request: req,
+		Keyspaces: SnapshotKeyspaces(req.Keyspaces), Nodes: nodes, Created: now, Request: req, Intents: true,
 	}
 	seenNode := make(map[string]bool, len(nodes))
 	seenVol := make(map[string]bool, len(nodes)*4)
@@ -72,6 +77,11 @@ func BuildPlan(req messages.JobRequest, policy Policy, nodes []messages.Node, pe
 		seenNode[n.Name] = true
 		if len(n.Volumes) == 0 {
 			return nil, fmt.Errorf("node %q has no data volumes", n.Name)
+		}
+		if n.Dirs != nil {
+			if err := n.Dirs.Validate(); err != nil {
+				return nil, fmt.Errorf("node %q: %w", n.Name, err)
+			}
 		}
 		for _, v := range n.Volumes {
 			if err := messages.ValidateTarget("volume", v.ID); err != nil {
@@ -97,6 +107,33 @@ func BuildPlan(req messages.JobRequest, policy Policy, nodes []messages.Node, pe
 	p.Units = units
 	p.index()
 	return p, nil
+}
+
+// RestoreKeyspaces are the system keyspaces a snapshot limited to some
+// keyspaces takes as well, because a restore of those needs them:
+// system_schema holds the schema as it was at the barrier, whose table IDs
+// name the data directories (without it a restore keeps the schema of the
+// moment it runs, columns added since included); system holds the node's
+// identity (system.local: host ID, tokens, cluster name), for a restore into
+// a new cluster that keeps host IDs. system_auth, system_distributed and
+// system_traces are left out: roles and permissions are restored with the
+// whole cluster, the others hold nothing a restore needs.
+var RestoreKeyspaces = []string{"system_schema", "system"}
+
+// SnapshotKeyspaces returns the keyspaces a job's snapshot names: none (every
+// keyspace) when the request names none, else the request's and
+// RestoreKeyspaces, each once, in that order.
+func SnapshotKeyspaces(requested []string) []string {
+	if len(requested) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(requested)+len(RestoreKeyspaces))
+	for _, ks := range append(append([]string(nil), requested...), RestoreKeyspaces...) {
+		if !slices.Contains(out, ks) {
+			out = append(out, ks)
+		}
+	}
+	return out
 }
 
 // index builds the lookup tables a loaded plan needs.
@@ -156,10 +193,14 @@ func (p *Plan) flushTask(i int, deadline time.Time) messages.Task {
 	return t
 }
 
-func (p *Plan) clearTask(i int, deadline time.Time) messages.Task {
+// clearTask clears node i's tag. flushed says the node's flush reported
+// success; facts asks the task to gather the node's facts for the catalog.
+func (p *Plan) clearTask(i int, deadline time.Time, flushed, facts bool) messages.Task {
 	t := p.baseTask(messages.KindClear, p.Nodes[i].Name, deadline)
 	n := p.Nodes[i]
 	t.Node = &n
+	t.Flushed = flushed || !p.Intents
+	t.Facts = facts
 	return t
 }
 

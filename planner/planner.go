@@ -401,6 +401,7 @@ func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, err
 	if err != nil {
 		return nil, fmt.Errorf("discover cluster %q: %w", req.Cluster, err)
 	}
+	nodes = p.withKnownDirs(ctx, req.Cluster, withClusterDirs(nodes, cl.Dirs))
 	plan, err := BuildPlan(req, policy, nodes, cl.PerInstance, now)
 	if err != nil {
 		return nil, reject(RejectInvalidPlan, "cluster %q: %v", req.Cluster, err)
@@ -463,4 +464,88 @@ func (p *Planner) Submit(ctx context.Context, req messages.JobRequest) (bool, er
 		p.e.log.Warn().Err(err).Str("job_id", jobID).Msg("first tasks not published yet; the coordinator will retry")
 	}
 	return true, nil
+}
+
+// withKnownDirs gives each node without configured data directories the
+// directories the cluster's newest backup found on it, so its flush syncs
+// only the file systems that hold them (without any, it syncs every file
+// system of the node). nodes is not modified.
+func (p *Planner) withKnownDirs(ctx context.Context, cluster string, nodes []messages.Node) []messages.Node {
+	need := false
+	for _, n := range nodes {
+		if n.Dirs == nil || len(n.Dirs.Data) == 0 {
+			need = true
+		}
+	}
+	if !need {
+		return nodes
+	}
+	known, err := knownDirs(ctx, p.e.h, cluster)
+	if err != nil {
+		p.e.log.Warn().Err(err).Str("cluster", cluster).Msg("data directories of the last backup not read; nodes without configured ones sync every file system")
+		return nodes
+	}
+	out := make([]messages.Node, len(nodes))
+	for i, n := range nodes {
+		out[i] = n
+		if n.Dirs != nil && len(n.Dirs.Data) > 0 {
+			continue
+		}
+		if d, ok := known[n.Name]; ok {
+			merged := d
+			if n.Dirs != nil {
+				merged = *n.Dirs
+				merged.Data = d.Data
+			}
+			out[i].Dirs = &merged
+		}
+	}
+	return out
+}
+
+// knownDirs maps each node of the cluster's newest backup with a topology
+// to the directories its facts name.
+func knownDirs(ctx context.Context, h *topology.Handles, cluster string) (map[string]messages.NodeDirs, error) {
+	backups, err := Backups(ctx, h.Catalog, cluster)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, err
+	}
+	for _, b := range backups {
+		if b.Topology == nil && b.Manifest == "" {
+			continue
+		}
+		full, err := LoadBackup(ctx, h, b)
+		if err != nil {
+			return nil, err
+		}
+		if full.Topology == nil {
+			continue
+		}
+		known := map[string]messages.NodeDirs{}
+		for _, f := range full.Topology.Nodes {
+			if len(f.Dirs.Data) > 0 && f.Dirs.Validate() == nil {
+				known[f.Node] = f.Dirs
+			}
+		}
+		return known, nil
+	}
+	return nil, nil
+}
+
+// withClusterDirs gives each node without directories of its own the
+// cluster's. nodes is not modified.
+func withClusterDirs(nodes []messages.Node, dirs *messages.NodeDirs) []messages.Node {
+	if dirs == nil {
+		return nodes
+	}
+	out := make([]messages.Node, len(nodes))
+	for i, n := range nodes {
+		if n.Dirs == nil {
+			d := *dirs
+			d.Data = slices.Clone(dirs.Data)
+			n.Dirs = &d
+		}
+		out[i] = n
+	}
+	return out
 }

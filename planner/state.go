@@ -461,6 +461,13 @@ func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
 			return false
 		}
 		r.failure(ev)
+		// A flush that fails after its job ended may have made part of
+		// its tag (nodetool snapshot works keyspace by keyspace) after the
+		// node's clean-up ran: clear once more. The clear finds from the
+		// node's intent whether nodetool ran there at all.
+		if r.Phase.Terminal() && r.ClearQueued.has(i) {
+			r.reclear(p, i)
+		}
 		return true
 	}
 	if r.FlushFailed.has(i) {

@@ -318,6 +318,20 @@ func TestStateMachineScripts(t *testing.T) {
 			reason: ReasonFlushFailed,
 		},
 		{
+			desc: "a flush failing after its node's clean-up ran is cleared again: nodetool may have made part of the tag",
+			opts: machineOpts{nodes: 3},
+			script: func(m *machine) {
+				m.drain().failed(messages.KindFlush, "n2", "nodetool: not found").drain()
+				m.failed(messages.KindFlush, "n3", "Snapshot directory removed under nodetool")
+				require.Equal(m.t, []string{"reclear(node 2, #1)"}, m.outbox())
+				m.drain()
+				require.True(m.t, m.r.FlushFailed.has(2))
+				require.False(m.t, m.r.Flushed.has(2), "its clear is told the node did not flush: no intent, nothing to clear")
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+		},
+		{
 			desc: "a failure of one node and a late success of the same node: the node stays failed",
 			opts: machineOpts{nodes: 2},
 			script: func(m *machine) {

@@ -367,9 +367,12 @@ func AgentInboxPrefix(cluster, node string) string {
 // AgentPermissions are the subjects the NATS user of one node's agent may
 // publish and subscribe to: its own consumer (create, fetch, acknowledge),
 // its own results and retries (messages.AgentSubject), the job records it
-// reads and its node's flush intents in the jobs bucket, the job listings a
-// node-scoped complete hook reads, and its own inbox. Nothing else: another
-// node's tasks, results or intents are refused by the server.
+// reads, and the keys of the jobs bucket its node's tasks write: the flush
+// intents (messages.IntentKey) and the facts a clear gathers for the catalog
+// (messages.NodeFactsKey, and NodeFactsPartKey for facts in parts); the job
+// listings a node-scoped complete hook reads, and its own inbox. Nothing
+// else: another node's tasks, results, intents or facts are refused by the
+// server.
 func AgentPermissions(cluster, node string) (publish, subscribe []string) {
 	consumer := AgentConsumer(cluster, node)
 	jobs := "KV_" + messages.BucketJobs
@@ -386,6 +389,8 @@ func AgentPermissions(cluster, node string) (publish, subscribe []string) {
 		"$JS.API.STREAM.INFO." + jobs,
 		"$JS.API.DIRECT.GET." + jobs + ".$KV." + messages.BucketJobs + ".>",
 		"$KV." + messages.BucketJobs + ".*.intent." + node,
+		"$KV." + messages.BucketJobs + ".*.facts." + node,
+		"$KV." + messages.BucketJobs + ".*.facts." + node + ".*",
 		"$JS.API.STREAM.INFO." + plans,
 		"$JS.API.CONSUMER.CREATE." + plans + ".>",
 		"$JS.API.DIRECT.GET." + plans + ".>",

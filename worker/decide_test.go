@@ -208,7 +208,7 @@ func TestBackoffGrowsAndIsCapped(t *testing.T) {
 func TestRunRecoversPanics(t *testing.T) {
 	t.Parallel()
 	w := New(nil, nil, panicDrivers{}, Config{Logger: zerolog.Nop()})
-	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}}, nil)
+	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}}, 1, nil)
 	var pe *panicError
 	require.ErrorAs(t, err, &pe)
 	require.Contains(t, string(pe.stack), "panicDrivers")

@@ -27,6 +27,11 @@ type Snapshot struct {
 	// Region is where the snapshot is, for drivers whose snapshots live in
 	// several regions (EBS); empty otherwise.
 	Region string
+	// What EC2 says of the snapshot's volume (the fs driver leaves them
+	// zero): its size in GiB, and its encryption.
+	VolumeSize int32
+	Encrypted  bool
+	KMSKeyID   string
 }
 
 // CreateRequest asks a driver to snapshot the volumes of one node. With more
@@ -97,8 +102,10 @@ var (
 // NodeTool runs Cassandra's nodetool on a node. worker/nodetool implements it
 // over any command runner (local exec or SSH).
 type NodeTool interface {
-	// Snapshot flushes memtables and hard-links the SSTables under tag. A tag
-	// that already exists is success: the task is a redelivery.
+	// Snapshot flushes memtables and hard-links the SSTables under tag,
+	// and returns nil only once the node reported the snapshot made. A tag
+	// already on the node is an error wrapping ErrSnapshotExists: whether
+	// it is the job's own, the flush task knows, not the driver.
 	Snapshot(ctx context.Context, node messages.Node, tag string, keyspaces []string) error
 	// ClearSnapshot removes the tag's hard links. A missing tag is success.
 	ClearSnapshot(ctx context.Context, node messages.Node, tag string) error
@@ -109,6 +116,45 @@ type NodeTool interface {
 // update another worker may have the cluster, so the task is handed back
 // for it.
 var ErrUnknownCluster = errors.New("cluster is not in this worker's configuration")
+
+// ErrSnapshotExists is wrapped by NodeTool.Snapshot's error when the tag is
+// already on the node.
+var ErrSnapshotExists = errors.New("snapshot tag already exists on the node")
+
+// Preparer is implemented by node tools whose executor can be made ready
+// before anything runs on the node (an SSH connection made and its host key
+// verified), so that connecting and running are separate steps and a node
+// that cannot be reached fails before the flush records anything.
+type Preparer interface {
+	Prepare(ctx context.Context, node messages.Node) error
+}
+
+// Syncer is implemented by node tools that can make a snapshot durable:
+// sync the file systems holding dirs (every file system of the node when
+// dirs is empty), through the same executor.
+type Syncer interface {
+	Sync(ctx context.Context, node messages.Node, dirs []string) error
+}
+
+// FactGatherer is implemented by node tools that can describe a node and
+// its snapshot for the catalog.
+type FactGatherer interface {
+	// DataDirs finds the node's data directories (nodetool datapaths).
+	DataDirs(ctx context.Context, node messages.Node) ([]string, error)
+	// SnapshotTables describes snapshots/<tag> in every table directory
+	// under dirs: its SSTables, files, bytes and schema.
+	SnapshotTables(ctx context.Context, node messages.Node, dirs []string, tag string) ([]messages.TableSnapshot, error)
+	// Describe gathers what the node says about itself and its cluster
+	// (nodetool info -T, status, describecluster); Node, Tables and
+	// GatheredAt are left to the caller.
+	Describe(ctx context.Context, node messages.Node) (messages.NodeFacts, error)
+}
+
+// VolumeDescriber is implemented by snapshotters that can say what the
+// volumes of a job's snapshots are (EC2 DescribeVolumes), for the catalog.
+type VolumeDescriber interface {
+	DescribeVolumes(ctx context.Context, snaps []Snapshot) ([]messages.VolumeFacts, error)
+}
 
 // Drivers gives the drivers configured for a cluster. For a cluster it does
 // not know, it returns an error wrapping ErrUnknownCluster.

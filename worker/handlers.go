@@ -24,20 +24,23 @@ type taskOutput struct {
 	Retained  []string
 	Warnings  []string
 	Listing   string
+	Flush     *messages.FlushReport
+	Clear     *messages.ClearReport
 	Output    string
 	ExitCode  int
 }
 
-// dispatch runs the task's handler. fence, for kinds that take a lease,
-// reports whether this execution still holds it.
-func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task, fence func(context.Context) error) (*taskOutput, error) {
+// dispatch runs the task's handler. attempt is the delivery's number;
+// fence, for kinds that take a lease, reports whether this execution still
+// holds it.
+func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int, fence func(context.Context) error) (*taskOutput, error) {
 	switch t.Kind {
 	case messages.KindFlush:
-		return nil, w.flush(ctx, t)
+		return w.flush(ctx, log, t, attempt)
 	case messages.KindSnapshot:
 		return w.snapshot(ctx, log, t, fence)
 	case messages.KindClear:
-		return nil, w.clear(ctx, t)
+		return w.clear(ctx, log, t)
 	case messages.KindAwait:
 		return w.await(ctx, log, t)
 	case messages.KindRetention, messages.KindCleanup:
@@ -77,29 +80,171 @@ func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 	return j.Phase.Terminal()
 }
 
-func (w *Worker) flush(ctx context.Context, t messages.Task) error {
+// flush runs nodetool snapshot on the task's node and reports success only
+// once the snapshot is verified, the job's own, and durable:
+//
+//  1. the node's executor gets ready (connected, host key verified): a node
+//     that cannot be reached fails here, before anything is recorded;
+//  2. the job records its intent to run nodetool there (intent.go);
+//  3. nodetool snapshot runs, and must report the tag made; a tag already
+//     on the node counts only when an earlier attempt of this job recorded
+//     its intent before, and is otherwise someone else's: the node fails;
+//  4. the file systems holding the node's data directories are synced, so
+//     the hard links have reached the volumes before any volume snapshot is
+//     requested.
+func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int) (*taskOutput, error) {
 	if t.Node == nil {
-		return errclass.Permanent(errors.New("flush task has no node"))
+		return nil, errclass.Permanent(errors.New("flush task has no node"))
 	}
 	if w.jobEnded(ctx, t.JobID) {
+		return nil, w.flushAfterEnd(ctx, log, t)
+	}
+	nt, err := w.drivers.NodeTool(t.Cluster)
+	if err != nil {
+		return nil, errclass.Permanent(err)
+	}
+	if w.jobs == nil {
+		return nil, errclass.Permanent(errors.New("flush needs the jobs bucket to record its intent"))
+	}
+	node := *t.Node
+	if p, ok := nt.(Preparer); ok {
+		if err := p.Prepare(ctx, node); err != nil {
+			return nil, err
+		}
+	}
+	key := messages.IntentKey(t.JobID, node.Name)
+	earlier, rev, err := w.beginIntent(ctx, key, attempt)
+	if err != nil {
+		return nil, err
+	}
+	if earlier != nil && earlier.State == intentForeign {
+		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID})
+	}
+	err = nt.Snapshot(ctx, node, t.Tag, t.Keyspaces)
+	again := false
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrSnapshotExists) && earlier != nil:
+		// An earlier attempt of this job ran nodetool snapshot here: the
+		// tag is the job's own, and this is a redelivery.
+		again = true
+		log.Info().Int("earlier_attempt", earlier.Attempt).Msg("snapshot tag already made by an earlier attempt of this flush")
+	case errors.Is(err, ErrSnapshotExists):
+		if merr := w.markForeign(ctx, key, rev, attempt); merr != nil {
+			log.Error().Err(merr).Msg("tag on the node is not the job's, and that could not be recorded")
+		}
+		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID, Err: err})
+	case errclass.IsNotRun(err) && earlier == nil:
+		w.withdrawIntent(ctx, key, rev)
+		return nil, err
+	default:
+		return nil, err
+	}
+	report := &messages.FlushReport{Tag: t.Tag, Again: again}
+	if s, ok := nt.(Syncer); ok {
+		var dirs []string
+		if node.Dirs != nil {
+			dirs = node.Dirs.Data
+		}
+		if err := s.Sync(ctx, node, dirs); err != nil {
+			return nil, fmt.Errorf("snapshot %s made, but syncing the file systems of its data directories failed: %w", t.Tag, err)
+		}
+		report.Synced, report.SyncedAll = dirs, len(dirs) == 0
+	}
+	return &taskOutput{Flush: report}, nil
+}
+
+// flushAfterEnd answers a flush delivered after its job ended. When an
+// earlier attempt ran nodetool snapshot on the node (its intent says so),
+// the tag it made may postdate the job's clean-up of the node, and its
+// result may never have been counted (a publish that failed, then this
+// redelivery): the tag is the job's own, so it is cleared before the task
+// is let go. Without such an intent nothing of the job's is on the node.
+func (w *Worker) flushAfterEnd(ctx context.Context, log zerolog.Logger, t messages.Task) error {
+	if w.jobs == nil {
+		return errSkip
+	}
+	in, err := w.readIntent(ctx, messages.IntentKey(t.JobID, t.Node.Name))
+	if err != nil {
+		return err
+	}
+	if in == nil || in.State != intentRan {
 		return errSkip
 	}
 	nt, err := w.drivers.NodeTool(t.Cluster)
 	if err != nil {
 		return errclass.Permanent(err)
 	}
-	return nt.Snapshot(ctx, *t.Node, t.Tag, t.Keyspaces)
+	if err := nt.ClearSnapshot(ctx, *t.Node, t.Tag); err != nil {
+		return fmt.Errorf("clear the tag an earlier attempt of this flush made, after its job ended: %w", err)
+	}
+	log.Warn().Int("earlier_attempt", in.Attempt).Msg("flush delivered after its job ended; the tag its earlier attempt made is cleared")
+	return errSkip
 }
 
-func (w *Worker) clear(ctx context.Context, t messages.Task) error {
+// ForeignTagError is a flush that found its tag on the node already, put
+// there by someone other than its job.
+type ForeignTagError struct {
+	Node, Tag, Job string
+	// Err is nodetool's refusal.
+	Err error
+}
+
+func (e *ForeignTagError) Error() string {
+	return fmt.Sprintf("snapshot tag %s already exists on node %s and is not job %s's own (an operator's snapshot, or another job's "+
+		"with the same tag): it is left in place and not backed up. Clear it if it is not needed (nodetool clearsnapshot -t %s), "+
+		"or back up under another tag", e.Tag, e.Node, e.Job, e.Tag)
+}
+
+// Unwrap returns nodetool's refusal and ErrSnapshotExists.
+func (e *ForeignTagError) Unwrap() []error { return []error{e.Err, ErrSnapshotExists} }
+
+// Stderr is what nodetool printed.
+func (e *ForeignTagError) Stderr() string { return errclass.Stderr(e.Err) }
+
+// Code is the metric label.
+func (e *ForeignTagError) Code() string { return "foreign_tag" }
+
+// clear clears the job's tag on the task's node, when the job made one
+// there: a node whose flush never ran nodetool snapshot (unreachable, say)
+// has nothing to clear, and a tag that was there before the job is never
+// touched. Asked for (Task.Facts), it first gathers the node's facts for
+// the catalog (facts.go).
+func (w *Worker) clear(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
 	if t.Node == nil {
-		return errclass.Permanent(errors.New("clear task has no node"))
+		return nil, errclass.Permanent(errors.New("clear task has no node"))
+	}
+	node := *t.Node
+	if w.jobs != nil {
+		in, err := w.readIntent(ctx, messages.IntentKey(t.JobID, node.Name))
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case in != nil && in.State == intentForeign:
+			return &taskOutput{Clear: &messages.ClearReport{Note: "the tag on this node was there before the job; left in place"}}, nil
+		case in == nil && !t.Flushed:
+			return &taskOutput{Clear: &messages.ClearReport{Note: "nothing to clear: the job never ran nodetool snapshot on this node"}}, nil
+		}
 	}
 	nt, err := w.drivers.NodeTool(t.Cluster)
 	if err != nil {
-		return errclass.Permanent(err)
+		return nil, errclass.Permanent(err)
 	}
-	return nt.ClearSnapshot(ctx, *t.Node, t.Tag)
+	report := &messages.ClearReport{Cleared: true}
+	fg, gather := nt.(FactGatherer)
+	gather = gather && t.Facts && w.jobs != nil
+	var facts messages.NodeFacts
+	if gather {
+		facts = w.snapshotFacts(ctx, fg, t)
+	}
+	if err := nt.ClearSnapshot(ctx, node, t.Tag); err != nil {
+		return nil, err
+	}
+	if gather {
+		report.Facts = w.nodeFacts(ctx, log, fg, t, facts)
+	}
+	return &taskOutput{Clear: report}, nil
 }
 
 // snapshot takes the task's volume snapshots unless a snapshot carrying the
@@ -299,13 +444,24 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 					log.Info().Int("copies", len(copies)).Msg("snapshots copied to other regions")
 				}
 			}
-			refs := make([]messages.SnapshotRef, 0, len(good))
+			listing := messages.Listing{Schema: messages.ListingSchema, Snapshots: make([]messages.SnapshotRef, 0, len(good))}
 			for _, s := range good {
-				refs = append(refs, messages.SnapshotRef{
+				listing.Snapshots = append(listing.Snapshots, messages.SnapshotRef{
 					SnapshotID: s.ID, VolumeID: s.VolumeID, Region: s.Region, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
 				})
 			}
-			name, err := w.storeListing(ctx, t.JobID, refs)
+			if d, ok := snap.(VolumeDescriber); ok {
+				// What the volumes are (size, type, encryption) is for the
+				// catalog; a volume that cannot be described is noted there,
+				// it does not fail a backup whose snapshots all completed.
+				vols, err := d.DescribeVolumes(ctx, good)
+				if err != nil {
+					log.Warn().Err(err).Msg("volumes not described")
+					listing.Warnings = append(listing.Warnings, "volumes not described: "+err.Error())
+				}
+				listing.Volumes = vols
+			}
+			name, err := w.storeListing(ctx, t.JobID, listing)
 			if err != nil {
 				return nil, err
 			}
@@ -350,8 +506,8 @@ const listingTimeout = 30 * time.Second
 // completed, where the coordinator writes the catalog from. It is an object
 // rather than part of the result: a job of tens of thousands of volumes
 // would not fit in one message.
-func (w *Worker) storeListing(ctx context.Context, jobID string, refs []messages.SnapshotRef) (string, error) {
-	data, err := json.Marshal(refs)
+func (w *Worker) storeListing(ctx context.Context, jobID string, listing messages.Listing) (string, error) {
+	data, err := json.Marshal(listing)
 	if err != nil {
 		return "", err
 	}

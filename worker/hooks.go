@@ -169,11 +169,11 @@ func (w *Worker) loadListing(ctx context.Context, name string) ([]messages.Snaps
 	if err != nil {
 		return nil, fmt.Errorf("snapshot listing %s: %w", name, err)
 	}
-	var refs []messages.SnapshotRef
-	if err := json.Unmarshal(data, &refs); err != nil {
+	l, err := messages.DecodeListing(data)
+	if err != nil {
 		return nil, errclass.Permanent(fmt.Errorf("snapshot listing %s: %w", name, err))
 	}
-	return refs, nil
+	return l.Snapshots, nil
 }
 
 // tail keeps the last n bytes of stdout followed by stderr.

@@ -18,7 +18,7 @@ import (
 )
 
 // unansweredKV is a jobs bucket whose reads are never answered, as when the
-// server a request went to stops before replying.
+// server a request went to stops before replying; its writes are.
 type unansweredKV struct{ jetstream.KeyValue }
 
 func (unansweredKV) Get(ctx context.Context, _ string) (jetstream.KeyValueEntry, error) {
@@ -33,7 +33,7 @@ func TestUnansweredJobCheckDoesNotHoldTheTask(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t, topology.Options{})
 	tool := fakes.NewNodeTool()
-	w := worker.New(env.JS, unansweredKV{}, fakes.Drivers{Tool: tool}, worker.Config{
+	w := worker.New(env.JS, unansweredKV{env.H.Jobs}, fakes.Drivers{Tool: tool}, worker.Config{
 		Logger: zerolog.Nop(), Kinds: []messages.Kind{messages.KindFlush},
 	})
 	require.NoError(t, w.Start(context.Background()))

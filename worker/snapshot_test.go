@@ -180,10 +180,10 @@ func TestAwaitSortsSnapshotsInError(t *testing.T) {
 	require.NoError(t, err)
 	data, err := store.GetBytes(context.Background(), r.Listing)
 	require.NoError(t, err)
-	var refs []messages.SnapshotRef
-	require.NoError(t, json.Unmarshal(data, &refs))
+	l, err := messages.DecodeListing(data)
+	require.NoError(t, err)
 	var ids []string
-	for _, ref := range refs {
+	for _, ref := range l.Snapshots {
 		ids = append(ids, ref.SnapshotID)
 	}
 	require.ElementsMatch(t, []string{"snap-00000000000000c02", "snap-00000000000000c03"}, ids)

@@ -426,7 +426,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		}
 	}
 	if herr == nil {
-		res, herr = w.run(taskCtx, log, task, fence)
+		res, herr = w.run(taskCtx, log, task, attempt, fence)
 	}
 	if hold != nil {
 		hold.release(ctx)
@@ -440,7 +440,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	}
 	if res != nil {
 		result.Snapshots, result.Deleted, result.Retired, result.Retained, result.Warnings = res.Snapshots, res.Deleted, res.Retired, res.Retained, res.Warnings
-		result.Listing = res.Listing
+		result.Listing, result.Flush, result.Clear = res.Listing, res.Flush, res.Clear
 		result.Output, result.ExitCode = res.Output, res.ExitCode
 	}
 	dur := result.FinishedAt.Sub(start)
@@ -670,13 +670,13 @@ func (w *Worker) heartbeat(msg jetstream.Msg, every time.Duration) (stop func())
 }
 
 // run executes the task's handler, turning a panic into an error.
-func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, fence func(context.Context) error) (res *taskOutput, err error) {
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, attempt int, fence func(context.Context) error) (res *taskOutput, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
-	return w.dispatch(ctx, log, task, fence)
+	return w.dispatch(ctx, log, task, attempt, fence)
 }
 
 // Bounds of a failed task's result event.

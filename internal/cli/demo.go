@@ -241,7 +241,8 @@ func demoCluster(dir, self string, o demoOptions) (*config.Config, []*simnode.No
 		}
 		nodes = append(nodes, sn)
 		cl.Nodes = append(cl.Nodes, config.Node{Name: name, Address: "127.0.0.1", InstanceID: fmt.Sprintf("i-demo%011d", i+1),
-			AZ: "local-1a", Volumes: vols, Nodetool: []string{self, "nodetool", "--root", root}})
+			AZ: "local-1a", Volumes: vols, Nodetool: []string{self, "nodetool", "--root", root},
+			Directories: &config.Directories{Data: dataDirs, CommitLog: filepath.Join(root, "commitlog")}})
 	}
 	cfg := &config.Config{
 		Clusters: []config.Cluster{cl},
@@ -311,6 +312,7 @@ func demoSummary(ctx context.Context, out io.Writer, n *node, j messages.Job, di
 			for _, s := range b.Snapshots {
 				fmt.Fprintf(out, "      %s  %-8s %-16s %s\n", s.SnapshotID, s.Node, s.VolumeID, s.State)
 			}
+			printTopology(out, b)
 		}
 		if len(j.Retired) > 0 {
 			fmt.Fprintf(out, "    retention retired %s\n", strings.Join(j.Retired, ", "))
@@ -376,4 +378,28 @@ func demoRestore(out io.Writer, dir string, cfg *config.Config, nodes []*simnode
 		return withCode(ExitFailed, fmt.Errorf("%d acknowledged rows missing from the restored backup", bad))
 	}
 	return nil
+}
+
+// printTopology sums up what a backup's catalog record holds for a restore.
+func printTopology(out io.Writer, b messages.Backup) {
+	t := b.Topology
+	if t == nil {
+		fmt.Fprintln(out, "    catalog: no topology")
+		return
+	}
+	tables, files, bytes := 0, 0, int64(0)
+	for _, n := range t.Nodes {
+		tables += len(n.Tables)
+		for _, tb := range n.Tables {
+			files += tb.Files
+			bytes += tb.Bytes
+		}
+	}
+	fmt.Fprintf(out, "    catalog: cluster %q, Cassandra %s, %d nodes (host IDs, %d tokens each, DC/rack, directories), %d volumes,\n",
+		t.ClusterName, t.CassandraVersion, len(t.Nodes), t.NumTokens, len(t.Volumes))
+	fmt.Fprintf(out, "             %d table snapshots (%d files, %s), schema: %d lines of CQL\n",
+		tables, files, simnode.FormatSize(bytes), strings.Count(t.Schema, "\n"))
+	for _, w := range b.Warnings {
+		fmt.Fprintf(out, "    catalog warning: %s\n", w)
+	}
 }

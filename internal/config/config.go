@@ -132,6 +132,11 @@ type Cluster struct {
 	SSH         SSH               `json:"ssh,omitempty"`
 	FS          FS                `json:"fs,omitempty"`
 	EBS         EBS               `json:"ebs,omitempty"`
+	// Directories are where Cassandra keeps its files on every node (a
+	// node may give its own). The flush syncs the file systems holding
+	// Directories.Data; without them it syncs every file system of the node,
+	// until a backup has found them (nodetool datapaths).
+	Directories *Directories `json:"directories,omitempty"`
 	// Nodes is the static inventory. Discovery, when set, replaces it.
 	Nodes     []Node     `json:"nodes,omitempty"`
 	Discovery *Discovery `json:"discovery,omitempty"`
@@ -187,6 +192,18 @@ type Node struct {
 	Volumes    []Volume `json:"volumes"`
 	// Nodetool overrides the cluster's nodetool command for this node.
 	Nodetool []string `json:"nodetool,omitempty"`
+	// Directories override the cluster's for this node, field by field.
+	Directories *Directories `json:"directories,omitempty"`
+}
+
+// Directories are a Cassandra node's directories, as its cassandra.yaml
+// sets them. Every path is absolute.
+type Directories struct {
+	Data        []string `json:"data,omitempty"`
+	CommitLog   string   `json:"commitlog,omitempty"`
+	Hints       string   `json:"hints,omitempty"`
+	SavedCaches string   `json:"saved_caches,omitempty"`
+	CDCRaw      string   `json:"cdc_raw,omitempty"`
 }
 
 // Volume is one data volume of a static node.
@@ -388,10 +405,20 @@ func (c *Config) Validate() error {
 			checkRegion(add, fmt.Sprintf("%s.ebs.copy_regions[%d]", where, k), r)
 		}
 		dcs := validateDataCenters(add, where, cl)
+		if cl.Directories != nil {
+			if err := cl.Directories.validate(); err != nil {
+				add("%s.directories: %w", where, err)
+			}
+		}
 		nodes := map[string]bool{}
 		vols := map[string]bool{}
 		for j, n := range cl.Nodes {
 			nw := fmt.Sprintf("%s.nodes[%d]", where, j)
+			if n.Directories != nil {
+				if err := n.Directories.validate(); err != nil {
+					add("%s.directories: %w", nw, err)
+				}
+			}
 			if err := messages.ValidateTarget("name", n.Name); err != nil {
 				add("%s.name: %w", nw, err)
 			} else if nodes[n.Name] {
@@ -525,6 +552,10 @@ func validateDataCenters(add func(string, ...any), where string, cl Cluster) []s
 		}
 	}
 	return names
+}
+
+func (d Directories) validate() error {
+	return messages.NodeDirs{Data: d.Data, CommitLog: d.CommitLog, Hints: d.Hints, SavedCaches: d.SavedCaches, CDCRaw: d.CDCRaw}.Validate()
 }
 
 // Cluster returns the named cluster.

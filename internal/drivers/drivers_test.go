@@ -40,11 +40,14 @@ func fullCluster() config.Cluster {
 			KeepaliveInterval: config.Duration(5 * time.Second), MaxSessionsPerHost: 4,
 		},
 		EBS: config.EBS{Endpoint: "http://ec2.local", PerInstance: true, CopyVolumeTags: true, CopyRegions: []string{"us-west-2"}},
+		Directories: &config.Directories{Data: []string{"/var/lib/cassandra/data"}, CommitLog: "/var/lib/cassandra/commitlog",
+			Hints: "/var/lib/cassandra/hints", SavedCaches: "/var/lib/cassandra/saved_caches", CDCRaw: "/var/lib/cassandra/cdc_raw"},
 		DataCenters: []config.DataCenter{{Name: "dc-west", Region: "us-west-2", Account: "210987654321",
 			RoleARN: "arn:aws:iam::210987654321:role/quiesce"}},
 		Nodes: []config.Node{
 			{Name: "n1", DC: "dc-west", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-west-2a", Nodetool: []string{"/other/nodetool"},
-				Volumes: []config.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}}},
+				Volumes:     []config.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}},
+				Directories: &config.Directories{Data: []string{"/data1", "/data2"}}},
 			{Name: "n2", Volumes: []config.Volume{{ID: "vol-2"}}},
 		},
 		Discovery: &config.Discovery{InstanceTags: map[string]string{"cassandra": "orders"}, Devices: []string{"/dev/xvdf"},
@@ -100,10 +103,14 @@ func TestSettingsCarryEveryField(t *testing.T) {
 	pc := drivers.Cluster(agentCl)
 	requireAllSet(t, pc)
 	require.False(t, drivers.Cluster(cl).Agent, "an ssh cluster's node tasks go to workers")
-	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Nodes: []messages.Node{
-		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-west-2a", DC: "dc-west", Region: "us-west-2",
+	clusterDirs := messages.NodeDirs{Data: []string{"/var/lib/cassandra/data"}, CommitLog: "/var/lib/cassandra/commitlog",
+		Hints: "/var/lib/cassandra/hints", SavedCaches: "/var/lib/cassandra/saved_caches", CDCRaw: "/var/lib/cassandra/cdc_raw"}
+	n1Dirs := clusterDirs
+	n1Dirs.Data = []string{"/data1", "/data2"}
+	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Dirs: &clusterDirs, Nodes: []messages.Node{
+		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-west-2a", DC: "dc-west", Region: "us-west-2", Dirs: &n1Dirs,
 			Volumes: []messages.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}}},
-		{Name: "n2", Region: "us-east-1", Volumes: []messages.Volume{{ID: "vol-2"}}},
+		{Name: "n2", Region: "us-east-1", Volumes: []messages.Volume{{ID: "vol-2"}}, Dirs: &clusterDirs},
 	}}, pc)
 
 	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,

@@ -36,7 +36,33 @@ func Inventory(cfg *config.Config) planner.Inventory {
 // Cluster is what the planner needs of a configured cluster.
 func Cluster(cl config.Cluster) planner.Cluster {
 	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance,
-		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl)}
+		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl), Dirs: Dirs(cl.Directories, nil)}
+}
+
+// Dirs is a node's directories: node's fields where it sets them, else the
+// cluster's; nil when neither sets any.
+func Dirs(cluster, node *config.Directories) *messages.NodeDirs {
+	var d messages.NodeDirs
+	for _, src := range []*config.Directories{cluster, node} {
+		if src == nil {
+			continue
+		}
+		if len(src.Data) > 0 {
+			d.Data = append([]string(nil), src.Data...)
+		}
+		for _, f := range []struct {
+			dst *string
+			v   string
+		}{{&d.CommitLog, src.CommitLog}, {&d.Hints, src.Hints}, {&d.SavedCaches, src.SavedCaches}, {&d.CDCRaw, src.CDCRaw}} {
+			if f.v != "" {
+				*f.dst = f.v
+			}
+		}
+	}
+	if len(d.Data) == 0 && d.CommitLog == "" && d.Hints == "" && d.SavedCaches == "" && d.CDCRaw == "" {
+		return nil
+	}
+	return &d
 }
 
 // Nodes is a cluster's static inventory, each node in its data centre's
@@ -49,7 +75,7 @@ func Nodes(cl config.Cluster) []messages.Node {
 			vols = append(vols, messages.Volume{ID: v.ID, Device: v.Device, Path: v.Path, Tags: v.Tags})
 		}
 		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ,
-			DC: n.DC, Region: regionOf(cl, n.DC), Volumes: vols})
+			DC: n.DC, Region: regionOf(cl, n.DC), Volumes: vols, Dirs: Dirs(cl.Directories, n.Directories)})
 	}
 	return nodes
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/quiesce/quiesce/messages"
 )
 
 // RootEnv names the environment variable Main reads the node root from when
@@ -31,14 +33,32 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
+// stdoutError is a failure nodetool prints on stdout as it is, exiting 1
+// (status and ring of an unknown keyspace).
+type stdoutError struct{ msg string }
+
+func (e *stdoutError) Error() string { return strings.TrimSpace(e.msg) }
+
+// keyspaceArgError is how status and ring refuse an unknown keyspace.
+func keyspaceArgError(err error) error {
+	var ke *KeyspaceNotFoundError
+	if errors.As(err, &ke) {
+		return &stdoutError{"\nError: The keyspace " + ke.Keyspace + ", does not exist"}
+	}
+	return err
+}
+
 // Main is a nodetool for a simulated node. args are the arguments after the
 // program name: global options (--root DIR, or $QUIESCE_SIMNODE_ROOT; the
 // connection options -h, -p, -u, -pw, -pwf, -pp are accepted and ignored),
 // then one of snapshot, clearsnapshot, listsnapshots, flush, status, info,
-// ring, describering, version, help. Output and exit codes follow Apache
-// Cassandra 4.1's nodetool: usage problems print "nodetool: ..." to stdout
-// and exit 1; a command that fails prints "error: ..." and a stack trace
-// section to stderr and exits 2.
+// ring, describering, describecluster, datapaths, version, help. Output,
+// streams and exit codes follow Apache Cassandra 5.0.6's nodetool (its
+// recorded runs are in worker/nodetool/testdata/cassandra-5.0.6): usage
+// problems, an unknown keyspace given to snapshot and a node that cannot be
+// reached print "nodetool: ..." and exit 1; an unknown keyspace given to
+// status or ring prints "Error: ..." to stdout and exits 1; a command that
+// fails prints "error: ..." and a stack trace section to stderr and exits 2.
 func Main(args []string, stdout, stderr io.Writer) int {
 	root := os.Getenv(RootEnv)
 	var rest []string
@@ -85,16 +105,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	if f, err := readFaults(n.root); err == nil && f.Down {
-		fmt.Fprintf(stderr, "nodetool: Failed to connect to '%s:7199' - ConnectException: 'Connection refused (Connection refused)'.\n", n.info.Address)
+		fmt.Fprintf(stderr, "nodetool: Failed to connect to '%s:7199' - ConnectException: 'Connection refused'.\n", n.info.Address)
 		return ExitUsage
 	}
 	err = commands[cmd](n, cargs, stdout)
 	var ue *usageError
+	var oe *stdoutError
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ue):
 		return usage(stdout, err)
+	case errors.As(err, &oe):
+		fmt.Fprintln(stdout, oe.msg)
+		return ExitUsage
 	default:
 		fmt.Fprintf(stderr, "error: %s\n-- StackTrace --\n%s: %s\n", err, javaClass(err), err)
 		return ExitError
@@ -105,15 +129,17 @@ var commands map[string]func(*Node, []string, io.Writer) error
 
 func init() {
 	commands = map[string]func(*Node, []string, io.Writer) error{
-		"snapshot":      cmdSnapshot,
-		"clearsnapshot": cmdClearSnapshot,
-		"listsnapshots": cmdListSnapshots,
-		"flush":         cmdFlush,
-		"status":        cmdStatus,
-		"info":          cmdInfo,
-		"ring":          cmdRing,
-		"describering":  cmdDescribeRing,
-		"version":       cmdVersion,
+		"snapshot":        cmdSnapshot,
+		"clearsnapshot":   cmdClearSnapshot,
+		"listsnapshots":   cmdListSnapshots,
+		"flush":           cmdFlush,
+		"status":          cmdStatus,
+		"info":            cmdInfo,
+		"ring":            cmdRing,
+		"describering":    cmdDescribeRing,
+		"describecluster": cmdDescribeCluster,
+		"datapaths":       cmdDataPaths,
+		"version":         cmdVersion,
 	}
 }
 
@@ -125,9 +151,10 @@ func usage(w io.Writer, err error) int {
 func javaClass(err error) string {
 	var ke *KeyspaceNotFoundError
 	var se *SnapshotExistsError
+	var ne *noSuchKeyspaceError
 	var fe *FaultError
 	switch {
-	case errors.As(err, &ke), errors.As(err, &se):
+	case errors.As(err, &ke), errors.As(err, &se), errors.As(err, &ne):
 		return "java.io.IOException"
 	case errors.As(err, &fe):
 		return "java.lang.RuntimeException"
@@ -141,6 +168,8 @@ func printHelp(w io.Writer) {
 
 The most commonly used nodetool commands are:
     clearsnapshot    Remove the snapshot with the given name from the given keyspaces
+    datapaths        Print all directories where data of tables are stored
+    describecluster  Print the name, snitch, partitioner and schema version of a cluster
     describering     Shows the token ranges info of a given keyspace
     flush            Flush one or more tables
     help             Display help information
@@ -214,6 +243,11 @@ func cmdSnapshot(n *Node, args []string, w io.Writer) error {
 	fmt.Fprintf(w, "Requested creating snapshot(s) for %s with snapshot name [%s] and options {skipFlush=%t}\n",
 		bracketList(keyspaces), tag, skip)
 	if err := n.snapshot(nil, tag, keyspaces, skip); err != nil {
+		var ke *KeyspaceNotFoundError
+		if errors.As(err, &ke) {
+			// 5.0.6 refuses it as a bad argument: on stdout, exit 1.
+			return usagef("%s", ke.Error())
+		}
 		return err
 	}
 	fmt.Fprintf(w, "Snapshot directory: %s\n", tag)
@@ -313,7 +347,7 @@ func (n *Node) checkKeyspaceArg(pos []string) error {
 	}
 	if len(pos) == 1 {
 		if _, err := n.tables(pos); err != nil {
-			return err
+			return keyspaceArgError(err)
 		}
 	}
 	return nil
@@ -389,6 +423,7 @@ func cmdInfo(n *Node, args []string, w io.Writer) error {
 	line("Gossip active", "true")
 	line("Native Transport active", "true")
 	line("Load", n.load())
+	line("Uncompressed load", n.load())
 	line("Generation No", strconv.FormatInt(n.info.CreatedAt.Unix(), 10))
 	line("Uptime (seconds)", strconv.FormatInt(uptime, 10))
 	line("Heap Memory (MB)", "245.62 / 1024.00")
@@ -408,6 +443,10 @@ func cmdInfo(n *Node, args []string, w io.Writer) error {
 	} else {
 		line("Token", fmt.Sprintf("(invoke with -T/--tokens to see all %d tokens)", len(n.info.Tokens)))
 	}
+	line("Bootstrap state", "COMPLETED")
+	line("Bootstrap failed", "false")
+	line("Decommissioning", "false")
+	line("Decommission failed", "false")
 	return nil
 }
 
@@ -484,7 +523,7 @@ func cmdDescribeRing(n *Node, args []string, w io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("Missing required parameter: keyspace")
 	}
-	if _, err := n.tables(pos); err != nil {
+	if err := messages.ValidateKeyspace(pos[0]); err != nil {
 		return err
 	}
 	members, err := n.members()
@@ -494,6 +533,14 @@ func cmdDescribeRing(n *Node, args []string, w io.Writer) error {
 	toks := ring(members)
 	fmt.Fprintln(w, "Schema Version:"+n.info.SchemaID)
 	fmt.Fprintln(w, "TokenRange: ")
+	if _, err := n.tables(pos); err != nil {
+		var ke *KeyspaceNotFoundError
+		if errors.As(err, &ke) {
+			// 5.0.6 prints the header, then fails.
+			return &noSuchKeyspaceError{ke.Keyspace}
+		}
+		return err
+	}
 	for i := range toks {
 		start := toks[(i+len(toks)-1)%len(toks)].text
 		var eps, details []string
@@ -504,6 +551,86 @@ func cmdDescribeRing(n *Node, args []string, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "\tTokenRange(start_token:%s, end_token:%s, endpoints:[%s], rpc_endpoints:[%s], endpoint_details:[%s])\n",
 			start, toks[i].text, strings.Join(eps, ", "), strings.Join(eps, ", "), strings.Join(details, ", "))
+	}
+	return nil
+}
+
+// noSuchKeyspaceError is describering's refusal of an unknown keyspace.
+type noSuchKeyspaceError struct{ keyspace string }
+
+func (e *noSuchKeyspaceError) Error() string { return "No such keyspace: " + e.keyspace }
+
+func cmdDescribeCluster(n *Node, args []string, w io.Writer) error {
+	if len(args) > 0 {
+		return usagef("Found unexpected parameters: %v", args)
+	}
+	members, err := n.members()
+	if err != nil {
+		return err
+	}
+	var up, addrs, endpoints []string
+	dcs := map[string][2]int{}
+	var dcNames []string
+	for _, m := range members {
+		addrs = append(addrs, m.info.Address)
+		endpoints = append(endpoints, m.info.Address+":7000")
+		c, ok := dcs[m.info.DC]
+		if !ok {
+			dcNames = append(dcNames, m.info.DC)
+		}
+		c[0]++
+		if !m.up {
+			c[1]++
+		} else {
+			up = append(up, m.info.Address)
+		}
+		dcs[m.info.DC] = c
+	}
+	fmt.Fprintln(w, "Cluster Information:")
+	fmt.Fprintf(w, "\tName: %s\n", n.info.ClusterName)
+	fmt.Fprintln(w, "\tSnitch: org.apache.cassandra.locator.GossipingPropertyFileSnitch")
+	fmt.Fprintln(w, "\tDynamicEndPointSnitch: enabled")
+	fmt.Fprintln(w, "\tPartitioner: org.apache.cassandra.dht.Murmur3Partitioner")
+	fmt.Fprintln(w, "\tSchema versions:")
+	fmt.Fprintf(w, "\t\t%s: [%s]\n\n", n.info.SchemaID, strings.Join(up, ", "))
+	fmt.Fprintln(w, "Stats for all nodes:")
+	fmt.Fprintf(w, "\tLive: %d\n\tJoining: 0\n\tMoving: 0\n\tLeaving: 0\n\tUnreachable: %d\n\n", len(up), len(addrs)-len(up))
+	fmt.Fprintln(w, "Data Centers: ")
+	for _, dc := range dcNames {
+		fmt.Fprintf(w, "\t%s #Nodes: %d #Down: %d\n", dc, dcs[dc][0], dcs[dc][1])
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Database versions:")
+	fmt.Fprintf(w, "\t%s: [%s]\n\n", n.info.Version, strings.Join(endpoints, ", "))
+	fmt.Fprintln(w, "Keyspaces:")
+	repl := fmt.Sprintf("NetworkTopologyStrategy {%s=%d}", n.info.DC, n.rf())
+	for _, ks := range n.Keyspaces() {
+		fmt.Fprintf(w, "\t%s -> Replication class: %s\n", ks, repl)
+	}
+	for _, ks := range []string{"system_auth", "system_distributed", "system_traces"} {
+		fmt.Fprintf(w, "\t%s -> Replication class: SimpleStrategy {replication_factor=1}\n", ks)
+	}
+	fmt.Fprintln(w, "\tsystem_schema -> Replication class: LocalStrategy {}")
+	fmt.Fprintln(w, "\tsystem -> Replication class: LocalStrategy {}")
+	return nil
+}
+
+func cmdDataPaths(n *Node, args []string, w io.Writer) error {
+	if len(args) > 0 {
+		return usagef("Found unexpected parameters: %v", args)
+	}
+	var last string
+	for _, t := range n.allTables() {
+		if t.Keyspace != last {
+			if last != "" {
+				fmt.Fprintln(w)
+			}
+			fmt.Fprintf(w, "Keyspace: %s\n", t.Keyspace)
+			last = t.Keyspace
+		} else {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "\tTable: %s\n\tPaths:\n\t\t%s\n", t.Name, t.Dir)
 	}
 	return nil
 }

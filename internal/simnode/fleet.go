@@ -15,7 +15,9 @@ import (
 // Fleet is an in-process worker.NodeTool over simulated nodes, keyed by node
 // name: the nodetool path without exec, for fast tests. It classifies errors
 // as worker/nodetool.Client does for the real command: a failure nodetool
-// reports is permanent, an existing tag on snapshot is success.
+// reports is permanent, an existing tag on snapshot wraps
+// worker.ErrSnapshotExists, a node that is down is transient, and what left
+// the node as it was is errclass.NotRun.
 type Fleet struct {
 	mu    sync.RWMutex
 	nodes map[string]*Node
@@ -71,13 +73,13 @@ func (f *Fleet) lookup(node messages.Node) (*Node, error) {
 	if fl, err := readFaults(n.root); err != nil {
 		return nil, err
 	} else if fl.Down {
-		return nil, &ConnectError{Node: node.Name}
+		return nil, errclass.NotRun(&ConnectError{Node: node.Name})
 	}
 	return n, nil
 }
 
-// Snapshot runs the node's Snapshot. A tag that already exists is success: the
-// task is a redelivery.
+// Snapshot runs the node's Snapshot. A tag that already exists is an error
+// wrapping worker.ErrSnapshotExists.
 func (f *Fleet) Snapshot(ctx context.Context, node messages.Node, tag string, keyspaces []string) error {
 	n, err := f.lookup(node)
 	if err != nil {
@@ -86,7 +88,11 @@ func (f *Fleet) Snapshot(ctx context.Context, node messages.Node, tag string, ke
 	err = n.snapshot(ctx.Done(), tag, keyspaces, false)
 	var exists *SnapshotExistsError
 	if errors.As(err, &exists) {
-		return nil
+		return errclass.Permanent(fmt.Errorf("nodetool snapshot on %s: %w: %w", node.Name, err, worker.ErrSnapshotExists))
+	}
+	var ke *KeyspaceNotFoundError
+	if errors.As(err, &ke) {
+		return errclass.NotRun(classify(ctx, node.Name, "snapshot", err))
 	}
 	return classify(ctx, node.Name, "snapshot", err)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
 )
 
@@ -33,7 +34,10 @@ func TestFleet(t *testing.T) {
 
 	writeRows(t, a, "app", "users", 0, 4)
 	require.NoError(t, f.Snapshot(ctx, na, "j1", nil))
-	require.NoError(t, f.Snapshot(ctx, na, "j1", nil), "an existing tag is a redelivery")
+	err = f.Snapshot(ctx, na, "j1", nil)
+	require.ErrorIs(t, err, worker.ErrSnapshotExists, "an existing tag is refused, as nodetool refuses it")
+	require.True(t, errclass.IsPermanent(err))
+	require.True(t, errclass.IsNotRun(f.Snapshot(ctx, na, "j9", []string{"nope"})), "an unknown keyspace changes nothing")
 	rows, err := SnapshotRows(a.DataDirs()[0], "j1")
 	require.NoError(t, err)
 	require.Len(t, rows, 4)

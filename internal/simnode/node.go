@@ -18,7 +18,24 @@ import (
 )
 
 // Version is the Cassandra release the simulated node reports.
-const Version = "4.1.5"
+const Version = "5.0.6"
+
+// systemTables are the system tables every node has, a few of each system
+// keyspace, with the IDs Cassandra 5.0.6 gives them: "nodetool snapshot"
+// without a keyspace snapshots them too.
+var systemTables = []struct{ keyspace, table, id string }{
+	{"system", "local", "7ad54392bcdd35a684174e047860b377"},
+	{"system", "peers_v2", "c4325fbb8e5e3bafbd070f9250ed818e"},
+	{"system_auth", "roles", "5bc52802de2535edaeab188eecebb090"},
+	{"system_distributed", "repair_history", "759fffad624b318180eefa9a52d1f627"},
+	{"system_schema", "columns", "24101c25a2ae3af787c1b40ee1aca33f"},
+	{"system_schema", "keyspaces", "abac5682dea631c5b535b3d6cffd0fb6"},
+	{"system_schema", "tables", "afddfb9dbc1e30688056eed6c302ba09"},
+	{"system_traces", "sessions", "c5e99f1686773914b17e960613512345"},
+}
+
+// systemKeyspace reports whether ks is one of Cassandra's own keyspaces.
+func systemKeyspace(ks string) bool { return strings.HasPrefix(ks, "system") }
 
 const (
 	metaFile      = "node.json"
@@ -45,7 +62,7 @@ type Options struct {
 	DC string
 	// Rack is the rack (default rack1).
 	Rack string
-	// NumTokens is the number of vnodes (default 16, as in Cassandra 4.1).
+	// NumTokens is the number of vnodes (default 16, as in Cassandra 5.0).
 	NumTokens int
 	// ReplicationFactor of every keyspace, for the ownership nodetool shows
 	// once nodes are joined into a cluster (default 3).
@@ -66,18 +83,21 @@ type Table struct {
 
 // Info is what node.json records about a node.
 type Info struct {
-	Name        string    `json:"name"`
-	HostID      string    `json:"host_id"`
-	Address     string    `json:"address"`
-	DC          string    `json:"dc"`
-	Rack        string    `json:"rack"`
-	Tokens      []string  `json:"tokens"`
-	DataDirs    []string  `json:"data_dirs"`
-	Tables      []Table   `json:"tables"`
-	Version     string    `json:"cassandra_version"`
-	SchemaID    string    `json:"schema_version"`
-	CreatedAt   time.Time `json:"created_at"`
-	ClusterName string    `json:"cluster_name"`
+	Name     string   `json:"name"`
+	HostID   string   `json:"host_id"`
+	Address  string   `json:"address"`
+	DC       string   `json:"dc"`
+	Rack     string   `json:"rack"`
+	Tokens   []string `json:"tokens"`
+	DataDirs []string `json:"data_dirs"`
+	Tables   []Table  `json:"tables"`
+	// SystemTables are the system keyspaces' tables: snapshotted with the
+	// rest, never written to by a Writer.
+	SystemTables []Table   `json:"system_tables,omitempty"`
+	Version      string    `json:"cassandra_version"`
+	SchemaID     string    `json:"schema_version"`
+	CreatedAt    time.Time `json:"created_at"`
+	ClusterName  string    `json:"cluster_name"`
 	// ReplicationFactor of every keyspace (SimpleStrategy).
 	ReplicationFactor int `json:"replication_factor"`
 }
@@ -176,6 +196,13 @@ func Create(root string, opts Options) (*Node, error) {
 			Dir: filepath.Join(dd, ks, t+"-"+id),
 		})
 	}
+	for _, st := range systemTables {
+		dd := info.DataDirs[0]
+		info.SystemTables = append(info.SystemTables, Table{
+			Keyspace: st.keyspace, Name: st.table, ID: st.id, DataDir: dd,
+			Dir: filepath.Join(dd, st.keyspace, st.table+"-"+st.id),
+		})
+	}
 	if err := os.MkdirAll(filepath.Join(root, commitlogDir), 0o755); err != nil {
 		return nil, err
 	}
@@ -186,6 +213,16 @@ func Create(root string, opts Options) (*Node, error) {
 	}
 	for _, t := range info.Tables {
 		if err := os.MkdirAll(t.Dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range info.SystemTables {
+		// One SSTable each, with no rows of the writer's: what a node holds
+		// in its system tables is not application data.
+		if err := os.MkdirAll(t.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := writeSSTableData(t.Dir, 1, nil, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -228,14 +265,21 @@ func (n *Node) Info() Info {
 	i.Tokens = append([]string(nil), n.info.Tokens...)
 	i.DataDirs = append([]string(nil), n.info.DataDirs...)
 	i.Tables = append([]Table(nil), n.info.Tables...)
+	i.SystemTables = append([]Table(nil), n.info.SystemTables...)
 	return i
 }
 
 // DataDirs returns the node's data directories.
 func (n *Node) DataDirs() []string { return append([]string(nil), n.info.DataDirs...) }
 
-// Tables returns the node's tables, sorted by keyspace and name.
+// Tables returns the node's tables, sorted by keyspace and name; the system
+// keyspaces' are not among them.
 func (n *Node) Tables() []Table { return append([]Table(nil), n.info.Tables...) }
+
+// allTables returns the node's tables and its system tables.
+func (n *Node) allTables() []Table {
+	return append(append([]Table(nil), n.info.Tables...), n.info.SystemTables...)
+}
 
 // Keyspaces returns the node's keyspaces, sorted.
 func (n *Node) Keyspaces() []string {
@@ -255,10 +299,12 @@ func (e *KeyspaceNotFoundError) Error() string {
 	return "Keyspace " + e.Keyspace + " does not exist"
 }
 
-// tables selects the tables of keyspaces (all when empty), validating names.
+// tables selects the tables of keyspaces (all, the system ones included,
+// when empty), validating names.
 func (n *Node) tables(keyspaces []string) ([]Table, error) {
+	all := n.allTables()
 	if len(keyspaces) == 0 {
-		return n.Tables(), nil
+		return all, nil
 	}
 	want := map[string]bool{}
 	for _, ks := range keyspaces {
@@ -266,7 +312,7 @@ func (n *Node) tables(keyspaces []string) ([]Table, error) {
 			return nil, err
 		}
 		found := false
-		for _, t := range n.info.Tables {
+		for _, t := range all {
 			if t.Keyspace == ks {
 				found = true
 				break
@@ -278,7 +324,7 @@ func (n *Node) tables(keyspaces []string) ([]Table, error) {
 		want[ks] = true
 	}
 	var out []Table
-	for _, t := range n.info.Tables {
+	for _, t := range all {
 		if want[t.Keyspace] {
 			out = append(out, t)
 		}
@@ -287,7 +333,7 @@ func (n *Node) tables(keyspaces []string) ([]Table, error) {
 }
 
 func (n *Node) table(keyspace, table string) (Table, error) {
-	for _, t := range n.info.Tables {
+	for _, t := range n.allTables() {
 		if t.Keyspace == keyspace && t.Name == table {
 			return t, nil
 		}

@@ -196,11 +196,17 @@ func TestSnapshotHardLinksAndClear(t *testing.T) {
 	require.NoError(t, n.Snapshot("t2", []string{"ks2"}))
 	entries, err := n.ListSnapshots()
 	require.NoError(t, err)
-	require.Len(t, entries, 4)
+	require.Len(t, entries, 4+len(systemTables), "the system tables are in a snapshot of every keyspace")
 	require.Equal(t, "t1", entries[0].Tag)
-	require.Equal(t, "t2", entries[3].Tag)
-	require.Equal(t, "ks2", entries[3].Keyspace)
+	last := entries[len(entries)-1]
+	require.Equal(t, "t2", last.Tag)
+	require.Equal(t, "ks2", last.Keyspace)
 	for _, e := range entries {
+		if systemKeyspace(e.Keyspace) {
+			require.NoFileExists(t, filepath.Join(e.Dir, "schema.cql"), "schema.cql only for user tables")
+			continue
+		}
+		require.FileExists(t, filepath.Join(e.Dir, "schema.cql"))
 		require.Positive(t, e.SizeOnDisk)
 		require.Less(t, e.TrueSize, e.SizeOnDisk, "live SSTables are not the snapshot's own bytes")
 		require.WithinDuration(t, time.Now(), e.Created, time.Hour)
@@ -248,7 +254,7 @@ func TestSnapshotOfEmptyNode(t *testing.T) {
 	require.NoError(t, n.Snapshot("empty", nil))
 	entries, err := n.ListSnapshots()
 	require.NoError(t, err)
-	require.Len(t, entries, 2)
+	require.Len(t, entries, 2+len(systemTables))
 	rows, err := SnapshotRows(n.DataDirs()[0], "empty")
 	require.NoError(t, err)
 	require.Empty(t, rows)

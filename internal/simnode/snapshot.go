@@ -101,16 +101,23 @@ func (n *Node) linkTable(t Table, dir string, created time.Time) error {
 			return err
 		}
 	}
-	m := manifest{Files: files, CreatedAt: created}
-	if m.Files == nil {
-		m.Files = []string{}
+	// As Cassandra 5.0.6 writes it: the Data.db of each SSTable, indented
+	// JSON without a trailing newline.
+	m := manifest{Files: []string{}, CreatedAt: created}
+	for _, f := range files {
+		if _, comp, ok := parseComponent(f); ok && comp == "Data.db" {
+			m.Files = append(m.Files, f)
+		}
 	}
-	data, err := json.Marshal(m)
+	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, manifestFile), data, 0o644); err != nil {
 		return err
+	}
+	if systemKeyspace(t.Keyspace) {
+		return nil // schema.cql only for user tables
 	}
 	schema := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s (\n    id text PRIMARY KEY,\n    value blob\n) WITH ID = %s;\n",
 		t.Keyspace, t.Name, dashed(t.ID))
@@ -209,7 +216,7 @@ type Entry struct {
 // ListSnapshots returns every table snapshot, sorted by tag, keyspace, table.
 func (n *Node) ListSnapshots() ([]Entry, error) {
 	var out []Entry
-	for _, t := range n.info.Tables {
+	for _, t := range n.allTables() {
 		base := filepath.Join(t.Dir, snapshotsDir)
 		ents, err := os.ReadDir(base)
 		if errors.Is(err, fs.ErrNotExist) {

@@ -636,6 +636,9 @@ func fromEC2(s types.Snapshot) worker.Snapshot {
 		Progress:     aws.ToString(s.Progress),
 		StartTime:    aws.ToTime(s.StartTime),
 		Tags:         fromTags(s.Tags),
+		VolumeSize:   aws.ToInt32(s.VolumeSize),
+		Encrypted:    aws.ToBool(s.Encrypted),
+		KMSKeyID:     aws.ToString(s.KmsKeyId),
 	}
 }
 

@@ -83,3 +83,25 @@ func Code(err error) string {
 	}
 	return ""
 }
+
+type notRun struct{ err error }
+
+func (e *notRun) Error() string { return e.err.Error() }
+func (e *notRun) Unwrap() error { return e.err }
+
+// NotRun marks err as a failure that left the node as it was: the command
+// never ran (the program or the node could not be reached) or was refused
+// before it did anything (a bad argument). It says nothing about retrying;
+// combine it with Permanent where that applies.
+func NotRun(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &notRun{err}
+}
+
+// IsNotRun reports whether err, or an error it wraps, is marked NotRun.
+func IsNotRun(err error) bool {
+	var n *notRun
+	return errors.As(err, &n)
+}

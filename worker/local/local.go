@@ -33,7 +33,7 @@ var _ nodetool.Runner = (*Runner)(nil)
 // ctx signals the whole group, so nothing the command started outlives it.
 func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
 	if len(cmd.Argv) == 0 {
-		return nodetool.Output{}, errclass.Permanent(errors.New("local: empty command"))
+		return nodetool.Output{}, errclass.Permanent(errclass.NotRun(errors.New("local: empty command")))
 	}
 	argv := cmd.Argv
 	if cmd.Sudo {
@@ -59,7 +59,8 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 		c.Stdin = bytes.NewReader(cmd.Stdin)
 	}
 	if err := c.Start(); err != nil {
-		return nodetool.Output{}, errclass.Permanent(fmt.Errorf("local: start %s: %w", argv[0], err))
+		// Nothing ran: the node is as it was.
+		return nodetool.Output{}, errclass.Permanent(errclass.NotRun(fmt.Errorf("local: start %s: %w", argv[0], err)))
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()

@@ -56,6 +56,7 @@ func TestMissingProgramIsPermanent(t *testing.T) {
 	_, err := (&local.Runner{}).Run(context.Background(), node, nodetool.Command{Argv: []string{"/nonexistent/nodetool"}})
 	require.Error(t, err)
 	require.True(t, errclass.IsPermanent(err))
+	require.True(t, errclass.IsNotRun(err), "nothing ran on the node")
 }
 
 func TestCancelKillsTheProcessGroup(t *testing.T) {

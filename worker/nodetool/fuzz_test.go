@@ -109,3 +109,52 @@ func FuzzParseSize(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseDescribeCluster(f *testing.F) {
+	f.Add(readRecorded(f, "describecluster.txt").out.Stdout)
+	f.Add(readRecorded(f, "3n-describecluster.txt").out.Stdout)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := nodetool.ParseDescribeCluster(b)
+		if err != nil {
+			return
+		}
+		if c.Name == "" || c.Partitioner == "" {
+			t.Fatalf("cluster without name or partitioner accepted: %+v", c)
+		}
+		for _, ks := range c.Keyspaces {
+			if ks.Name == "" {
+				t.Fatalf("keyspace without name accepted: %+v", ks)
+			}
+		}
+	})
+}
+
+func FuzzParseDataPaths(f *testing.F) {
+	f.Add(readRecorded(f, "datapaths.txt").out.Stdout)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tables, err := nodetool.ParseDataPaths(b)
+		if err != nil {
+			return
+		}
+		for _, d := range nodetool.DataDirs(tables) {
+			if !strings.HasPrefix(d, "/") || d == "/" {
+				t.Fatalf("data directory %q accepted", d)
+			}
+		}
+	})
+}
+
+func FuzzParseSnapshotFiles(f *testing.F) {
+	f.Add([]byte("\x00C /d/ks/t-1/snapshots/T/manifest.json\x00{\"files\":[\"a\"]}\x00F 3 /d/ks/t-1/snapshots/T/a\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tables, err := nodetool.ParseSnapshotFiles(b, "T")
+		if err != nil {
+			return
+		}
+		for _, tb := range tables {
+			if tb.Files < 0 || tb.Bytes < 0 || tb.Keyspace == "" {
+				t.Fatalf("malformed table accepted: %+v", tb)
+			}
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 
 	"github.com/quiesce/quiesce/messages"
@@ -24,6 +25,8 @@ type Command struct {
 	Env map[string]string
 	// Sudo runs the program through "sudo -n".
 	Sudo bool
+	// Label names the command in error messages (default: Label(Argv)).
+	Label string
 	// Stdin is what the program reads on its standard input; only a local
 	// runner supplies it (over SSH the wrapper owns the channel's input).
 	Stdin []byte
@@ -41,14 +44,98 @@ type ExitError struct {
 	Argv     []string
 	ExitCode int
 	Out      Output
+	// Label names the command in messages ("nodetool snapshot -t T shop"),
+	// set by the Client; without it a short form of Argv stands in. A
+	// message never carries the whole argv: a nodetool run as "java …" is
+	// kilobytes of JVM options and classpath.
+	Label string
 }
 
+// maxReason bounds the reason an error quotes.
+const maxReason = 300
+
 func (e *ExitError) Error() string {
-	msg := firstLine(e.Out.Stderr)
-	if msg == "" {
-		msg = firstLine(e.Out.Stdout)
+	label := e.Label
+	if label == "" {
+		label = Label(e.Argv)
 	}
-	return fmt.Sprintf("%s exited %d: %s", strings.Join(redact(e.Argv), " "), e.ExitCode, msg)
+	return fmt.Sprintf("%s exited %d: %s", label, e.ExitCode, e.Reason())
+}
+
+// Reason is what the command said went wrong, in one bounded line, from
+// whichever stream and line it said it on: nodetool prints some failures on
+// stderr ("error: Snapshot T already exists."), some on stdout, and not
+// always on the first line (a missing keyspace for snapshot is on the
+// second).
+func (e *ExitError) Reason() string { return Reason(e.Out) }
+
+// Reason finds the line of a command's output that says why it failed: the
+// first "error: ", "nodetool: " or "Error: " line of stderr, then of stdout;
+// failing those, the first line of stderr, then of stdout, that is neither
+// nodetool's echo of the request nor a Java stack frame.
+func Reason(out Output) string {
+	for _, b := range [][]byte{out.Stderr, out.Stdout} {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			for _, p := range []string{"error: ", "nodetool: ", "Error: "} {
+				if r, ok := strings.CutPrefix(line, p); ok && strings.TrimSpace(r) != "" {
+					return bound(strings.TrimSpace(r))
+				}
+			}
+		}
+	}
+	for _, b := range [][]byte{out.Stderr, out.Stdout} {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !noise(line) {
+				return bound(line)
+			}
+		}
+	}
+	return "(no output)"
+}
+
+// noise reports lines that never say why a command failed.
+func noise(line string) bool {
+	for _, p := range []string{"Requested creating snapshot", "Requested clearing snapshot", "See 'nodetool help'",
+		"-- StackTrace --", "at ", "... ", "Schema Version:", "TokenRange:"} {
+		if strings.HasPrefix(line, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func bound(s string) string {
+	if len(s) > maxReason {
+		return s[:maxReason] + "…"
+	}
+	return s
+}
+
+// Label is a short name for argv in messages: the program's base name (or
+// "nodetool" for a java command running nodetool's main class) and the
+// arguments after it, password values hidden, at most 200 bytes.
+func Label(argv []string) string {
+	if len(argv) == 0 {
+		return "(empty command)"
+	}
+	words := []string{path.Base(argv[0])}
+	rest := argv[1:]
+	for i, a := range argv {
+		if a == "org.apache.cassandra.tools.NodeTool" {
+			words, rest = []string{"nodetool"}, argv[i+1:]
+			break
+		}
+	}
+	words = append(words, redact(rest)...)
+	return bound200(strings.Join(words, " "))
+}
+
+func bound200(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 // redact hides the value of nodetool's password options, so a JMX password
@@ -71,11 +158,59 @@ func redact(argv []string) []string {
 	return out
 }
 
-// Stderr returns the command's stderr, for the failure event.
-func (e *ExitError) Stderr() string { return string(e.Out.Stderr) }
+// maxStderr bounds what Stderr returns.
+const maxStderr = 4096
 
-// Code is the metric label of a command that ran and failed.
-func (e *ExitError) Code() string { return "exit" }
+// Stderr returns what the command printed about its failure, for the
+// failure event: its stderr without Java stack frames, or its stdout when
+// it printed nothing on stderr (nodetool reports a missing keyspace there).
+func (e *ExitError) Stderr() string {
+	text := string(e.Out.Stderr)
+	if strings.TrimSpace(text) == "" {
+		text = string(e.Out.Stdout)
+	}
+	if strings.Contains(text, "\tat ") {
+		var keep []string
+		for line := range strings.SplitSeq(text, "\n") {
+			t := strings.TrimSpace(line)
+			if strings.HasPrefix(t, "at ") || (strings.HasPrefix(t, "... ") && strings.HasSuffix(t, "more")) {
+				continue
+			}
+			keep = append(keep, line)
+		}
+		text = strings.Join(keep, "\n")
+	}
+	if len(text) > maxStderr {
+		text = text[:maxStderr] + "…"
+	}
+	return text
+}
+
+// Code is the metric label of a command that ran and failed: "jmx" when
+// nodetool could not reach the node's JMX port, "exit" otherwise.
+func (e *ExitError) Code() string {
+	if e.Unreachable() {
+		return "jmx"
+	}
+	return "exit"
+}
+
+// Unreachable reports whether nodetool failed to connect to the node's JMX
+// port because nothing answered (refused, timed out, reset): Cassandra is
+// down or starting, a condition that passes. A refused login is not.
+func (e *ExitError) Unreachable() bool {
+	all := string(e.Out.Stderr) + "\n" + string(e.Out.Stdout)
+	if !strings.Contains(all, "Failed to connect") {
+		return false
+	}
+	for _, s := range []string{"ConnectException", "Connection refused", "SocketTimeoutException", "timed out",
+		"NoRouteToHostException", "Connection reset", "ConnectIOException", "EOFException"} {
+		if strings.Contains(all, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // Runner runs a command on a node. It returns *ExitError for a command that
 // ran and failed, and a classified error (errclass) for one that could not
@@ -120,11 +255,22 @@ func (c *Client) command(node messages.Node, args ...string) Command {
 	argv := make([]string, 0, len(base)+len(args))
 	argv = append(argv, base...)
 	argv = append(argv, args...)
-	return Command{Argv: argv, Env: c.Env, Sudo: c.Sudo}
+	label := bound200(strings.Join(append([]string{"nodetool"}, redact(args)...), " "))
+	return Command{Argv: argv, Env: c.Env, Sudo: c.Sudo, Label: label}
 }
 
 func (c *Client) run(ctx context.Context, node messages.Node, args ...string) (Output, error) {
-	return c.Runner.Run(ctx, node, c.command(node, args...))
+	return c.exec(ctx, node, c.command(node, args...))
+}
+
+// exec runs cmd, naming it by its label in the error of a failed run.
+func (c *Client) exec(ctx context.Context, node messages.Node, cmd Command) (Output, error) {
+	out, err := c.Runner.Run(ctx, node, cmd)
+	var ee *ExitError
+	if errors.As(err, &ee) && ee.Label == "" {
+		ee.Label = cmd.Label
+	}
+	return out, err
 }
 
 // SnapshotArgs builds the arguments of "nodetool snapshot", validating every
@@ -143,23 +289,50 @@ func SnapshotArgs(tag string, keyspaces []string) ([]string, error) {
 	return args, nil
 }
 
-// Snapshot runs "nodetool snapshot -t TAG [keyspaces]": flush, then hard-link.
+// Prepare makes the node's executor ready without running anything on the
+// node: over SSH, the connection is made, the host key verified and the
+// login accepted. A node that cannot be reached fails here, before a flush
+// records anything.
+func (c *Client) Prepare(ctx context.Context, node messages.Node) error {
+	if ch, ok := c.Runner.(interface {
+		Check(context.Context, messages.Node) error
+	}); ok {
+		return ch.Check(ctx, node)
+	}
+	return nil
+}
+
+// Snapshot runs "nodetool snapshot -t TAG [keyspaces]": flush, then
+// hard-link, and returns only once nodetool said it made the snapshot
+// ("Snapshot directory: TAG"): a command that exits 0 without saying so did
+// not snapshot. A tag already on the node is an error wrapping
+// worker.ErrSnapshotExists; whether that is the job's own is the caller's to
+// know.
 func (c *Client) Snapshot(ctx context.Context, node messages.Node, tag string, keyspaces []string) error {
 	args, err := SnapshotArgs(tag, keyspaces)
 	if err != nil {
-		return errclass.Permanent(err)
+		return errclass.Permanent(errclass.NotRun(err))
 	}
 	out, err := c.run(ctx, node, args...)
 	if err != nil {
 		var ee *ExitError
-		if errors.As(err, &ee) && snapshotExists(ee.Out) {
-			return nil
+		if errors.As(err, &ee) && snapshotExists(ee.Out, tag) {
+			return errclass.Permanent(&existsError{err: ee})
 		}
 		return classify(err)
 	}
-	_ = out
+	if got := ParseSnapshot(out.Stdout); got != tag {
+		return errclass.Permanent(fmt.Errorf("nodetool snapshot exited 0 without reporting snapshot %s (no %q line): %s",
+			tag, "Snapshot directory: "+tag, firstLine(append(out.Stdout, out.Stderr...))))
+	}
 	return nil
 }
+
+// existsError is a snapshot refused because its tag is on the node already.
+type existsError struct{ err *ExitError }
+
+func (e *existsError) Error() string   { return e.err.Error() }
+func (e *existsError) Unwrap() []error { return []error{e.err, worker.ErrSnapshotExists} }
 
 // ClearSnapshot runs "nodetool clearsnapshot -t TAG".
 func (c *Client) ClearSnapshot(ctx context.Context, node messages.Node, tag string) error {
@@ -167,6 +340,27 @@ func (c *Client) ClearSnapshot(ctx context.Context, node messages.Node, tag stri
 		return errclass.Permanent(err)
 	}
 	_, err := c.run(ctx, node, "clearsnapshot", "-t", tag)
+	return classify(err)
+}
+
+// Sync flushes the file systems holding dirs to their devices with
+// "sync -f DIR..." (syncfs(2) of each), or every file system of the node
+// with "sync" when dirs is empty, through the same executor and sudo
+// setting as nodetool. Cassandra makes a snapshot's hard links without
+// syncing their directories; a volume snapshot holds only what reached the
+// volume.
+func (c *Client) Sync(ctx context.Context, node messages.Node, dirs []string) error {
+	argv := []string{"sync"}
+	if len(dirs) > 0 {
+		argv = append(argv, "-f", "--")
+		for _, d := range dirs {
+			if err := messages.ValidateDir("data directory", d); err != nil {
+				return errclass.Permanent(err)
+			}
+			argv = append(argv, d)
+		}
+	}
+	_, err := c.exec(ctx, node, Command{Argv: argv, Sudo: c.Sudo, Label: bound200(strings.Join(argv, " "))})
 	return classify(err)
 }
 
@@ -240,23 +434,37 @@ func ParseListSnapshots(out []byte) ([]SnapshotEntry, error) {
 	return entries, sc.Err()
 }
 
-func snapshotExists(out Output) bool {
+// snapshotExists reports nodetool's refusal of a tag already on the node
+// ("Snapshot TAG already exists."), on whichever stream.
+func snapshotExists(out Output, tag string) bool {
 	all := string(out.Stderr) + string(out.Stdout)
-	return strings.Contains(all, "already exists")
+	return strings.Contains(all, "Snapshot "+tag+" already exists")
 }
 
-// classify makes a nodetool failure permanent: nodetool ran and said no, and
-// running it again will say the same. Errors from the runner keep the class
-// the runner gave them.
+// classify gives a failed command its class. nodetool that could not reach
+// the node's JMX port is transient: Cassandra is down or starting, and
+// trying again later may work. Any other failure nodetool reports is
+// permanent: it ran and said no, and running it again will say the same.
+// A failure that left the node as it was (no JMX connection, a refused
+// argument: nodetool exits 1; a program that could not be run: 126, 127) is
+// also marked errclass.NotRun. Errors from the runner keep the class the
+// runner gave them.
 func classify(err error) error {
 	if err == nil {
 		return nil
 	}
 	var ee *ExitError
-	if errors.As(err, &ee) {
-		return errclass.Permanent(err)
+	if !errors.As(err, &ee) {
+		return err
 	}
-	return err
+	notRun := ee.ExitCode == 1 || ee.ExitCode == 126 || ee.ExitCode == 127
+	if ee.Unreachable() {
+		return errclass.NotRun(err)
+	}
+	if notRun {
+		err = errclass.NotRun(err)
+	}
+	return errclass.Permanent(err)
 }
 
 func firstLine(b []byte) string {
@@ -264,8 +472,5 @@ func firstLine(b []byte) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
 	}
-	if len(s) > 300 {
-		s = s[:300] + "…"
-	}
-	return s
+	return bound(s)
 }

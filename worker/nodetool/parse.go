@@ -5,12 +5,16 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// The parsers read the output of Cassandra 4.1's nodetool. They accept what
+// The parsers read the output of Cassandra 4.1's and 5.0's nodetool (the
+// recorded runs of a real 5.0.6 in testdata/cassandra-5.0.6 are their test
+// vectors). They accept what
 // they do not need loosely (columns are found by position, not width) and
 // reject what they do need when it is malformed, so a changed format fails
 // loudly instead of yielding zeros.
@@ -228,11 +232,19 @@ type Info struct {
 	Uptime                time.Duration
 	// Tokens are listed only by "nodetool info -T".
 	Tokens []string
+	// Lines 5.0 prints and 4.1 does not: the live data size uncompressed
+	// (-1 when not printed), and the node's bootstrap and decommission
+	// state.
+	UncompressedLoadBytes int64
+	BootstrapState        string
+	BootstrapFailed       bool
+	Decommissioning       bool
+	DecommissionFailed    bool
 }
 
 // ParseInfo parses "nodetool info" (with or without -T).
 func ParseInfo(out []byte) (Info, error) {
-	info := Info{LoadBytes: -1}
+	info := Info{LoadBytes: -1, UncompressedLoadBytes: -1}
 	seen := map[string]bool{}
 	sc := lines(out)
 	for sc.Scan() {
@@ -258,6 +270,18 @@ func ParseInfo(out []byte) (Info, error) {
 			if v != "?" {
 				info.LoadBytes, err = ParseSize(v)
 			}
+		case "Uncompressed load":
+			if v != "?" {
+				info.UncompressedLoadBytes, err = ParseSize(v)
+			}
+		case "Bootstrap state":
+			info.BootstrapState = v
+		case "Bootstrap failed":
+			info.BootstrapFailed, err = strconv.ParseBool(v)
+		case "Decommissioning":
+			info.Decommissioning, err = strconv.ParseBool(v)
+		case "Decommission failed":
+			info.DecommissionFailed, err = strconv.ParseBool(v)
 		case "Gossip active":
 			info.GossipActive, err = strconv.ParseBool(v)
 		case "Native Transport active":
@@ -424,6 +448,11 @@ func ParseDescribeRing(out []byte) (schemaVersion string, ranges []TokenRange, e
 	if schemaVersion == "" {
 		return "", nil, fmt.Errorf("describering: no Schema Version line")
 	}
+	if len(ranges) == 0 {
+		// What 5.0.6 prints for a keyspace that does not exist, before its
+		// error on stderr.
+		return "", nil, fmt.Errorf("describering: no token ranges (does the keyspace exist?)")
+	}
 	return schemaVersion, ranges, nil
 }
 
@@ -513,4 +542,177 @@ func ParseSnapshot(out []byte) string {
 		}
 	}
 	return ""
+}
+
+// Cluster is what "nodetool describecluster" says about the cluster.
+type Cluster struct {
+	Name        string
+	Snitch      string
+	Partitioner string
+	// SchemaVersions maps each schema version to the nodes that hold it:
+	// more than one means the schema is not in agreement.
+	SchemaVersions map[string][]string
+	// Versions maps each Cassandra release to the nodes that run it
+	// ("127.0.0.1:7000"); 4.0 and later print it.
+	Versions map[string][]string
+	// Keyspaces and their replication, in the order printed.
+	Keyspaces []Keyspace
+}
+
+// Keyspace is one keyspace's replication, as describecluster prints it
+// ("shop -> Replication class: NetworkTopologyStrategy {dc1=3}").
+type Keyspace struct {
+	Name    string
+	Class   string
+	Options map[string]string
+}
+
+// ParseDescribeCluster parses "nodetool describecluster".
+func ParseDescribeCluster(out []byte) (Cluster, error) {
+	c := Cluster{SchemaVersions: map[string][]string{}, Versions: map[string][]string{}}
+	section := ""
+	sc := lines(out)
+	for sc.Scan() {
+		raw := sc.Text()
+		line := strings.TrimSpace(raw)
+		if line == "" {
+			continue
+		}
+		indented := raw != strings.TrimLeft(raw, " \t")
+		if !indented {
+			section = strings.TrimSuffix(line, ":")
+			continue
+		}
+		switch section {
+		case "Cluster Information":
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+			switch k {
+			case "Name":
+				c.Name = v
+			case "Snitch":
+				c.Snitch = v
+			case "Partitioner":
+				c.Partitioner = v
+			case "Schema versions":
+				section = "Schema versions"
+			default:
+				// "<uuid>: [hosts]" lines are indented deeper than
+				// "Schema versions:" and keep its section.
+				if isUUID(k) {
+					c.SchemaVersions[k] = bracketed(v)
+				}
+			}
+		case "Schema versions":
+			if k, v, ok := strings.Cut(line, ":"); ok && isUUID(strings.TrimSpace(k)) {
+				c.SchemaVersions[strings.TrimSpace(k)] = bracketed(v)
+			}
+		case "Database versions":
+			k, v, ok := strings.Cut(line, ":")
+			if ok {
+				c.Versions[strings.TrimSpace(k)] = bracketed(v)
+			}
+		case "Keyspaces":
+			name, repl, ok := strings.Cut(line, " -> ")
+			if !ok {
+				return Cluster{}, fmt.Errorf("describecluster: keyspace line %q", line)
+			}
+			ks := Keyspace{Name: strings.TrimSpace(name)}
+			repl = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(repl), "Replication class:"))
+			class, opts, _ := strings.Cut(repl, " ")
+			ks.Class = class
+			opts = strings.TrimSpace(opts)
+			if strings.HasPrefix(opts, "{") && strings.HasSuffix(opts, "}") {
+				for _, kv := range strings.Split(strings.Trim(opts, "{}"), ",") {
+					if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+						if ks.Options == nil {
+							ks.Options = map[string]string{}
+						}
+						ks.Options[k] = v
+					}
+				}
+			}
+			c.Keyspaces = append(c.Keyspaces, ks)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return Cluster{}, err
+	}
+	if c.Name == "" || c.Partitioner == "" {
+		return Cluster{}, fmt.Errorf("describecluster: no cluster name or partitioner")
+	}
+	return c, nil
+}
+
+// bracketed splits "[a, b]" into its items.
+func bracketed(s string) []string {
+	s = strings.TrimSpace(s)
+	return splitList(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+}
+
+// TablePaths is one table of "nodetool datapaths" and the directories that
+// hold it.
+type TablePaths struct {
+	Keyspace string
+	Table    string
+	Paths    []string
+}
+
+// ParseDataPaths parses "nodetool datapaths".
+func ParseDataPaths(out []byte) ([]TablePaths, error) {
+	var tables []TablePaths
+	ks := ""
+	var cur *TablePaths
+	inPaths := false
+	sc := lines(out)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "":
+			inPaths = false
+		case strings.HasPrefix(line, "Keyspace:"):
+			ks, cur, inPaths = strings.TrimSpace(strings.TrimPrefix(line, "Keyspace:")), nil, false
+		case strings.HasPrefix(line, "Table:"):
+			if ks == "" {
+				return nil, fmt.Errorf("datapaths: table before any keyspace in %q", line)
+			}
+			tables = append(tables, TablePaths{Keyspace: ks, Table: strings.TrimSpace(strings.TrimPrefix(line, "Table:"))})
+			cur, inPaths = &tables[len(tables)-1], false
+		case line == "Paths:":
+			inPaths = cur != nil
+		case inPaths && strings.HasPrefix(line, "/"):
+			cur.Paths = append(cur.Paths, line)
+		default:
+			return nil, fmt.Errorf("datapaths: unexpected line %q", line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(tables) == 0 {
+		return nil, fmt.Errorf("datapaths: no tables")
+	}
+	return tables, nil
+}
+
+// DataDirs returns the data directories that hold the tables: each table
+// path is <data dir>/<keyspace>/<table>-<id>. Sorted, without duplicates.
+func DataDirs(tables []TablePaths) []string {
+	seen := map[string]bool{}
+	var dirs []string
+	for _, t := range tables {
+		for _, p := range t.Paths {
+			d := path.Dir(path.Dir(path.Clean(p)))
+			if path.Base(path.Dir(p)) != t.Keyspace || d == "/" || seen[d] {
+				continue
+			}
+			seen[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs)
+	return dirs
 }

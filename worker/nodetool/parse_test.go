@@ -84,7 +84,7 @@ func TestParseInfo(t *testing.T) {
 	require.Equal(t, nodetool.Info{
 		HostID: "6d194555-f6eb-41d0-c000-000000000001", Datacenter: "us-east", Rack: "us-east-1a",
 		Load: "105.64 KiB", LoadBytes: 108175, GossipActive: true, NativeTransportActive: true,
-		Generation: 1700000000, Uptime: 24 * time.Hour,
+		Generation: 1700000000, Uptime: 24 * time.Hour, UncompressedLoadBytes: -1,
 	}, info)
 
 	info, err = nodetool.ParseInfo(sample(t, "info-tokens.txt"))

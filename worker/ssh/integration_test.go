@@ -19,6 +19,7 @@ import (
 
 	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
@@ -74,7 +75,7 @@ func TestSSHDFlushSnapshotClear(t *testing.T) {
 	simTags, err := sim.Tags()
 	require.NoError(t, err)
 	require.Equal(t, []string{"quiesce-sshd-1"}, simTags)
-	require.NoError(t, c.Snapshot(ctx, b.node, "quiesce-sshd-1", nil), "an existing tag is success")
+	require.ErrorIs(t, c.Snapshot(ctx, b.node, "quiesce-sshd-1", nil), worker.ErrSnapshotExists, "an existing tag is refused")
 	tags, err := c.Tags(ctx, b.node)
 	require.NoError(t, err)
 	require.Equal(t, []string{"quiesce-sshd-1"}, tags)

@@ -12,6 +12,7 @@ import (
 	"github.com/quiesce/quiesce/internal/simnode"
 	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/errclass"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
@@ -49,8 +50,9 @@ func TestNodetoolOverSSH(t *testing.T) {
 	simTags, err := sim.Tags()
 	require.NoError(t, err)
 	require.Equal(t, []string{"quiesce-job-1"}, simTags)
-	// A redelivered flush task finds its tag already there: success.
-	require.NoError(t, c.Snapshot(ctx, b.node, "quiesce-job-1", nil))
+	// The tag is there now: nodetool refuses it again, and says so; whose
+	// it is, the flush task knows.
+	require.ErrorIs(t, c.Snapshot(ctx, b.node, "quiesce-job-1", nil), worker.ErrSnapshotExists)
 	tags, err := c.Tags(ctx, b.node)
 	require.NoError(t, err)
 	require.Equal(t, []string{"quiesce-job-1"}, tags)

@@ -132,6 +132,21 @@ func TestAgentsBackUpTheirOwnNodes(t *testing.T) {
 		require.Empty(t, b.tools[n].TagsOn(n), "and cleared it")
 	}
 	require.EqualValues(t, 2, b.snap.Creates.Load())
+
+	// Each agent stored its node's facts (a key its user may write): the
+	// catalog record holds both nodes' topology and lacks nothing.
+	backups, err := planner.Backups(t.Context(), b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	require.Empty(t, backups[0].Warnings)
+	require.NotNil(t, backups[0].Topology)
+	var facts []string
+	for _, f := range backups[0].Topology.Nodes {
+		require.NotEmpty(t, f.HostID, "node %s", f.Node)
+		require.Len(t, f.Tables, 1, "node %s", f.Node)
+		facts = append(facts, f.Node)
+	}
+	require.ElementsMatch(t, nodes, facts)
 }
 
 // An agent cannot take another node's tasks, nor answer for another node:
@@ -167,6 +182,19 @@ func TestAgentCannotActForAnotherNode(t *testing.T) {
 		jetstream.WithMsgID("forged"))
 	require.NoError(t, err, "its own subject is allowed, but the coordinator drops a result for n2 there")
 	require.ErrorContains(t, nc.LastError(), "Permissions Violation", "the server refused the other publishes")
+
+	// Nor write another node's keys in the jobs bucket: its flush intent,
+	// its facts for the catalog or a part of them. Its own it may write.
+	kv, err := js.KeyValue(t.Context(), messages.BucketJobs)
+	require.NoError(t, err)
+	for _, key := range []string{messages.IntentKey(job, "n2"), messages.NodeFactsKey(job, "n2"), messages.NodeFactsPartKey(job, "n2", 1)} {
+		pctx, pcancel := context.WithTimeout(t.Context(), 3*time.Second)
+		_, err := kv.Put(pctx, key, []byte("{}"))
+		pcancel()
+		require.Error(t, err, "n1's agent cannot write %s", key)
+	}
+	_, err = kv.Put(t.Context(), messages.NodeFactsPartKey(job, "n1", 1), []byte("{}"))
+	require.NoError(t, err, "n1's agent writes its own node's facts")
 
 	j := b.env.WaitTerminal(t, job, 30*time.Second)
 	require.Equal(t, messages.PhaseFailed, j.Phase)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"sync"
@@ -29,7 +30,9 @@ type NodeTool struct {
 	// ClearFail makes a node's clear fail with the error it returns (nil: ok).
 	ClearFail func(node string) error
 	// Block, when set, is waited on by every snapshot call before it runs.
-	Block  chan struct{}
+	Block chan struct{}
+	// Synced records the directories each node's syncs named.
+	Synced map[string][][]string
 	Calls  atomic.Int64
 	Clears atomic.Int64
 }
@@ -41,7 +44,8 @@ func NewNodeTool() *NodeTool {
 	return &NodeTool{Tags: map[string]map[string]bool{}, FlushedAt: map[string]time.Time{}}
 }
 
-// Snapshot records the tag on the node.
+// Snapshot records the tag on the node; a tag already there is an error
+// wrapping worker.ErrSnapshotExists, as nodetool refuses it.
 func (f *NodeTool) Snapshot(ctx context.Context, node messages.Node, tag string, _ []string) error {
 	f.Calls.Add(1)
 	if f.Block != nil {
@@ -69,6 +73,10 @@ func (f *NodeTool) Snapshot(ctx context.Context, node messages.Node, tag string,
 	defer f.mu.Unlock()
 	if f.Tags[node.Name] == nil {
 		f.Tags[node.Name] = map[string]bool{}
+	}
+	if f.Tags[node.Name][tag] {
+		// As nodetool: a tag already on the node is refused.
+		return errclass.Permanent(fmt.Errorf("snapshot %s on %s: %w", tag, node.Name, worker.ErrSnapshotExists))
 	}
 	f.Tags[node.Name][tag] = true
 	if _, ok := f.FlushedAt[node.Name]; !ok {
@@ -100,6 +108,61 @@ func (f *NodeTool) TagsOn(node string) []string {
 		out = append(out, t)
 	}
 	return out
+}
+
+var (
+	_ worker.Syncer       = (*NodeTool)(nil)
+	_ worker.FactGatherer = (*NodeTool)(nil)
+)
+
+// Sync records the directories synced on the node (nil: every file system).
+func (f *NodeTool) Sync(_ context.Context, node messages.Node, dirs []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Synced == nil {
+		f.Synced = map[string][][]string{}
+	}
+	f.Synced[node.Name] = append(f.Synced[node.Name], dirs)
+	return nil
+}
+
+// SyncedOn returns the directories each of the node's syncs named.
+func (f *NodeTool) SyncedOn(node string) [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]string(nil), f.Synced[node]...)
+}
+
+// DataDirs answers /fake/<node>/data.
+func (f *NodeTool) DataDirs(_ context.Context, node messages.Node) ([]string, error) {
+	return []string{"/fake/" + node.Name + "/data"}, nil
+}
+
+// SnapshotTables describes one table, ks1.t1, while the tag is on the node.
+func (f *NodeTool) SnapshotTables(_ context.Context, node messages.Node, dirs []string, tag string) ([]messages.TableSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.Tags[node.Name][tag] || len(dirs) == 0 {
+		return nil, nil
+	}
+	return []messages.TableSnapshot{{Keyspace: "ks1", Table: "t1", ID: "5a1c395e0b4a11f0a5a2c3f0d1e2f3a4", DataDir: dirs[0],
+		SSTables: 1, Files: 8, Bytes: 1024, CQL: "CREATE TABLE IF NOT EXISTS ks1.t1 (id int PRIMARY KEY) WITH ID = 5a1c395e-0b4a-11f0-a5a2-c3f0d1e2f3a4;"}}, nil
+}
+
+// Describe answers as a node of a one-DC cluster named "fake" would, the
+// host ID and tokens derived from the node's name.
+func (f *NodeTool) Describe(_ context.Context, node messages.Node) (messages.NodeFacts, error) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(node.Name))
+	n := h.Sum32()
+	return messages.NodeFacts{
+		HostID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", n), Datacenter: "dc1", Rack: "rack1",
+		Address: node.Address, Tokens: []string{fmt.Sprint(int32(n)), fmt.Sprint(int32(n) / 2)}, Version: "5.0.6",
+		ClusterName: "fake", Partitioner: "org.apache.cassandra.dht.Murmur3Partitioner",
+		Snitch: "org.apache.cassandra.locator.GossipingPropertyFileSnitch", SchemaVersion: "069b3db1-68df-30bd-8d47-42e3f8390898",
+		Keyspaces: []messages.KeyspaceFacts{{Name: "ks1", Class: "NetworkTopologyStrategy", Options: map[string]string{"dc1": "3"}},
+			{Name: "system", Class: "LocalStrategy"}},
+	}, nil
 }
 
 // LastFlush returns the latest flush completion time.
@@ -212,6 +275,22 @@ func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]w
 		case <-s.Hold:
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
+		}
+	}
+	return out, nil
+}
+
+var _ worker.VolumeDescriber = (*Snapshotter)(nil)
+
+// DescribeVolumes describes every volume as a 10 GiB gp3 volume in
+// fake-1a.
+func (s *Snapshotter) DescribeVolumes(_ context.Context, snaps []worker.Snapshot) ([]messages.VolumeFacts, error) {
+	seen := map[string]bool{}
+	var out []messages.VolumeFacts
+	for _, sn := range snaps {
+		if !seen[sn.VolumeID] {
+			seen[sn.VolumeID] = true
+			out = append(out, messages.VolumeFacts{VolumeID: sn.VolumeID, AZ: "fake-1a", SizeGiB: 10, Type: "gp3", IOPS: 3000, Throughput: 125})
 		}
 	}
 	return out, nil
