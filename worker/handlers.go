@@ -158,8 +158,9 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 // earlier attempt ran nodetool snapshot on the node (its intent says so),
 // the tag it made may postdate the job's clean-up of the node, and its
 // result may never have been counted (a publish that failed, then this
-// redelivery): the tag is the job's own, so it is cleared before the task
-// is let go. Without such an intent nothing of the job's is on the node.
+// redelivery): the tag is the job's own, so it is cleared, once, before the
+// task is let go. Without such an intent nothing of the job's is on the
+// node.
 func (w *Worker) flushAfterEnd(ctx context.Context, log zerolog.Logger, t messages.Task) error {
 	if w.jobs == nil {
 		return errSkip
@@ -175,8 +176,12 @@ func (w *Worker) flushAfterEnd(ctx context.Context, log zerolog.Logger, t messag
 	if err != nil {
 		return errclass.Permanent(err)
 	}
+	// One try: the node's own clear task, with its retries, is usually
+	// still running when the node cannot be reached now.
 	if err := nt.ClearSnapshot(ctx, *t.Node, t.Tag); err != nil {
-		return fmt.Errorf("clear the tag an earlier attempt of this flush made, after its job ended: %w", err)
+		log.Warn().Err(err).Int("earlier_attempt", in.Attempt).Str("tag", t.Tag).
+			Msg("flush delivered after its job ended; the tag its earlier attempt may have made could not be cleared: check the node")
+		return errSkip
 	}
 	log.Warn().Int("earlier_attempt", in.Attempt).Msg("flush delivered after its job ended; the tag its earlier attempt made is cleared")
 	return errSkip
