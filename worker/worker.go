@@ -440,6 +440,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	}
 	if res != nil {
 		result.Snapshots, result.Deleted, result.Retired, result.Retained, result.Warnings = res.Snapshots, res.Deleted, res.Retired, res.Retained, res.Warnings
+		result.Trimmed = res.Trimmed
 		result.Listing = res.Listing
 		result.Output, result.ExitCode = res.Output, res.ExitCode
 	}
