@@ -19,6 +19,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "nightly", p.Name)
 	require.Equal(t, 14, p.KeepLast)
+	require.Equal(t, config.RetentionRules{KeepMonthly: 24, KeepYearly: 3}, p.CopyRetention["us-west-2"])
 	sessions, ok := c.Cluster("sessions")
 	require.True(t, ok)
 	require.Equal(t, 3*time.Hour, sessions.MaxAge())
