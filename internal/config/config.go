@@ -465,6 +465,8 @@ func (c *Config) Validate() error {
 				rw := fmt.Sprintf("%s.copy_retention.%s", where, region)
 				switch {
 				case !known:
+				case cl.Snapshotter == "fs":
+					add("%s: the cluster %q has snapshotter \"fs\", which makes no copies", rw, p.Cluster)
 				case len(copyRegions) == 0:
 					add("%s: the cluster %q has no ebs.copy_regions", rw, p.Cluster)
 				case !slices.Contains(copyRegions, region):

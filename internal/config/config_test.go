@@ -180,6 +180,9 @@ func TestCopyRetentionErrorsNameTheField(t *testing.T) {
 			"policies[0].copy_retention.us-west-2.keep_within 30s: keeps nothing; use at least 1m"},
 		{"a negative rule", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {keep_monthly: -1}}}\n",
 			"policies[0].copy_retention.us-west-2.keep_monthly -1: must not be negative"},
+		{"an fs cluster", "clusters:\n- name: f\n  snapshotter: fs\n  fs: {store: /s}\n  ebs: {copy_regions: [us-west-2]}\n  nodes: [{name: n1, volumes: [{id: v1, path: /d}]}]\n" +
+			"policies:\n- {name: p, cluster: f, copy_retention: {us-west-2: {keep_last: 3}}}\n",
+			`policies[0].copy_retention.us-west-2: the cluster "f" has snapshotter "fs", which makes no copies`},
 		{"an unknown rule", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {keep_hourly: 3}}}\n",
 			`unknown field "keep_hourly"`},
 	}
