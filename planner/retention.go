@@ -281,7 +281,7 @@ func (d BackupDecision) Trim() messages.Trim {
 	return t
 }
 
-// Empty reports whether a trim deletes nothing.
+// trimEmpty reports whether a trim deletes nothing.
 func trimEmpty(t messages.Trim) bool { return !t.Source && len(t.CopyRegions) == 0 }
 
 // partDeleted reports whether retention deleted the part of b earlier.
@@ -463,12 +463,15 @@ func markTrimmed(ctx context.Context, catalog jetstream.KeyValue, cluster string
 		slices.Sort(b.DeletedCopies)
 		// Only the two fields change: the rest of the record is written
 		// back as it was read, fields this release does not know included.
-		for k, v := range map[string]any{"source_deleted": b.SourceDeleted, "deleted_copies": b.DeletedCopies} {
-			data, err := json.Marshal(v)
+		if b.SourceDeleted {
+			raw["source_deleted"] = json.RawMessage("true")
+		}
+		if len(b.DeletedCopies) > 0 {
+			data, err := json.Marshal(b.DeletedCopies)
 			if err != nil {
 				return err
 			}
-			raw[k] = data
+			raw["deleted_copies"] = data
 		}
 		data, err := json.Marshal(raw)
 		if err != nil {

@@ -1,6 +1,7 @@
 package planner_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -450,4 +451,19 @@ func TestSelectRegionRetentionProperties(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A catalog record written before copy regions had rules of their own
+// decodes as a backup of which nothing was deleted: every region has it.
+func TestOldCatalogRecordHasEveryPart(t *testing.T) {
+	t.Parallel()
+	var b messages.Backup
+	require.NoError(t, json.Unmarshal([]byte(`{"schema":"`+messages.BackupSchema+`","job_id":"c1-000000000001","cluster":"c1",`+
+		`"policy":"nightly","finished_at":"2026-11-30T02:00:00Z","regions":["us-east-1"]}`), &b))
+	require.False(t, b.SourceDeleted)
+	require.Empty(t, b.DeletedCopies)
+	sets := planner.Policy{Retention: planner.Retention{KeepLast: 1}, CopyRegions: []string{"us-west-2"},
+		CopyRetention: map[string]planner.Retention{"us-west-2": {KeepLast: 2}}}.RetentionSets()
+	ds := planner.SelectRegionRetention([]messages.Backup{{JobID: "c1-000000000002", FinishedAt: t0.Add(time.Hour)}, b}, sets, nil, t0)
+	require.Equal(t, "c1-000000000001: source=RETIRE us-west-2=keep", parts(ds)[1])
 }
