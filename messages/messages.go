@@ -567,6 +567,11 @@ type Backup struct {
 	// snapshot and node says its own): more than one for a cluster whose
 	// data centres are in several. Kept inline for a large backup too.
 	Regions []string `json:"regions,omitempty"`
+	// CopyRegions are the regions the backup's snapshots were copied to
+	// (the cluster's ebs.copy_regions when it was taken). A record written
+	// before copies were recorded has none, and is taken to have copies in
+	// every copy region.
+	CopyRegions []string `json:"copy_regions,omitempty"`
 	// Nodes and Snapshots are inline for a small backup. A large one keeps
 	// them in the manifests object store under Manifest instead, since a KV
 	// value is bounded by the server's message size.

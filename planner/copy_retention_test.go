@@ -56,6 +56,7 @@ func TestCopyRegionKeepsItsOwnCopies(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, backups, 3, "the first backup is kept nowhere: retired from the catalog")
 	require.Equal(t, jobs[3], backups[0].JobID)
+	require.Equal(t, []string{"us-west-2", "eu-west-1"}, backups[0].CopyRegions, "the record says where the copies are")
 	require.False(t, backups[0].SourceDeleted)
 	require.Empty(t, backups[0].DeletedCopies)
 	for k, want := range []string{jobs[2], jobs[1]} {

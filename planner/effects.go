@@ -172,6 +172,9 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	}
 	b.NodeCount, b.SnapshotCount = len(b.Nodes), len(b.Snapshots)
 	b.Regions = snapshotRegions(refs)
+	// The await task copied every snapshot to each of these (CopyJob)
+	// before the catalog was written.
+	b.CopyRegions = slices.Clone(p.Policy.CopyRegions)
 	data, err := json.Marshal(&b)
 	if err != nil {
 		return res, err

@@ -246,9 +246,12 @@ type PartDecision struct {
 	// snapshots.
 	CopyRegion string
 	Keep       bool
-	// Deleted says retention deleted the part before: it is neither kept
-	// nor deleted again.
+	// Deleted says retention deleted the part before, and Missing that
+	// the backup was never copied to the part's copy region (it was taken
+	// before the region was a copy region): either way the part is neither
+	// kept nor deleted.
 	Deleted bool
+	Missing bool
 	Reasons []string
 }
 
@@ -269,7 +272,7 @@ func (d BackupDecision) Trim() messages.Trim {
 		return t
 	}
 	for _, p := range d.Parts {
-		if p.Keep || p.Deleted {
+		if p.Keep || p.Deleted || p.Missing {
 			continue
 		}
 		if p.CopyRegion == "" {
@@ -292,9 +295,16 @@ func partDeleted(b messages.Backup, copyRegion string) bool {
 	return slices.Contains(b.DeletedCopies, copyRegion)
 }
 
+// partMissing reports whether b was never copied to copyRegion. A record
+// that lists no copy region predates the list: its copies may be in any.
+func partMissing(b messages.Backup, copyRegion string) bool {
+	return copyRegion != "" && len(b.CopyRegions) > 0 && !slices.Contains(b.CopyRegions, copyRegion)
+}
+
 // SelectRegionRetention decides part by part which backups to keep: each
-// rule set's SelectRetention over the backups that still have that part
-// (newest first, one policy's, as SelectRetention takes them). A backup is
+// rule set's SelectRetention over the backups that still have that part,
+// neither deleted nor never copied there (newest first, one policy's, as
+// SelectRetention takes them). A backup is
 // kept while any part keeps it. Every invariant of SelectRetention holds
 // for each part: its newest backup is kept, a held backup is kept, the
 // answer is the same twice, selecting again over what was kept deletes
@@ -310,8 +320,12 @@ func SelectRegionRetention(backups []messages.Backup, sets []RegionRules, holds 
 		var at []int
 		for i, b := range backups {
 			out[i].Parts[k].CopyRegion = set.CopyRegion
-			if partDeleted(b, set.CopyRegion) {
+			switch {
+			case partDeleted(b, set.CopyRegion):
 				out[i].Parts[k].Deleted = true
+				continue
+			case partMissing(b, set.CopyRegion):
+				out[i].Parts[k].Missing = true
 				continue
 			}
 			present = append(present, b)

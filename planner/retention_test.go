@@ -244,6 +244,8 @@ func parts(ds []planner.BackupDecision) []string {
 			switch {
 			case p.Deleted:
 				v = "deleted"
+			case p.Missing:
+				v = "missing"
 			case p.Keep:
 				v = "keep"
 			}
@@ -351,6 +353,23 @@ func TestSelectRegionRetentionKeepsEachRegionsNewest(t *testing.T) {
 		"c1-000000000001: source=keep us-west-2=RETIRE",
 	}, parts(ds))
 	require.Contains(t, ds[2].Parts[1].Reasons, "newest")
+
+	// A backup taken before eu-west-1 was a copy region has no copy there
+	// to keep: that region's rules neither count nor keep it.
+	sets = planner.Policy{Retention: planner.Retention{KeepLast: 1}, CopyRegions: []string{"us-west-2", "eu-west-1"},
+		CopyRetention: map[string]planner.Retention{"eu-west-1": {KeepLast: 2}}}.RetentionSets()
+	backups = daily(3)
+	backups[0].CopyRegions = []string{"us-west-2", "eu-west-1"}
+	backups[1].CopyRegions = []string{"us-west-2"}
+	// backups[2] is from before copies were recorded: it may have copies anywhere.
+	ds = planner.SelectRegionRetention(backups, sets, nil, t0)
+	require.Equal(t, []string{
+		"c1-000000000003: source=keep us-west-2=keep eu-west-1=keep",
+		"c1-000000000002: source=RETIRE us-west-2=RETIRE eu-west-1=missing",
+		"c1-000000000001: source=RETIRE us-west-2=RETIRE eu-west-1=keep",
+	}, parts(ds))
+	require.False(t, ds[1].Keep, "no region has it to keep: retired whole")
+	require.Contains(t, ds[2].Parts[2].Reasons, "last 2")
 }
 
 // randomRegions marks some parts of a random catalog deleted already, as
@@ -370,6 +389,10 @@ func randomRegions(r *rand.Rand, backups []messages.Backup, source planner.Reten
 			continue
 		}
 		backups[i].SourceDeleted = r.IntN(8) == 0
+		if r.IntN(4) == 0 {
+			// Taken while the cluster copied to fewer regions.
+			backups[i].CopyRegions = p.CopyRegions[:r.IntN(len(p.CopyRegions))+1]
+		}
 		for _, region := range p.CopyRegions {
 			if r.IntN(8) == 0 {
 				backups[i].DeletedCopies = append(backups[i].DeletedCopies, region)
@@ -400,8 +423,8 @@ func TestSelectRegionRetentionProperties(t *testing.T) {
 			for _, d := range ds {
 				p := d.Parts[k]
 				require.Equal(t, set.CopyRegion, p.CopyRegion)
-				if p.Deleted {
-					require.False(t, p.Keep, "a deleted part is not kept: %s", msg)
+				if p.Deleted || p.Missing {
+					require.False(t, p.Keep, "a deleted or missing part is not kept: %s", msg)
 					continue
 				}
 				if newest {

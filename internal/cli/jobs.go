@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -613,9 +614,19 @@ func printBackups(w io.Writer, backups []messages.Backup, holds map[string]plann
 		if len(b.Regions) > 0 {
 			regions = strings.Join(b.Regions, ",")
 		}
-		// What retention deleted of a backup a copy region still keeps.
+		// Where its copies are, and what retention deleted of a backup a
+		// copy region still keeps.
 		if b.SourceDeleted {
 			regions = "source deleted"
+		}
+		var copies []string
+		for _, r := range b.CopyRegions {
+			if !slices.Contains(b.DeletedCopies, r) {
+				copies = append(copies, r)
+			}
+		}
+		if len(copies) > 0 {
+			regions += ", copies in " + strings.Join(copies, ",")
 		}
 		if len(b.DeletedCopies) > 0 {
 			regions += ", copies deleted in " + strings.Join(b.DeletedCopies, ",")
@@ -811,6 +822,8 @@ func writeRetention(w io.Writer, cluster string, pol planner.Policy, ds []planne
 			switch {
 			case p.Deleted:
 				fmt.Fprintf(w, "           %-12s deleted    by an earlier retention\n", name)
+			case p.Missing:
+				fmt.Fprintf(w, "           %-12s none       never copied there\n", name)
 			case p.Keep:
 				fmt.Fprintf(w, "           %-12s keep       %s\n", name, strings.Join(p.Reasons, ", "))
 			case p.CopyRegion == "":

@@ -23,7 +23,7 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 		{JobID: "c1-000000000001", FinishedAt: at.Add(-24 * time.Hour), Policy: "nightly", Mode: messages.ModeApplication,
 			NodeCount: 3, SnapshotCount: 3, Tag: "t1", Regions: []string{"us-east-1", "us-west-2"}},
 		{JobID: "c1-000000000000", Partial: true, MissingNodes: []string{"a", "b", "c", "d", "e"},
-			SourceDeleted: true, DeletedCopies: []string{"eu-west-1"}},
+			CopyRegions: []string{"us-west-2", "eu-west-1"}, SourceDeleted: true, DeletedCopies: []string{"eu-west-1"}},
 	}, map[string]planner.Hold{
 		"c1-000000000001": {JobID: "c1-000000000001", Until: at.Add(48 * time.Hour)},
 		"c1-000000000000": {JobID: "c1-000000000000", Until: at.Add(-time.Hour)},
@@ -37,7 +37,7 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 	require.Contains(t, string(lines[2]), "all nodes")
 	require.Contains(t, string(lines[2]), "us-east-1,us-west-2", "the regions a backup's snapshots are in")
 	require.Contains(t, string(lines[3]), "PARTIAL: without a, b, c and 2 more")
-	require.Contains(t, string(lines[3]), "source deleted, copies deleted in eu-west-1", "what retention deleted of a backup a copy region keeps")
+	require.Contains(t, string(lines[3]), "source deleted, copies in us-west-2, copies deleted in eu-west-1", "what retention deleted of a backup a copy region keeps")
 }
 
 // Every view of a job counts the same way: status, the progress line of
@@ -106,6 +106,7 @@ func TestRetentionDryRunPerRegion(t *testing.T) {
 		backups = append(backups, messages.Backup{JobID: job, FinishedAt: at.AddDate(0, 0, day), SnapshotCount: 1, Snapshots: snaps(job)})
 	}
 	backups[2].DeletedCopies = []string{"eu-west-1"}
+	backups[3].CopyRegions = []string{"us-west-2"} // taken while eu-west-1 was no copy region
 	pol := planner.Policy{Name: "nightly", Retention: planner.Retention{KeepDaily: 1}, CopyRegions: []string{"us-west-2", "eu-west-1"},
 		CopyRetention: map[string]planner.Retention{"us-west-2": {KeepMonthly: 2}}}
 	ds := planner.SelectRegionRetention(backups, pol.RetentionSets(), nil, at)
@@ -127,7 +128,11 @@ func TestRetentionDryRunPerRegion(t *testing.T) {
 			"           would delete snap-c1-000000000002 (n1, vol-1)\n" +
 			"           us-west-2    keep       monthly 2026-10\n" +
 			"           eu-west-1    deleted    by an earlier retention\n",
-		"  RETIRE c1-000000000001  2026-10-30T02:00:00Z  1 snapshots  no region keeps it\n",
+		"  RETIRE c1-000000000001  2026-10-30T02:00:00Z  1 snapshots  no region keeps it\n" +
+			"           source       RETIRE     no rule keeps it\n" +
+			"           would delete snap-c1-000000000001 (n1, vol-1)\n" +
+			"           us-west-2    RETIRE     no rule keeps it; would delete its copies of the 1 snapshots there\n" +
+			"           eu-west-1    none       never copied there\n",
 	} {
 		require.Contains(t, got, want)
 	}

@@ -416,6 +416,7 @@ func TestMotoCopyRegionRetention(t *testing.T) {
 	require.Equal(t, second, backups[0].JobID)
 	require.False(t, backups[0].SourceDeleted)
 	require.Equal(t, first, backups[1].JobID)
+	require.Equal(t, []string{copyRegion}, backups[1].CopyRegions)
 	require.True(t, backups[1].SourceDeleted, "the catalog says the first backup's own snapshots are gone")
 	require.Empty(t, backups[1].DeletedCopies)
 
