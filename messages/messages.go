@@ -312,8 +312,11 @@ type Task struct {
 	// SnapshotTags are applied to every snapshot the task creates.
 	SnapshotTags map[string]string `json:"snapshot_tags,omitempty"`
 	// Retire lists the job IDs whose snapshots a retention or clean-up task
-	// deletes.
+	// deletes: every one, the copies in other regions included.
 	Retire []string `json:"retire,omitempty"`
+	// Trim lists backups of which a retention task deletes only some
+	// regions' snapshots, the others' rules still keeping them.
+	Trim []Trim `json:"trim,omitempty"`
 	// Expect is how many snapshots an await task waits for.
 	Expect int  `json:"expect,omitempty"`
 	DryRun bool `json:"dry_run,omitempty"`
@@ -401,6 +404,10 @@ type TaskResult struct {
 	// Retained lists the retired jobs a retention task could not fully
 	// delete (a snapshot in use); their catalog records are kept.
 	Retained []string `json:"retained,omitempty"`
+	// Trimmed lists what a retention task deleted of the backups of its
+	// task's Trim, every snapshot of each part named gone; a part with a
+	// snapshot it could not delete is left out (and warned about).
+	Trimmed []Trim `json:"trimmed,omitempty"`
 	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
 	Warnings []string `json:"warnings,omitempty"`
 	// Output is the tail of what a hook printed (stdout, then stderr),
@@ -618,6 +625,11 @@ type Backup struct {
 	// snapshot and node says its own): more than one for a cluster whose
 	// data centres are in several. Kept inline for a large backup too.
 	Regions []string `json:"regions,omitempty"`
+	// CopyRegions are the regions the backup's snapshots were copied to
+	// (the cluster's ebs.copy_regions when it was taken). A record written
+	// before copies were recorded has none, and is taken to have copies in
+	// every copy region.
+	CopyRegions []string `json:"copy_regions,omitempty"`
 	// Nodes and Snapshots are inline for a small backup. A large one keeps
 	// them in the manifests object store under Manifest instead, since a KV
 	// value is bounded by the server's message size.
@@ -640,6 +652,21 @@ type Backup struct {
 	// Warnings say what the record lacks (a node whose facts could not be
 	// gathered, say).
 	Warnings []string `json:"warnings,omitempty"`
+	// SourceDeleted and DeletedCopies say which of the backup's snapshots
+	// retention deleted while a copy region's own rules still keep it: its
+	// own snapshots (in every region of Regions), and its copies in the copy
+	// regions named. A restore takes none of them. The record leaves the
+	// catalog once no region keeps the backup.
+	SourceDeleted bool     `json:"source_deleted,omitempty"`
+	DeletedCopies []string `json:"deleted_copies,omitempty"`
+}
+
+// Trim names some regions' snapshots of one backup: its own (Source, in
+// every region they are in) and its copies in CopyRegions.
+type Trim struct {
+	JobID       string   `json:"job_id"`
+	Source      bool     `json:"source,omitempty"`
+	CopyRegions []string `json:"copy_regions,omitempty"`
 }
 
 // HookRun is the last result of one hook task, kept beside its job's record

@@ -36,6 +36,8 @@ type setupOpts struct {
 	ackWait        time.Duration
 	maxDeliver     int
 	hooks          []messages.Hook
+	copyRegions    []string
+	copyRetention  map[string]planner.Retention
 }
 
 func clusterInventory(o setupOpts) planner.Inventory {
@@ -56,7 +58,7 @@ func clusterInventory(o setupOpts) planner.Inventory {
 	return planner.Inventory{
 		Clusters: []planner.Cluster{cl},
 		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", Retention: planner.Retention{KeepLast: o.keepLast}, AllowPartial: o.allowPartial, Hooks: o.hooks,
-			FlushTimeout: o.flushTimeout}},
+			FlushTimeout: o.flushTimeout, CopyRegions: o.copyRegions, CopyRetention: o.copyRetention}},
 	}
 }
 

@@ -175,3 +175,54 @@ func TestCatalogOfATwoRegionCluster(t *testing.T) {
 	require.Equal(t, "west", b.Nodes[1].DC)
 	require.Equal(t, "us-west-2", b.Nodes[1].Region)
 }
+
+// What retention deleted of a backup a copy region keeps is noted in its
+// catalog record, region by region, and nothing else of the record
+// changes, fields this release does not know included; a large backup's
+// manifest gets the note when loaded.
+func TestMarkTrimmedNotesTheRegions(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	ctx := context.Background()
+	job := "c1-000000000001"
+	key := messages.CatalogKey("c1", job)
+	full := messages.Backup{Schema: messages.BackupSchema, JobID: job, Cluster: "c1", SnapshotCount: 1,
+		Snapshots: []messages.SnapshotRef{{SnapshotID: "snap-1", VolumeID: "v1"}}}
+	data, err := json.Marshal(full)
+	require.NoError(t, err)
+	_, err = env.H.Manifests.PutBytes(ctx, key, data)
+	require.NoError(t, err)
+	_, err = env.H.Catalog.Put(ctx, key, []byte(`{"schema":"`+messages.BackupSchema+`","job_id":"`+job+`","cluster":"c1",`+
+		`"snapshot_count":1,"manifest":"`+key+`","a_later_field":{"x":1}}`))
+	require.NoError(t, err)
+
+	require.NoError(t, markTrimmed(ctx, env.H.Catalog, "c1", messages.Trim{JobID: job, CopyRegions: []string{"us-west-2"}}))
+	require.NoError(t, markTrimmed(ctx, env.H.Catalog, "c1", messages.Trim{JobID: job, Source: true, CopyRegions: []string{"eu-west-1", "us-west-2"}}))
+	entry, err := env.H.Catalog.Get(ctx, key)
+	require.NoError(t, err)
+	rev := entry.Revision()
+	require.NoError(t, markTrimmed(ctx, env.H.Catalog, "c1", messages.Trim{JobID: job, Source: true}))
+	entry, err = env.H.Catalog.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, rev, entry.Revision(), "noting the same again writes nothing")
+
+	var raw map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(entry.Value(), &raw))
+	require.JSONEq(t, `{"x":1}`, string(raw["a_later_field"]))
+	var b messages.Backup
+	require.NoError(t, json.Unmarshal(entry.Value(), &b))
+	require.True(t, b.SourceDeleted)
+	require.Equal(t, []string{"eu-west-1", "us-west-2"}, b.DeletedCopies)
+	require.Equal(t, key, b.Manifest)
+
+	loaded, err := LoadBackup(ctx, env.H, b)
+	require.NoError(t, err)
+	require.Len(t, loaded.Snapshots, 1)
+	require.True(t, loaded.SourceDeleted)
+	require.Equal(t, []string{"eu-west-1", "us-west-2"}, loaded.DeletedCopies)
+
+	// A record retired meanwhile stays gone.
+	require.NoError(t, markTrimmed(ctx, env.H.Catalog, "c1", messages.Trim{JobID: "c1-000000000002", Source: true}))
+	_, err = env.H.Catalog.Get(ctx, messages.CatalogKey("c1", "c1-000000000002"))
+	require.Error(t, err)
+}

@@ -287,6 +287,14 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 					return err
 				}
 			}
+			for _, t := range r.Trimmed {
+				if t.JobID == r.JobID {
+					continue
+				}
+				if err := markTrimmed(ctx, c.e.h.Catalog, r.Cluster, t); err != nil {
+					return err
+				}
+			}
 			if len(r.Deleted) > 0 {
 				c.e.obs.SnapshotsRetired(r.Cluster, len(r.Deleted))
 			}

@@ -75,18 +75,18 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 	case fxCatalog:
 		return e.writeCatalog(ctx, p, r)
 	case fxRetention:
-		retired, err := e.selectRetired(ctx, p)
+		retired, trims, err := e.selectRetired(ctx, p)
 		if err != nil {
 			return effectResult{}, err
 		}
-		if len(retired) > 0 {
+		if len(retired) > 0 || len(trims) > 0 {
 			t := p.baseTask(messages.KindRetention, p.Cluster, now.Add(cleanupTaskTimeout))
-			t.Retire = retired
+			t.Retire, t.Trim = retired, trims
 			if err := e.publishTasks(ctx, p, []messages.Task{t}); err != nil {
 				return effectResult{}, err
 			}
 		}
-		return effectResult{retired: retired}, nil
+		return effectResult{retired: retired, trimmed: len(trims) > 0}, nil
 	case fxHooks:
 		var tasks []messages.Task
 		for _, j := range p.hookTasksAt(fx.Point) {
@@ -189,6 +189,9 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	for _, w := range b.Warnings {
 		res.warnings = append(res.warnings, "catalog: "+w)
 	}
+	// The await task copied every snapshot to each of these (CopyJob)
+	// before the catalog was written.
+	b.CopyRegions = slices.Clone(p.Policy.CopyRegions)
 	data, err := json.Marshal(&b)
 	if err != nil {
 		return res, err
@@ -319,6 +322,8 @@ func LoadBackup(ctx context.Context, h *topology.Handles, b messages.Backup) (me
 	if err := json.Unmarshal(data, &full); err != nil {
 		return b, fmt.Errorf("backup %s manifest: %w", b.JobID, err)
 	}
+	// What retention deleted since is noted in the catalog record only.
+	full.SourceDeleted, full.DeletedCopies = b.SourceDeleted, b.DeletedCopies
 	return full, nil
 }
 
@@ -407,13 +412,17 @@ func Backups(ctx context.Context, catalog jetstream.KeyValue, cluster string) ([
 	return out, nil
 }
 
-func (e *engine) selectRetired(ctx context.Context, p *Plan) ([]string, error) {
-	if !p.Policy.Retention.Any() {
-		return nil, nil
+// selectRetired selects the backups of the job's policy that no region
+// keeps (retired whole) and the regions' snapshots to delete of those some
+// region still keeps (trims).
+func (e *engine) selectRetired(ctx context.Context, p *Plan) ([]string, []messages.Trim, error) {
+	sets := p.Policy.RetentionSets()
+	if !AnyRule(sets) {
+		return nil, nil, nil
 	}
 	backups, err := Backups(ctx, e.h.Catalog, p.Cluster)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Only backups of this policy count against its rules.
 	var mine []messages.Backup
@@ -424,12 +433,13 @@ func (e *engine) selectRetired(ctx context.Context, p *Plan) ([]string, error) {
 	}
 	holds, err := Holds(ctx, e.h.Holds, p.Cluster)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	retired := Retired(SelectRetention(mine, p.Policy.Retention, holds, e.now()))
+	retired, trims := RetiredAndTrimmed(SelectRegionRetention(mine, sets, holds, e.now()))
 	// The job being finished is the newest backup; never retire it.
 	retired = removeString(retired, p.JobID)
-	return retired, nil
+	trims = slices.DeleteFunc(trims, func(t messages.Trim) bool { return t.JobID == p.JobID })
+	return retired, trims, nil
 }
 
 func removeString(xs []string, s string) []string {

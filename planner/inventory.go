@@ -19,8 +19,16 @@ type Policy struct {
 	// JobRequest (SyncSchedules); empty for none.
 	Schedule string
 	// Retention says which successful backups are kept; the others'
-	// managed snapshots are deleted. No rule keeps every backup.
+	// managed snapshots are deleted. No rule keeps every backup. It rules
+	// the backups' own snapshots, and their copies in every copy region
+	// without rules of its own.
 	Retention Retention
+	// CopyRegions are the cluster's copy regions: every backup's snapshots
+	// are copied to each of them.
+	CopyRegions []string
+	// CopyRetention gives some copy regions rules of their own for the
+	// copies they hold.
+	CopyRetention map[string]Retention
 	// AllowPartial lets a job whose nodes did not all flush snapshot those
 	// that did.
 	AllowPartial bool
@@ -51,28 +59,59 @@ const DefaultPolicyName = "default"
 // releases hold it, so its field names and its durations written as Go
 // duration strings ("10m0s") do not change.
 type policyJSON struct {
-	Name            string          `json:"name"`
-	Cluster         string          `json:"cluster"`
-	Schedule        string          `json:"schedule,omitempty"`
-	KeepLast        int             `json:"keep_last,omitempty"`
-	KeepWithin      jsonDuration    `json:"keep_within,omitempty"`
-	KeepDaily       int             `json:"keep_daily,omitempty"`
-	KeepWeekly      int             `json:"keep_weekly,omitempty"`
-	KeepMonthly     int             `json:"keep_monthly,omitempty"`
-	KeepYearly      int             `json:"keep_yearly,omitempty"`
-	CountPartial    bool            `json:"count_partial,omitempty"`
-	Hooks           []messages.Hook `json:"hooks,omitempty"`
-	AllowPartial    bool            `json:"allow_partial,omitempty"`
-	FlushTimeout    jsonDuration    `json:"flush_timeout,omitempty"`
-	SnapshotTimeout jsonDuration    `json:"snapshot_timeout,omitempty"`
-	FinishTimeout   jsonDuration    `json:"finish_timeout,omitempty"`
-	JobTimeout      jsonDuration    `json:"job_timeout,omitempty"`
+	Name            string               `json:"name"`
+	Cluster         string               `json:"cluster"`
+	Schedule        string               `json:"schedule,omitempty"`
+	KeepLast        int                  `json:"keep_last,omitempty"`
+	KeepWithin      jsonDuration         `json:"keep_within,omitempty"`
+	KeepDaily       int                  `json:"keep_daily,omitempty"`
+	KeepWeekly      int                  `json:"keep_weekly,omitempty"`
+	KeepMonthly     int                  `json:"keep_monthly,omitempty"`
+	KeepYearly      int                  `json:"keep_yearly,omitempty"`
+	CountPartial    bool                 `json:"count_partial,omitempty"`
+	CopyRegions     []string             `json:"copy_regions,omitempty"`
+	CopyRetention   map[string]rulesJSON `json:"copy_retention,omitempty"`
+	Hooks           []messages.Hook      `json:"hooks,omitempty"`
+	AllowPartial    bool                 `json:"allow_partial,omitempty"`
+	FlushTimeout    jsonDuration         `json:"flush_timeout,omitempty"`
+	SnapshotTimeout jsonDuration         `json:"snapshot_timeout,omitempty"`
+	FinishTimeout   jsonDuration         `json:"finish_timeout,omitempty"`
+	JobTimeout      jsonDuration         `json:"job_timeout,omitempty"`
+}
+
+// rulesJSON is the stored form of a copy region's Retention.
+type rulesJSON struct {
+	KeepLast     int          `json:"keep_last,omitempty"`
+	KeepWithin   jsonDuration `json:"keep_within,omitempty"`
+	KeepDaily    int          `json:"keep_daily,omitempty"`
+	KeepWeekly   int          `json:"keep_weekly,omitempty"`
+	KeepMonthly  int          `json:"keep_monthly,omitempty"`
+	KeepYearly   int          `json:"keep_yearly,omitempty"`
+	CountPartial bool         `json:"count_partial,omitempty"`
+}
+
+func toRulesJSON(r Retention) rulesJSON {
+	return rulesJSON{KeepLast: r.KeepLast, KeepWithin: jsonDuration(r.KeepWithin), KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
+		KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, CountPartial: r.CountPartial}
+}
+
+func (v rulesJSON) retention() Retention {
+	return Retention{KeepLast: v.KeepLast, KeepWithin: time.Duration(v.KeepWithin), KeepDaily: v.KeepDaily,
+		KeepWeekly: v.KeepWeekly, KeepMonthly: v.KeepMonthly, KeepYearly: v.KeepYearly, CountPartial: v.CountPartial}
 }
 
 // MarshalJSON writes the policy in its stored form.
 func (p Policy) MarshalJSON() ([]byte, error) {
 	r := p.Retention
+	var copies map[string]rulesJSON
+	if len(p.CopyRetention) > 0 {
+		copies = make(map[string]rulesJSON, len(p.CopyRetention))
+		for region, c := range p.CopyRetention {
+			copies[region] = toRulesJSON(c)
+		}
+	}
 	return json.Marshal(policyJSON{
+		CopyRegions: p.CopyRegions, CopyRetention: copies,
 		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
 		KeepLast: r.KeepLast, KeepWithin: jsonDuration(r.KeepWithin), KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
 		KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, CountPartial: r.CountPartial, Hooks: p.Hooks,
@@ -91,9 +130,16 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 		Name: v.Name, Cluster: v.Cluster, Schedule: v.Schedule, AllowPartial: v.AllowPartial,
 		Retention: Retention{KeepLast: v.KeepLast, KeepWithin: time.Duration(v.KeepWithin), KeepDaily: v.KeepDaily,
 			KeepWeekly: v.KeepWeekly, KeepMonthly: v.KeepMonthly, KeepYearly: v.KeepYearly, CountPartial: v.CountPartial},
+		CopyRegions:  v.CopyRegions,
 		Hooks:        v.Hooks,
 		FlushTimeout: time.Duration(v.FlushTimeout), SnapshotTimeout: time.Duration(v.SnapshotTimeout),
 		FinishTimeout: time.Duration(v.FinishTimeout), JobTimeout: time.Duration(v.JobTimeout),
+	}
+	if len(v.CopyRetention) > 0 {
+		p.CopyRetention = make(map[string]Retention, len(v.CopyRetention))
+		for region, c := range v.CopyRetention {
+			p.CopyRetention[region] = c.retention()
+		}
 	}
 	return nil
 }

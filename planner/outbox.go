@@ -137,6 +137,9 @@ func (fx *effect) parseLegacy(s string) error {
 type effectResult struct {
 	// retired: the backups a retention effect selected.
 	retired []string
+	// trimmed: the backups of which a retention effect deletes some
+	// regions' snapshots only.
+	trimmed bool
 	// failed, when set, ends the job: the effect found a condition that no
 	// retry can change (a catalog without a snapshot for some volume).
 	failed string

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -194,6 +195,170 @@ func SelectRetention(backups []messages.Backup, r Retention, holds map[string]Ho
 	return out
 }
 
+// RegionRules are the rules of one part of every backup of a policy: its
+// own snapshots (CopyRegion empty), in whichever regions they are, or its
+// copies in one copy region.
+type RegionRules struct {
+	CopyRegion string
+	Rules      Retention
+	// Own says the copy region has rules of its own; otherwise it
+	// follows the policy's.
+	Own bool
+}
+
+// Name is how the dry run names the part: "source", or the copy region.
+func (r RegionRules) Name() string {
+	if r.CopyRegion == "" {
+		return "source"
+	}
+	return r.CopyRegion
+}
+
+// RetentionSets are the policy's rule sets: the backups' own snapshots
+// first, then each copy region in the order of CopyRegions, by its own
+// rules or else the policy's.
+func (p Policy) RetentionSets() []RegionRules {
+	out := []RegionRules{{Rules: p.Retention}}
+	for _, region := range p.CopyRegions {
+		rr := RegionRules{CopyRegion: region, Rules: p.Retention}
+		if own, ok := p.CopyRetention[region]; ok {
+			rr.Rules, rr.Own = own, true
+		}
+		out = append(out, rr)
+	}
+	return out
+}
+
+// AnyRule reports whether some rule set has a rule, so that retention may
+// retire anything at all.
+func AnyRule(sets []RegionRules) bool {
+	for _, s := range sets {
+		if s.Rules.Any() {
+			return true
+		}
+	}
+	return false
+}
+
+// PartDecision is what retention decided for one part of one backup.
+type PartDecision struct {
+	// CopyRegion is the copy region of the part; empty: the backup's own
+	// snapshots.
+	CopyRegion string
+	Keep       bool
+	// Deleted says retention deleted the part before, and Missing that
+	// the backup was never copied to the part's copy region (it was taken
+	// before the region was a copy region): either way the part is neither
+	// kept nor deleted.
+	Deleted bool
+	Missing bool
+	Reasons []string
+}
+
+// BackupDecision is what retention decided for one backup, part by part.
+type BackupDecision struct {
+	Backup messages.Backup
+	// Keep says some part keeps the backup, so its catalog record stays.
+	Keep  bool
+	Parts []PartDecision
+}
+
+// Trim is what the decision deletes of a backup that is kept: the parts
+// no rule keeps and that were not deleted before. It is empty when there
+// is nothing to delete, or when the backup is retired whole.
+func (d BackupDecision) Trim() messages.Trim {
+	t := messages.Trim{JobID: d.Backup.JobID}
+	if !d.Keep {
+		return t
+	}
+	for _, p := range d.Parts {
+		if p.Keep || p.Deleted || p.Missing {
+			continue
+		}
+		if p.CopyRegion == "" {
+			t.Source = true
+		} else {
+			t.CopyRegions = append(t.CopyRegions, p.CopyRegion)
+		}
+	}
+	return t
+}
+
+// trimEmpty reports whether a trim deletes nothing.
+func trimEmpty(t messages.Trim) bool { return !t.Source && len(t.CopyRegions) == 0 }
+
+// partDeleted reports whether retention deleted the part of b earlier.
+func partDeleted(b messages.Backup, copyRegion string) bool {
+	if copyRegion == "" {
+		return b.SourceDeleted
+	}
+	return slices.Contains(b.DeletedCopies, copyRegion)
+}
+
+// partMissing reports whether b was never copied to copyRegion. A record
+// that lists no copy region predates the list: its copies may be in any.
+func partMissing(b messages.Backup, copyRegion string) bool {
+	return copyRegion != "" && len(b.CopyRegions) > 0 && !slices.Contains(b.CopyRegions, copyRegion)
+}
+
+// SelectRegionRetention decides part by part which backups to keep: each
+// rule set's SelectRetention over the backups that still have that part,
+// neither deleted nor never copied there (newest first, one policy's, as
+// SelectRetention takes them). A backup is
+// kept while any part keeps it. Every invariant of SelectRetention holds
+// for each part: its newest backup is kept, a held backup is kept, the
+// answer is the same twice, selecting again over what was kept deletes
+// nothing more, and a newer backup never brings back a part that was
+// deleted or would have been.
+func SelectRegionRetention(backups []messages.Backup, sets []RegionRules, holds map[string]Hold, now time.Time) []BackupDecision {
+	out := make([]BackupDecision, len(backups))
+	for i, b := range backups {
+		out[i] = BackupDecision{Backup: b, Parts: make([]PartDecision, len(sets))}
+	}
+	for k, set := range sets {
+		var present []messages.Backup
+		var at []int
+		for i, b := range backups {
+			out[i].Parts[k].CopyRegion = set.CopyRegion
+			switch {
+			case partDeleted(b, set.CopyRegion):
+				out[i].Parts[k].Deleted = true
+				continue
+			case partMissing(b, set.CopyRegion):
+				out[i].Parts[k].Missing = true
+				continue
+			}
+			present = append(present, b)
+			at = append(at, i)
+		}
+		for j, d := range SelectRetention(present, set.Rules, holds, now) {
+			part := &out[at[j]].Parts[k]
+			part.Keep, part.Reasons = d.Keep, d.Reasons
+			if d.Keep {
+				out[at[j]].Keep = true
+			}
+		}
+	}
+	return out
+}
+
+// RetiredAndTrimmed splits region decisions into the backups retired whole
+// (sorted) and the parts deleted of the backups kept (in the decisions'
+// order).
+func RetiredAndTrimmed(ds []BackupDecision) (retired []string, trims []messages.Trim) {
+	for _, d := range ds {
+		if !d.Keep {
+			retired = append(retired, d.Backup.JobID)
+			continue
+		}
+		if t := d.Trim(); !trimEmpty(t) {
+			trims = append(trims, t)
+		}
+	}
+	sort.Strings(retired)
+	return retired, trims
+}
+
 // Retired lists the job IDs of the backups decisions retire, sorted.
 func Retired(ds []Decision) []string {
 	var out []string
@@ -267,4 +432,71 @@ func ReleaseHold(ctx context.Context, kv jetstream.KeyValue, cluster, jobID stri
 		return false, err
 	}
 	return true, kv.Delete(ctx, key)
+}
+
+// markTrimmed notes in a backup's catalog record which regions' snapshots
+// retention deleted, by compare-and-set: other coordinators may note other
+// regions of the same backup at once. A record gone (retired meanwhile) is
+// left gone; noting the same regions again changes nothing.
+func markTrimmed(ctx context.Context, catalog jetstream.KeyValue, cluster string, t messages.Trim) error {
+	if err := messages.ValidateJobID(t.JobID); err != nil {
+		return err
+	}
+	key := messages.CatalogKey(cluster, t.JobID)
+	for attempt := 1; ; attempt++ {
+		if attempt > 50 {
+			return fmt.Errorf("catalog %s: changed by others 50 times while noting what retention deleted", key)
+		}
+		entry, err := catalog.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var raw map[string]json.RawMessage
+		var b messages.Backup
+		if err := json.Unmarshal(entry.Value(), &raw); err != nil {
+			return fmt.Errorf("catalog %s: %w", key, err)
+		}
+		if err := json.Unmarshal(entry.Value(), &b); err != nil {
+			return fmt.Errorf("catalog %s: %w", key, err)
+		}
+		changed := false
+		if t.Source && !b.SourceDeleted {
+			b.SourceDeleted, changed = true, true
+		}
+		for _, region := range t.CopyRegions {
+			if !slices.Contains(b.DeletedCopies, region) {
+				b.DeletedCopies, changed = append(b.DeletedCopies, region), true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		slices.Sort(b.DeletedCopies)
+		// Only the two fields change: the rest of the record is written
+		// back as it was read, fields this release does not know included.
+		if b.SourceDeleted {
+			raw["source_deleted"] = json.RawMessage("true")
+		}
+		if len(b.DeletedCopies) > 0 {
+			data, err := json.Marshal(b.DeletedCopies)
+			if err != nil {
+				return err
+			}
+			raw["deleted_copies"] = data
+		}
+		data, err := json.Marshal(raw)
+		if err != nil {
+			return err
+		}
+		if _, err := catalog.Update(ctx, key, data, entry.Revision()); errors.Is(err, jetstream.ErrKeyExists) ||
+			errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}
 }

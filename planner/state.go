@@ -859,7 +859,7 @@ func (r *record) complete(p *Plan, done map[effect]effectResult, now time.Time) 
 	if res, ok := done[effect{Kind: fxRetention}]; ok && !r.RetentionQueued {
 		r.RetentionQueued = true
 		r.Retired = res.retired
-		if len(res.retired) == 0 {
+		if len(res.retired) == 0 && !res.trimmed {
 			r.RetentionDone = true
 		}
 	}

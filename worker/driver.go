@@ -174,6 +174,15 @@ type Copier interface {
 	DeleteCopies(ctx context.Context, jobID string) ([]string, error)
 }
 
+// CopyTrimmer is implemented by Copiers that can delete a job's copies in
+// one copy region only, for a copy region whose own retention rules retire
+// a backup that others keep.
+type CopyTrimmer interface {
+	// DeleteCopiesIn deletes a job's copies in one copy region, with
+	// DeleteCopies' guards.
+	DeleteCopiesIn(ctx context.Context, jobID, region string) ([]string, error)
+}
+
 // HookCommand is a hook's command as a runner gets it: an argv (never a
 // shell string), the job's facts as environment variables, and what it
 // reads on its standard input.

@@ -22,6 +22,7 @@ type taskOutput struct {
 	Deleted   []string
 	Retired   []string
 	Retained  []string
+	Trimmed   []messages.Trim
 	Warnings  []string
 	Listing   string
 	Flush     *messages.FlushReport
@@ -532,7 +533,8 @@ func (w *Worker) storeListing(ctx context.Context, jobID string, listing message
 	return name, nil
 }
 
-// retention deletes the managed snapshots of the retired jobs. A snapshot in
+// retention deletes the managed snapshots of the retired jobs, and the
+// parts its task trims of the jobs some region still keeps. A snapshot in
 // use (an AMI or a volume made from it) is reported and skipped.
 func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
 	snap, err := w.drivers.Snapshotter(t.Cluster)
@@ -544,36 +546,9 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 		if err := messages.ValidateJobID(job); err != nil {
 			return nil, errclass.Permanent(err)
 		}
-		found, err := snap.Find(ctx, map[string]string{
-			messages.TagJob: job, messages.TagManaged: "true", messages.TagCluster: t.Cluster,
-		})
+		kept, err := w.deleteOwn(ctx, log, snap, t, job, out)
 		if err != nil {
 			return nil, err
-		}
-		sort.Slice(found, func(i, j int) bool { return found[i].ID < found[j].ID })
-		kept := false
-		for _, s := range found {
-			if t.DryRun {
-				out.Deleted = append(out.Deleted, s.ID)
-				continue
-			}
-			err := deleteSnapshot(ctx, snap, s)
-			switch {
-			case err == nil:
-				out.Deleted = append(out.Deleted, s.ID)
-				log.Info().Str("snapshot_id", s.ID).Str("retired_job", job).Msg("snapshot deleted")
-			case errors.Is(err, ErrSnapshotGone):
-				// Another task deleted it since it was listed: done, and
-				// counted by that task.
-			case errors.Is(err, ErrSnapshotInUse):
-				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s of job %s is in use; kept", s.ID, job))
-				kept = true
-			case errors.Is(err, ErrNotManaged):
-				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s is not managed; kept", s.ID))
-				kept = true
-			default:
-				return nil, err
-			}
 		}
 		if c, ok := snap.(Copier); ok && !t.DryRun {
 			deleted, err := c.DeleteCopies(ctx, job)
@@ -592,7 +567,94 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 			out.Retired = append(out.Retired, job)
 		}
 	}
+	for _, trim := range t.Trim {
+		if err := messages.ValidateJobID(trim.JobID); err != nil {
+			return nil, errclass.Permanent(err)
+		}
+		done := messages.Trim{JobID: trim.JobID}
+		if trim.Source {
+			kept, err := w.deleteOwn(ctx, log, snap, t, trim.JobID, out)
+			if err != nil {
+				return nil, err
+			}
+			done.Source = !kept
+		}
+		for _, region := range trim.CopyRegions {
+			ok, err := trimCopies(ctx, log, snap, trim.JobID, region, t.DryRun, out)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				done.CopyRegions = append(done.CopyRegions, region)
+			}
+		}
+		if !t.DryRun && (done.Source || len(done.CopyRegions) > 0) {
+			out.Trimmed = append(out.Trimmed, done)
+		}
+	}
 	return out, nil
+}
+
+// deleteOwn deletes a job's own managed snapshots (not its copies), each
+// in its region. It reports whether one was kept (in use, or not managed).
+func (w *Worker) deleteOwn(ctx context.Context, log zerolog.Logger, snap Snapshotter, t messages.Task, job string, out *taskOutput) (kept bool, err error) {
+	found, err := snap.Find(ctx, map[string]string{
+		messages.TagJob: job, messages.TagManaged: "true", messages.TagCluster: t.Cluster,
+	})
+	if err != nil {
+		return false, err
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].ID < found[j].ID })
+	for _, s := range found {
+		if t.DryRun {
+			out.Deleted = append(out.Deleted, s.ID)
+			continue
+		}
+		err := deleteSnapshot(ctx, snap, s)
+		switch {
+		case err == nil:
+			out.Deleted = append(out.Deleted, s.ID)
+			log.Info().Str("snapshot_id", s.ID).Str("region", s.Region).Str("retired_job", job).Msg("snapshot deleted")
+		case errors.Is(err, ErrSnapshotGone):
+			// Another task deleted it since it was listed: done, and
+			// counted by that task.
+		case errors.Is(err, ErrSnapshotInUse):
+			out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s of job %s is in use; kept", s.ID, job))
+			kept = true
+		case errors.Is(err, ErrNotManaged):
+			out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s is not managed; kept", s.ID))
+			kept = true
+		default:
+			return kept, err
+		}
+	}
+	return kept, nil
+}
+
+// trimCopies deletes a job's copies in one copy region, in that region. It
+// reports whether none is left there.
+func trimCopies(ctx context.Context, log zerolog.Logger, snap Snapshotter, job, region string, dryRun bool, out *taskOutput) (bool, error) {
+	c, ok := snap.(CopyTrimmer)
+	if !ok {
+		out.Warnings = append(out.Warnings, fmt.Sprintf("copies of job %s in %s kept: the cluster's snapshotter cannot delete one region's copies", job, region))
+		return false, nil
+	}
+	if dryRun {
+		return false, nil
+	}
+	deleted, err := c.DeleteCopiesIn(ctx, job, region)
+	out.Deleted = append(out.Deleted, deleted...)
+	for _, id := range deleted {
+		log.Info().Str("snapshot_id", id).Str("region", region).Str("retired_job", job).Msg("copy deleted")
+	}
+	switch {
+	case errors.Is(err, ErrSnapshotInUse):
+		out.Warnings = append(out.Warnings, fmt.Sprintf("a copy of job %s in %s is in use; kept: %v", job, region, err))
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
 }
 
 // deleteSnapshot deletes a snapshot Find reported, in its own region when

@@ -132,3 +132,72 @@ func TestRetentionDeletesInEachRegion(t *testing.T) {
 	defer snap.mu.Unlock()
 	require.Equal(t, map[string]string{"snap-e": "us-east-1", "snap-w": "us-west-2"}, snap.deletedIn)
 }
+
+// A retention task trimming a backup deletes only what it names: a copy
+// region's copies, in that region, while the backup's own snapshots and
+// its copies elsewhere stay; a whole retirement still takes everything.
+func TestRetentionTrimsOneCopyRegion(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	snap := fakes.NewCopier("us-west-2", "eu-west-1")
+	kept, old := "c1-000000000002", "c1-000000000001"
+	for _, job := range []string{old, kept} {
+		tags := map[string]string{messages.TagManaged: "true", messages.TagJob: job, messages.TagCluster: "c1"}
+		snap.Put(worker.Snapshot{ID: "snap-" + job, VolumeID: "vol-1", State: worker.StateCompleted, Tags: tags})
+		_, err := snap.CopyJob(t.Context(), job)
+		require.NoError(t, err)
+	}
+	job := "c1-000000000003"
+	res := runTask(t, env, snap, messages.Task{
+		ID: messages.TaskID(job, messages.KindRetention, "c1"), Kind: messages.KindRetention, JobID: job, Cluster: "c1",
+		Target: "c1", Retire: []string{old}, Trim: []messages.Trim{{JobID: kept, CopyRegions: []string{"eu-west-1"}}},
+	})
+	require.Equal(t, messages.OutcomeSucceeded, res.Outcome, res.Error)
+	require.ElementsMatch(t, []string{"snap-" + old, "snap-" + old + "-us-west-2", "snap-" + old + "-eu-west-1",
+		"snap-" + kept + "-eu-west-1"}, res.Deleted)
+	require.Equal(t, []string{old}, res.Retired)
+	require.Equal(t, []messages.Trim{{JobID: kept, CopyRegions: []string{"eu-west-1"}}}, res.Trimmed)
+
+	byJob := func(j string) map[string]string { return map[string]string{messages.TagJob: j} }
+	require.Equal(t, 1, snap.Count(byJob(kept)), "the source keeps its snapshot")
+	require.Equal(t, 1, snap.CopiesIn("us-west-2", byJob(kept)), "us-west-2 keeps its copy")
+	require.Zero(t, snap.CopiesIn("eu-west-1", byJob(kept)), "eu-west-1's copy is deleted")
+	for _, region := range snap.Regions {
+		require.Zero(t, snap.CopiesIn(region, byJob(old)), "retired whole: no copy left in %s", region)
+	}
+	require.Zero(t, snap.Count(byJob(old)))
+
+	// The source's own snapshots, trimmed while a copy region keeps the
+	// backup: deleted, each in its region, and the copies stay.
+	res = runTask(t, env, snap, messages.Task{
+		ID: messages.TaskID(job, messages.KindRetention, "c1") + "-2", Kind: messages.KindRetention, JobID: job, Cluster: "c1",
+		Target: "c1", Trim: []messages.Trim{{JobID: kept, Source: true, CopyRegions: []string{"eu-west-1"}}},
+	})
+	require.Equal(t, messages.OutcomeSucceeded, res.Outcome, res.Error)
+	require.Equal(t, []string{"snap-" + kept}, res.Deleted, "the copy deleted before is not counted again")
+	require.Equal(t, []messages.Trim{{JobID: kept, Source: true, CopyRegions: []string{"eu-west-1"}}}, res.Trimmed)
+	require.Zero(t, snap.Count(byJob(kept)))
+	require.Equal(t, 1, snap.CopiesIn("us-west-2", byJob(kept)))
+}
+
+// A snapshotter that cannot delete one region's copies trims nothing of
+// them: the copies stay, and the result says so.
+func TestRetentionTrimWithoutCopyTrimmer(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	snap := fakes.NewSnapshotter()
+	kept := "c1-000000000002"
+	snap.Put(worker.Snapshot{ID: "snap-1", VolumeID: "vol-1", State: worker.StateCompleted,
+		Tags: map[string]string{messages.TagManaged: "true", messages.TagJob: kept, messages.TagCluster: "c1"}})
+	job := "c1-000000000003"
+	res := runTask(t, env, snap, messages.Task{
+		ID: messages.TaskID(job, messages.KindRetention, "c1"), Kind: messages.KindRetention, JobID: job, Cluster: "c1",
+		Target: "c1", Trim: []messages.Trim{{JobID: kept, CopyRegions: []string{"eu-west-1"}}},
+	})
+	require.Equal(t, messages.OutcomeSucceeded, res.Outcome, res.Error)
+	require.Empty(t, res.Trimmed)
+	require.Empty(t, res.Deleted)
+	require.Len(t, res.Warnings, 1)
+	require.Contains(t, res.Warnings[0], "copies of job c1-000000000002 in eu-west-1 kept")
+	require.Equal(t, 1, snap.Count(map[string]string{messages.TagJob: kept}))
+}

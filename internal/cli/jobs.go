@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -613,6 +614,23 @@ func printBackups(w io.Writer, backups []messages.Backup, holds map[string]plann
 		if len(b.Regions) > 0 {
 			regions = strings.Join(b.Regions, ",")
 		}
+		// Where its copies are, and what retention deleted of a backup a
+		// copy region still keeps.
+		if b.SourceDeleted {
+			regions = "source deleted"
+		}
+		var copies []string
+		for _, r := range b.CopyRegions {
+			if !slices.Contains(b.DeletedCopies, r) {
+				copies = append(copies, r)
+			}
+		}
+		if len(copies) > 0 {
+			regions += ", copies in " + strings.Join(copies, ",")
+		}
+		if len(b.DeletedCopies) > 0 {
+			regions += ", copies deleted in " + strings.Join(b.DeletedCopies, ",")
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
 			b.NodeCount, b.SnapshotCount, regions, b.Tag, covers(b), held)
 	}
@@ -716,27 +734,10 @@ func retentionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return withCode(ExitError, err)
 			}
-			decisions := planner.SelectRetention(mine, pol.Retention, holds, time.Now())
-			retired := planner.Retired(decisions)
-			fmt.Fprintf(g.stdout, "cluster %s, policy %s: %s; %d backups, %d would be retired\n",
-				cluster, pol.Name, pol.Retention, len(mine), len(retired))
-			for _, d := range decisions {
-				b := d.Backup
-				verdict, why := "keep", strings.Join(d.Reasons, ", ")
-				if !d.Keep {
-					verdict, why = "RETIRE", "no rule keeps it"
-				}
-				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots  %s\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339),
-					b.SnapshotCount, why)
-				if !d.Keep {
-					full, err := planner.LoadBackup(cmd.Context(), h, b)
-					if err != nil {
-						return withCode(ExitError, err)
-					}
-					for _, s := range full.Snapshots {
-						fmt.Fprintf(g.stdout, "           would delete %s (%s, %s)\n", s.SnapshotID, s.Node, s.VolumeID)
-					}
-				}
+			decisions := planner.SelectRegionRetention(mine, pol.RetentionSets(), holds, time.Now())
+			load := func(b messages.Backup) (messages.Backup, error) { return planner.LoadBackup(cmd.Context(), h, b) }
+			if err := writeRetention(g.stdout, cluster, pol, decisions, load); err != nil {
+				return withCode(ExitError, err)
 			}
 			return nil
 		},
@@ -745,4 +746,96 @@ func retentionCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&policy, "policy", "", "policy (default: the cluster's default)")
 	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
+}
+
+// writeRetention prints a retention dry run: for every backup, keep or
+// RETIRE and why, and, for a policy with copy regions, the same for each
+// region's part of it (its own snapshots, "source", and its copies in each
+// copy region).
+func writeRetention(w io.Writer, cluster string, pol planner.Policy, ds []planner.BackupDecision,
+	load func(messages.Backup) (messages.Backup, error)) error {
+	sets := pol.RetentionSets()
+	retired, trims := planner.RetiredAndTrimmed(ds)
+	if len(sets) == 1 {
+		fmt.Fprintf(w, "cluster %s, policy %s: %s; %d backups, %d would be retired\n",
+			cluster, pol.Name, pol.Retention, len(ds), len(retired))
+	} else {
+		var rules []string
+		for _, s := range sets {
+			whose := ""
+			switch {
+			case s.Own:
+				whose = " (its own)"
+			case s.CopyRegion != "":
+				whose = " (the policy's)"
+			}
+			rules = append(rules, fmt.Sprintf("%s %s%s", s.Name(), s.Rules, whose))
+		}
+		fmt.Fprintf(w, "cluster %s, policy %s: %s; %d backups, %d would be retired, %d kept by some regions only\n",
+			cluster, pol.Name, strings.Join(rules, "; "), len(ds), len(retired), len(trims))
+	}
+	for _, d := range ds {
+		b := d.Backup
+		verdict := "keep"
+		if !d.Keep {
+			verdict = "RETIRE"
+		}
+		why := ""
+		if len(sets) == 1 {
+			why = "no rule keeps it"
+			if p := d.Parts[0]; p.Keep {
+				why = strings.Join(p.Reasons, ", ")
+			}
+		} else if !d.Keep {
+			why = "no region keeps it"
+		}
+		line := fmt.Sprintf("  %-6s %s  %s  %d snapshots  %s", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339),
+			b.SnapshotCount, why)
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+		var full *messages.Backup
+		deletes := func() error {
+			if full == nil {
+				f, err := load(b)
+				if err != nil {
+					return err
+				}
+				full = &f
+			}
+			for _, s := range full.Snapshots {
+				fmt.Fprintf(w, "           would delete %s (%s, %s)\n", s.SnapshotID, s.Node, s.VolumeID)
+			}
+			return nil
+		}
+		if len(sets) == 1 {
+			if !d.Keep {
+				if err := deletes(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		for _, p := range d.Parts {
+			name := "source"
+			if p.CopyRegion != "" {
+				name = p.CopyRegion
+			}
+			switch {
+			case p.Deleted:
+				fmt.Fprintf(w, "           %-12s deleted    by an earlier retention\n", name)
+			case p.Missing:
+				fmt.Fprintf(w, "           %-12s none       never copied there\n", name)
+			case p.Keep:
+				fmt.Fprintf(w, "           %-12s keep       %s\n", name, strings.Join(p.Reasons, ", "))
+			case p.CopyRegion == "":
+				fmt.Fprintf(w, "           %-12s RETIRE     no rule keeps it\n", name)
+				if err := deletes(); err != nil {
+					return err
+				}
+			default:
+				fmt.Fprintf(w, "           %-12s RETIRE     no rule keeps it; would delete its copies of the %d snapshots there\n",
+					name, b.SnapshotCount)
+			}
+		}
+	}
+	return nil
 }

@@ -22,7 +22,8 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 			SnapshotCount: 2, Tag: "t2", Partial: true, MissingNodes: []string{"n3"}},
 		{JobID: "c1-000000000001", FinishedAt: at.Add(-24 * time.Hour), Policy: "nightly", Mode: messages.ModeApplication,
 			NodeCount: 3, SnapshotCount: 3, Tag: "t1", Regions: []string{"us-east-1", "us-west-2"}},
-		{JobID: "c1-000000000000", Partial: true, MissingNodes: []string{"a", "b", "c", "d", "e"}},
+		{JobID: "c1-000000000000", Partial: true, MissingNodes: []string{"a", "b", "c", "d", "e"},
+			CopyRegions: []string{"us-west-2", "eu-west-1"}, SourceDeleted: true, DeletedCopies: []string{"eu-west-1"}},
 	}, map[string]planner.Hold{
 		"c1-000000000001": {JobID: "c1-000000000001", Until: at.Add(48 * time.Hour)},
 		"c1-000000000000": {JobID: "c1-000000000000", Until: at.Add(-time.Hour)},
@@ -36,6 +37,7 @@ func TestBackupsListingShowsPartialBackups(t *testing.T) {
 	require.Contains(t, string(lines[2]), "all nodes")
 	require.Contains(t, string(lines[2]), "us-east-1,us-west-2", "the regions a backup's snapshots are in")
 	require.Contains(t, string(lines[3]), "PARTIAL: without a, b, c and 2 more")
+	require.Contains(t, string(lines[3]), "source deleted, copies in us-west-2, copies deleted in eu-west-1", "what retention deleted of a backup a copy region keeps")
 }
 
 // Every view of a job counts the same way: status, the progress line of
@@ -88,4 +90,60 @@ func TestRetryText(t *testing.T) {
 	require.Contains(t, retryText(job, r, at.Add(time.Minute)), "next attempt due since 2026-11-24T02:00:40Z")
 	r.TaskID += ".again1"
 	require.Contains(t, retryText(job, r, at), "clear node-7 (repeated): attempt 3")
+}
+
+// The dry run of a policy with copy regions says, for every backup, what
+// each region's rules decide and why.
+func TestRetentionDryRunPerRegion(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 30, 2, 0, 0, 0, time.UTC)
+	snaps := func(job string) []messages.SnapshotRef {
+		return []messages.SnapshotRef{{SnapshotID: "snap-" + job, Node: "n1", VolumeID: "vol-1"}}
+	}
+	var backups []messages.Backup
+	for i, day := range []int{0, -1, -30, -31} {
+		job := "c1-00000000000" + string(rune('4'-i))
+		backups = append(backups, messages.Backup{JobID: job, FinishedAt: at.AddDate(0, 0, day), SnapshotCount: 1, Snapshots: snaps(job)})
+	}
+	backups[2].DeletedCopies = []string{"eu-west-1"}
+	backups[3].CopyRegions = []string{"us-west-2"} // taken while eu-west-1 was no copy region
+	pol := planner.Policy{Name: "nightly", Retention: planner.Retention{KeepDaily: 1}, CopyRegions: []string{"us-west-2", "eu-west-1"},
+		CopyRetention: map[string]planner.Retention{"us-west-2": {KeepMonthly: 2}}}
+	ds := planner.SelectRegionRetention(backups, pol.RetentionSets(), nil, at)
+	var out bytes.Buffer
+	require.NoError(t, writeRetention(&out, "c1", pol, ds, func(b messages.Backup) (messages.Backup, error) { return b, nil }))
+	got := out.String()
+	for _, want := range []string{
+		"cluster c1, policy nightly: source keep daily 1; us-west-2 keep monthly 2 (its own); eu-west-1 keep daily 1 (the policy's); " +
+			"4 backups, 2 would be retired, 1 kept by some regions only",
+		"  keep   c1-000000000004  2026-11-30T02:00:00Z  1 snapshots\n" +
+			"           source       keep       newest, daily 2026-11-30\n" +
+			"           us-west-2    keep       newest, monthly 2026-11\n" +
+			"           eu-west-1    keep       newest, daily 2026-11-30\n",
+		"  RETIRE c1-000000000003  2026-11-29T02:00:00Z  1 snapshots  no region keeps it\n" +
+			"           source       RETIRE     no rule keeps it\n" +
+			"           would delete snap-c1-000000000003 (n1, vol-1)\n",
+		"  keep   c1-000000000002  2026-10-31T02:00:00Z  1 snapshots\n" +
+			"           source       RETIRE     no rule keeps it\n" +
+			"           would delete snap-c1-000000000002 (n1, vol-1)\n" +
+			"           us-west-2    keep       monthly 2026-10\n" +
+			"           eu-west-1    deleted    by an earlier retention\n",
+		"  RETIRE c1-000000000001  2026-10-30T02:00:00Z  1 snapshots  no region keeps it\n" +
+			"           source       RETIRE     no rule keeps it\n" +
+			"           would delete snap-c1-000000000001 (n1, vol-1)\n" +
+			"           us-west-2    RETIRE     no rule keeps it; would delete its copies of the 1 snapshots there\n" +
+			"           eu-west-1    none       never copied there\n",
+	} {
+		require.Contains(t, got, want)
+	}
+
+	// A policy without copy regions prints as it always did.
+	one := planner.Policy{Name: "nightly", Retention: planner.Retention{KeepLast: 1}}
+	out.Reset()
+	require.NoError(t, writeRetention(&out, "c1", one, planner.SelectRegionRetention(backups[:2], one.RetentionSets(), nil, at),
+		func(b messages.Backup) (messages.Backup, error) { return b, nil }))
+	require.Equal(t, "cluster c1, policy nightly: keep last 1; 2 backups, 1 would be retired\n"+
+		"  keep   c1-000000000004  2026-11-30T02:00:00Z  1 snapshots  newest, last 1\n"+
+		"  RETIRE c1-000000000003  2026-11-29T02:00:00Z  1 snapshots  no rule keeps it\n"+
+		"           would delete snap-c1-000000000003 (n1, vol-1)\n", out.String())
 }

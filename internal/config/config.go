@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -295,7 +296,13 @@ type Policy struct {
 	// CountPartial lets partial backups fill the slots of the keep rules;
 	// without it only keep_within, a hold, or being the newest keeps one.
 	CountPartial bool `json:"count_partial,omitempty"`
-	AllowPartial bool `json:"allow_partial,omitempty"`
+	// CopyRetention gives a copy region (one of the cluster's
+	// ebs.copy_regions) rules of its own for the copies it holds; the
+	// backups' own snapshots follow the rules above, and so do the copies
+	// in a copy region without rules of its own. A backup leaves the
+	// catalog once no region keeps it.
+	CopyRetention map[string]RetentionRules `json:"copy_retention,omitempty"`
+	AllowPartial  bool                      `json:"allow_partial,omitempty"`
 
 	// Hooks are commands run before the flush, after the snapshots are
 	// initiated, and once each job ended.
@@ -306,6 +313,18 @@ type Policy struct {
 	SnapshotTimeout Duration `json:"snapshot_timeout,omitempty"`
 	FinishTimeout   Duration `json:"finish_timeout,omitempty"`
 	JobTimeout      Duration `json:"job_timeout,omitempty"`
+}
+
+// RetentionRules are the keep rules of one copy region; they mean what the
+// policy's rules of the same names mean.
+type RetentionRules struct {
+	KeepLast     int      `json:"keep_last,omitempty"`
+	KeepWithin   Duration `json:"keep_within,omitempty"`
+	KeepDaily    int      `json:"keep_daily,omitempty"`
+	KeepWeekly   int      `json:"keep_weekly,omitempty"`
+	KeepMonthly  int      `json:"keep_monthly,omitempty"`
+	KeepYearly   int      `json:"keep_yearly,omitempty"`
+	CountPartial bool     `json:"count_partial,omitempty"`
 }
 
 // Hook is a command a policy runs at one point of each job.
@@ -461,17 +480,31 @@ func (c *Config) Validate() error {
 		if !clusters[p.Cluster] {
 			add("%s.cluster %q: no such cluster", where, p.Cluster)
 		}
-		for _, r := range []struct {
-			key string
-			n   int
-		}{{"keep_last", p.KeepLast}, {"keep_daily", p.KeepDaily}, {"keep_weekly", p.KeepWeekly},
-			{"keep_monthly", p.KeepMonthly}, {"keep_yearly", p.KeepYearly}} {
-			if r.n < 0 {
-				add("%s.%s %d: must not be negative", where, r.key, r.n)
+		checkRules(add, where, RetentionRules{KeepLast: p.KeepLast, KeepWithin: p.KeepWithin, KeepDaily: p.KeepDaily,
+			KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly})
+		if len(p.CopyRetention) > 0 {
+			cl, known := c.Cluster(p.Cluster)
+			var copyRegions []string
+			if known {
+				copyRegions = cl.EBS.CopyRegions
 			}
-		}
-		if w := time.Duration(p.KeepWithin); w > 0 && w < time.Minute {
-			add("%s.keep_within %s: keeps nothing; use at least 1m", where, w)
+			for _, region := range slices.Sorted(maps.Keys(p.CopyRetention)) {
+				rw := fmt.Sprintf("%s.copy_retention.%s", where, region)
+				switch {
+				case !known:
+				case cl.Snapshotter == "fs":
+					add("%s: the cluster %q has snapshotter \"fs\", which makes no copies", rw, p.Cluster)
+				case len(copyRegions) == 0:
+					add("%s: the cluster %q has no ebs.copy_regions", rw, p.Cluster)
+				case !slices.Contains(copyRegions, region):
+					add("%s: not one of the cluster's ebs.copy_regions (%s)", rw, strings.Join(copyRegions, ", "))
+				}
+				rules := p.CopyRetention[region]
+				checkRules(add, rw, rules)
+				if !rules.any() {
+					add("%s: no keep rule, so it keeps nothing; give keep_last, keep_within or a calendar rule, or leave the region out to follow the policy's rules", rw)
+				}
+			}
 		}
 		errs = append(errs, p.validateHooks(where)...)
 	}
@@ -518,6 +551,28 @@ func checkAccount(add func(string, ...any), where, account string) {
 	if account != "" && !accountPattern.MatchString(account) {
 		add("%s %q: an AWS account ID is 12 digits", where, account)
 	}
+}
+
+// checkRules names every rule of a rule set that keeps nothing.
+func checkRules(add func(string, ...any), where string, r RetentionRules) {
+	for _, c := range []struct {
+		key string
+		n   int
+	}{{"keep_last", r.KeepLast}, {"keep_daily", r.KeepDaily}, {"keep_weekly", r.KeepWeekly},
+		{"keep_monthly", r.KeepMonthly}, {"keep_yearly", r.KeepYearly}} {
+		if c.n < 0 {
+			add("%s.%s %d: must not be negative", where, c.key, c.n)
+		}
+	}
+	if w := time.Duration(r.KeepWithin); w > 0 && w < time.Minute {
+		add("%s.keep_within %s: keeps nothing; use at least 1m", where, w)
+	}
+}
+
+// any reports whether the rules keep anything at all.
+func (r RetentionRules) any() bool {
+	return r.KeepLast > 0 || time.Duration(r.KeepWithin) >= time.Minute || r.KeepDaily > 0 || r.KeepWeekly > 0 ||
+		r.KeepMonthly > 0 || r.KeepYearly > 0
 }
 
 // validateDataCenters checks a cluster's data centres and returns their

@@ -19,6 +19,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "nightly", p.Name)
 	require.Equal(t, 14, p.KeepLast)
+	require.Equal(t, config.RetentionRules{KeepMonthly: 24, KeepYearly: 3}, p.CopyRetention["us-west-2"])
 	sessions, ok := c.Cluster("sessions")
 	require.True(t, ok)
 	require.Equal(t, 3*time.Hour, sessions.MaxAge())
@@ -129,6 +130,64 @@ func TestDataCentreAndLimitErrorsNameTheField(t *testing.T) {
 		{"negative burst", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1, burst: -1}]}\n", "ec2.limits[0].burst -1"},
 		{"limit twice", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1}, {operation: CreateSnapshot, rate: 2}]}\n", "ec2.limits[1]: a second limit"},
 		{"limit of a bad region", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1, region: mars}]}\n", `ec2.limits[0].region "mars"`},
+	}
+	for _, tc := range cases {
+		_, err := config.Parse([]byte(tc.yaml))
+		require.Error(t, err, tc.desc)
+		require.Contains(t, err.Error(), tc.want, tc.desc)
+	}
+}
+
+// A cluster copying its snapshots to two regions, one of which keeps its
+// copies by rules of its own.
+const copyRetention = `
+clusters:
+- name: orders
+  region: us-east-1
+  ebs: {copy_regions: [us-west-2, eu-west-1]}
+  nodes: [{name: n1, volumes: [{id: v1}]}]
+policies:
+- name: nightly
+  cluster: orders
+  keep_daily: 7
+  copy_retention:
+    us-west-2: {keep_monthly: 12, keep_within: 48h}
+`
+
+func TestCopyRetentionLoads(t *testing.T) {
+	t.Parallel()
+	c, err := config.Parse([]byte(copyRetention))
+	require.NoError(t, err)
+	p, err := c.Policy("orders", "nightly")
+	require.NoError(t, err)
+	require.Equal(t, map[string]config.RetentionRules{
+		"us-west-2": {KeepMonthly: 12, KeepWithin: config.Duration(48 * time.Hour)},
+	}, p.CopyRetention)
+	require.Equal(t, 7, p.KeepDaily)
+}
+
+func TestCopyRetentionErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	cluster := "clusters:\n- name: a\n  region: us-east-1\n  ebs: {copy_regions: [us-west-2]}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n" +
+		"- name: b\n  region: us-east-1\n  nodes: [{name: n1, volumes: [{id: v2}]}]\n"
+	cases := []struct{ desc, yaml, want string }{
+		{"a region that is not a copy region", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {eu-west-1: {keep_last: 3}}}\n",
+			"policies[0].copy_retention.eu-west-1: not one of the cluster's ebs.copy_regions (us-west-2)"},
+		{"a cluster without copy regions", cluster + "policies:\n- {name: p, cluster: b, copy_retention: {us-west-2: {keep_last: 3}}}\n",
+			`policies[0].copy_retention.us-west-2: the cluster "b" has no ebs.copy_regions`},
+		{"rules that keep nothing", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {}}}\n",
+			"policies[0].copy_retention.us-west-2: no keep rule, so it keeps nothing"},
+		{"count_partial alone keeps nothing", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {count_partial: true}}}\n",
+			"policies[0].copy_retention.us-west-2: no keep rule"},
+		{"a keep_within too short", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {keep_within: 30s}}}\n",
+			"policies[0].copy_retention.us-west-2.keep_within 30s: keeps nothing; use at least 1m"},
+		{"a negative rule", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {keep_monthly: -1}}}\n",
+			"policies[0].copy_retention.us-west-2.keep_monthly -1: must not be negative"},
+		{"an fs cluster", "clusters:\n- name: f\n  snapshotter: fs\n  fs: {store: /s}\n  ebs: {copy_regions: [us-west-2]}\n  nodes: [{name: n1, volumes: [{id: v1, path: /d}]}]\n" +
+			"policies:\n- {name: p, cluster: f, copy_retention: {us-west-2: {keep_last: 3}}}\n",
+			`policies[0].copy_retention.us-west-2: the cluster "f" has snapshotter "fs", which makes no copies`},
+		{"an unknown rule", cluster + "policies:\n- {name: p, cluster: a, copy_retention: {us-west-2: {keep_hourly: 3}}}\n",
+			`unknown field "keep_hourly"`},
 	}
 	for _, tc := range cases {
 		_, err := config.Parse([]byte(tc.yaml))

@@ -115,15 +115,18 @@ func TestSettingsCarryEveryField(t *testing.T) {
 
 	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
 		KeepLast: 14, KeepWithin: config.Duration(48 * time.Hour), KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12, KeepYearly: 3,
-		CountPartial: true,
+		CountPartial:  true,
+		CopyRetention: map[string]config.RetentionRules{"us-west-2": {KeepMonthly: 12, KeepWithin: config.Duration(time.Hour)}},
 		Hooks: []config.Hook{{Name: "resume", Point: "after", Command: []string{"/usr/local/bin/resume"},
 			Timeout: config.Duration(time.Minute), Retries: 2}},
 		FlushTimeout: config.Duration(time.Minute), SnapshotTimeout: config.Duration(2 * time.Minute),
-		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute)})
+		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute)}, cl.EBS.CopyRegions)
 	requireAllSet(t, p)
 	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
 		Retention: planner.Retention{KeepLast: 14, KeepWithin: 48 * time.Hour, KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12,
 			KeepYearly: 3, CountPartial: true},
+		CopyRegions:   []string{"us-west-2"},
+		CopyRetention: map[string]planner.Retention{"us-west-2": {KeepMonthly: 12, KeepWithin: time.Hour}},
 		Hooks: []messages.Hook{{Name: "resume", Point: messages.HookAfter, Scope: messages.ScopeNode,
 			Command: []string{"/usr/local/bin/resume"}, TimeoutMS: 60_000, OnError: messages.OnErrorFail, Retries: 2}},
 		FlushTimeout: time.Minute, SnapshotTimeout: 2 * time.Minute, FinishTimeout: 3 * time.Minute, JobTimeout: 4 * time.Minute}, p)
@@ -157,6 +160,7 @@ func TestInventoryResolvesPolicies(t *testing.T) {
 		require.Equal(t, tc.cluster, p.Cluster)
 	}
 	require.Len(t, inv.Policies, 2)
+	require.Equal(t, []string{"us-west-2"}, inv.Policies[0].CopyRegions, "a policy knows its cluster's copy regions")
 }
 
 // Every driver kind the configuration accepts is in the table.

@@ -28,7 +28,11 @@ func Inventory(cfg *config.Config) planner.Inventory {
 		inv.Clusters = append(inv.Clusters, Cluster(cl))
 	}
 	for _, p := range cfg.Policies {
-		inv.Policies = append(inv.Policies, Policy(p))
+		var copyRegions []string
+		if cl, ok := cfg.Cluster(p.Cluster); ok {
+			copyRegions = cl.EBS.CopyRegions
+		}
+		inv.Policies = append(inv.Policies, Policy(p, copyRegions))
 	}
 	return inv
 }
@@ -91,9 +95,20 @@ func regionOf(cl config.Cluster, dc string) string {
 	return cl.Region
 }
 
-// Policy is the planner's copy of a configured policy.
-func Policy(p config.Policy) planner.Policy {
+// Policy is the planner's copy of a configured policy, of a cluster
+// copying its snapshots to copyRegions (ebs.copy_regions).
+func Policy(p config.Policy, copyRegions []string) planner.Policy {
+	var copies map[string]planner.Retention
+	if len(p.CopyRetention) > 0 {
+		copies = make(map[string]planner.Retention, len(p.CopyRetention))
+		for region, r := range p.CopyRetention {
+			copies[region] = planner.Retention{KeepLast: r.KeepLast, KeepWithin: time.Duration(r.KeepWithin),
+				KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
+				CountPartial: r.CountPartial}
+		}
+	}
 	return planner.Policy{
+		CopyRegions: slices.Clone(copyRegions), CopyRetention: copies,
 		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
 		Retention: planner.Retention{KeepLast: p.KeepLast, KeepWithin: time.Duration(p.KeepWithin),
 			KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly,

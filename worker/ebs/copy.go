@@ -63,26 +63,47 @@ func (d *Driver) CopyJob(ctx context.Context, jobID string) ([]worker.Snapshot, 
 func (d *Driver) DeleteCopies(ctx context.Context, jobID string) (deleted []string, err error) {
 	var kept []error
 	for _, region := range d.CopyRegions() {
-		client := d.c.region(region)
-		copies, err := d.find(ctx, client, map[string]string{messages.TagJob: jobID, messages.TagManaged: "true"})
-		if err != nil {
+		got, err := d.DeleteCopiesIn(ctx, jobID, region)
+		deleted = append(deleted, got...)
+		switch {
+		case errors.Is(err, worker.ErrSnapshotInUse):
+			kept = append(kept, err)
+		case err != nil:
 			return deleted, err
 		}
-		for _, s := range copies {
-			if s.Tags[TagCopyOf] == "" {
-				// An original of a data centre in this region, not a copy.
-				continue
-			}
-			err := d.deleteIn(ctx, region, s.ID)
-			switch {
-			case err == nil:
-				deleted = append(deleted, s.ID)
-			case errors.Is(err, worker.ErrSnapshotGone):
-			case errors.Is(err, worker.ErrSnapshotInUse):
-				kept = append(kept, err)
-			default:
-				return deleted, err
-			}
+	}
+	if len(kept) > 0 {
+		return deleted, errclass.Permanent(errors.Join(kept...))
+	}
+	return deleted, nil
+}
+
+var _ worker.CopyTrimmer = (*Driver)(nil)
+
+// DeleteCopiesIn deletes a job's snapshot copies in one region, in that
+// region, with DeleteCopies' guards; the job's other copies and its
+// originals (a data centre's in that region included) are left alone.
+func (d *Driver) DeleteCopiesIn(ctx context.Context, jobID, region string) (deleted []string, err error) {
+	var kept []error
+	client := d.c.region(region)
+	copies, err := d.find(ctx, client, map[string]string{messages.TagJob: jobID, messages.TagManaged: "true"})
+	if err != nil {
+		return deleted, err
+	}
+	for _, s := range copies {
+		if s.Tags[TagCopyOf] == "" {
+			// An original of a data centre in this region, not a copy.
+			continue
+		}
+		err := d.deleteIn(ctx, region, s.ID)
+		switch {
+		case err == nil:
+			deleted = append(deleted, s.ID)
+		case errors.Is(err, worker.ErrSnapshotGone):
+		case errors.Is(err, worker.ErrSnapshotInUse):
+			kept = append(kept, err)
+		default:
+			return deleted, err
 		}
 	}
 	if len(kept) > 0 {

@@ -359,3 +359,74 @@ func snapshotIDs(snaps []worker.Snapshot) []string {
 	}
 	return out
 }
+
+// TestMotoCopyRegionRetention: the source keeps the last backup, the copy
+// region us-west-2 its last two. The second job's retention deletes the
+// first job's own snapshots and keeps its copies, and the catalog says so;
+// the third's deletes the first job's copies too, in us-west-2, and retires
+// it from the catalog.
+func TestMotoCopyRegionRetention(t *testing.T) {
+	t.Parallel()
+	const copyRegion = "us-west-2"
+	b := setupJob(t, func(c *config.Config) {
+		c.Clusters[0].EBS.CopyRegions = []string{copyRegion}
+		c.Policies[0].KeepLast = 1
+		c.Policies[0].CopyRetention = map[string]config.RetentionRules{copyRegion: {KeepLast: 2}}
+	})
+	b.startWorker(t, nil)
+	west := ec2.New(ec2.Options{
+		Region: copyRegion, BaseEndpoint: aws.String(b.proxy.URL),
+		Credentials: credentials.NewStaticCredentialsProvider(mototest.AccessKeyID, mototest.SecretAccessKey, ""),
+	})
+	copiesOf := func(job string) int {
+		out, err := west.DescribeSnapshots(t.Context(), &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"},
+			Filters: []types.Filter{{Name: aws.String("tag:" + messages.TagJob), Values: []string{job}}}})
+		require.NoError(t, err)
+		return len(out.Snapshots)
+	}
+	d, err := b.reg.Snapshotter("c1")
+	require.NoError(t, err)
+	ownOf := func(job string) int {
+		snaps, err := d.Find(t.Context(), map[string]string{messages.TagJob: job})
+		require.NoError(t, err)
+		return len(snaps)
+	}
+	run := func(id string) string {
+		job := b.env.Submit(t, testenv.Request("c1", id))
+		j := b.env.WaitTerminal(t, job, 2*time.Minute)
+		require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+		require.Empty(t, j.Warnings)
+		return job
+	}
+	catalog := func() []messages.Backup {
+		backups, err := planner.Backups(t.Context(), b.env.H.Catalog, "c1")
+		require.NoError(t, err)
+		return backups
+	}
+
+	first := run("ebs-moto-copyret-1")
+	require.Equal(t, 4, ownOf(first))
+	require.Equal(t, 4, copiesOf(first), "every snapshot copied to us-west-2")
+
+	second := run("ebs-moto-copyret-2")
+	require.Zero(t, ownOf(first), "the source keeps the last backup only")
+	require.Equal(t, 4, copiesOf(first), "us-west-2 keeps its copies of the last two")
+	backups := catalog()
+	require.Len(t, backups, 2, "us-west-2 still keeps the first backup")
+	require.Equal(t, second, backups[0].JobID)
+	require.False(t, backups[0].SourceDeleted)
+	require.Equal(t, first, backups[1].JobID)
+	require.Equal(t, []string{copyRegion}, backups[1].CopyRegions)
+	require.True(t, backups[1].SourceDeleted, "the catalog says the first backup's own snapshots are gone")
+	require.Empty(t, backups[1].DeletedCopies)
+
+	third := run("ebs-moto-copyret-3")
+	require.Zero(t, copiesOf(first), "no region keeps the first backup")
+	require.Zero(t, ownOf(second))
+	require.Equal(t, 4, copiesOf(second))
+	require.Equal(t, 4, ownOf(third))
+	backups = catalog()
+	require.Len(t, backups, 2)
+	require.Equal(t, []string{third, second}, []string{backups[0].JobID, backups[1].JobID})
+	require.True(t, backups[1].SourceDeleted)
+}

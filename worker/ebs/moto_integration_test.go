@@ -605,3 +605,46 @@ func TestMotoCopyJobAndDeleteCopies(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, home, 2, "the originals are not copies")
 }
+
+// TestMotoDeleteCopiesInOneRegion: a copy region's own retention deletes a
+// job's copies there, in that region, and leaves the originals and the
+// copies in the other copy regions.
+func TestMotoDeleteCopiesInOneRegion(t *testing.T) {
+	t.Parallel()
+	b := setupMoto(t)
+	node := b.launch(t, map[string]string{"quiesce-cluster": "c1"}, dataVolume{device: "/dev/sdf"})
+	cl := b.cluster("c1")
+	cl.CopyRegions = []string{otherRegion, "eu-west-1"}
+	d := b.driver(t, cl)
+	job := "c1-00000000000a"
+	_, err := d.Create(t.Context(), worker.CreateRequest{Node: node, Volumes: node.Volumes,
+		Tags: snapshotTags("c1", job, node.Name, node.Volumes[0].ID)})
+	require.NoError(t, err)
+	copies, err := d.CopyJob(t.Context(), job)
+	require.NoError(t, err)
+	require.Len(t, copies, 2)
+	var inOther []string
+	for _, c := range copies {
+		if c.Region == otherRegion {
+			inOther = append(inOther, c.ID)
+		}
+	}
+	require.Len(t, inOther, 1)
+
+	deleted, err := d.DeleteCopiesIn(t.Context(), job, otherRegion)
+	require.NoError(t, err)
+	require.Equal(t, inOther, deleted)
+	again, err := d.DeleteCopiesIn(t.Context(), job, otherRegion)
+	require.NoError(t, err)
+	require.Empty(t, again, "nothing left there to delete, nothing counted twice")
+
+	got, err := d.find(t.Context(), d.c.region(otherRegion), map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.Empty(t, got, otherRegion)
+	got, err = d.find(t.Context(), d.c.region("eu-west-1"), map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.Len(t, got, 1, "the copy in eu-west-1 stays")
+	home, err := d.Find(t.Context(), map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.Len(t, home, 1, "the original stays")
+}

@@ -464,3 +464,104 @@ func (h *Hooks) Runs() []HookRun {
 	defer h.mu.Unlock()
 	return slices.Clone(h.runs)
 }
+
+// Copier is a Snapshotter whose snapshots are copied to other regions, as
+// the EBS driver's are: Find reports the originals only, CopyJob copies a
+// job's originals to every copy region (once), and DeleteCopies and
+// DeleteCopiesIn delete copies with Delete's guards, in every copy region or
+// in one.
+type Copier struct {
+	*Snapshotter
+	// Regions are the copy regions.
+	Regions []string
+	mu      sync.Mutex
+	copies  map[string]*Snapshotter // region -> its copies
+}
+
+var (
+	_ worker.Copier      = (*Copier)(nil)
+	_ worker.CopyTrimmer = (*Copier)(nil)
+)
+
+// NewCopier makes an empty store copying to regions.
+func NewCopier(regions ...string) *Copier {
+	c := &Copier{Snapshotter: NewSnapshotter(), Regions: regions, copies: map[string]*Snapshotter{}}
+	for _, r := range regions {
+		c.copies[r] = NewSnapshotter()
+	}
+	return c
+}
+
+// CopyJob copies every original of a job to each copy region it is not
+// in yet.
+func (c *Copier) CopyJob(ctx context.Context, jobID string) ([]worker.Snapshot, error) {
+	originals, err := c.Find(ctx, map[string]string{messages.TagJob: jobID, messages.TagManaged: "true"})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []worker.Snapshot
+	for _, region := range c.Regions {
+		for _, o := range originals {
+			cp := o
+			cp.ID, cp.Region = o.ID+"-"+region, region
+			cp.Tags = maps.Clone(o.Tags)
+			cp.Tags[TagCopyOf] = o.ID
+			if c.copies[region].Count(map[string]string{TagCopyOf: o.ID}) == 0 {
+				c.copies[region].Put(cp)
+			}
+			out = append(out, cp)
+		}
+	}
+	return out, nil
+}
+
+// TagCopyOf marks a copy with its original, as the EBS driver's do.
+const TagCopyOf = "quiesce:copy-of"
+
+// DeleteCopies deletes a job's copies in every copy region.
+func (c *Copier) DeleteCopies(ctx context.Context, jobID string) ([]string, error) {
+	var deleted []string
+	for _, region := range c.Regions {
+		got, err := c.DeleteCopiesIn(ctx, jobID, region)
+		deleted = append(deleted, got...)
+		if err != nil {
+			return deleted, err
+		}
+	}
+	return deleted, nil
+}
+
+// DeleteCopiesIn deletes a job's copies in one copy region.
+func (c *Copier) DeleteCopiesIn(ctx context.Context, jobID, region string) ([]string, error) {
+	c.mu.Lock()
+	store, ok := c.copies[region]
+	c.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%s is not a copy region", region)
+	}
+	found, err := store.Find(ctx, map[string]string{messages.TagJob: jobID, messages.TagManaged: "true"})
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	for _, s := range found {
+		switch err := store.Delete(ctx, s.ID); {
+		case err == nil:
+			deleted = append(deleted, s.ID)
+		case errors.Is(err, worker.ErrSnapshotGone):
+		default:
+			return deleted, err
+		}
+	}
+	return deleted, nil
+}
+
+// CopiesIn counts the copies in region carrying every tag of filter.
+func (c *Copier) CopiesIn(region string, filter map[string]string) int {
+	c.mu.Lock()
+	store := c.copies[region]
+	c.mu.Unlock()
+	return store.Count(filter)
+}
