@@ -5,6 +5,8 @@ package ebs_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -395,7 +397,11 @@ func TestMotoCopyRegionRetention(t *testing.T) {
 		job := b.env.Submit(t, testenv.Request("c1", id))
 		j := b.env.WaitTerminal(t, job, 2*time.Minute)
 		require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
-		require.Empty(t, j.Warnings)
+		// The test's node tool describes no node for the catalog; any
+		// other warning is a defect.
+		require.Empty(t, slices.DeleteFunc(j.Warnings, func(w string) bool {
+			return strings.HasPrefix(w, "catalog: no facts gathered for node")
+		}))
 		return job
 	}
 	catalog := func() []messages.Backup {
