@@ -141,6 +141,9 @@ type Settings struct {
 	CQLUsername, CQLPassword string
 	// Poll is how often Start and Verify look again; default 1 s.
 	Poll time.Duration
+	// StartAttempts is how many times Start starts a Cassandra that exits
+	// before it serves CQL; default 3.
+	StartAttempts int
 }
 
 // Restorer carries out the node-level steps of a restore.
@@ -163,6 +166,9 @@ func New(runner nodetool.Runner, tool *nodetool.Client, svc Service, s Settings)
 	}
 	if s.Poll == 0 {
 		s.Poll = time.Second
+	}
+	if s.StartAttempts == 0 {
+		s.StartAttempts = 3
 	}
 	return &Restorer{runner: runner, tool: tool, svc: svc, s: s}
 }
@@ -556,14 +562,33 @@ func (r *Restorer) Start(ctx context.Context, node messages.Node, spec Spec) (Re
 		return rep, err
 	}
 	rep.Again = running && p.has(StepStarted)
-	if !running {
-		if err := r.svc.Start(ctx, node, spec.startEnv()); err != nil {
+	addr := spec.address(node)
+	for attempt := 1; ; attempt++ {
+		if !running {
+			err = r.svc.Start(ctx, node, spec.startEnv())
+		}
+		if err == nil {
+			err = r.waitCQL(ctx, node, addr)
+		}
+		if err == nil {
+			break
+		}
+		// A node started before its seeds listen exits ("Unable to gossip
+		// with any peers"): when every node of a cluster starts at once on
+		// a loaded machine, a seed can take a minute. Started again, it
+		// finds them.
+		if attempt >= r.s.StartAttempts || ctx.Err() != nil {
 			return rep, err
 		}
-	}
-	addr := spec.address(node)
-	if err := r.waitCQL(ctx, node, addr); err != nil {
-		return rep, err
+		rep.Notes = append(rep.Notes, fmt.Sprintf("start attempt %d: %v", attempt, firstLine(err.Error())))
+		if running, err = r.svc.Running(ctx, node); err != nil {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return rep, context.Cause(ctx)
+		case <-time.After(r.s.Poll):
+		}
 	}
 	if !p.has(StepStarted) {
 		if err := r.record(ctx, node, spec, string(StepStarted)); err != nil {
@@ -578,4 +603,14 @@ func (r *Restorer) Start(ctx context.Context, node messages.Node, spec Spec) (Re
 		}
 	}
 	return rep, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
 }
