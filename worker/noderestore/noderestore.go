@@ -614,3 +614,42 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// Teardown stops Cassandra on a node of a scratch target and removes what
+// the restore put there: the contents of its data, commitlog, hints, saved
+// caches and cdc_raw directories and the restore's progress record (the
+// staged volume copies are the volume driver's to remove). It is for drills only: a node whose
+// progress record does not name this restore is refused and left as it
+// was. A node torn down already is success.
+func (r *Restorer) Teardown(ctx context.Context, node messages.Node, spec Spec) error {
+	if err := spec.Validate(node); err != nil {
+		return errclass.Permanent(errclass.NotRun(err))
+	}
+	dirs := spec.dirs(node)
+	record := ProgressPath(dirs, spec.RestoreID)
+	work := dirs.Data[0] + "/.quiesce-restore/" + spec.RestoreID
+	out, err := r.sh(ctx, node, "read "+record, readProgressScript, record)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", node.Name, err)
+	}
+	if len(out.Stdout) == 0 {
+		return nil
+	}
+	if err := r.svc.Stop(ctx, node); err != nil {
+		return err
+	}
+	if err := r.waitStopped(ctx, node); err != nil {
+		return err
+	}
+	args := []string{record, work}
+	args = append(args, dirs.Data...)
+	for _, d := range []string{dirs.CommitLog, dirs.Hints, dirs.SavedCaches, dirs.CDCRaw} {
+		if d != "" {
+			args = append(args, d)
+		}
+	}
+	if _, err := r.sh(ctx, node, "tear down "+node.Name, teardownScript, args...); err != nil {
+		return fmt.Errorf("node %s: %w", node.Name, err)
+	}
+	return nil
+}

@@ -368,3 +368,30 @@ func TestCommandServiceRunsTheConfiguredCommands(t *testing.T) {
 		Stop(t.Context(), node)
 	require.ErrorContains(t, err, "stop Cassandra on n1: local: empty command", "no stop command configured")
 }
+
+func TestTeardownEmptiesOnlyANodeThisRestorePrepared(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	layout(t, n)
+	svc := &fakeService{}
+	r := newRestorer(svc)
+	spec := noderestore.Spec{RestoreID: "drill-1", Target: noderestore.NewCluster, Tag: "T", StopRunning: true,
+		NewCluster: &noderestore.NewClusterSpec{KeepIdentity: true}}
+
+	// Not restored by this drill: refused, nothing removed.
+	before := files(t, n.root)
+	require.NoError(t, r.Teardown(t.Context(), n.msg(), spec), "no record: nothing of this drill to tear down")
+	require.Equal(t, before, files(t, n.root))
+
+	_, err := r.Prepare(t.Context(), n.msg(), spec)
+	require.NoError(t, err)
+	svc.running = true
+	require.NoError(t, r.Teardown(t.Context(), n.msg(), spec))
+	require.False(t, svc.running, "Cassandra stopped first")
+	for _, d := range []string{n.data, n.commitlog, n.hints, n.caches, n.cdc} {
+		ents, err := os.ReadDir(d)
+		require.NoError(t, err)
+		require.Empty(t, ents, d)
+	}
+	require.NoError(t, r.Teardown(t.Context(), n.msg(), spec), "torn down already")
+}

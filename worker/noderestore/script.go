@@ -180,3 +180,22 @@ mkdir -p -- "${1%/*}"
 printf '%s\n' "$2" >> "$1"
 sync -- "$1" 2>/dev/null || sync
 `
+
+// teardownScript removes what a drill restored onto a scratch node.
+// Arguments: the progress record (it must exist: only a node this restore
+// prepared is torn down), the restore's work directory, then the directories
+// to empty. The work directory (progress record included) goes last, so an
+// interrupted teardown can run again.
+const teardownScript = `set -eu
+record=$1 work=$2; shift 2
+if [ ! -f "$record" ]; then
+	echo "quiesce-restore: no progress record $record: this node was not restored by this drill; nothing removed" >&2
+	exit 4
+fi
+for d in "$@"; do
+	[ -d "$d" ] || continue
+	find "$d" -mindepth 1 -maxdepth 1 ! -name .quiesce-restore -exec rm -rf -- {} +
+done
+rm -rf -- "$work"
+rmdir -- "${work%/*}" 2>/dev/null || true
+`

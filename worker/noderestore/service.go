@@ -21,7 +21,9 @@ type Service interface {
 	Stop(ctx context.Context, node messages.Node) error
 	// Start starts Cassandra with env in its environment (the facts of a
 	// new cluster: QUIESCE_CLUSTER_NAME, QUIESCE_INITIAL_TOKEN,
-	// QUIESCE_SEEDS). It may return before Cassandra serves CQL.
+	// QUIESCE_SEEDS). It may return before Cassandra serves CQL. The
+	// command implementation also sets QUIESCE_NODE, the node's name, for
+	// every command.
 	Start(ctx context.Context, node messages.Node, env map[string]string) error
 }
 
@@ -91,7 +93,7 @@ func (c *CommandService) argv(op string) []string {
 // (systemctl is-active says 3 for inactive, pgrep 1 for none) is not.
 func (c *CommandService) Running(ctx context.Context, node messages.Node) (bool, error) {
 	argv := c.argv("running")
-	_, err := c.Runner.Run(ctx, node, nodetool.Command{Argv: argv, Sudo: c.Settings.Sudo, Label: nodetool.Label(argv)})
+	_, err := c.Runner.Run(ctx, node, nodetool.Command{Argv: argv, Env: nodeEnv(node, nil), Sudo: c.Settings.Sudo, Label: nodetool.Label(argv)})
 	var ee *nodetool.ExitError
 	switch {
 	case err == nil:
@@ -106,7 +108,7 @@ func (c *CommandService) Running(ctx context.Context, node messages.Node) (bool,
 // Stop runs the stop command.
 func (c *CommandService) Stop(ctx context.Context, node messages.Node) error {
 	argv := c.argv("stop")
-	if _, err := c.Runner.Run(ctx, node, nodetool.Command{Argv: argv, Sudo: c.Settings.Sudo, Label: nodetool.Label(argv)}); err != nil {
+	if _, err := c.Runner.Run(ctx, node, nodetool.Command{Argv: argv, Env: nodeEnv(node, nil), Sudo: c.Settings.Sudo, Label: nodetool.Label(argv)}); err != nil {
 		return fmt.Errorf("stop Cassandra on %s: %w", node.Name, err)
 	}
 	return nil
@@ -115,7 +117,7 @@ func (c *CommandService) Stop(ctx context.Context, node messages.Node) error {
 // Start runs the start command with env in its environment.
 func (c *CommandService) Start(ctx context.Context, node messages.Node, env map[string]string) error {
 	argv := c.argv("start")
-	if _, err := c.Runner.Run(ctx, node, nodetool.Command{Argv: argv, Env: env, Sudo: c.Settings.Sudo, Label: nodetool.Label(argv)}); err != nil {
+	if _, err := c.Runner.Run(ctx, node, nodetool.Command{Argv: argv, Env: nodeEnv(node, env), Sudo: c.Settings.Sudo, Label: nodetool.Label(argv)}); err != nil {
 		var ee *nodetool.ExitError
 		if errors.As(err, &ee) {
 			return errclass.Permanent(fmt.Errorf("start Cassandra on %s: %w", node.Name, err))
@@ -123,4 +125,16 @@ func (c *CommandService) Start(ctx context.Context, node messages.Node, env map[
 		return fmt.Errorf("start Cassandra on %s: %w", node.Name, err)
 	}
 	return nil
+}
+
+// nodeEnv is the environment of a service command: env, and the node's
+// name in QUIESCE_NODE (one wrapper script can serve several nodes of a
+// host).
+func nodeEnv(node messages.Node, env map[string]string) map[string]string {
+	out := make(map[string]string, len(env)+1)
+	for k, v := range env {
+		out[k] = v
+	}
+	out["QUIESCE_NODE"] = node.Name
+	return out
 }

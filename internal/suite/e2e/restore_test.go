@@ -3,20 +3,26 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
+	"github.com/quiesce/quiesce/internal/cli"
+	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/testkit/cassandra"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker/fs"
 	"github.com/quiesce/quiesce/worker/local"
 	"github.com/quiesce/quiesce/worker/noderestore"
@@ -462,6 +468,104 @@ func TestRestoreDrillOnRealCassandra(t *testing.T) {
 			require.NoError(t, n.Stop(ctx))
 		}
 	})
+
+	t.Run("quiesce drill", func(t *testing.T) {
+		runDrill(t, b, bk, d)
+	})
+}
+
+// runDrill runs `quiesce drill` on the backup: a new identity this time (the
+// snapshot's system.local dropped, each node started with its source's
+// tokens), into scratch nodes on 127.0.0.4-6 that the cluster's
+// cassandra_service starts and stops with scripts, as systemd would.
+func runDrill(t *testing.T, b *bundle, bk messages.Backup, d drillData) {
+	scratch := cassandra.New(t, cassandra.Options{
+		Nodes:       3,
+		BaseAddr:    "127.0.0.4",
+		ClusterName: "quiesce-e2e",
+		Topology:    []cassandra.NodeSpec{{Rack: "rack1"}, {Rack: "rack2"}, {Rack: "rack3"}},
+	})
+	cfg := *b.cfg
+	cfg.Clusters = append([]config.Cluster(nil), b.cfg.Clusters...)
+	src := &cfg.Clusters[0]
+	require.Equal(t, clusterLocal, src.Name)
+	src.Drill = &config.Drill{Target: "scratch", NewIdentity: true, Checks: []config.DrillCheck{
+		{Query: `SELECT count(*) FROM shop.orders`, Expect: int64(len(d.a))},
+		{Query: `SELECT count(*) FROM shop.orders WHERE id >= 1000000 ALLOW FILTERING`, Expect: 0},
+		{Query: `SELECT id FROM shop.orders WHERE id = 0`, Expect: 1},
+		{Query: `SELECT count(*) FROM shop.customers`, Expect: int64(d.customers)},
+		{Query: `SELECT id FROM shop.customers WHERE name = 'name-7'`, Expect: int64(d.nameHits)},
+		{Query: `SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'shop' AND table_name = 'orders'`, Expect: 3},
+		{Query: `SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'shop'`, Expect: 2},
+	}}
+	script := func(name string) []string {
+		return []string{"sh", "-c", `exec "$1/$QUIESCE_NODE/bin/` + name + `"`, "sh", scratch.Dir()}
+	}
+	sc := config.Cluster{Name: "scratch", Executor: "local", Snapshotter: "fs", FS: config.FS{Store: filepath.Join(scratch.Dir(), "store")},
+		CassandraService: &config.CassandraService{Start: script("cassandra-start"), Stop: script("cassandra-stop"), IsRunning: script("cassandra-running")}}
+	for i, n := range scratch.Nodes() {
+		n.WriteServiceScripts(t)
+		sc.Nodes = append(sc.Nodes, config.Node{
+			Name: fmt.Sprintf("node%d", i+1), Address: n.Addr(),
+			Volumes:  []config.Volume{{ID: fmt.Sprintf("vol-scratch-%d", i+1), Path: n.DataDir()}},
+			Nodetool: []string{n.NodetoolScript()},
+			Directories: &config.Directories{Data: []string{n.DataDir()}, CommitLog: n.CommitLogDir(), Hints: n.HintsDir(),
+				SavedCaches: n.SavedCachesDir(), CDCRaw: n.CDCRawDir()},
+		})
+	}
+	cfg.Clusters = append(cfg.Clusters, sc)
+	require.NoError(t, cfg.Validate())
+	data, err := yaml.Marshal(&cfg)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "quiesce.yaml")
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+
+	began := time.Now()
+	var out, errOut bytes.Buffer
+	code := cli.Main([]string{"drill", "--config", path, "--nats", b.env.URL, "--timeout", "15m", clusterLocal}, &out, &errOut)
+	t.Logf("quiesce drill %s (exit %d after %s):\n%s%s", clusterLocal, code, time.Since(began).Round(100*time.Millisecond), out.String(), errOut.String())
+	require.Equal(t, cli.ExitOK, code)
+	require.Contains(t, out.String(), "backup "+bk.JobID)
+
+	// The record, in the catalog beside the backups (never among them).
+	lister, err := b.env.H.Catalog.ListKeysFiltered(t.Context(), messages.DrillKey(clusterLocal, "*"))
+	require.NoError(t, err)
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	require.Len(t, keys, 1)
+	e, err := b.env.H.Catalog.Get(t.Context(), keys[0])
+	require.NoError(t, err)
+	rec, err := messages.DecodeDrill(e.Value())
+	require.NoError(t, err)
+	require.Equal(t, messages.DrillSucceeded, rec.Outcome, rec.Error)
+	require.Equal(t, bk.JobID, rec.BackupJob)
+	require.True(t, rec.TornDown)
+	var phases []string
+	for _, p := range rec.Phases {
+		phases = append(phases, fmt.Sprintf("%s %.1fs", p.Name, p.Seconds))
+	}
+	t.Logf("drill phases: %s", strings.Join(phases, ", "))
+	backups, err := planner.Backups(t.Context(), b.env.H.Catalog, clusterLocal)
+	require.NoError(t, err)
+	for _, x := range backups {
+		require.NotEmpty(t, x.JobID, "a drill record listed as a backup")
+	}
+
+	// Torn down: nothing runs, nothing is left on the scratch nodes.
+	for _, n := range scratch.Nodes() {
+		r, err := n.Nodetool(t.Context(), "status")
+		require.NoError(t, err)
+		require.NotZero(t, r.ExitCode, "node %s stopped", n.Addr())
+		for _, dir := range []string{n.DataDir(), n.CommitLogDir(), n.HintsDir()} {
+			ents, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Empty(t, ents, "%s emptied", dir)
+		}
+		_, err = os.Stat(filepath.Join(n.Dir(), ".quiesce-restore"))
+		require.True(t, os.IsNotExist(err), "the staged volume copies removed")
+	}
 }
 
 // wrapSpec gives node i of an in-place restore its staged volume as the
