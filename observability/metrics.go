@@ -85,7 +85,7 @@ type Metrics struct {
 	collectors []prometheus.Collector
 	names      []string
 
-	mu   sync.Mutex
+	mu        sync.Mutex
 	last      map[string]float64 // newest success per cluster, in lastSuccess
 	lastDrill map[string]float64 // newest successful drill per cluster, in drillSuccess
 }
