@@ -80,7 +80,7 @@ func (m *Metrics) WatchDrills(ctx context.Context, catalog DrillWatcher) error {
 				continue // the end of what was there
 			}
 			if d, err := messages.DecodeDrill(e.Value()); err == nil {
-				m.DrillEnded(d.Source, d.Ended, d.Outcome == messages.DrillSucceeded)
+				m.DrillFinished(d.Source, d.Outcome == messages.DrillSucceeded, d.Ended)
 			}
 		}
 	}

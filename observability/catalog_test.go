@@ -75,7 +75,7 @@ func TestWatchDrillsKeepsTheLastSuccessfulDrillAndIsNoBackup(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- m.WatchDrills(wctx, env.H.Catalog) }()
-	gauge := func() float64 { return testutil.ToFloat64(m.drillSuccess.WithLabelValues("c1")) }
+	gauge := func() float64 { return testutil.ToFloat64(m.drill.lastSuccess.WithLabelValues("c1")) }
 	require.Eventually(t, func() bool { return gauge() == float64(t0.Unix()) }, 10*time.Second, 10*time.Millisecond)
 
 	put("drill-2", messages.DrillFailed, t0.Add(48*time.Hour))

@@ -79,15 +79,14 @@ type Metrics struct {
 	snapshotsErrored *prometheus.GaugeVec
 	ec2Errors        *prometheus.CounterVec
 	sshErrors        *prometheus.CounterVec
-	drillSuccess     *prometheus.GaugeVec
-	drillMaxAge      *prometheus.GaugeVec
+	// drill: the restore drills' gauges (drill.go).
+	drill drillMetrics
 
 	collectors []prometheus.Collector
 	names      []string
 
-	mu        sync.Mutex
-	last      map[string]float64 // newest success per cluster, in lastSuccess
-	lastDrill map[string]float64 // newest successful drill per cluster, in drillSuccess
+	mu   sync.Mutex
+	last map[string]float64 // newest success per cluster, in lastSuccess
 }
 
 var (
@@ -98,7 +97,7 @@ var (
 // NewMetrics builds the metrics and registers them with reg. A process calls
 // it once per registry; registering twice on one registry is an error.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{last: map[string]float64{}, lastDrill: map[string]float64{}}
+	m := &Metrics{last: map[string]float64{}}
 	m.jobsStarted = m.counter("job", "started_total",
 		"Jobs created from accepted requests.", "cluster")
 	m.jobsFinished = m.counter("job", "finished_total",
@@ -123,10 +122,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Successful backups that left out nodes whose flush failed (policies with allow_partial).", "cluster")
 	m.backupMaxAge = m.gauge("backup", "max_age_seconds",
 		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
-	m.drillSuccess = m.gauge("drill", "last_success_timestamp_seconds",
-		"Unix time at which the newest successful restore drill of a cluster ended (quiesce drill).", "cluster")
-	m.drillMaxAge = m.gauge("drill", "max_age_seconds",
-		"Age a cluster's newest successful restore drill may reach before it counts as stale (alerting threshold; clusters with a drill section).", "cluster")
+	m.drill = newDrillMetrics(m)
 	m.rejected = m.counter("planner", "requests_rejected_total",
 		"Job requests refused, by reason class.", "reason")
 	m.retired = m.counter("retention", "snapshots_retired_total",
@@ -323,28 +319,6 @@ func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
 	m.retired.WithLabelValues(cluster)
 	if maxAge > 0 {
 		m.SetBackupMaxAge(cluster, maxAge)
-	}
-}
-
-// SetDrillMaxAge publishes how old a cluster's newest successful drill may
-// get before the stale-drill alert fires. Setting it for every cluster with
-// a drill also lets the alert catch a cluster that was never drilled.
-func (m *Metrics) SetDrillMaxAge(cluster string, d time.Duration) {
-	m.drillMaxAge.WithLabelValues(cluster).Set(d.Seconds())
-}
-
-// DrillEnded records a drill's end: a successful one moves the cluster's
-// last-success gauge forward (never back: records are read in any order).
-func (m *Metrics) DrillEnded(cluster string, ended time.Time, succeeded bool) {
-	if !succeeded {
-		return
-	}
-	ts := float64(ended.UnixNano()) / 1e9
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if ts > m.lastDrill[cluster] {
-		m.lastDrill[cluster] = ts
-		m.drillSuccess.WithLabelValues(cluster).Set(ts)
 	}
 }
 
