@@ -2,6 +2,8 @@ package noderestore_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -294,10 +296,16 @@ func TestStartNeedsAPreparedNodeAndPassesNewClusterFacts(t *testing.T) {
 	n := newNode(t)
 	layout(t, n)
 	svc := &fakeService{}
-	r := newRestorer(svc)
+	// A port nothing listens on: the listener is closed before Start dials it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	runner := &local.Runner{}
+	r := noderestore.New(runner, nodetool.New(runner, nodetool.Settings{Base: []string{"false"}}), svc, noderestore.Settings{CQLPort: port})
 	spec := noderestore.Spec{RestoreID: "r1", Target: noderestore.NewCluster, Tag: "T", Address: "127.0.0.1",
 		NewCluster: &noderestore.NewClusterSpec{ClusterName: "scratch", InitialTokens: []string{"-5", "7"}, Seeds: []string{"127.0.0.4"}}}
-	_, err := r.Start(t.Context(), n.msg(), spec)
+	_, err = r.Start(t.Context(), n.msg(), spec)
 	require.ErrorContains(t, err, "not prepared for restore r1")
 	require.False(t, svc.running)
 
@@ -306,7 +314,7 @@ func TestStartNeedsAPreparedNodeAndPassesNewClusterFacts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*1e6)
 	defer cancel()
 	_, err = r.Start(ctx, n.msg(), spec)
-	require.ErrorContains(t, err, "CQL on 127.0.0.1:9042 not answering", "nothing serves CQL in this test")
+	require.ErrorContains(t, err, fmt.Sprintf("CQL on 127.0.0.1:%d not answering", port), "nothing serves CQL in this test")
 	require.True(t, svc.running)
 	require.Equal(t, map[string]string{"QUIESCE_RESTORE_ID": "r1", "QUIESCE_CLUSTER_NAME": "scratch",
 		"QUIESCE_INITIAL_TOKEN": "-5,7", "QUIESCE_SEEDS": "127.0.0.4"}, svc.env)
