@@ -213,9 +213,8 @@ func (d *drill) restore(ctx context.Context, tgt config.Cluster) (err error) {
 		})
 		for _, n := range targets {
 			for _, live := range n.Dirs.Data {
-				staging := filepath.Join(filepath.Dir(live), ".quiesce-restore")
-				_ = os.RemoveAll(filepath.Join(staging, d.rec.DrillID))
-				_ = os.Remove(staging) // when no other restore stages there
+				// Every drill's staged copies: an interrupted drill's too.
+				_ = os.RemoveAll(filepath.Join(filepath.Dir(live), ".quiesce-restore"))
 			}
 		}
 		if terr == nil {

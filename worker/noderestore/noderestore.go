@@ -617,8 +617,10 @@ func firstLine(s string) string {
 
 // Teardown stops Cassandra on a node of a scratch target and removes what
 // the restore put there: the contents of its data, commitlog, hints, saved
-// caches and cdc_raw directories and the restore's progress record (the
-// staged volume copies are the volume driver's to remove). It is for drills only: a node whose
+// caches and cdc_raw directories and the progress records of every restore
+// there (a scratch node's restores are all drills: an interrupted drill's
+// leftovers go with the next one's). The staged volume copies are the
+// volume driver's to remove. It is for drills only: a node whose
 // progress record does not name this restore is refused and left as it
 // was. A node torn down already is success.
 func (r *Restorer) Teardown(ctx context.Context, node messages.Node, spec Spec) error {
@@ -627,7 +629,7 @@ func (r *Restorer) Teardown(ctx context.Context, node messages.Node, spec Spec) 
 	}
 	dirs := spec.dirs(node)
 	record := ProgressPath(dirs, spec.RestoreID)
-	work := dirs.Data[0] + "/.quiesce-restore/" + spec.RestoreID
+	work := dirs.Data[0] + "/.quiesce-restore"
 	out, err := r.sh(ctx, node, "read "+record, readProgressScript, record)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", node.Name, err)

@@ -393,6 +393,8 @@ func TestTeardownEmptiesOnlyANodeThisRestorePrepared(t *testing.T) {
 
 	_, err := r.Prepare(t.Context(), n.msg(), spec)
 	require.NoError(t, err)
+	// The record of an earlier drill that was killed before its teardown.
+	write(t, noderestore.ProgressPath(*n.msg().Dirs, "drill-0"), "restore drill-0 tag T target new-cluster\n")
 	svc.running = true
 	require.NoError(t, r.Teardown(t.Context(), n.msg(), spec))
 	require.False(t, svc.running, "Cassandra stopped first")

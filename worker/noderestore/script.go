@@ -181,11 +181,12 @@ printf '%s\n' "$2" >> "$1"
 sync -- "$1" 2>/dev/null || sync
 `
 
-// teardownScript removes what a drill restored onto a scratch node.
+// teardownScript removes what drills restored onto a scratch node.
 // Arguments: the progress record (it must exist: only a node this restore
-// prepared is torn down), the restore's work directory, then the directories
-// to empty. The work directory (progress record included) goes last, so an
-// interrupted teardown can run again.
+// prepared is torn down), the restore work directory of the node (every
+// restore's records: a scratch node's are all drills'), then the
+// directories to empty. The work directory goes last, so an interrupted
+// teardown can run again.
 const teardownScript = `set -eu
 record=$1 work=$2; shift 2
 if [ ! -f "$record" ]; then
@@ -197,5 +198,4 @@ for d in "$@"; do
 	find "$d" -mindepth 1 -maxdepth 1 ! -name .quiesce-restore -exec rm -rf -- {} +
 done
 rm -rf -- "$work"
-rmdir -- "${work%/*}" 2>/dev/null || true
 `
