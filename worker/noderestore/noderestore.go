@@ -177,8 +177,10 @@ var (
 	restoreIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$`)
 	tokenPattern     = regexp.MustCompile(`^-?[0-9]{1,40}$`)
 	unitPattern      = regexp.MustCompile(`^[A-Za-z0-9@._:-]{1,128}$`)
-	namePattern      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
-	addrPattern      = regexp.MustCompile(`^[A-Za-z0-9.:-]{1,255}$`)
+	// A cluster name goes into an environment variable and a comparison,
+	// never a command line; Cassandra's default is "Test Cluster".
+	namePattern = regexp.MustCompile(`^[^\x00-\x1f\x7f]{1,128}$`)
+	addrPattern = regexp.MustCompile(`^[A-Za-z0-9.:-]{1,255}$`)
 )
 
 // ErrBadSpec is wrapped by the error of a spec that cannot be carried out.
@@ -210,7 +212,7 @@ func (s Spec) Validate(node messages.Node) error {
 				}
 			}
 			if nc.ClusterName != "" && !namePattern.MatchString(nc.ClusterName) {
-				add("cluster name %q: want letters, digits, '_', '.' and '-'", nc.ClusterName)
+				add("cluster name %q: want 1 to 128 printable characters", nc.ClusterName)
 			}
 			for _, a := range nc.Seeds {
 				if !addrPattern.MatchString(a) {
