@@ -50,3 +50,38 @@ func (m *Metrics) LoadLastSuccess(ctx context.Context, catalog CatalogWatcher) (
 		}
 	}
 }
+
+// DrillWatcher is the part of jetstream.KeyValue WatchDrills uses.
+type DrillWatcher interface {
+	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
+var _ DrillWatcher = jetstream.KeyValue(nil)
+
+// WatchDrills keeps the last-successful-drill gauge of every cluster
+// current from the drill records in the catalog (quiesce drill writes them
+// from wherever it runs): first every record there is, then each new one,
+// until ctx ends.
+func (m *Metrics) WatchDrills(ctx context.Context, catalog DrillWatcher) error {
+	w, err := catalog.Watch(ctx, messages.DrillKeys, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("watch drills: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				continue // the end of what was there
+			}
+			if d, err := messages.DecodeDrill(e.Value()); err == nil {
+				m.DrillFinished(d.Source, d.Outcome == messages.DrillSucceeded, d.Ended)
+			}
+		}
+	}
+}

@@ -57,3 +57,36 @@ func TestLoadLastSuccessHonoursContext(t *testing.T) {
 	_, err := m.LoadLastSuccess(ctx, env.H.Catalog)
 	require.Error(t, err)
 }
+
+func TestWatchDrillsKeepsTheLastSuccessfulDrillAndIsNoBackup(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{Memory: true})
+	ctx := t.Context()
+	m, _ := newMetrics(t)
+	t0 := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
+	put := func(id, outcome string, ended time.Time) {
+		data, err := json.Marshal(messages.Drill{Schema: messages.DrillSchema, DrillID: id, Source: "c1", Target: "scratch",
+			Outcome: outcome, Began: ended.Add(-time.Minute), Ended: ended})
+		require.NoError(t, err)
+		_, err = env.H.Catalog.Put(ctx, messages.DrillKey("c1", id), data)
+		require.NoError(t, err)
+	}
+	put("drill-1", messages.DrillSucceeded, t0)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.WatchDrills(wctx, env.H.Catalog) }()
+	gauge := func() float64 { return testutil.ToFloat64(m.drill.lastSuccess.WithLabelValues("c1")) }
+	require.Eventually(t, func() bool { return gauge() == float64(t0.Unix()) }, 10*time.Second, 10*time.Millisecond)
+
+	put("drill-2", messages.DrillFailed, t0.Add(48*time.Hour))
+	put("drill-3", messages.DrillSucceeded, t0.Add(24*time.Hour))
+	require.Eventually(t, func() bool { return gauge() == float64(t0.Add(24*time.Hour).Unix()) }, 10*time.Second, 10*time.Millisecond,
+		"a failed drill moves nothing; the next success does")
+	cancel()
+	require.NoError(t, <-done)
+
+	// A drill record is no backup: the backup gauge never sees one.
+	n, err := m.LoadLastSuccess(ctx, env.H.Catalog)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

@@ -100,6 +100,8 @@ type Metrics struct {
 	paceTokens       *prometheus.GaugeVec
 	paceRate         *prometheus.GaugeVec
 	paceLimit        *prometheus.GaugeVec
+	// drill: the restore drills' gauges (drill.go).
+	drill drillMetrics
 
 	collectors []prometheus.Collector
 	names      []string
@@ -141,6 +143,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Successful backups that left out nodes whose flush failed (policies with allow_partial).", "cluster")
 	m.backupMaxAge = m.gauge("backup", "max_age_seconds",
 		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
+	m.drill = newDrillMetrics(m)
 	m.rejected = m.counter("planner", "requests_rejected_total",
 		"Job requests refused, by reason class.", "reason")
 	m.handedBack = m.counter("planner", "requests_handed_back_total",

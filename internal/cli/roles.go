@@ -46,6 +46,8 @@ type node struct {
 	drivers     *drivers.Registry
 	// presence keeps this process's entry in the replicas bucket.
 	presence *topology.Presence
+	// stopWatch ends the drill watch and waits for it.
+	stopWatch func()
 }
 
 func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream, roles []string, log zerolog.Logger,
@@ -107,10 +109,26 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		if drivers.UsesEC2(cfg) && (slices.Contains(roles, "worker") || slices.Contains(roles, "planner")) {
 			metrics.InitEC2Errors(ebs.Operations, ebs.CodeRequestLimitExceeded)
 		}
+		for _, cl := range cfg.Clusters {
+			if cl.Drill != nil {
+				metrics.SetDrillMaxAge(cl.Name, drillMaxAge(cl.Drill))
+			}
+		}
 		if slices.Contains(roles, "coordinator") {
 			if _, err := metrics.LoadLastSuccess(ctx, h.Catalog); err != nil {
 				log.Warn().Err(err).Msg("last backup times not loaded from the catalog")
 			}
+			// Drills run as commands of their own (quiesce drill); their
+			// records in the catalog keep the drill gauge current.
+			wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if err := metrics.WatchDrills(wctx, h.Catalog); err != nil {
+					log.Warn().Err(err).Msg("drill results not watched")
+				}
+			}()
+			n.stopWatch = func() { cancel(); <-done }
 		}
 	}
 	var pobs planner.Observer = planner.NopObserver{}
@@ -126,6 +144,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		// worker trusts the same first key.
 		ks, err := ssh.OpenKVKeyStore(ctx, js, cfg.Replicas())
 		if err != nil {
+			n.stop(ctx)
 			return nil, withCode(ExitError, err)
 		}
 		env.HostKeys = ks
@@ -138,6 +157,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	}
 	pacer, err := pace.New(h.Pace, pace.Options{Limit: drivers.PaceLimits(cfg), Observer: paceObs})
 	if err != nil {
+		n.stop(ctx)
 		return nil, withCode(ExitError, err)
 	}
 	env.Pacer = pacer
@@ -190,6 +210,9 @@ func (n *node) ready() error {
 // finish (up to the soft-stop timeout, then cancel them so they are
 // redelivered), then stop applying events.
 func (n *node) stop(ctx context.Context) {
+	if n.stopWatch != nil {
+		n.stopWatch()
+	}
 	if n.planner != nil {
 		_ = n.planner.Stop(ctx)
 	}
@@ -307,4 +330,14 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&softStop, "soft-stop", 30*time.Second, "on SIGTERM, how long running tasks may finish before they are cancelled")
 	return cmd
+}
+
+// drillMaxAge is how old a cluster's last successful drill may grow before
+// the stale-drill alert fires: the drill section's max_age, default 8 days
+// (a weekly drill, and a day to notice it failed).
+func drillMaxAge(d *config.Drill) time.Duration {
+	if d.MaxAge > 0 {
+		return time.Duration(d.MaxAge)
+	}
+	return 8 * 24 * time.Hour
 }

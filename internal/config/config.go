@@ -155,6 +155,50 @@ type Cluster struct {
 	// stale-backup alert, and the never-backed-up alert watches every
 	// cluster that has one.
 	BackupMaxAge Duration `json:"backup_max_age,omitempty"`
+	// CassandraService says how a restore stops, starts and finds running
+	// Cassandra on the cluster's nodes.
+	CassandraService *CassandraService `json:"cassandra_service,omitempty"`
+	// Drill restores the cluster's backups into a scratch cluster, verifies
+	// and tears it down: quiesce drill.
+	Drill *Drill `json:"drill,omitempty"`
+}
+
+// CassandraService is how Cassandra runs on a cluster's nodes: a systemd
+// unit, or start, stop and is_running commands (argv, run through the
+// cluster's executor; is_running exits 0 when Cassandra runs).
+type CassandraService struct {
+	Unit      string   `json:"unit,omitempty"`
+	Start     []string `json:"start,omitempty"`
+	Stop      []string `json:"stop,omitempty"`
+	IsRunning []string `json:"is_running,omitempty"`
+	// Sudo runs them, and the restore's file steps, through "sudo -n".
+	Sudo bool `json:"sudo,omitempty"`
+	// CQLPort is the native transport port; default 9042.
+	CQLPort int `json:"cql_port,omitempty"`
+}
+
+// Drill is a cluster's restore drill.
+type Drill struct {
+	// Target names the configured cluster the drill restores into: scratch
+	// nodes, one per node of the backup, never the cluster itself.
+	Target string `json:"target"`
+	// NewIdentity gives the restored nodes new host IDs (the snapshot's
+	// system.local dropped, each node started with its source's tokens);
+	// by default they keep the source's host IDs and cluster name.
+	NewIdentity bool `json:"new_identity,omitempty"`
+	// Checks are CQL queries run at consistency ALL on the restored
+	// cluster, each with the count it must return.
+	Checks []DrillCheck `json:"checks,omitempty"`
+	// MaxAge is how old the cluster's last successful drill may grow
+	// before the alert fires (the alert rule reads it from the metric
+	// quiesce_drill_max_age_seconds); default 8 days.
+	MaxAge Duration `json:"max_age,omitempty"`
+}
+
+// DrillCheck is a CQL query and the count it must return.
+type DrillCheck struct {
+	Query  string `json:"query"`
+	Expect int64  `json:"expect"`
 }
 
 // DefaultBackupMaxAge is a daily schedule plus slack: the age at which a
@@ -429,6 +473,17 @@ func (c *Config) Validate() error {
 				add("%s.directories: %w", where, err)
 			}
 		}
+		if sv := cl.CassandraService; sv != nil {
+			switch {
+			case sv.Unit != "" && (len(sv.Start) > 0 || len(sv.Stop) > 0 || len(sv.IsRunning) > 0):
+				add("%s.cassandra_service: give a unit or start/stop/is_running, not both", where)
+			case sv.Unit == "" && (len(sv.Start) == 0 || len(sv.Stop) == 0 || len(sv.IsRunning) == 0):
+				add("%s.cassandra_service: a unit, or all of start, stop and is_running, is required", where)
+			}
+			if sv.CQLPort < 0 || sv.CQLPort > 65535 {
+				add("%s.cassandra_service.cql_port %d: not a port", where, sv.CQLPort)
+			}
+		}
 		nodes := map[string]bool{}
 		vols := map[string]bool{}
 		for j, n := range cl.Nodes {
@@ -511,6 +566,25 @@ func (c *Config) Validate() error {
 	for i, cl := range c.Clusters {
 		if cl.DefaultPolicy != "" && !policies[cl.Name+"/"+cl.DefaultPolicy] {
 			add("clusters[%d].default_policy %q: no such policy for this cluster", i, cl.DefaultPolicy)
+		}
+		if d := cl.Drill; d != nil {
+			target, ok := c.Cluster(d.Target)
+			switch {
+			case d.Target == cl.Name:
+				add("clusters[%d].drill.target %q: a drill never restores into the cluster itself", i, d.Target)
+			case !ok:
+				add("clusters[%d].drill.target %q: no such cluster", i, d.Target)
+			case target.CassandraService == nil:
+				add("clusters[%d].drill.target %q: has no cassandra_service (how the drill starts and stops it)", i, d.Target)
+			}
+			for j, ch := range d.Checks {
+				if strings.TrimSpace(ch.Query) == "" {
+					add("clusters[%d].drill.checks[%d].query: required", i, j)
+				}
+			}
+			if d.MaxAge < 0 {
+				add("clusters[%d].drill.max_age: must not be negative", i)
+			}
 		}
 	}
 	limits := map[EC2Limit]bool{}

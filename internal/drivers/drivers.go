@@ -17,6 +17,7 @@ import (
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/ebs"
+	"github.com/quiesce/quiesce/worker/noderestore"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
@@ -199,4 +200,25 @@ func (r *Registry) Close() error {
 	}
 	r.closers = nil
 	return errors.Join(errs...)
+}
+
+// NodeRestorer returns the restorer of a cluster's nodes: its executor, its
+// nodetool and its cassandra_service.
+func (r *Registry) NodeRestorer(name string) (*noderestore.Restorer, error) {
+	cl, err := r.cluster(name)
+	if err != nil {
+		return nil, err
+	}
+	if cl.CassandraService == nil {
+		return nil, fmt.Errorf("cluster %q has no cassandra_service: a restore cannot stop or start its Cassandra", name)
+	}
+	s := Restore(cl)
+	if err := s.Service.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	tool, err := r.Client(name)
+	if err != nil {
+		return nil, err
+	}
+	return noderestore.New(tool.Runner, tool, nil, s), nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker/ebs"
+	"github.com/quiesce/quiesce/worker/noderestore"
 	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
@@ -232,4 +233,16 @@ func Discovery(d config.Discovery) ebs.Discovery {
 	return ebs.Discovery{
 		InstanceTags: d.InstanceTags, Devices: d.Devices, VolumeTags: d.VolumeTags, IncludeRoot: d.IncludeRoot,
 	}
+}
+
+// Restore is how a restore stops, starts and verifies Cassandra on a
+// cluster's nodes.
+func Restore(cl config.Cluster) noderestore.Settings {
+	s := noderestore.Settings{Sudo: cl.SSH.Sudo}
+	if sv := cl.CassandraService; sv != nil {
+		s.Service = noderestore.ServiceSettings{Unit: sv.Unit, Start: sv.Start, Stop: sv.Stop, IsRunning: sv.IsRunning, Sudo: sv.Sudo}
+		s.Sudo = s.Sudo || sv.Sudo
+		s.CQLPort = sv.CQLPort
+	}
+	return s
 }

@@ -82,3 +82,23 @@ func withKeyspace(sub, keyspace string) ([]string, error) {
 	}
 	return []string{sub, keyspace}, nil
 }
+
+// DescribeCluster runs "nodetool describecluster": the cluster's name,
+// snitch, partitioner, schema versions (more than one: no agreement),
+// releases and keyspaces.
+func (c *Client) DescribeCluster(ctx context.Context, node messages.Node) (Cluster, error) {
+	out, err := c.run(ctx, node, "describecluster")
+	if err != nil {
+		return Cluster{}, classify(err)
+	}
+	cl, err := ParseDescribeCluster(out.Stdout)
+	return cl, errclass.Permanent(err)
+}
+
+// Drain runs "nodetool drain": the node flushes its memtables, stops
+// accepting writes and leaves gossip, so that stopping it loses nothing and
+// no commitlog is replayed at its next start.
+func (c *Client) Drain(ctx context.Context, node messages.Node) error {
+	_, err := c.run(ctx, node, "drain")
+	return classify(err)
+}

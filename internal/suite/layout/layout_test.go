@@ -27,7 +27,7 @@ var layers = [][]string{
 	// core
 	{"planner", "worker"},
 	// edges: observability, the drivers, the simulated Cassandra node
-	{"observability", "worker/ebs", "worker/fs", "worker/local", "worker/nodetool", "worker/ssh", "internal/simnode"},
+	{"observability", "worker/ebs", "worker/fs", "worker/local", "worker/nodetool", "worker/noderestore", "worker/ssh", "internal/simnode"},
 	// app
 	{"internal/cli", "internal/drivers"},
 	// binary
@@ -39,6 +39,7 @@ var within = [][2]string{
 	{"internal/cli", "internal/drivers"},
 	{"worker/local", "worker/nodetool"},
 	{"worker/ssh", "worker/nodetool"},
+	{"worker/noderestore", "worker/nodetool"},
 }
 
 const (
