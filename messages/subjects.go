@@ -193,6 +193,11 @@ func IntentKey(jobID, node string) string {
 	return jobID + ".intent." + node
 }
 
+// DefaultTag is the snapshot tag of a job whose request names none. It
+// carries the job ID, which names one request: a snapshot under it on a node
+// can only be the job's own.
+func DefaultTag(jobID string) string { return "quiesce-" + jobID }
+
 // NodeFactsKey is where, in the jobs bucket, a node's facts (NodeFacts),
 // gathered by its clear task for the catalog, are kept. Facts too large for
 // one value are split over NodeFactsPartKey 1..n, and the key holds a

@@ -58,7 +58,7 @@ func BuildPlan(req messages.JobRequest, policy Policy, nodes []messages.Node, pe
 	jobID := req.JobID()
 	tag := req.Tag
 	if tag == "" {
-		tag = "quiesce-" + jobID
+		tag = messages.DefaultTag(jobID)
 	}
 	p := &Plan{
 		JobID: jobID, Cluster: req.Cluster, Policy: policy, Mode: mode, Tag: tag,

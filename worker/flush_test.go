@@ -139,7 +139,10 @@ func (r *recordingTool) clearCalls(node string) int {
 
 func (b *flushBundle) publish(t *testing.T, task messages.Task) {
 	t.Helper()
-	task.Schema, task.JobID, task.Cluster, task.Tag = messages.TaskSchema, flushJob, "c1", "quiesce-t1"
+	task.Schema, task.JobID, task.Cluster = messages.TaskSchema, flushJob, "c1"
+	if task.Tag == "" {
+		task.Tag = "quiesce-t1"
+	}
 	task.ID = messages.TaskID(flushJob, task.Kind, task.Target)
 	data, err := json.Marshal(task)
 	require.NoError(t, err)
@@ -403,4 +406,29 @@ func TestFlushAfterItsJobEndedClearsWhatItsEarlierAttemptMade(t *testing.T) {
 	}))
 	require.Zero(t, b.tool.clearCalls("n2"))
 	require.Equal(t, []string{"quiesce-t1"}, b.tool.NodeTool.TagsOn("n2"))
+}
+
+// The job's default tag names the job: found on the node with no intent of
+// an earlier attempt (withdrawn after an error that hid a command that did
+// run), it is the job's own; the flush succeeds and the clean-up clears it.
+func TestDefaultTagOnTheNodeIsTheJobsOwn(t *testing.T) {
+	t.Parallel()
+	b := newFlushBundle(t)
+	tag := messages.DefaultTag(flushJob)
+	b.tool.NodeTool.Tags["n1"] = map[string]bool{tag: true}
+	task := flushTask("n1", nil)
+	task.Tag = tag
+	b.publish(t, task)
+	r := b.result(t, messages.KindFlush, "n1")
+	require.Equal(t, messages.OutcomeSucceeded, r.Outcome, r.Error)
+	require.True(t, r.Flush.Again)
+	require.Equal(t, "ran", b.intent(t, "n1")["state"])
+
+	clear := clearTask("n1", true, false)
+	clear.Tag = tag
+	b.publish(t, clear)
+	c := b.result(t, messages.KindClear, "n1")
+	require.Equal(t, messages.OutcomeSucceeded, c.Outcome, c.Error)
+	require.True(t, c.Clear.Cleared)
+	require.Empty(t, b.tool.TagsOn("n1"))
 }

@@ -130,6 +130,13 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 		// tag is the job's own, and this is a redelivery.
 		again = true
 		log.Info().Int("earlier_attempt", earlier.Attempt).Msg("snapshot tag already made by an earlier attempt of this flush")
+	case errors.Is(err, ErrSnapshotExists) && t.Tag == messages.DefaultTag(t.JobID):
+		// The job's default tag names the job: only an earlier attempt of
+		// it can have made the snapshot, one whose intent did not survive
+		// (withdrawn after an error that hid a command that did run). This
+		// attempt's intent stands, so the clean-up clears the tag.
+		again = true
+		log.Warn().Msg("snapshot tag, the job's own by its name, already made by an earlier attempt of this flush that left no intent")
 	case errors.Is(err, ErrSnapshotExists):
 		if merr := w.markForeign(ctx, key, rev, attempt); merr != nil {
 			log.Error().Err(merr).Msg("tag on the node is not the job's, and that could not be recorded")
