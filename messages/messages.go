@@ -64,7 +64,8 @@ const (
 )
 
 // Kinds lists every task kind, in the order a job uses them.
-var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup}
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup,
+	KindRestoreVolume, KindRestoreStop, KindRestorePrepare, KindRestoreStart, KindRestoreVerify}
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -182,6 +183,9 @@ type Task struct {
 	// (IntentKey): the tag is to be cleared even when no intent is found.
 	Flushed  bool      `json:"flushed,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
+	// Restore is set for the tasks of a restore (Kind.IsRestore); JobID is
+	// then the restore's ID.
+	Restore *RestoreTask `json:"restore,omitempty"`
 }
 
 // TaskID builds the deterministic ID of a task.
@@ -260,6 +264,8 @@ type TaskResult struct {
 	Flush *FlushReport `json:"flush,omitempty"`
 	// Clear says what a clear found on the node.
 	Clear *ClearReport `json:"clear,omitempty"`
+	// Restore says what a restore task did.
+	Restore *RestoreReport `json:"restore,omitempty"`
 }
 
 // FlushReport is what a successful flush verified and made durable.
