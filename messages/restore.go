@@ -538,6 +538,17 @@ type RestoreReport struct {
 	Notes  []string `json:"notes,omitempty"`
 }
 
+// Steps a node task reports in RestoreReport.Step.
+const (
+	// StepRunning: a restore-stop found Cassandra running on a node it was
+	// not allowed to stop, and changed nothing.
+	StepRunning  = "running"
+	StepStopped  = "stopped"
+	StepPrepared = "prepared"
+	StepStarted  = "started"
+	StepVerified = "verified"
+)
+
 // RestoreProgress counts a restore's tasks.
 type RestoreProgress struct {
 	Volumes       int  `json:"volumes"`
