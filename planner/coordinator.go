@@ -35,6 +35,7 @@ type CoordinatorConfig struct {
 // consumer, and every record change is a compare-and-set.
 type Coordinator struct {
 	e    *engine
+	rs   *restores
 	cfg  CoordinatorConfig
 	life startstop.Service
 
@@ -56,7 +57,8 @@ func NewCoordinator(js jetstream.JetStream, h *topology.Handles, cfg Coordinator
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 512
 	}
-	return &Coordinator{e: newEngine(js, h, cfg.Options), cfg: cfg, ended: map[string]bool{},
+	e := newEngine(js, h, cfg.Options)
+	return &Coordinator{e: e, rs: newRestores(e), cfg: cfg, ended: map[string]bool{},
 		life: startstop.Service{Name: "coordinator"}}
 }
 
@@ -244,6 +246,9 @@ func decodeEvent(m jetstream.Msg) (pendingEvent, string, error) {
 func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEvent) error {
 	unlock := c.e.lock(job)
 	defer unlock()
+	if messages.IsRestoreID(job) {
+		return c.applyRestore(ctx, job, evs)
+	}
 	// Side records first: idempotent puts and deletes that the catalog and
 	// retention read later. They happen before the record says the task is
 	// done, so the record never points at something missing.
@@ -321,6 +326,7 @@ func (c *Coordinator) sweepLoop(ctx context.Context, _ chan jetstream.Msg) {
 	defer t.Stop()
 	for {
 		c.sweep(ctx)
+		c.sweepRestores(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -15,6 +15,9 @@ import (
 const (
 	ConsumerPlanner     = "planner"
 	ConsumerCoordinator = "coordinator"
+	// ConsumerRestores is the planner replicas' consumer of restore
+	// requests.
+	ConsumerRestores = "restore-planner"
 )
 
 // TaskConsumer is the durable consumer name for tasks of kind.
@@ -101,6 +104,8 @@ type Handles struct {
 	Catalog   jetstream.KeyValue
 	Plans     jetstream.ObjectStore
 	Manifests jetstream.ObjectStore
+	// Restores holds each restore's record.
+	Restores jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -114,7 +119,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamJobs,
 			Description: "quiesce job requests, deduplicated by request id",
-			Subjects:    []string{messages.SubjectSubmit, messages.SubjectSchedulesAll},
+			Subjects:    []string{messages.SubjectSubmit, messages.SubjectSchedulesAll, messages.SubjectRestoreSubmit},
 			Retention:   jetstream.WorkQueuePolicy,
 			Duplicates:  o.SubmitDuplicates,
 			// Policies' schedules are JetStream message schedules kept in
@@ -165,6 +170,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
 	}
+	restores, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketRestores, Description: "quiesce restore records",
+		History: 1, TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRestores, err)
+	}
 	plans, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: messages.BucketPlans, Description: "quiesce job plans",
 		TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
@@ -189,6 +201,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			Durable: ConsumerPlanner, Description: "planner replicas share this consumer",
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: 5,
 			MaxAckPending: 256, FilterSubject: messages.SubjectSubmit, Replicas: o.Replicas,
+		}},
+		{messages.StreamJobs, jetstream.ConsumerConfig{
+			Durable: ConsumerRestores, Description: "planner replicas share this consumer of restore requests",
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: 5,
+			MaxAckPending: 64, FilterSubject: messages.SubjectRestoreSubmit, Replicas: o.Replicas,
 		}},
 		{messages.StreamEvents, jetstream.ConsumerConfig{
 			Durable: ConsumerCoordinator, Description: "coordinator replicas share this consumer",
@@ -217,7 +234,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests, Restores: restores}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -239,5 +256,9 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests}, nil
+	restores, err := js.KeyValue(ctx, messages.BucketRestores)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRestores, err)
+	}
+	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests, Restores: restores}, nil
 }

@@ -26,6 +26,7 @@ type taskOutput struct {
 	Listing   string
 	Flush     *messages.FlushReport
 	Clear     *messages.ClearReport
+	Restore   *messages.RestoreReport
 }
 
 func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int) (*taskOutput, error) {
@@ -40,6 +41,9 @@ func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Ta
 		return w.await(ctx, log, t)
 	case messages.KindRetention, messages.KindCleanup:
 		return w.retention(ctx, log, t)
+	case messages.KindRestoreVolume, messages.KindRestoreStop, messages.KindRestorePrepare,
+		messages.KindRestoreStart, messages.KindRestoreVerify:
+		return w.restore(ctx, log, t)
 	}
 	return nil, errclass.Permanent(fmt.Errorf("unknown task kind %q", t.Kind))
 }

@@ -300,7 +300,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	}
 	if res != nil {
 		result.Snapshots, result.Deleted, result.Retired, result.Retained, result.Warnings = res.Snapshots, res.Deleted, res.Retired, res.Retained, res.Warnings
-		result.Listing, result.Flush, result.Clear = res.Listing, res.Flush, res.Clear
+		result.Listing, result.Flush, result.Clear, result.Restore = res.Listing, res.Flush, res.Clear, res.Restore
 	}
 	dur := result.FinishedAt.Sub(start)
 	deadlineHit := errors.Is(context.Cause(taskCtx), errDeadline)
