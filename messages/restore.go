@@ -530,7 +530,7 @@ type RestoreReport struct {
 	Step string `json:"step,omitempty"`
 	// Again is set when an earlier attempt had done the work.
 	Again  bool     `json:"again,omitempty"`
-	Aside  string   `json:"aside,omitempty"`
+	Aside  []string `json:"aside,omitempty"`
 	Files  int      `json:"files,omitempty"`
 	Bytes  int64    `json:"bytes,omitempty"`
 	HostID string   `json:"host_id,omitempty"`

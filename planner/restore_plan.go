@@ -42,9 +42,9 @@ type RestorePlan struct {
 	Tag           string                  `json:"tag"`
 	Target        messages.RestoreTarget  `json:"target"`
 	// Snapshotter is the source cluster's snapshotter kind.
-	Snapshotter string               `json:"snapshotter"`
-	Volumes     []RestoreVolumePlan  `json:"volumes"`
-	Nodes       []RestoreNodePlan    `json:"nodes,omitempty"`
+	Snapshotter string                  `json:"snapshotter"`
+	Volumes     []RestoreVolumePlan     `json:"volumes"`
+	Nodes       []RestoreNodePlan       `json:"nodes,omitempty"`
 	Verify      *messages.RestoreVerify `json:"verify,omitempty"`
 	// Warnings say what the plan could not be sure of.
 	Warnings  []string  `json:"warnings,omitempty"`
@@ -405,7 +405,6 @@ func restoreSource(srcData, dstData []string, v messages.Volume) []messages.Rest
 	}
 	return out
 }
-
 
 // within reports d's path relative to root when d is root or under it.
 func within(root, d string) (string, bool) {

@@ -163,7 +163,7 @@ func (r *restoreRecord) refreshProgress(p *RestorePlan) {
 		Volumes: len(p.Volumes), VolumesDone: r.VolDone.count(), VolumesFailed: r.VolFailed.count(),
 		Nodes: len(p.Nodes), Stopped: r.Stopped.count(), Prepared: r.Prepared.count(), Started: r.Started.count(),
 		NodesFailed: r.StopFailed.count() + r.PrepFailed.count() + r.StartFailed.count(),
-		Verified: r.VerifyDone && r.EndReason == "",
+		Verified:    r.VerifyDone && r.EndReason == "",
 	}
 }
 

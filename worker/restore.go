@@ -47,7 +47,7 @@ var ErrCassandraRunning = errors.New("cassandra is running on the node")
 
 // RestoreDrivers is implemented by Drivers that can restore nodes.
 type RestoreDrivers interface {
-	NodeRestorer(cluster string) (NodeRestorer, error)
+	RestoreNodes(cluster string) (NodeRestorer, error)
 }
 
 // restoreEnded reports whether the task's restore is already terminal, so
@@ -71,7 +71,6 @@ func (w *Worker) restoreEnded(ctx context.Context, id string) bool {
 	}
 	return r.Phase.Terminal()
 }
-
 
 // restore runs one task of a restore.
 func (w *Worker) restore(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
@@ -107,7 +106,7 @@ func (w *Worker) restore(ctx context.Context, log zerolog.Logger, t messages.Tas
 		if !ok {
 			return nil, errclass.Permanent(errors.New("this worker has no node restore driver"))
 		}
-		nr, nerr := rd.NodeRestorer(t.Cluster)
+		nr, nerr := rd.RestoreNodes(t.Cluster)
 		if nerr != nil {
 			return nil, errclass.Permanent(nerr)
 		}
