@@ -132,7 +132,9 @@ type restoreDrivers struct {
 	nodes worker.NodeRestorer
 }
 
-func (d restoreDrivers) NodeTool(string) (worker.NodeTool, error)       { return nil, errors.New("no node tool") }
+func (d restoreDrivers) NodeTool(string) (worker.NodeTool, error) {
+	return nil, errors.New("no node tool")
+}
 func (d restoreDrivers) Snapshotter(string) (worker.Snapshotter, error) { return d.fs, nil }
 func (d restoreDrivers) RestoreNodes(string) (worker.NodeRestorer, error) {
 	return d.nodes, nil
