@@ -414,6 +414,7 @@ func backupsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalog records as JSON")
+	cmd.AddCommand(backupsVerifyCmd(g))
 	return cmd
 }
 

@@ -91,7 +91,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		roleCmd(g, "worker", "Execute flush, snapshot, clear, await and retention tasks", []string{"worker"}),
 		roleCmd(g, "all", "Run every role in one process", []string{"planner", "coordinator", "worker"}),
 		submitCmd(g), statusCmd(g), watchCmd(g), jobsCmd(g), backupsCmd(g), cancelCmd(g), retentionCmd(g),
-		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g),
+		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g), restoreCmd(g),
 	)
 	err := root.Execute()
 	if err == nil {
