@@ -79,6 +79,8 @@ type Metrics struct {
 	snapshotsErrored *prometheus.GaugeVec
 	ec2Errors        *prometheus.CounterVec
 	sshErrors        *prometheus.CounterVec
+	restore          restoreMetrics
+	drill            drillMetrics
 
 	collectors []prometheus.Collector
 	names      []string
@@ -144,6 +146,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
 	m.sshErrors = m.counter("ssh", "errors_total",
 		"SSH connections or commands that failed, by error class.", "code")
+	m.initRestore()
+	m.initDrill()
 
 	// Every kind's task series exist from the start at zero, so a dashboard
 	// shows an idle worker as 0 rather than nothing, and increase() sees the

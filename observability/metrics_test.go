@@ -39,6 +39,11 @@ func exercise(m *Metrics) {
 	m.SnapshotStates("c1", 3, 1)
 	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
 	m.SSHError("host_key")
+	m.RestoreStarted("c1", messages.TargetInPlace)
+	m.RestoreFinished("c1", messages.TargetInPlace, messages.RestoreSucceeded, 3*time.Minute)
+	m.RestorePhaseFinished(messages.TargetInPlace, messages.RestorePreparing, 40*time.Second)
+	m.DrillFinished("c1", true, time.Unix(1_700_000_000, 0))
+	m.SetDrillMaxAge("c1", 8*24*time.Hour)
 }
 
 func TestMetricsPlannerHooks(t *testing.T) {
@@ -216,7 +221,7 @@ func TestLabelsCarryNoIDs(t *testing.T) {
 	exercise(m)
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true}
+	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true, "target": true}
 	for _, mf := range mfs {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
@@ -224,4 +229,26 @@ func TestLabelsCarryNoIDs(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestMetricsRestoreHooks(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	m.RestoreStarted("c1", messages.TargetNewCluster)
+	m.RestoreFinished("c1", messages.TargetNewCluster, messages.RestoreFailed, 10*time.Minute)
+	m.RestorePhaseFinished(messages.TargetNewCluster, messages.RestoreStarting, 25*time.Second)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.restore.started.WithLabelValues("c1", "new-cluster")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.restore.finished.WithLabelValues("c1", "new-cluster", "failed")))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.restore.finished.WithLabelValues("c1", "new-cluster", "succeeded")))
+}
+
+func TestMetricsDrillLastSuccessOnlyMovesForward(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	m.DrillFinished("c1", true, time.Unix(2_000, 0))
+	m.DrillFinished("c1", true, time.Unix(1_000, 0))
+	m.DrillFinished("c1", false, time.Unix(3_000, 0))
+	require.Equal(t, 2000.0, testutil.ToFloat64(m.drill.lastSuccess.WithLabelValues("c1")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "failed")))
+	require.Equal(t, 2.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "succeeded")))
 }
