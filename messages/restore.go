@@ -597,7 +597,10 @@ type Restore struct {
 	PhaseDeadline time.Time                  `json:"phase_deadline,omitempty"`
 	PhaseTimes    map[RestorePhase]time.Time `json:"phase_times,omitempty"`
 	Progress      RestoreProgress            `json:"progress"`
-	Volumes       []RestoredVolume           `json:"volumes,omitempty"`
+	// Volumes is not kept in the record (planner.RestoredVolumes reads
+	// them from the plan and the tasks' result events); status readers
+	// fill it in.
+	Volumes []RestoredVolume `json:"volumes,omitempty"`
 	Failures      []Failure                  `json:"failures,omitempty"`
 	Warnings      []string                   `json:"warnings,omitempty"`
 }
@@ -615,3 +618,13 @@ type RestorePhaseEvent struct {
 
 // RestorePhaseEventSchema versions RestorePhaseEvent.
 const RestorePhaseEventSchema = "quiesce.restore-phase/v1"
+
+// IndexOfRestorePhase is p's position in RestorePhases, or -1.
+func IndexOfRestorePhase(p RestorePhase) int {
+	for i, x := range RestorePhases {
+		if x == p {
+			return i
+		}
+	}
+	return -1
+}

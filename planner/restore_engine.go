@@ -359,3 +359,42 @@ func LoadRestorePlan(ctx context.Context, h *topology.Handles, id string) (*Rest
 	}
 	return &p, nil
 }
+
+// RestoredVolumes lists what a restore's volume tasks made: each volume of
+// the plan, with the volume ID, device or directory its task reported.
+func RestoredVolumes(ctx context.Context, js jetstream.JetStream, h *topology.Handles, id string) ([]messages.RestoredVolume, error) {
+	p, err := LoadRestorePlan(ctx, h, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]messages.RestoredVolume, len(p.Volumes))
+	index := map[string]int{}
+	for j, v := range p.Volumes {
+		out[j] = messages.RestoredVolume{SnapshotID: v.Volume.SnapshotID, SourceVolume: v.Volume.SourceVolume,
+			SourceNode: v.Volume.SourceNode, TargetNode: v.TargetNode}
+		index[v.Volume.SnapshotID] = j
+	}
+	cons, err := js.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{messages.SubjectTaskEvent(id, messages.KindRestoreVolume)}})
+	if err != nil {
+		return nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for left := info.NumPending; left > 0; left-- {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return out, err
+		}
+		var ev messages.TaskResult
+		if json.Unmarshal(m.Data(), &ev) != nil || ev.Outcome != messages.OutcomeSucceeded || ev.Restore == nil {
+			continue
+		}
+		if j, ok := index[ev.Target]; ok {
+			out[j].VolumeID, out[j].Device, out[j].Path = ev.Restore.VolumeID, ev.Restore.Device, ev.Restore.Path
+		}
+	}
+	return out, nil
+}

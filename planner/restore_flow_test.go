@@ -312,7 +312,10 @@ func TestRestoreNewClusterEndToEnd(t *testing.T) {
 		requireRestored(t, filepath.Join(b.dir, fmt.Sprintf("m%d", i), "data"), fmt.Sprintf("n%d", i))
 	}
 	// Each volume was restored beside the target node's data directory.
-	for _, v := range r.Volumes {
+	vols, err := planner.RestoredVolumes(t.Context(), b.env.JS, b.env.H, id)
+	require.NoError(t, err)
+	require.Len(t, vols, 3)
+	for _, v := range vols {
 		require.Equal(t, filepath.Join(b.dir, v.TargetNode, ".quiesce-restore", id, v.SourceVolume), v.Path)
 		require.DirExists(t, v.Path)
 	}

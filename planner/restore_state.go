@@ -107,10 +107,6 @@ func newRestoreRecord(p *RestorePlan, now time.Time) *restoreRecord {
 	if d := p.Request.Deadline; !d.IsZero() && d.Before(r.Deadline) {
 		r.Deadline = d
 	}
-	for _, vp := range p.Volumes {
-		r.Volumes = append(r.Volumes, messages.RestoredVolume{SnapshotID: vp.Volume.SnapshotID, SourceVolume: vp.Volume.SourceVolume,
-			SourceNode: vp.Volume.SourceNode, TargetNode: vp.TargetNode})
-	}
 	if p.Request.DryRun {
 		// A dry run is its plan: stored, shown, and nothing done.
 		r.setPhase(p, messages.RestoreSucceeded, now, "")
@@ -228,13 +224,10 @@ func (r *restoreRecord) applyVolume(p *RestorePlan, ev *messages.TaskResult) boo
 		r.failure(ev)
 		return true
 	}
-	if r.VolFailed.has(j) || !r.VolDone.set(j) {
-		return false
-	}
-	if rep := ev.Restore; rep != nil && j < len(r.Volumes) {
-		r.Volumes[j].VolumeID, r.Volumes[j].Device, r.Volumes[j].Path = rep.VolumeID, rep.Device, rep.Path
-	}
-	return true
+	// What each volume task made stays in its result event, where
+	// RestoredVolumes reads it: the record, rewritten at every event,
+	// keeps only counts.
+	return !r.VolFailed.has(j) && r.VolDone.set(j)
 }
 
 func (r *restoreRecord) applyNode(p *RestorePlan, ev *messages.TaskResult, done, failed bitset) bool {

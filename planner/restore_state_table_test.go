@@ -287,7 +287,6 @@ func TestRestoreApplyIsIdempotent(t *testing.T) {
 	require.False(t, m.result(messages.KindRestoreVolume, "snap-nope", true, nil))
 	require.False(t, m.result(messages.KindRestoreStop, "stranger", true, nil))
 	require.Equal(t, 1, m.r.Progress.VolumesDone)
-	require.Equal(t, "/x", m.r.Volumes[0].Path)
 }
 
 // No node task of a later phase is published before every node settled
@@ -319,5 +318,5 @@ func TestRestoreDryRun(t *testing.T) {
 	m := newRestoreMachine(t, req, 3)
 	require.Equal(t, messages.RestoreSucceeded, m.r.Phase)
 	require.Empty(t, m.r.Outbox)
-	require.Len(t, m.r.Volumes, 3)
+	require.Equal(t, 3, m.r.Progress.Volumes)
 }

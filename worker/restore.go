@@ -55,9 +55,17 @@ type RestoreDrivers interface {
 func (w *Worker) restoreEnded(ctx context.Context, id string) bool {
 	gctx, cancel := context.WithTimeout(ctx, jobCheckTimeout)
 	defer cancel()
-	kv, err := w.js.KeyValue(gctx, messages.BucketRestores)
-	if err != nil {
-		return false
+	w.mu.Lock()
+	kv := w.restores
+	w.mu.Unlock()
+	if kv == nil {
+		var err error
+		if kv, err = w.js.KeyValue(gctx, messages.BucketRestores); err != nil {
+			return false
+		}
+		w.mu.Lock()
+		w.restores = kv
+		w.mu.Unlock()
 	}
 	e, err := kv.Get(gctx, id)
 	if err != nil {

@@ -76,6 +76,8 @@ type Worker struct {
 	cancel   context.CancelCauseFunc
 	// publishFn publishes a result event; tests replace it.
 	publishFn func(context.Context, *messages.TaskResult) error
+	// restores is the restores bucket, bound on first use.
+	restores jetstream.KeyValue
 }
 
 // New makes a worker. jobs is the jobs bucket, read to skip tasks of jobs

@@ -355,7 +355,7 @@ func restoreStatusCmd(g *globals) *cobra.Command {
 			if err := restoreIDArg(args); err != nil {
 				return err
 			}
-			nc, _, h, err := g.bind(cmd.Context(), "restore-status")
+			nc, js, h, err := g.bind(cmd.Context(), "restore-status")
 			if err != nil {
 				return err
 			}
@@ -366,6 +366,9 @@ func restoreStatusCmd(g *globals) *cobra.Command {
 			}
 			if err != nil {
 				return withCode(ExitError, err)
+			}
+			if r.Volumes, err = planner.RestoredVolumes(cmd.Context(), js, h, args[0]); err != nil {
+				fmt.Fprintf(g.stderr, "quiesce: the restore's volumes could not be read: %v\n", err)
 			}
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
