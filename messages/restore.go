@@ -600,9 +600,9 @@ type Restore struct {
 	// Volumes is not kept in the record (planner.RestoredVolumes reads
 	// them from the plan and the tasks' result events); status readers
 	// fill it in.
-	Volumes []RestoredVolume `json:"volumes,omitempty"`
-	Failures      []Failure                  `json:"failures,omitempty"`
-	Warnings      []string                   `json:"warnings,omitempty"`
+	Volumes  []RestoredVolume `json:"volumes,omitempty"`
+	Failures []Failure        `json:"failures,omitempty"`
+	Warnings []string         `json:"warnings,omitempty"`
 }
 
 // RestorePhaseEvent is published on SubjectPhaseEvent(restore) at every

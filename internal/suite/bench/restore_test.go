@@ -127,7 +127,9 @@ type restoreBenchDrivers struct {
 	nodes linkRestorer
 }
 
-func (d restoreBenchDrivers) NodeTool(string) (worker.NodeTool, error)       { return nil, fmt.Errorf("no node tool") }
+func (d restoreBenchDrivers) NodeTool(string) (worker.NodeTool, error) {
+	return nil, fmt.Errorf("no node tool")
+}
 func (d restoreBenchDrivers) Snapshotter(string) (worker.Snapshotter, error) { return d.fs, nil }
 func (d restoreBenchDrivers) RestoreNodes(string) (worker.NodeRestorer, error) {
 	return d.nodes, nil
