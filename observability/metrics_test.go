@@ -248,6 +248,7 @@ func TestMetricsDrillLastSuccessOnlyMovesForward(t *testing.T) {
 	m.DrillFinished("c1", true, time.Unix(2_000, 0))
 	m.DrillFinished("c1", true, time.Unix(1_000, 0))
 	m.DrillFinished("c1", false, time.Unix(3_000, 0))
+	m.DrillReplayed("c1", true, time.Unix(1_500, 0))
 	require.Equal(t, 2000.0, testutil.ToFloat64(m.drill.lastSuccess.WithLabelValues("c1")))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "failed")))
 	require.Equal(t, 2.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "succeeded")))

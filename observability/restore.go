@@ -66,21 +66,32 @@ func (m *Metrics) initDrill() {
 		"Age a cluster's newest successful drill may reach before it counts as stale (alerting threshold).", "cluster")
 }
 
-// DrillFinished records a restore drill's end. The last-success gauge only
-// moves forward, so a late report of an older drill never hides a newer one.
+// DrillFinished records a restore drill that just ended. The last-success
+// gauge only moves forward, so a late report of an older drill never hides
+// a newer one.
 func (m *Metrics) DrillFinished(cluster string, ok bool, at time.Time) {
 	outcome := "failed"
 	if ok {
 		outcome = "succeeded"
-		m.mu.Lock()
-		key := "drill\x00" + cluster
-		if v := float64(at.Unix()); v > m.last[key] {
-			m.last[key] = v
-			m.drill.lastSuccess.WithLabelValues(cluster).Set(v)
-		}
-		m.mu.Unlock()
 	}
+	m.DrillReplayed(cluster, ok, at)
 	m.drill.finished.WithLabelValues(cluster, outcome).Inc()
+}
+
+// DrillReplayed records a drill read back from the catalog when a process
+// starts: the last-success gauge learns of it, and the finished counter,
+// which counts drills ending while this process runs, does not.
+func (m *Metrics) DrillReplayed(cluster string, ok bool, at time.Time) {
+	if !ok {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := "drill\x00" + cluster
+	if v := float64(at.Unix()); v > m.last[key] {
+		m.last[key] = v
+		m.drill.lastSuccess.WithLabelValues(cluster).Set(v)
+	}
 }
 
 // SetDrillMaxAge exports the age a cluster's newest successful drill may
