@@ -114,6 +114,11 @@ func BuildRestorePlan(req messages.RestoreRequest, backup messages.Backup, targe
 	if backup.Partial && req.Target == messages.TargetInPlace && !req.Force {
 		refuse("backup %s is partial (no data of %s): restoring it in place needs force", backup.JobID, strings.Join(backup.MissingNodes, ", "))
 	}
+	if p.Snapshotter != SnapshotterFS && req.Target != messages.TargetVolumes {
+		// An EBS volume restored for a node would have to be mounted on
+		// it before its files can be put in place, which no task does yet.
+		refuse("cluster %s snapshots with %s: restore it with target volumes (and attach them), then put the files in place by hand; in-place and new-cluster restores need the fs snapshotter for now", req.Cluster, p.Snapshotter)
+	}
 	if backup.Mode == messages.ModeCrash && req.Target != messages.TargetVolumes {
 		refuse("backup %s is crash-consistent: it has no Cassandra snapshot tag to restore from; restore its volumes instead", backup.JobID)
 	}
@@ -324,24 +329,11 @@ func BuildRestorePlan(req messages.RestoreRequest, backup messages.Backup, targe
 					p.Warnings = append(p.Warnings, fmt.Sprintf("volume %s of node %s holds no data directory; not restored", v.ID, src.Name))
 					continue
 				}
-				switch p.Snapshotter {
-				case SnapshotterFS:
-					vr.Path = stagingDir(srcs[0].DataDir, p.RestoreID, v.ID)
-					for k := range srcs {
-						srcs[k].From = path.Join(vr.Path, srcs[k].From)
-					}
-				default:
-					if target.InstanceID == "" {
-						refuse("target node %s has no instance_id to attach volume %s's restored copy to", target.Name, v.ID)
-					}
-					vr.InstanceID = target.InstanceID
-					vr.AZ = firstOf(target.AZ, vr.AZ)
-					vr.Device = nextDevice(deviceSeq, target.Name)
-					mount := path.Join("/mnt/quiesce-restore", p.RestoreID, v.ID)
-					for k := range srcs {
-						srcs[k].From = path.Join(mount, srcs[k].From)
-						srcs[k].Device = vr.Device
-					}
+				// The fs driver restores the volume's copy beside the target
+				// data directory; the node's restore reads it from there.
+				vr.Path = stagingDir(srcs[0].DataDir, p.RestoreID, v.ID)
+				for k := range srcs {
+					srcs[k].From = path.Join(vr.Path, srcs[k].From)
 				}
 				spec.Sources = append(spec.Sources, srcs...)
 			}

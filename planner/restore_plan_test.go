@@ -56,20 +56,14 @@ func TestBuildRestorePlanNewCluster(t *testing.T) {
 	require.Equal(t, []string{"100", "150"}, p.Verify.Nodes[0].Tokens)
 }
 
-func TestBuildRestorePlanEBSInPlaceAttachesBesideTheLiveVolume(t *testing.T) {
+// An EBS volume would have to be mounted on its node before its files are
+// put in place, which no task does: refused, with the way that works.
+func TestBuildRestorePlanEBSNodeTargetsRefused(t *testing.T) {
 	t.Parallel()
 	b := testBackup(2)
-	p, err := BuildRestorePlan(restoreReq(messages.TargetInPlace), b, testTargets(b, SnapshotterEBS, 0), time.Unix(0, 0))
-	require.NoError(t, err)
-	v := p.Volumes[0].Volume
-	require.Equal(t, "i-00000000000000001", v.InstanceID)
-	require.Equal(t, "/dev/sdr", v.Device)
-	require.Equal(t, "us-east-1a", v.AZ)
-	require.Equal(t, int32(100), v.SizeGiB)
-	require.Equal(t, "gp3", v.Type)
-	require.Empty(t, v.Path)
-	require.Equal(t, "/mnt/quiesce-restore/"+p.RestoreID+"/vol-1", p.Nodes[0].Spec.Sources[0].From)
-	require.Equal(t, "/dev/sdr", p.Nodes[0].Spec.Sources[0].Device)
+	_, err := BuildRestorePlan(restoreReq(messages.TargetInPlace), b, testTargets(b, SnapshotterEBS, 0), time.Unix(0, 0))
+	require.ErrorIs(t, err, ErrRefused)
+	require.Contains(t, err.Error(), "restore it with target volumes")
 }
 
 func TestBuildRestorePlanVolumesWithOverrides(t *testing.T) {
