@@ -480,3 +480,44 @@ func TestRestoreSurvivesACoordinatorKilled(t *testing.T) {
 	require.Equal(t, messages.RestoreSucceeded, r.Phase, r.Error)
 	requireBarriers(t, b.nodes.Steps(), 3)
 }
+
+// A cancelled restore starts no further task: nodes being prepared finish,
+// none is started, and the backup's hold is released.
+func TestRestoreCancelStartsNothingMore(t *testing.T) {
+	t.Parallel()
+	b := setupRestore(t)
+	release := make(chan struct{})
+	b.nodes.block = func(ctx context.Context, _ string) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	b.startAll(t)
+	id := b.submit(t, restoreRequest("cancel-1", messages.TargetNewCluster))
+	require.NoError(t, testenv.Eventually(restoreTimeout, func() bool {
+		r, err := planner.LoadRestore(t.Context(), b.env.H, id)
+		return err == nil && r.Phase == messages.RestorePreparing
+	}))
+	data, err := json.Marshal(messages.Control{Schema: messages.ControlSchema, JobID: id, Action: "cancel", By: "ops", Reason: "wrong backup"})
+	require.NoError(t, err)
+	_, err = b.env.JS.Publish(t.Context(), messages.SubjectControl(id), data)
+	require.NoError(t, err)
+	r := b.waitTerminal(t, id)
+	close(release)
+	require.Equal(t, messages.RestoreCancelled, r.Phase)
+	require.Contains(t, r.Error, "cancelled by ops: wrong backup")
+	kv, err := b.env.JS.KeyValue(t.Context(), planner.BucketHolds)
+	require.NoError(t, err)
+	require.NoError(t, testenv.Eventually(restoreTimeout, func() bool {
+		_, err := kv.Get(t.Context(), messages.CatalogKey("c1", b.job))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}), "hold released")
+	// Give any task in flight time to land: still none started.
+	time.Sleep(time.Second)
+	for _, s := range b.nodes.Steps() {
+		require.NotEqual(t, messages.KindRestoreStart, s.kind)
+	}
+}
