@@ -337,6 +337,9 @@ func BuildRestorePlan(req messages.RestoreRequest, backup messages.Backup, targe
 				}
 				spec.Sources = append(spec.Sources, srcs...)
 			}
+			if req.Region != "" && !strings.HasPrefix(vr.AZ, req.Region) {
+				refuse("volume %s: availability zone %q is not in region %s, where its copy is; give volumes.az", v.ID, vr.AZ, req.Region)
+			}
 			plan.Volume = vr
 			p.Volumes = append(p.Volumes, plan)
 		}

@@ -112,6 +112,9 @@ func TestBuildRestorePlanRefusals(t *testing.T) {
 		{"crash backup in place", func(_ *messages.RestoreRequest, b *messages.Backup, _ *RestoreTargets) {
 			b.Mode = messages.ModeCrash
 		}, []string{"crash-consistent"}},
+		{"copy region without an AZ there", func(req *messages.RestoreRequest, _ *messages.Backup, _ *RestoreTargets) {
+			req.Target, req.Region = messages.TargetVolumes, "us-west-2"
+		}, []string{`availability zone "us-east-1a" is not in region us-west-2`}},
 		{"target node without directories", func(req *messages.RestoreRequest, _ *messages.Backup, tg *RestoreTargets) {
 			req.Target, req.TargetCluster = messages.TargetNewCluster, "c2"
 			tg.Target.Nodes[2].Dirs = nil

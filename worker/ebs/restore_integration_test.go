@@ -75,3 +75,29 @@ func TestMotoRestoreVolumeCreatesTagsAttachesOnce(t *testing.T) {
 	_, err = d.RestoreVolume(t.Context(), task+"-unmanaged", v)
 	require.Error(t, err)
 }
+
+// The backup's copy in another region is the source when the restore names
+// that region: the volume is made there, from the copy.
+func TestMotoRestoreVolumeFromCopyInAnotherRegion(t *testing.T) {
+	t.Parallel()
+	defer func(min time.Duration) { RestorePollMin = min }(RestorePollMin)
+	RestorePollMin = 100 * time.Millisecond
+	b := setupMoto(t)
+	src := b.launch(t, map[string]string{"quiesce-cluster": "c1"}, dataVolume{device: "/dev/sdf"})
+	d := b.driver(t, b.cluster("c1"))
+	snaps, err := d.Create(t.Context(), worker.CreateRequest{Node: src, Volumes: src.Volumes,
+		Tags: snapshotTags("c1", "c1-00000000000b", src.Name, src.Volumes[0].ID)})
+	require.NoError(t, err)
+	cp, err := d.CopyTo(t.Context(), snaps[0].ID, otherRegion)
+	require.NoError(t, err)
+	task := "c1-r00000000000b.restore-volume." + snaps[0].ID
+	v := messages.VolumeRestore{SnapshotID: snaps[0].ID, SourceVolume: src.Volumes[0].ID, Region: otherRegion, AZ: otherRegion + "a",
+		Tags: map[string]string{messages.TagManaged: "true", messages.TagRestore: "c1-r00000000000b"}}
+	rep, err := d.RestoreVolume(t.Context(), task, v)
+	require.NoError(t, err)
+	out, err := d.c.region(otherRegion).DescribeVolumes(t.Context(), &ec2.DescribeVolumesInput{VolumeIds: []string{rep.VolumeID}})
+	require.NoError(t, err)
+	require.Len(t, out.Volumes, 1)
+	require.Equal(t, cp.ID, aws.ToString(out.Volumes[0].SnapshotId), "made from the copy")
+	require.Equal(t, otherRegion+"a", aws.ToString(out.Volumes[0].AvailabilityZone))
+}
