@@ -19,6 +19,9 @@ var _ worker.VolumeRestorer = (*Driver)(nil)
 // renames it into place.
 const partialSuffix = ".partial"
 
+// lockSuffix names the lock file beside a restored directory.
+const lockSuffix = ".lock"
+
 // RestoreVolume restores snapshot v.SnapshotID into the directory v.Path:
 // the fs driver's CreateVolume. The copy goes to v.Path+".partial" first and
 // is renamed into place whole, so v.Path exists only once complete: a rerun
@@ -30,6 +33,16 @@ func (d *Driver) RestoreVolume(ctx context.Context, _ string, v messages.VolumeR
 	if v.Path == "" || !filepath.IsAbs(v.Path) || filepath.Clean(v.Path) != v.Path {
 		return rep, errclass.Permanent(fmt.Errorf("fs: restore of %s: %q is not a clean absolute directory", v.SnapshotID, v.Path))
 	}
+	if err := os.MkdirAll(filepath.Dir(v.Path), 0o755); err != nil {
+		return rep, fmt.Errorf("fs: restore of %s: %w", v.SnapshotID, err)
+	}
+	// Two executions of one task (a redelivery while a stalled first
+	// one still runs) take turns: the second finds the first's result.
+	unlock, err := lockFile(ctx, v.Path+lockSuffix)
+	if err != nil {
+		return rep, fmt.Errorf("fs: restore of %s: %w", v.SnapshotID, err)
+	}
+	defer unlock()
 	if _, err := os.Stat(v.Path); err == nil {
 		rep.Again = true
 		return rep, nil
@@ -49,9 +62,6 @@ func (d *Driver) RestoreVolume(ctx context.Context, _ string, v messages.VolumeR
 	tmp := v.Path + partialSuffix
 	if err := os.RemoveAll(tmp); err != nil {
 		return rep, fmt.Errorf("fs: restore of %s: remove an interrupted copy: %w", v.SnapshotID, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(v.Path), 0o755); err != nil {
-		return rep, fmt.Errorf("fs: restore of %s: %w", v.SnapshotID, err)
 	}
 	if err := d.RestoreContext(ctx, v.SnapshotID, tmp); err != nil {
 		return rep, err

@@ -68,3 +68,33 @@ func TestRestoreVolumeRefusals(t *testing.T) {
 	require.Contains(t, err.Error(), "gone from the store")
 	require.NoDirExists(t, filepath.Join(b.base, "x"))
 }
+
+// Executions of one task side by side make one whole copy.
+func TestRestoreVolumeConcurrentExecutions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	vol := b.volume(t, "v1")
+	snaps, err := b.driver.Create(t.Context(), req("c1-000000000001.snapshot.v1", vol))
+	require.NoError(t, err)
+	dst := filepath.Join(b.base, "restore", "vol-v1")
+	errs := make(chan error, 4)
+	again := make(chan bool, 4)
+	for range 4 {
+		go func() {
+			rep, err := b.driver.RestoreVolume(t.Context(), "t1", messages.VolumeRestore{SnapshotID: snaps[0].ID, Path: dst})
+			errs <- err
+			again <- rep.Again
+		}()
+	}
+	fresh := 0
+	for range 4 {
+		require.NoError(t, <-errs)
+		if !<-again {
+			fresh++
+		}
+	}
+	require.Equal(t, 1, fresh, "one execution copied, the others found its copy")
+	data, err := os.ReadFile(filepath.Join(dst, "ks", "t-1", "Data.db"))
+	require.NoError(t, err)
+	require.Equal(t, "rows of v1", string(data))
+}
