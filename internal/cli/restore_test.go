@@ -7,7 +7,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/fs"
 )
 
 func TestRestoreCommands(t *testing.T) {
@@ -62,4 +64,19 @@ func TestRestoreCommands(t *testing.T) {
 	code, _, errOut = run("restore", "status", "--nats", env.URL, "not-a-restore")
 	require.Equal(t, ExitRejected, code)
 	require.Contains(t, errOut, "restore ID")
+
+	// A snapshot of the backup deleted behind quiesce's back: verify names
+	// it and exits 1.
+	cfg, err := config.Load(cfgPath)
+	require.NoError(t, err)
+	store, err := fs.New(cfg.Clusters[0].FS.Store)
+	require.NoError(t, err)
+	snaps, err := store.Find(t.Context(), map[string]string{messages.TagJob: job})
+	require.NoError(t, err)
+	require.NotEmpty(t, snaps)
+	require.NoError(t, store.Delete(t.Context(), snaps[0].ID))
+	code, out, errOut = run("backups", "verify", "--nats", env.URL, "--config", cfgPath, job)
+	require.Equal(t, ExitFailed, code, "%s\n%s", out, errOut)
+	require.Contains(t, out, "PROBLEM "+snaps[0].ID)
+	require.Contains(t, errOut, "1 of 2 snapshots have problems")
 }
