@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -396,5 +398,35 @@ func RestoredVolumes(ctx context.Context, js jetstream.JetStream, h *topology.Ha
 			out[j].VolumeID, out[j].Device, out[j].Path = ev.Restore.VolumeID, ev.Restore.Device, ev.Restore.Path
 		}
 	}
+	return out, nil
+}
+
+// Restores lists the restore records, of one cluster's backups when
+// cluster is set, newest first.
+func Restores(ctx context.Context, h *topology.Handles, cluster string) ([]messages.Restore, error) {
+	lister, err := h.Restores.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []messages.Restore
+	for k := range lister.Keys() {
+		if cluster != "" && !strings.HasPrefix(k, cluster+"-r") {
+			continue
+		}
+		r, err := LoadRestore(ctx, h, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cluster == "" || r.Cluster == cluster {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
 	return out, nil
 }

@@ -30,7 +30,7 @@ func restoreCmd(g *globals) *cobra.Command {
 			"backup's barrier, started, verified), new-cluster (the nodes of another configured\n" +
 			"cluster take the source nodes' tokens and form a cluster of their own).",
 	}
-	cmd.AddCommand(restorePlanCmd(g), restoreRunCmd(g), restoreStatusCmd(g), restoreWatchCmd(g), restoreCancelCmd(g))
+	cmd.AddCommand(restorePlanCmd(g), restoreRunCmd(g), restoreStatusCmd(g), restoreWatchCmd(g), restoreCancelCmd(g), restoreListCmd(g))
 	return cmd
 }
 
@@ -575,4 +575,42 @@ func backupsVerifyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func restoreListCmd(g *globals) *cobra.Command {
+	var cluster string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List restores, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cluster != "" {
+				if err := messages.ValidateCluster(cluster); err != nil {
+					return withCode(ExitRejected, err)
+				}
+			}
+			nc, _, h, err := g.bind(cmd.Context(), "restore-list")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			rs, err := planner.Restores(cmd.Context(), h, cluster)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "RESTORE\tCREATED\tTARGET\tBACKUP\tPHASE\tPROGRESS")
+			for _, r := range rs {
+				target := string(r.Target)
+				if r.TargetCluster != "" && r.TargetCluster != r.Cluster {
+					target += " → " + r.TargetCluster
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.CreatedAt.Format(time.RFC3339), target, r.Backup, r.Phase,
+					strings.TrimSpace(strings.TrimPrefix(restoreLine(r), string(r.Phase))))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&cluster, "cluster", "", "only the restores of this cluster's backups")
+	return cmd
 }

@@ -48,6 +48,11 @@ func TestRestoreCommands(t *testing.T) {
 	require.Contains(t, out, "restore "+id+" submitted")
 	require.Contains(t, out, "succeeded")
 
+	code, out, errOut = run("restore", "list", "--nats", env.URL, "--cluster", "demo")
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, out, id)
+	require.Contains(t, out, "succeeded")
+
 	code, out, errOut = run("restore", "status", "--nats", env.URL, id)
 	require.Equal(t, ExitOK, code, errOut)
 	require.Contains(t, out, "volumes 2/2")
