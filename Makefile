@@ -7,8 +7,10 @@ TEST_TIMEOUT  ?= 20m
 # Packages with tests under the `cassandra` build tag: only those run in the
 # Cassandra tier, whose other tests `make test` already ran.
 CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassandra\b' . | xargs -r -n1 dirname | sort -u)
+# Packages with tests under the `prometheus` build tag: the Prometheus tier.
+PROMETHEUS_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bprometheus\b' . | xargs -r -n1 dirname | sort -u)
 
-.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-chaos bench fuzz lint promtool ci clean
+.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-prometheus test-chaos bench bench-fleet fuzz lint promtool ci clean
 
 all: build
 
@@ -45,13 +47,34 @@ test-cassandra:
 	@test -n "$(CASSANDRA_PKGS)" || { echo "no tests under the cassandra build tag"; exit 1; }
 	$(GO) test -race -count=1 -p 1 -tags cassandra -timeout 40m -skip '^TestDemo$$' $(CASSANDRA_PKGS)
 
-## test-chaos: kill workers, coordinators and NATS servers under load, seeded.
+## test-prometheus: a real Prometheus and Alertmanager alert on running quiesce processes
+## driven into each condition an alert is for, and a healthy fleet fills every dashboard
+## panel (apt-get install prometheus prometheus-alertmanager openssh-server,
+## pip install 'moto[server]'; each test skips with a message naming what is missing).
+test-prometheus:
+	@test -n "$(PROMETHEUS_PKGS)" || { echo "no tests under the prometheus build tag"; exit 1; }
+	$(GO) test -race -count=1 -tags prometheus -timeout $(TEST_TIMEOUT) $(PROMETHEUS_PKGS)
+
+## test-chaos: kill workers, coordinators and NATS servers under load, seeded: in one
+## process (TestChaos), and as separate quiesce and nats-server processes with SIGKILL,
+## SIGSTOP and a broken network (TestProcessChaos). QUIESCE_CHAOS_SEEDS=N runs N seeds
+## (default 20), QUIESCE_CHAOS_SEED=N replays one.
 test-chaos:
 	$(GO) test -race -count=1 -timeout 30m -tags chaos -run Chaos ./internal/suite/chaos/...
 
 ## bench: orchestration benchmarks next to raw JetStream on the same server.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/suite/bench/...
+
+## bench-fleet: the fleet against a simulated EC2 that enforces AWS's request
+## buckets and per-volume limits, in scaled time: one 10,000-node cluster
+## (a CreateSnapshots per node, a CreateSnapshot per volume), a wave of 100
+## clusters, a retention of 40,000 snapshots (docs/benchmarks.md). About 15
+## minutes; QUIESCE_FLEET_SCALE=<simulated seconds per second> sets the speed
+## of every run, BENCH=<regexp> picks runs.
+BENCH ?= Fleet
+bench-fleet:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 90m ./internal/suite/fleet/...
 
 ## fuzz: a short run of every fuzz target (seed corpora run in `make test` too).
 fuzz:
@@ -66,15 +89,17 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration $(PKGS)
 	$(GO) vet -tags cassandra $(PKGS)
+	$(GO) vet -tags prometheus $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) run $(STATICCHECK) -tags cassandra $(CASSANDRA_PKGS)
+	$(GO) run $(STATICCHECK) -tags prometheus $(PROMETHEUS_PKGS)
 
 ## promtool: check the alert rules and run their unit tests.
 promtool:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 
-ci: lint test test-integration test-cassandra promtool demo demo-cassandra
+ci: lint test test-integration test-cassandra test-prometheus promtool demo demo-cassandra
 
 clean:
 	rm -rf bin

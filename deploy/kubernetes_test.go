@@ -319,6 +319,14 @@ func TestKubernetesDeployments(t *testing.T) {
 		keys = append(keys, it.Key)
 	}
 	require.ElementsMatch(t, []string{"id_ed25519", "known_hosts"}, keys)
+	// Mounted as a directory: the kubelet swaps its files when the Secret
+	// changes, and workers read a corrected known_hosts without a restart.
+	// A subPath mount would never change.
+	for _, vm := range roles["worker"].Spec.Template.Spec.Containers[0].VolumeMounts {
+		if vm.Name == "ssh" {
+			require.Empty(t, vm.SubPath, "the SSH secret is mounted whole, so its updates reach the workers")
+		}
+	}
 	for _, role := range []string{"planner", "coordinator"} {
 		for _, v := range roles[role].Spec.Template.Spec.Volumes {
 			require.NotEqual(t, "ssh", v.Name, "%s must not hold the SSH key", role)

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -52,7 +53,10 @@ func TestNATSClusterConfig(t *testing.T) {
 	}
 }
 
-var execStart = regexp.MustCompile(`^/usr/local/bin/quiesce (planner|coordinator|worker|all) --config=\S+ --metrics-addr=(:\d+)$`)
+var (
+	execStart      = regexp.MustCompile(`^/usr/local/bin/quiesce (planner|coordinator|worker|all) --config=\S+ --metrics-addr=(:\d+)$`)
+	agentExecStart = regexp.MustCompile(`^/usr/local/bin/quiesce (agent) --config=\S+ --cluster=\$\{QUIESCE_CLUSTER\} --node=%i --metrics-addr=(:\d+)$`)
+)
 
 // A unit file is simple enough to check by reading it: sections, known
 // quiesce subcommands and flags, and one metrics port per role so the three
@@ -61,7 +65,7 @@ func TestSystemdUnits(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob(filepath.Join("systemd", "quiesce-*.service"))
 	require.NoError(t, err)
-	require.Len(t, files, 3)
+	require.Len(t, files, 4)
 	ports := map[string]string{}
 	for _, f := range files {
 		fh, err := os.Open(f)
@@ -89,12 +93,19 @@ func TestSystemdUnits(t *testing.T) {
 		for _, s := range []string{"Unit", "Service", "Install"} {
 			require.Contains(t, sections, s, f)
 		}
+		user, unit := "quiesce", "quiesce-%s.service"
 		m := execStart.FindStringSubmatch(sections["Service"]["ExecStart"])
+		if m == nil {
+			// The agent runs on a Cassandra node, one unit instance per
+			// node, as the Cassandra service user.
+			m = agentExecStart.FindStringSubmatch(sections["Service"]["ExecStart"])
+			user, unit = "cassandra", "quiesce-%s@.service"
+		}
 		require.NotNil(t, m, "%s: ExecStart %q", f, sections["Service"]["ExecStart"])
-		require.Equal(t, "quiesce-"+m[1]+".service", filepath.Base(f))
+		require.Equal(t, fmt.Sprintf(unit, m[1]), filepath.Base(f))
 		require.NotContains(t, ports, m[2], "%s and %s share a metrics port", f, ports[m[2]])
 		ports[m[2]] = f
-		require.Equal(t, "quiesce", sections["Service"]["User"], f)
+		require.Equal(t, user, sections["Service"]["User"], f)
 		require.Equal(t, "yes", sections["Service"]["NoNewPrivileges"], f)
 	}
 }

@@ -170,6 +170,10 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 		"quiesce_jetstream_consumer_pending_messages",
 		"quiesce_ec2_errors_total",
 		"quiesce_ssh_errors_total",
+		"quiesce_ec2_pace_calls_total",
+		"quiesce_ec2_pace_wait_seconds_bucket",
+		"quiesce_ec2_pace_throttles_total",
+		"quiesce_ec2_pace_tokens",
 	} {
 		require.True(t, used[n], "the dashboard does not show %s", n)
 	}

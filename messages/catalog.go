@@ -70,6 +70,12 @@ type NodeFacts struct {
 	GatheredAt time.Time       `json:"gathered_at"`
 	// Errors name the facts that could not be gathered, and why.
 	Errors []string `json:"errors,omitempty"`
+	// Parts and SHA256, set alone (with Schema and Node), say the facts
+	// were too large for one value of the jobs bucket: they are the
+	// concatenation of the values under NodeFactsPartKey 1 to Parts, whose
+	// SHA-256 is SHA256 (hex).
+	Parts  int    `json:"parts,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // TableSnapshot is one table's snapshots/<tag> directory on one node.
@@ -145,7 +151,7 @@ func DecodeListing(data []byte) (Listing, error) {
 	return l, nil
 }
 
-// DecodeNodeFacts reads a node's facts object.
+// DecodeNodeFacts reads a node's facts, as stored in the jobs bucket.
 func DecodeNodeFacts(data []byte) (NodeFacts, error) {
 	var f NodeFacts
 	if err := json.Unmarshal(data, &f); err != nil {

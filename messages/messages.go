@@ -3,6 +3,8 @@ package messages
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -12,6 +14,7 @@ const (
 	JobRequestSchema = "quiesce.job-request/v1"
 	TaskSchema       = "quiesce.task/v1"
 	TaskResultSchema = "quiesce.task-result/v1"
+	TaskRetrySchema  = "quiesce.task-retry/v1"
 	JobSchema        = "quiesce.job/v1"
 	BackupSchema     = "quiesce.backup/v1"
 )
@@ -61,11 +64,67 @@ const (
 	KindAwait     Kind = "await"     // per job: wait until the job's volume snapshots complete
 	KindRetention Kind = "retention" // per cluster: delete the snapshots of retired backups
 	KindCleanup   Kind = "cleanup"   // per failed job: delete the snapshots it took, which are no backup
+	KindHook      Kind = "hook"      // per hook and node (or per job): a policy's before/after/complete command
 )
 
 // Kinds lists every task kind, in the order a job uses them.
-var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup,
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup, KindHook,
 	KindRestoreVolume, KindRestoreStop, KindRestorePrepare, KindRestoreStart, KindRestoreVerify}
+
+// HookPoint is when in a job a hook runs.
+type HookPoint string
+
+// Hook points.
+const (
+	// HookBefore runs before the flush: a failure with on_error fail fails
+	// the job before any node flushed.
+	HookBefore HookPoint = "before"
+	// HookAfter runs once every volume snapshot of the job is initiated (a
+	// freeze may end), and on every node whose before hook was started,
+	// whatever the job's outcome.
+	HookAfter HookPoint = "after"
+	// HookComplete runs once the job ended, with its outcome: after the
+	// catalog is written for a backup.
+	HookComplete HookPoint = "complete"
+)
+
+// HookScope is where a hook runs.
+type HookScope string
+
+// Hook scopes.
+const (
+	// ScopeNode runs the hook on every node, through the cluster's executor.
+	ScopeNode HookScope = "node"
+	// ScopeJob runs the hook once, on a worker.
+	ScopeJob HookScope = "job"
+)
+
+// OnError says what a hook's failure does to its job.
+type OnError string
+
+// What a failed hook does.
+const (
+	OnErrorFail     OnError = "fail"
+	OnErrorContinue OnError = "continue"
+)
+
+// Hook is a command a policy runs at one point of each job. The command is
+// an argv (no shell unless it names one); the job's facts reach it as
+// environment variables, never on its command line.
+type Hook struct {
+	Name    string    `json:"name"`
+	Point   HookPoint `json:"point"`
+	Scope   HookScope `json:"scope"`
+	Command []string  `json:"command"`
+	// TimeoutMS bounds each run; the command is stopped when it passes.
+	TimeoutMS int64   `json:"timeout_ms"`
+	OnError   OnError `json:"on_error"`
+	// Retries is how many more times a failed run is tried.
+	Retries int `json:"retries,omitempty"`
+}
+
+// Timeout is the hook's timeout.
+func (h Hook) Timeout() time.Duration { return time.Duration(h.TimeoutMS) * time.Millisecond }
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -96,7 +155,7 @@ type JobRequest struct {
 	Keyspaces   []string  `json:"keyspaces,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
-	Deadline    time.Time `json:"deadline,omitempty"`
+	Deadline    time.Time `json:"deadline,omitzero"`
 }
 
 // JobID returns the job ID a request produces. It is derived from the cluster
@@ -112,13 +171,98 @@ func JobIDFor(cluster, requestID string) string {
 	return cluster + "-" + hex.EncodeToString(sum[:6])
 }
 
+// Digest identifies what a request asks for: the SHA-256 of its canonical
+// JSON (fields in a fixed order, keyspaces sorted, the deadline in UTC). Two
+// requests with one digest ask for the same backup, however their JSON was
+// spaced or ordered; a request ID names one request, and one digest.
+func (r JobRequest) Digest() string {
+	c := r
+	c.Keyspaces = slices.Clone(r.Keyspaces)
+	slices.Sort(c.Keyspaces)
+	if !c.Deadline.IsZero() {
+		c.Deadline = c.Deadline.UTC()
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		// A JobRequest holds only strings and a time: it always marshals.
+		panic(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16])
+}
+
+// RequestClaim is kept in BucketRequests under RequestKey(request ID) once a
+// request became a job: it is how a request ID used again for a different
+// request is recognised, whichever cluster it names and however long after.
+type RequestClaim struct {
+	Schema    string    `json:"schema"`
+	RequestID string    `json:"request_id"`
+	JobID     string    `json:"job_id"`
+	Digest    string    `json:"digest"`
+	At        time.Time `json:"at"`
+}
+
+// Replica is one running quiesce process as it announces itself in
+// BucketReplicas: what it runs and with which configuration. Replicas of a
+// fleet should agree; during a rolling update they do not, and a replica
+// leaves a cluster it does not know to one that does.
+type Replica struct {
+	Schema string `json:"schema"`
+	// ID is the process's key in BucketReplicas.
+	ID string `json:"id"`
+	// Name is the process's name (a worker's name in its events).
+	Name  string   `json:"name"`
+	Roles []string `json:"roles"`
+	// Kinds are the task kinds a worker takes.
+	Kinds []Kind `json:"kinds,omitempty"`
+	// Clusters are the clusters in the process's configuration.
+	Clusters []string `json:"clusters"`
+	// Policies are its policies, each as "<cluster>/<policy>".
+	Policies []string `json:"policies,omitempty"`
+	// Config is a fingerprint of the clusters and policies of the
+	// configuration: replicas with different fingerprints disagree.
+	Config    string    `json:"config"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// ReplicaSchema versions Replica.
+const ReplicaSchema = "quiesce.replica/v1"
+
+// Roles a Replica runs.
+const (
+	RolePlanner     = "planner"
+	RoleCoordinator = "coordinator"
+	RoleWorker      = "worker"
+)
+
+// Knows reports whether the replica runs role with cluster in its
+// configuration.
+func (r Replica) Knows(role, cluster string) bool {
+	return slices.Contains(r.Roles, role) && slices.Contains(r.Clusters, cluster)
+}
+
+// KnowsPolicy reports whether the replica runs role with the named policy
+// of cluster in its configuration.
+func (r Replica) KnowsPolicy(role, cluster, policy string) bool {
+	return r.Knows(role, cluster) && slices.Contains(r.Policies, cluster+"/"+policy)
+}
+
+// RequestClaimSchema versions RequestClaim.
+const RequestClaimSchema = "quiesce.request-claim/v1"
+
 // Node is one Cassandra host as the planner resolved it.
 type Node struct {
-	Name       string   `json:"name"`
-	Address    string   `json:"address,omitempty"`
-	InstanceID string   `json:"instance_id,omitempty"`
-	AZ         string   `json:"az,omitempty"`
-	Volumes    []Volume `json:"volumes"`
+	Name       string `json:"name"`
+	Address    string `json:"address,omitempty"`
+	InstanceID string `json:"instance_id,omitempty"`
+	AZ         string `json:"az,omitempty"`
+	// DC is the node's Cassandra data centre, as the configuration places
+	// it; Region the AWS region of that data centre, where the node's
+	// volumes are snapshotted. Both are empty for a cluster configured
+	// without data centres: its nodes are in the cluster's region.
+	DC      string   `json:"dc,omitempty"`
+	Region  string   `json:"region,omitempty"`
+	Volumes []Volume `json:"volumes"`
 	// Dirs are where Cassandra keeps its files on the node, when known
 	// (configured, or found by an earlier backup). The flush syncs the file
 	// systems holding Dirs.Data; a restore empties the others.
@@ -183,6 +327,11 @@ type Task struct {
 	// (IntentKey): the tag is to be cleared even when no intent is found.
 	Flushed  bool      `json:"flushed,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
+	// Hook is the command a hook task runs; Outcome (complete hooks) is
+	// how its job ended, and Listing the object naming its snapshots.
+	Hook    *Hook  `json:"hook,omitempty"`
+	Outcome Phase  `json:"outcome,omitempty"`
+	Listing string `json:"listing,omitempty"`
 	// Restore is set for the tasks of a restore (Kind.IsRestore); JobID is
 	// then the restore's ID.
 	Restore *RestoreTask `json:"restore,omitempty"`
@@ -219,11 +368,14 @@ const (
 
 // SnapshotRef is one volume snapshot a task created or found.
 type SnapshotRef struct {
-	SnapshotID string    `json:"snapshot_id"`
-	VolumeID   string    `json:"volume_id"`
-	Node       string    `json:"node,omitempty"`
-	State      string    `json:"state,omitempty"`
-	StartTime  time.Time `json:"start_time,omitempty"`
+	SnapshotID string `json:"snapshot_id"`
+	VolumeID   string `json:"volume_id"`
+	// Region is where the snapshot is (empty: the cluster's region, or a
+	// driver without regions).
+	Region    string    `json:"region,omitempty"`
+	Node      string    `json:"node,omitempty"`
+	State     string    `json:"state,omitempty"`
+	StartTime time.Time `json:"start_time,omitempty"`
 }
 
 // TaskResult is the event a worker publishes when a task ends, on
@@ -255,6 +407,10 @@ type TaskResult struct {
 	Retained []string `json:"retained,omitempty"`
 	// Warnings are non-fatal notes (an in-use snapshot skipped, say).
 	Warnings []string `json:"warnings,omitempty"`
+	// Output is the tail of what a hook printed (stdout, then stderr),
+	// bounded; ExitCode is its exit code.
+	Output   string `json:"output,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
 	// Listing names the object (in BucketPlans) where an await task stored
 	// the job's snapshots as it last saw them, every one completed. It is
 	// the catalog's source: a job of tens of thousands of volumes would not
@@ -292,9 +448,48 @@ type ClearReport struct {
 	// clear.
 	Cleared bool   `json:"cleared"`
 	Note    string `json:"note,omitempty"`
-	// Facts names the object (in BucketPlans) holding the node's facts
-	// (NodeFacts) when the task gathered them.
+	// Facts names the key of the jobs bucket holding the node's facts
+	// (NodeFactsKey) when the task gathered them.
 	Facts string `json:"facts,omitempty"`
+}
+
+// TaskRetry is the event a worker publishes on SubjectTaskRetry(job, kind)
+// when an attempt of a task failed with an error worth retrying and the task
+// will be delivered again. It is progress, not a result: the task is still
+// open, and no count or phase of its job changes for it.
+type TaskRetry struct {
+	Schema  string `json:"schema"`
+	TaskID  string `json:"task_id"`
+	JobID   string `json:"job_id"`
+	Kind    Kind   `json:"kind"`
+	Cluster string `json:"cluster"`
+	Target  string `json:"target"`
+	// Attempt is the attempt that failed; MaxAttempts the last one the
+	// task gets (0: no limit).
+	Attempt     int    `json:"attempt"`
+	MaxAttempts int    `json:"max_attempts,omitempty"`
+	Error       string `json:"error"`
+	// Code classifies Error for operators and metrics ("connect",
+	// "timeout", ...), when the driver said.
+	Code     string    `json:"code,omitempty"`
+	Worker   string    `json:"worker,omitempty"`
+	FailedAt time.Time `json:"failed_at"`
+	// NextAttemptAt is the earliest time of the next attempt.
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+}
+
+// Retry is a task of a job whose last attempt failed and that will be tried
+// again, as recorded on the job.
+type Retry struct {
+	TaskID        string    `json:"task_id"`
+	Kind          Kind      `json:"kind"`
+	Target        string    `json:"target"`
+	Attempt       int       `json:"attempt"`
+	MaxAttempts   int       `json:"max_attempts,omitempty"`
+	Error         string    `json:"error"`
+	Code          string    `json:"code,omitempty"`
+	FailedAt      time.Time `json:"failed_at"`
+	NextAttemptAt time.Time `json:"next_attempt_at"`
 }
 
 // Failure is one failed task as recorded on its job.
@@ -307,18 +502,41 @@ type Failure struct {
 	Stderr string     `json:"stderr,omitempty"`
 }
 
-// Progress counts a job's tasks by kind.
+// Progress counts a job's tasks by kind. Every view of a job (quiesce
+// status, watch, submit, jobs) shows these counts as they are.
 type Progress struct {
-	Nodes         int `json:"nodes"`
-	Volumes       int `json:"volumes"`
-	Flushed       int `json:"flushed"`
-	FlushFailed   int `json:"flush_failed"`
+	Nodes       int `json:"nodes"`
+	Volumes     int `json:"volumes"`
+	Flushed     int `json:"flushed"`
+	FlushFailed int `json:"flush_failed"`
+	// SnapshotTasks are the snapshot tasks released: none before the
+	// barrier (a job that never reached it has none), then one per unit of
+	// every node that flushed.
 	SnapshotTasks int `json:"snapshot_tasks"`
 	Snapshotted   int `json:"snapshotted"`
 	SnapshotFail  int `json:"snapshot_failed"`
-	ClearTasks    int `json:"clear_tasks"`
-	Cleared       int `json:"cleared"`
-	ClearFailed   int `json:"clear_failed"`
+	// ClearTasks counts the nodes whose tag is to be cleared; Cleared and
+	// ClearFailed those whose clear ended.
+	ClearTasks  int `json:"clear_tasks"`
+	Cleared     int `json:"cleared"`
+	ClearFailed int `json:"clear_failed"`
+	// CleanupTasks counts the tasks deleting the snapshots of a job that
+	// ended without a backup; CleanupsDone those that ended.
+	CleanupTasks int `json:"cleanup_tasks"`
+	CleanupsDone int `json:"cleanups_done"`
+	// CleanupPending counts the clean-up work queued and not yet ended:
+	// clears (a node's first, and any repeated for a flush that landed
+	// late) and snapshot clean-up tasks. A job that ended has finished for
+	// good once this is zero.
+	CleanupPending int `json:"cleanup_pending"`
+	// Retrying counts the tasks whose last attempt failed and that will be
+	// tried again (Job.Retrying lists them).
+	Retrying int `json:"retrying"`
+	// HookTasks counts the job's hook runs (a node-scoped hook once per
+	// node); HooksDone and HooksFailed those that ended.
+	HookTasks   int `json:"hook_tasks,omitempty"`
+	HooksDone   int `json:"hooks_done,omitempty"`
+	HooksFailed int `json:"hooks_failed,omitempty"`
 }
 
 // Job is a job's record in the jobs KV bucket, as status readers see it. The
@@ -344,6 +562,10 @@ type Job struct {
 	PhaseTimes map[Phase]time.Time `json:"phase_times,omitempty"`
 	Progress   Progress            `json:"progress"`
 	Failures   []Failure           `json:"failures,omitempty"`
+	// Retrying lists the open tasks whose last attempt failed and that will
+	// be tried again, with when (at most 100; Progress.Retrying counts the
+	// listed ones). A job that ended lists only its clean-up's.
+	Retrying []Retry `json:"retrying,omitempty"`
 	// FlushFirst and FlushLast are the earliest and latest flush completion
 	// times reported by the nodes: their difference is the flush spread.
 	FlushFirst time.Time `json:"flush_first,omitempty"`
@@ -365,13 +587,25 @@ type PhaseEvent struct {
 }
 
 // Rejection is published on SubjectRejected(job) when a JobRequest is refused.
+// Its values are bounded: a request ID or reason too long to echo is cut
+// (Bound) and says how long it was.
 type Rejection struct {
-	Schema    string    `json:"schema"`
-	RequestID string    `json:"request_id,omitempty"`
-	JobID     string    `json:"job_id,omitempty"`
-	Reason    string    `json:"reason"`
-	At        time.Time `json:"at"`
+	Schema    string `json:"schema"`
+	RequestID string `json:"request_id,omitempty"`
+	JobID     string `json:"job_id,omitempty"`
+	// Code is a short, stable class of the reason ("malformed", "invalid",
+	// "unknown_cluster", "unknown_policy", "request_id_reused", ...).
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason"`
+	// RequestDigest is the refused request's Digest, when it could be
+	// decoded: a submitter tells the answer to its own request from the
+	// answer to an earlier one of the same ID by it.
+	RequestDigest string    `json:"request_digest,omitempty"`
+	At            time.Time `json:"at"`
 }
+
+// MaxReasonBytes bounds a rejection's reason and a job's error message.
+const MaxReasonBytes = 2048
 
 // Backup is the catalog record of a successful job, in the catalog KV bucket
 // under CatalogKey(cluster, job).
@@ -386,6 +620,10 @@ type Backup struct {
 	FinishedAt    time.Time `json:"finished_at"`
 	NodeCount     int       `json:"node_count"`
 	SnapshotCount int       `json:"snapshot_count"`
+	// Regions are the AWS regions the backup's snapshots are in (each
+	// snapshot and node says its own): more than one for a cluster whose
+	// data centres are in several. Kept inline for a large backup too.
+	Regions []string `json:"regions,omitempty"`
 	// Nodes and Snapshots are inline for a small backup. A large one keeps
 	// them in the manifests object store under Manifest instead, since a KV
 	// value is bounded by the server's message size.
@@ -409,3 +647,23 @@ type Backup struct {
 	// gathered, say).
 	Warnings []string `json:"warnings,omitempty"`
 }
+
+// HookRun is the last result of one hook task, kept beside its job's record
+// under HookRunKey so `quiesce status` can show every hook's output.
+type HookRun struct {
+	TaskID     string     `json:"task_id"`
+	Hook       string     `json:"hook"`
+	Point      HookPoint  `json:"point"`
+	Node       string     `json:"node,omitempty"`
+	Outcome    Outcome    `json:"outcome"`
+	Error      string     `json:"error,omitempty"`
+	Class      ErrorClass `json:"class,omitempty"`
+	ExitCode   int        `json:"exit_code,omitempty"`
+	Output     string     `json:"output,omitempty"`
+	Attempt    int        `json:"attempt"`
+	Worker     string     `json:"worker,omitempty"`
+	FinishedAt time.Time  `json:"finished_at"`
+}
+
+// HookRunKey is where a hook task's HookRun is kept in the jobs bucket.
+func HookRunKey(jobID, target string) string { return jobID + ".hook." + target }

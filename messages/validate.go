@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Patterns every value must match before it is used in a subject, a KV key, a
@@ -27,6 +29,17 @@ var (
 	// Directories on a node that reach its shell: absolute, and nothing a
 	// shell or an option parser could read as more than a path.
 	dirPattern = regexp.MustCompile(`^/[A-Za-z0-9_./@+,:=-]*$`)
+	// RFC 3339 date-time as JSON Schema's "date-time" and Go's time
+	// package both read it: upper-case T and Z, a dot before fractions,
+	// offsets of at most 23:59.
+	deadlinePattern = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`)
+)
+
+// Lengths of the free-text fields, in characters (Unicode code points, as
+// JSON Schema's maxLength counts them).
+const (
+	MaxReasonChars      = 1024
+	MaxRequestedByChars = 256
 )
 
 // maxDir bounds a directory's path.
@@ -53,11 +66,33 @@ type FieldError struct {
 	Reason string
 }
 
+// MaxEchoBytes bounds a value quoted back in an error message, a rejection
+// event or a log line: a 10 KB request ID is named by its first bytes and its
+// length, never echoed whole.
+const MaxEchoBytes = 64
+
 func (e *FieldError) Error() string {
 	if e.Value == "" {
 		return fmt.Sprintf("%s: %s", e.Field, e.Reason)
 	}
-	return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Reason)
+	return fmt.Sprintf("%s %q: %s", e.Field, Bound(e.Value, MaxEchoBytes), e.Reason)
+}
+
+// Bound returns s cut to at most n bytes, on a character boundary, with
+// "…" and the full length appended when it was cut; invalid UTF-8 is shown
+// as Go's quoting would, never passed on raw.
+func Bound(s string, n int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\ufffd")
+	}
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
 }
 
 // ValidateCluster checks a cluster name.
@@ -139,9 +174,19 @@ func ValidateJobID(s string) error {
 }
 
 // Validate checks a JobRequest on its own, without the configuration. It
-// returns every problem found, joined.
+// returns every problem found, joined. An empty optional field counts as
+// absent here; DecodeJobRequest, which sees the JSON, refuses one that is
+// present but empty.
 func (r JobRequest) Validate() error {
 	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"schema", r.Schema}, {"request_id", r.RequestID}, {"cluster", r.Cluster}, {"policy", r.Policy},
+		{"mode", string(r.Mode)}, {"tag", r.Tag}, {"reason", r.Reason}, {"requested_by", r.RequestedBy},
+	} {
+		if !utf8.ValidString(f.value) {
+			errs = append(errs, &FieldError{f.name, "", "is not valid UTF-8"})
+		}
+	}
 	if r.Schema != JobRequestSchema {
 		errs = append(errs, &FieldError{"schema", r.Schema, "must be " + JobRequestSchema})
 	}
@@ -173,35 +218,246 @@ func (r JobRequest) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if len(r.Reason) > 1024 {
-		errs = append(errs, &FieldError{"reason", "", "is longer than 1024 bytes"})
+	if n := utf8.RuneCountInString(r.Reason); n > MaxReasonChars {
+		errs = append(errs, &FieldError{"reason", "", fmt.Sprintf("is %d characters, more than %d", n, MaxReasonChars)})
 	}
-	if len(r.RequestedBy) > 256 {
-		errs = append(errs, &FieldError{"requested_by", "", "is longer than 256 bytes"})
+	if n := utf8.RuneCountInString(r.RequestedBy); n > MaxRequestedByChars {
+		errs = append(errs, &FieldError{"requested_by", "", fmt.Sprintf("is %d characters, more than %d", n, MaxRequestedByChars)})
 	}
 	return errors.Join(errs...)
 }
 
-// DecodeJobRequest parses and validates a JobRequest. Unknown fields are an
-// error: a caller who misspells "deadline" should hear about it, not get a job
-// without one.
+// jobRequestFields are the JSON names of JobRequest's fields and the JSON
+// type each must have.
+var jobRequestFields = map[string]string{
+	"schema": "string", "request_id": "string", "cluster": "string", "policy": "string", "mode": "string",
+	"tag": "string", "keyspaces": "array", "reason": "string", "requested_by": "string", "deadline": "string",
+}
+
+// mustNotBeEmpty are the optional fields whose empty value has no meaning:
+// a caller who means "the default" leaves the field out.
+var mustNotBeEmpty = map[string]string{
+	"policy":    "omit it for the cluster's default policy",
+	"mode":      "omit it for " + string(ModeApplication),
+	"tag":       "omit it for quiesce-<job id>",
+	"keyspaces": "omit it for every keyspace",
+}
+
+// DecodeJobRequest parses and validates a JobRequest. It reads the JSON as
+// it is written, and takes nothing it would have to guess at: an unknown or
+// misspelt field (a caller who writes "dedline" should hear about it, not
+// get a job without a deadline), a field given twice, null where a value
+// belongs, an empty optional field, anything after the object (a stray "}"
+// included), and bytes or escapes that are not valid UTF-8 (which would
+// otherwise be replaced without a word) are all errors matching ErrMalformed.
+// docs/job-request.schema.json describes the same contract; a test holds the
+// two to the same answers.
 func DecodeJobRequest(data []byte) (JobRequest, error) {
 	var r JobRequest
 	if len(data) > MaxJobRequestBytes {
 		return r, &malformed{fmt.Errorf("job request is %d bytes, more than the %d allowed", len(data), MaxJobRequestBytes)}
 	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	if err := checkUTF8(data); err != nil {
+		return r, &malformed{fmt.Errorf("job request %w", err)}
+	}
+	fields, err := objectFields(data)
+	if err != nil {
+		return r, &malformed{fmt.Errorf("job request is not valid JSON for %s: %w", JobRequestSchema, err)}
+	}
+	var errs []error
+	for _, f := range fields {
+		want, known := jobRequestFields[f.name]
+		switch {
+		case !known:
+			errs = append(errs, fmt.Errorf("unknown field %q", Bound(f.name, MaxEchoBytes)))
+		case f.seen > 1:
+			errs = append(errs, fmt.Errorf("field %q appears %d times", f.name, f.seen))
+		case jsonType(f.raw) != want:
+			errs = append(errs, fmt.Errorf("field %q must be a JSON %s, not %s", f.name, want, jsonType(f.raw)))
+		}
+	}
+	if len(errs) > 0 {
+		// What can be read of the request still says where its
+		// rejection goes: the job its request ID and cluster name.
+		for _, f := range fields {
+			switch f.name {
+			case "request_id":
+				_ = json.Unmarshal(f.raw, &r.RequestID)
+			case "cluster":
+				_ = json.Unmarshal(f.raw, &r.Cluster)
+			}
+		}
+		return r, &malformed{fmt.Errorf("job request is not valid JSON for %s: %w", JobRequestSchema, errors.Join(errs...))}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
 		return r, &malformed{fmt.Errorf("job request is not valid JSON for %s: %w", JobRequestSchema, err)}
 	}
-	if dec.More() {
-		return r, &malformed{errors.New("job request has data after the JSON object")}
+	for _, f := range fields {
+		if hint, ok := mustNotBeEmpty[f.name]; ok && (string(f.raw) == `""` || string(f.raw) == `[]`) {
+			errs = append(errs, &FieldError{f.name, "", "is empty: " + hint})
+		}
+		if f.name == "deadline" {
+			var s string
+			if json.Unmarshal(f.raw, &s) == nil && !deadlinePattern.MatchString(s) {
+				errs = append(errs, &FieldError{"deadline", s, "must be an RFC 3339 date-time such as 2030-01-01T06:00:00Z"})
+			}
+		}
 	}
 	if err := r.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return r, fmt.Errorf("invalid job request: %w", err)
 	}
 	return r, nil
+}
+
+// field is one member of a JSON object as written.
+type field struct {
+	name string
+	raw  json.RawMessage
+	seen int
+}
+
+// objectFields reads data as exactly one JSON object and returns its members
+// in order, each name once with how often it appeared. Whatever follows the
+// object other than white space is an error: json.Decoder.More does not see
+// a stray closing "}" or "]".
+func objectFields(data []byte) ([]*field, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, fmt.Errorf("it is a JSON %s, not an object", tokenType(tok))
+	}
+	var fields []*field
+	byName := map[string]*field{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		if f, ok := byName[name]; ok {
+			f.seen++
+			continue
+		}
+		f := &field{name: name, raw: raw, seen: 1}
+		byName[name] = f
+		fields = append(fields, f)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	rest := data[dec.InputOffset():]
+	if trimmed := bytes.TrimLeft(rest, " \t\r\n"); len(trimmed) > 0 {
+		return nil, fmt.Errorf("data after the JSON object at byte %d: %q", len(data)-len(trimmed), Bound(string(trimmed), 16))
+	}
+	return fields, nil
+}
+
+// jsonType names the JSON type of a raw value.
+func jsonType(raw json.RawMessage) string {
+	switch raw[0] {
+	case '"':
+		return "string"
+	case '[':
+		return "array"
+	case '{':
+		return "object"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "boolean"
+	}
+	return "number"
+}
+
+func tokenType(tok json.Token) string {
+	switch tok.(type) {
+	case json.Delim:
+		return "array"
+	case string:
+		return "string"
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	}
+	return "number"
+}
+
+// checkUTF8 refuses bytes that are not UTF-8 and \u escapes of lone UTF-16
+// surrogates: encoding/json would replace either with U+FFFD and carry on.
+// Every backslash of valid JSON starts an escape inside a string, so one
+// pass over the bytes finds them all.
+func checkUTF8(data []byte) error {
+	if !utf8.Valid(data) {
+		i := 0
+		for i < len(data) {
+			r, n := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			i += n
+		}
+		return fmt.Errorf("is not valid UTF-8 (byte %d)", i)
+	}
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\\' || i+1 >= len(data) {
+			continue
+		}
+		if data[i+1] != 'u' {
+			i++ // an escaped character, a backslash included
+			continue
+		}
+		u, ok := hex4(data, i+2)
+		if !ok {
+			continue // the JSON decoder reports it
+		}
+		switch {
+		case u >= 0xD800 && u <= 0xDBFF:
+			lo, ok := hex4(data, i+8)
+			if !ok || data[i+6] != '\\' || data[i+7] != 'u' || lo < 0xDC00 || lo > 0xDFFF {
+				return fmt.Errorf("has an unpaired UTF-16 surrogate escape at byte %d", i)
+			}
+			i += 11
+		case u >= 0xDC00 && u <= 0xDFFF:
+			return fmt.Errorf("has an unpaired UTF-16 surrogate escape at byte %d", i)
+		default:
+			i += 5
+		}
+	}
+	return nil
+}
+
+// hex4 reads four hex digits at data[i:].
+func hex4(data []byte, i int) (rune, bool) {
+	if i+4 > len(data) {
+		return 0, false
+	}
+	var v rune
+	for _, c := range data[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			v = v<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // CheckDeadline rejects a deadline already past at now.

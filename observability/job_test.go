@@ -166,7 +166,7 @@ func TestJobMovesScrapedMetrics(t *testing.T) {
 	for _, kind := range []string{"flush", "snapshot", "clear"} {
 		started := must("quiesce_worker_tasks_started_total", map[string]string{"kind": kind})
 		var finished float64
-		for _, outcome := range []string{"succeeded", "failed", "retry", "skipped"} {
+		for _, outcome := range taskOutcomes {
 			v, _ := value(mfs, "quiesce_worker_tasks_finished_total", map[string]string{"kind": kind, "outcome": outcome})
 			finished += v
 		}

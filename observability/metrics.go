@@ -5,7 +5,8 @@
 // implements.
 //
 // Every metric is named quiesce_<subsystem>_<name>_<unit>. Labels are bounded:
-// cluster, kind, outcome, phase, reason, op and code. Job, node, volume and
+// cluster, kind, outcome, phase, reason, op, code, and the AWS account and
+// region of the configuration. Job, node, volume and
 // snapshot IDs never become label values; they belong in log fields.
 package observability
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
 )
@@ -43,13 +45,24 @@ var (
 	// A task is an SSH command or an EC2 call (sub-second to a minute) or an
 	// await (minutes to hours).
 	taskBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200}
+	// A paced EC2 call goes at once while the budget has tokens, else waits
+	// its turn: a fraction of a second at 5 a second, minutes when a fleet's
+	// wave queues thousands of calls.
+	paceWaitBuckets = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 )
 
 // taskOutcomes are the outcomes worker.Observer.TaskFinished reports.
-var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped"}
+var taskOutcomes = []string{"succeeded", "failed", "retry", "skipped", "returned", "abandoned"}
 
 // jobOutcomes are the terminal phases a job can finish in.
 var jobOutcomes = []messages.Phase{messages.PhaseSucceeded, messages.PhaseFailed, messages.PhaseCancelled}
+
+// leftPhases are the phases planner.Observer.PhaseFinished reports a job
+// leaving.
+var leftPhases = []messages.Phase{messages.PhasePlanned, messages.PhaseFlushing, messages.PhaseSnapshotting, messages.PhaseFinishing}
+
+// barrierReasons are the reasons planner.Observer.BarrierFailed reports.
+var barrierReasons = []planner.BarrierFailure{planner.BarrierNodeFailed, planner.BarrierDeadline, planner.BarrierCancelled}
 
 // Metrics implements planner.Observer and worker.Observer with Prometheus
 // collectors, plus the drivers' error hooks (EC2Error, SSHError). One value
@@ -68,6 +81,7 @@ type Metrics struct {
 	partialBackups   *prometheus.CounterVec
 	backupMaxAge     *prometheus.GaugeVec
 	rejected         *prometheus.CounterVec
+	handedBack       *prometheus.CounterVec
 	retired          *prometheus.CounterVec
 	tasksStarted     *prometheus.CounterVec
 	tasksFinished    *prometheus.CounterVec
@@ -77,8 +91,15 @@ type Metrics struct {
 	inFlight         *prometheus.GaugeVec
 	snapshotsPending *prometheus.GaugeVec
 	snapshotsErrored *prometheus.GaugeVec
+	retaken          *prometheus.CounterVec
 	ec2Errors        *prometheus.CounterVec
 	sshErrors        *prometheus.CounterVec
+	paceCalls        *prometheus.CounterVec
+	paceWait         *prometheus.HistogramVec
+	paceThrottles    *prometheus.CounterVec
+	paceTokens       *prometheus.GaugeVec
+	paceRate         *prometheus.GaugeVec
+	paceLimit        *prometheus.GaugeVec
 	restore          restoreMetrics
 	drill            drillMetrics
 
@@ -124,12 +145,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
 	m.rejected = m.counter("planner", "requests_rejected_total",
 		"Job requests refused, by reason class.", "reason")
+	m.handedBack = m.counter("planner", "requests_handed_back_total",
+		"Job requests for a cluster this planner's configuration lacks, left for a planner that has it (replicas disagree: a rolling update).")
 	m.retired = m.counter("retention", "snapshots_retired_total",
 		"Volume snapshots deleted by retention.", "cluster")
 	m.tasksStarted = m.counter("worker", "tasks_started_total",
 		"Task deliveries a worker began.", "kind")
 	m.tasksFinished = m.counter("worker", "tasks_finished_total",
-		"Task deliveries a worker ended; outcome is succeeded, failed, retry or skipped.", "kind", "outcome")
+		"Task deliveries a worker ended; outcome is succeeded, failed, retry, skipped, returned (handed back at shutdown) or abandoned (its lease lapsed while it stalled).", "kind", "outcome")
 	m.taskErrors = m.counter("worker", "task_errors_total",
 		"Task deliveries that ended with an error, by error code or class.", "kind", "code")
 	m.taskDuration = m.histogram("worker", "task_duration_seconds",
@@ -142,10 +165,24 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Volume snapshots of a cluster's running job still pending, as last seen by an await task.", "cluster")
 	m.snapshotsErrored = m.gauge("ebs", "snapshots_errored",
 		"Volume snapshots of a cluster's running job in the error state, as last seen by an await task.", "cluster")
+	m.retaken = m.counter("worker", "snapshots_retaken_total",
+		"Volume snapshots found in error by their task (a copy a crash interrupted, or one the provider failed), deleted and taken again.", "cluster")
 	m.ec2Errors = m.counter("ec2", "errors_total",
 		"EC2 API calls that returned an error, by operation and AWS error code.", "op", "code")
 	m.sshErrors = m.counter("ssh", "errors_total",
 		"SSH connections or commands that failed, by error class.", "code")
+	m.paceCalls = m.counter("ec2", "pace_calls_total",
+		"EC2 call attempts the pacer let through, by account, region and operation.", "account", "region", "op")
+	m.paceWait = m.histogram("ec2", "pace_wait_seconds",
+		"Time an EC2 call attempt waited for the fleet's request budget.", paceWaitBuckets, "account", "region", "op")
+	m.paceThrottles = m.counter("ec2", "pace_throttles_total",
+		"EC2 call attempts throttled (RequestLimitExceeded) although paced: the budget is shared with something else, or set above the account's limit.", "account", "region", "op")
+	m.paceTokens = m.gauge("ec2", "pace_tokens",
+		"Tokens in the fleet's shared bucket as this process last changed it; below zero, calls hold slots reserved ahead.", "account", "region", "op")
+	m.paceRate = m.gauge("ec2", "pace_allowed_rate",
+		"Calls per second the fleet's budget allows now: the limit, or less after throttles.", "account", "region", "op")
+	m.paceLimit = m.gauge("ec2", "pace_limit_rate",
+		"Calls per second configured for the budget (ec2.limits, else AWS's default).", "account", "region", "op")
 	m.initRestore()
 	m.initDrill()
 
@@ -262,6 +299,11 @@ func (m *Metrics) RequestRejected(reason string) {
 	m.rejected.WithLabelValues(reason).Inc()
 }
 
+// RequestHandedBack implements planner.Observer.
+func (m *Metrics) RequestHandedBack() {
+	m.handedBack.WithLabelValues().Inc()
+}
+
 // SnapshotsRetired implements planner.Observer.
 func (m *Metrics) SnapshotsRetired(cluster string, n int) {
 	m.retired.WithLabelValues(cluster).Add(float64(n))
@@ -294,10 +336,38 @@ func (m *Metrics) SnapshotStates(cluster string, pending, errored int) {
 	m.snapshotsErrored.WithLabelValues(cluster).Set(float64(errored))
 }
 
+// SnapshotRetaken implements worker.Observer.
+func (m *Metrics) SnapshotRetaken(cluster string) {
+	m.retaken.WithLabelValues(cluster).Inc()
+}
+
 // EC2Error counts an EC2 API error; op is the API operation
 // ("CreateSnapshot") and code the AWS error code ("RequestLimitExceeded").
 func (m *Metrics) EC2Error(op, code string) {
 	m.ec2Errors.WithLabelValues(op, code).Inc()
+}
+
+// Pace returns the pacer's observer: the EC2 request budget by account,
+// region and operation.
+func (m *Metrics) Pace() pace.Observer { return paceObserver{m} }
+
+type paceObserver struct{ m *Metrics }
+
+var _ pace.Observer = paceObserver{}
+
+func (o paceObserver) Waited(k pace.Key, d time.Duration) {
+	o.m.paceCalls.WithLabelValues(k.Account, k.Region, k.Op).Inc()
+	o.m.paceWait.WithLabelValues(k.Account, k.Region, k.Op).Observe(d.Seconds())
+}
+
+func (o paceObserver) Throttled(k pace.Key) {
+	o.m.paceThrottles.WithLabelValues(k.Account, k.Region, k.Op).Inc()
+}
+
+func (o paceObserver) Changed(k pace.Key, s pace.State) {
+	o.m.paceTokens.WithLabelValues(k.Account, k.Region, k.Op).Set(s.Tokens)
+	o.m.paceRate.WithLabelValues(k.Account, k.Region, k.Op).Set(s.Rate)
+	o.m.paceLimit.WithLabelValues(k.Account, k.Region, k.Op).Set(s.Limit.Rate)
 }
 
 // SSHError counts an SSH failure by class, the ssh executor's error codes:
@@ -307,9 +377,10 @@ func (m *Metrics) SSHError(code string) {
 	m.sshErrors.WithLabelValues(code).Inc()
 }
 
-// InitCluster makes a configured cluster's job series exist at zero before
-// its first job, so the failed-job alert's increase() catches the first
-// failure after a restart, and publishes maxAge (when positive) as the
+// InitCluster makes a configured cluster's job and barrier-failure series
+// exist at zero before its first job, so the failed-job and barrier alerts'
+// increase() catches the first failure after a restart (a counter series
+// born at 1 shows no increase), and publishes maxAge (when positive) as the
 // cluster's stale-backup threshold. A process calls it at start for every
 // cluster of its config.
 func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
@@ -317,9 +388,71 @@ func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
 	for _, p := range jobOutcomes {
 		m.jobsFinished.WithLabelValues(cluster, string(p))
 	}
+	for _, r := range barrierReasons {
+		m.barrierFailures.WithLabelValues(cluster, string(r))
+	}
 	m.retired.WithLabelValues(cluster)
+	m.retaken.WithLabelValues(cluster)
 	if maxAge > 0 {
 		m.SetBackupMaxAge(cluster, maxAge)
+	}
+}
+
+// InitJobHistograms makes a cluster's job, phase and barrier histograms
+// exist, empty, before its first job: a histogram series born at its first
+// observation hides that observation from rate(), so the dashboard would
+// not show the first job after a restart. A coordinator (which observes
+// them) calls it at start for every cluster of its config.
+func (m *Metrics) InitJobHistograms(cluster string) {
+	for _, p := range jobOutcomes {
+		m.jobDuration.WithLabelValues(cluster, string(p))
+	}
+	for _, p := range leftPhases {
+		m.phaseDuration.WithLabelValues(cluster, string(p))
+	}
+	m.barrierWait.WithLabelValues(cluster)
+	m.barrierRelease.WithLabelValues(cluster)
+	m.flushSpread.WithLabelValues(cluster)
+}
+
+// InitTaskHistograms makes the task duration histogram of every kind and
+// outcome exist, empty, before the first task, for the same reason as
+// InitJobHistograms. A worker calls it at start.
+func (m *Metrics) InitTaskHistograms() {
+	for _, kind := range messages.Kinds {
+		for _, outcome := range taskOutcomes {
+			m.taskDuration.WithLabelValues(string(kind), outcome)
+		}
+	}
+}
+
+// InitRejections makes the rejected-request series of every reason exist at
+// zero (a planner calls it with planner.RejectReasons), so the dashboard
+// shows no rejections as 0 and increase() sees the first one.
+func (m *Metrics) InitRejections(reasons ...string) {
+	for _, r := range reasons {
+		m.rejected.WithLabelValues(r)
+	}
+}
+
+// InitSSHErrors makes the SSH error series of every code exist at zero (a
+// worker calls it with the ssh executor's codes), so the SSH trust alert's
+// increase() catches the first refused host key of a fresh process.
+func (m *Metrics) InitSSHErrors(codes ...string) {
+	for _, c := range codes {
+		m.sshErrors.WithLabelValues(c)
+	}
+}
+
+// InitEC2Errors makes the EC2 error series of every operation in ops and
+// every code in codes exist at zero (a process that calls EC2 does it with
+// the operations it calls and the throttling code), so the EC2 panels show
+// a healthy fleet as 0 and rate() sees the first throttle.
+func (m *Metrics) InitEC2Errors(ops []string, codes ...string) {
+	for _, op := range ops {
+		for _, c := range codes {
+			m.ec2Errors.WithLabelValues(op, c)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 )
 
@@ -37,13 +38,35 @@ func exercise(m *Metrics) {
 	m.TaskFinished(messages.KindFlush, "failed", 200*time.Millisecond, "permanent")
 	m.TaskRedelivered(messages.KindFlush)
 	m.SnapshotStates("c1", 3, 1)
+	m.SnapshotRetaken("c1")
 	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
 	m.SSHError("host_key")
+	k := pace.Key{Account: "123456789012", Region: "us-east-1", Op: "CreateSnapshots"}
+	m.Pace().Waited(k, 200*time.Millisecond)
+	m.Pace().Throttled(k)
+	m.Pace().Changed(k, pace.State{Tokens: -3, Rate: 3.5, Limit: pace.Limit{Rate: 5, Burst: 100}})
 	m.RestoreStarted("c1", messages.TargetInPlace)
 	m.RestoreFinished("c1", messages.TargetInPlace, messages.RestoreSucceeded, 3*time.Minute)
 	m.RestorePhaseFinished(messages.TargetInPlace, messages.RestorePreparing, 40*time.Second)
 	m.DrillFinished("c1", true, time.Unix(1_700_000_000, 0))
 	m.SetDrillMaxAge("c1", 8*24*time.Hour)
+}
+
+// The pacer's hooks land in series by account, region and operation.
+func TestMetricsPaceHooks(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	k := pace.Key{Account: "123456789012", Region: "eu-west-1", Op: "DeleteSnapshot"}
+	m.Pace().Waited(k, time.Second)
+	m.Pace().Waited(k, 0)
+	m.Pace().Throttled(k)
+	m.Pace().Changed(k, pace.State{Tokens: 12.5, Rate: 2.5, Limit: pace.Limit{Rate: 5, Burst: 100}})
+	labels := []string{"123456789012", "eu-west-1", "DeleteSnapshot"}
+	require.Equal(t, 2.0, testutil.ToFloat64(m.paceCalls.WithLabelValues(labels...)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.paceThrottles.WithLabelValues(labels...)))
+	require.Equal(t, 12.5, testutil.ToFloat64(m.paceTokens.WithLabelValues(labels...)))
+	require.Equal(t, 2.5, testutil.ToFloat64(m.paceRate.WithLabelValues(labels...)))
+	require.Equal(t, 5.0, testutil.ToFloat64(m.paceLimit.WithLabelValues(labels...)))
 }
 
 func TestMetricsPlannerHooks(t *testing.T) {
@@ -150,18 +173,51 @@ func TestMetricsSeriesExistAtZero(t *testing.T) {
 	m, _ := newMetrics(t)
 	// Task series of every kind exist before any task ran.
 	require.Equal(t, len(messages.Kinds), testutil.CollectAndCount(m.inFlight))
-	require.Equal(t, 4*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, len(taskOutcomes)*len(messages.Kinds), testutil.CollectAndCount(m.tasksFinished))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("snapshot", "abandoned")))
 	require.Equal(t, 0.0, testutil.ToFloat64(m.tasksFinished.WithLabelValues("flush", "failed")))
 
 	require.Equal(t, 0, testutil.CollectAndCount(m.jobsFinished))
+	require.Equal(t, 0, testutil.CollectAndCount(m.barrierFailures))
 	m.InitCluster("c1", 0)
 	require.Equal(t, 3, testutil.CollectAndCount(m.jobsFinished))
+	require.Equal(t, 1, testutil.CollectAndCount(m.retaken), "a cluster's retakes exist at zero")
 	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsFinished.WithLabelValues("c1", "failed")))
+	require.Equal(t, 3, testutil.CollectAndCount(m.barrierFailures), "failed, deadline, cancelled")
+	require.Equal(t, 0.0, testutil.ToFloat64(m.barrierFailures.WithLabelValues("c1", "failed")))
 	require.Equal(t, 0, testutil.CollectAndCount(m.backupMaxAge), "no threshold given, none exported")
 	m.InitCluster("c2", 7*24*time.Hour)
 	require.Equal(t, 604800.0, testutil.ToFloat64(m.backupMaxAge.WithLabelValues("c2")))
 	// Initialising does not count anything.
 	require.Equal(t, 0.0, testutil.ToFloat64(m.jobsStarted.WithLabelValues("c2")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.jobDuration))
+	m.InitJobHistograms("c1")
+	require.Equal(t, 3, testutil.CollectAndCount(m.jobDuration), "succeeded, failed, cancelled")
+	require.Equal(t, 4, testutil.CollectAndCount(m.phaseDuration), "planned, flushing, snapshotting, finishing")
+	for _, h := range []*prometheus.HistogramVec{m.barrierWait, m.barrierRelease, m.flushSpread} {
+		require.Equal(t, 1, testutil.CollectAndCount(h))
+	}
+	require.Equal(t, 0, testutil.CollectAndCount(m.taskDuration))
+	m.InitTaskHistograms()
+	require.Equal(t, len(taskOutcomes)*len(messages.Kinds), testutil.CollectAndCount(m.taskDuration))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.rejected))
+	m.InitRejections("malformed", "invalid")
+	require.Equal(t, 2, testutil.CollectAndCount(m.rejected))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.rejected.WithLabelValues("invalid")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.sshErrors))
+	m.InitSSHErrors("auth", "hostkey")
+	require.Equal(t, 2, testutil.CollectAndCount(m.sshErrors))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.sshErrors.WithLabelValues("hostkey")))
+
+	require.Equal(t, 0, testutil.CollectAndCount(m.ec2Errors))
+	m.InitEC2Errors([]string{"CreateSnapshot", "DescribeSnapshots"}, "RequestLimitExceeded")
+	require.Equal(t, 2, testutil.CollectAndCount(m.ec2Errors))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.ec2Errors.WithLabelValues("DescribeSnapshots", "RequestLimitExceeded")))
+	m.EC2Error("CreateSnapshot", "RequestLimitExceeded")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.ec2Errors.WithLabelValues("CreateSnapshot", "RequestLimitExceeded")))
 }
 
 func TestNewMetricsTwiceOnOneRegistryFails(t *testing.T) {
@@ -221,7 +277,9 @@ func TestLabelsCarryNoIDs(t *testing.T) {
 	exercise(m)
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true, "target": true}
+	// Accounts and regions are as bounded as clusters: the configuration's.
+	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true,
+		"account": true, "region": true, "target": true}
 	for _, mf := range mfs {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {

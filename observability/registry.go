@@ -39,6 +39,9 @@ func Names() []string {
 	for _, n := range backlogNames() {
 		seen[n] = true
 	}
+	for _, n := range driftNames() {
+		seen[n] = true
+	}
 	// The runtime and process collectors always export their series, so a
 	// gather lists them without a hard-coded copy.
 	mfs, err := reg.Gather()

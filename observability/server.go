@@ -25,7 +25,9 @@ const (
 // a nil ready is always ready). Liveness deliberately ignores NATS: a process
 // that lost its connection is restarted by nothing but the orchestrator
 // taking it out of rotation, and the NATS client reconnects by itself.
-func Handler(g prometheus.Gatherer, ready func() error) http.Handler {
+// Each of details adds a line to /readyz's answer, ready or not (how the
+// fleet's configurations agree, say: ConfigDrift.Detail).
+func Handler(g prometheus.Gatherer, ready func() error, details ...func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError,
@@ -43,31 +45,41 @@ func Handler(g prometheus.Gatherer, ready func() error) http.Handler {
 			if err := ready(); err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = fmt.Fprintln(w, "not ready:", Redact(err.Error()))
+				writeDetails(w, details)
 				return
 			}
 		}
 		_, _ = fmt.Fprintln(w, "ready")
+		writeDetails(w, details)
 	})
 	return mux
+}
+
+func writeDetails(w http.ResponseWriter, details []func() string) {
+	for _, d := range details {
+		if line := d(); line != "" {
+			_, _ = fmt.Fprintln(w, Redact(line))
+		}
+	}
 }
 
 // Serve listens on addr (":9464", "127.0.0.1:0") and serves Handler until ctx
 // ends, then shuts down gracefully. It returns nil after a shutdown caused by
 // ctx, or the error that stopped it.
-func Serve(ctx context.Context, addr string, g prometheus.Gatherer, ready func() error) error {
+func Serve(ctx context.Context, addr string, g prometheus.Gatherer, ready func() error, details ...func() string) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	return ServeListener(ctx, ln, g, ready)
+	return ServeListener(ctx, ln, g, ready, details...)
 }
 
 // ServeListener is Serve on a listener the caller opened (tests use a free
 // loopback port). It closes ln.
-func ServeListener(ctx context.Context, ln net.Listener, g prometheus.Gatherer, ready func() error) error {
+func ServeListener(ctx context.Context, ln net.Listener, g prometheus.Gatherer, ready func() error, details ...func() string) error {
 	srv := &http.Server{
-		Handler:           Handler(g, ready),
+		Handler:           Handler(g, ready, details...),
 		ReadHeaderTimeout: readHeaderTimeout,
 		WriteTimeout:      writeTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },

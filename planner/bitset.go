@@ -25,6 +25,17 @@ func (b bitset) set(i int) bool {
 	return true
 }
 
+// add adds i, growing the set as needed, and reports whether it was absent.
+func (b *bitset) add(i int) bool {
+	if i < 0 {
+		return false
+	}
+	if need := i/8 + 1; need > len(*b) {
+		*b = append(*b, make(bitset, need-len(*b))...)
+	}
+	return b.set(i)
+}
+
 func (b bitset) has(i int) bool {
 	return i >= 0 && i/8 < len(b) && b[i/8]&(byte(1)<<(i%8)) != 0
 }

@@ -20,11 +20,12 @@ import (
 )
 
 type testBundle struct {
-	env  *testenv.Env
-	inv  planner.Inventory
-	tool *fakes.NodeTool
-	snap *fakes.Snapshotter
-	obs  *countingObserver
+	env   *testenv.Env
+	inv   planner.Inventory
+	tool  *fakes.NodeTool
+	snap  *fakes.Snapshotter
+	hooks *fakes.Hooks
+	obs   *countingObserver
 }
 
 type setupOpts struct {
@@ -34,6 +35,7 @@ type setupOpts struct {
 	flushTimeout   time.Duration
 	ackWait        time.Duration
 	maxDeliver     int
+	hooks          []messages.Hook
 }
 
 func clusterInventory(o setupOpts) planner.Inventory {
@@ -53,7 +55,7 @@ func clusterInventory(o setupOpts) planner.Inventory {
 	}
 	return planner.Inventory{
 		Clusters: []planner.Cluster{cl},
-		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", KeepLast: o.keepLast, AllowPartial: o.allowPartial,
+		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", Retention: planner.Retention{KeepLast: o.keepLast}, AllowPartial: o.allowPartial, Hooks: o.hooks,
 			FlushTimeout: o.flushTimeout}},
 	}
 }
@@ -72,7 +74,7 @@ func setup(t *testing.T, o setupOpts) *testBundle {
 	}
 	b := &testBundle{
 		env: testenv.New(t, topo), inv: clusterInventory(o),
-		tool: fakes.NewNodeTool(), snap: fakes.NewSnapshotter(), obs: newCountingObserver(),
+		tool: fakes.NewNodeTool(), snap: fakes.NewSnapshotter(), hooks: &fakes.Hooks{}, obs: newCountingObserver(),
 	}
 	return b
 }
@@ -109,7 +111,7 @@ func (b *testBundle) startWorker(t *testing.T, js jetstream.JetStream, drivers w
 	h, err := testenv.Handles(context.Background(), js)
 	require.NoError(t, err)
 	if drivers == nil {
-		drivers = fakes.Drivers{Tool: b.tool, Snap: b.snap}
+		drivers = fakes.Drivers{Tool: b.tool, Snap: b.snap, Hook: b.hooks}
 	}
 	w := worker.New(js, h.Jobs, drivers, worker.Config{
 		Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, BackoffBase: 20 * time.Millisecond,
@@ -137,13 +139,14 @@ func (b *testBundle) startAll(t *testing.T) {
 // transition was reported exactly once across replicas.
 type countingObserver struct {
 	planner.NopObserver
-	mu        sync.Mutex
-	finished  map[messages.Phase]int
-	barriers  int
-	rejected  map[string]int
-	successes int
-	retired   int
-	started   int
+	mu         sync.Mutex
+	finished   map[messages.Phase]int
+	barriers   int
+	rejected   map[string]int
+	handedBack int
+	successes  int
+	retired    int
+	started    int
 }
 
 func (o *countingObserver) JobStarted(string) {
@@ -178,6 +181,12 @@ func (o *countingObserver) RequestRejected(reason string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.rejected[reason]++
+}
+
+func (o *countingObserver) RequestHandedBack() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.handedBack++
 }
 
 func (o *countingObserver) BackupSucceeded(string, time.Time, bool) {

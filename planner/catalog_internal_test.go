@@ -132,3 +132,46 @@ func TestLegacyCatalogWaitsForEverySnapshotResult(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, res.failed)
 }
+
+// A backup of a cluster whose data centres are in two regions says where
+// every snapshot and node is, and which regions it spans, so that retention
+// and a restore can work region by region; snapshot tasks carry their
+// node's data centre.
+func TestCatalogOfATwoRegionCluster(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := testenv.New(t, topology.Options{})
+	e := newEngine(env.JS, env.H, Options{})
+	nodes := []messages.Node{
+		{Name: "e1", DC: "east", Region: "us-east-1", AZ: "us-east-1a", Volumes: []messages.Volume{{ID: "v1"}}},
+		{Name: "w1", DC: "west", Region: "us-west-2", AZ: "us-west-2b", Volumes: []messages.Volume{{ID: "v2"}}},
+	}
+	p, err := BuildPlan(testenv.Request("c1", "regions"), Policy{Name: "p", Cluster: "c1"}, nodes, false, time.Now())
+	require.NoError(t, err)
+	task := p.snapshotTask(1, time.Now())
+	require.Equal(t, "west", task.Node.DC)
+	require.Equal(t, "us-west-2", task.Node.Region)
+	require.Equal(t, "west", task.SnapshotTags[messages.TagDC])
+
+	r := newRecord(p, time.Now())
+	for i := range nodes {
+		r.Flushed.set(i)
+		r.SnapDone.set(i)
+	}
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	r.Listing = putListing(t, env, p.JobID, []messages.SnapshotRef{
+		{SnapshotID: "snap-2", VolumeID: "v2", Region: "us-west-2", Node: "w1", State: "completed", StartTime: t0},
+		{SnapshotID: "snap-1", VolumeID: "v1", Region: "us-east-1", Node: "e1", State: "completed", StartTime: t0},
+	})
+	res, err := e.writeCatalog(ctx, p, r)
+	require.NoError(t, err)
+	require.Empty(t, res.failed)
+	backups, err := Backups(ctx, env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+	b := backups[0]
+	require.Equal(t, []string{"us-east-1", "us-west-2"}, b.Regions)
+	require.Equal(t, "us-west-2", b.Snapshots[1].Region)
+	require.Equal(t, "west", b.Nodes[1].DC)
+	require.Equal(t, "us-west-2", b.Nodes[1].Region)
+}

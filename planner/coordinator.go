@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -185,6 +186,7 @@ func returnInbox(inbox chan jetstream.Msg) {
 type pendingEvent struct {
 	msg     jetstream.Msg
 	result  *messages.TaskResult
+	retry   *messages.TaskRetry
 	control *messages.Control
 }
 
@@ -235,6 +237,16 @@ func decodeEvent(m jetstream.Msg) (pendingEvent, string, error) {
 		ev.control = &ctl
 		return ev, ctl.JobID, nil
 	}
+	// An agent's result or retry carries its node after the subject.
+	base, _, _ := messages.SplitAgentSubject(m.Subject())
+	if strings.HasSuffix(base, ".retry") {
+		var rt messages.TaskRetry
+		if err := json.Unmarshal(m.Data(), &rt); err != nil || rt.Schema != messages.TaskRetrySchema {
+			return ev, "", errors.New("undecodable task retry")
+		}
+		ev.retry = &rt
+		return ev, rt.JobID, nil
+	}
 	var r messages.TaskResult
 	if err := json.Unmarshal(m.Data(), &r); err != nil || r.Schema != messages.TaskResultSchema {
 		return ev, "", errors.New("undecodable task result")
@@ -249,10 +261,16 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 	if messages.IsRestoreID(job) {
 		return c.applyRestore(ctx, job, evs)
 	}
+	if p, err := c.e.plan(ctx, job); err == nil && p.Agent {
+		evs = c.fromTheirAgents(p, evs)
+	}
 	// Side records first: idempotent puts and deletes that the catalog and
 	// retention read later. They happen before the record says the task is
 	// done, so the record never points at something missing.
 	if err := c.putInlineListings(ctx, evs); err != nil {
+		return err
+	}
+	if err := c.putHookRuns(ctx, evs); err != nil {
 		return err
 	}
 	for _, ev := range evs {
@@ -291,12 +309,47 @@ func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEve
 				}
 				continue
 			}
+			if ev.retry != nil {
+				if rec.applyRetry(p, ev.retry) {
+					changed = true
+				}
+				continue
+			}
 			if rec.apply(p, ev.result, now) {
 				changed = true
 			}
 		}
 		return changed, ts
 	})
+}
+
+// fromTheirAgents keeps the events of an agent cluster's job that may speak
+// for their task: a node task's result or retry only from that node's
+// agent. The others are dropped (acknowledged, never applied), whatever
+// their body says.
+func (c *Coordinator) fromTheirAgents(p *Plan, evs []pendingEvent) []pendingEvent {
+	kept := evs[:0:0]
+	for _, ev := range evs {
+		var kind messages.Kind
+		var target string
+		switch {
+		case ev.result != nil:
+			kind, target = ev.result.Kind, ev.result.Target
+		case ev.retry != nil:
+			kind, target = ev.retry.Kind, ev.retry.Target
+		default:
+			kept = append(kept, ev)
+			continue
+		}
+		if p.fromAgentOf(ev.msg.Subject(), kind, target) {
+			kept = append(kept, ev)
+			continue
+		}
+		c.e.log.Warn().Str("job_id", p.JobID).Str("subject", ev.msg.Subject()).Str("task_kind", string(kind)).
+			Str("target", target).Msg("event for a node task not published by that node's agent: dropped")
+		_ = ev.msg.Ack()
+	}
+	return kept
 }
 
 // putInlineListings stores the snapshots an await task of the previous
@@ -317,6 +370,36 @@ func (c *Coordinator) putInlineListings(ctx context.Context, evs []pendingEvent)
 			return fmt.Errorf("store snapshot listing: %w", err)
 		}
 		r.Listing = name
+	}
+	return nil
+}
+
+// putHookRuns keeps each hook task's last result beside the job's record,
+// output included, for quiesce status.
+func (c *Coordinator) putHookRuns(ctx context.Context, evs []pendingEvent) error {
+	for _, ev := range evs {
+		r := ev.result
+		if r == nil || r.Kind != messages.KindHook {
+			continue
+		}
+		run := messages.HookRun{TaskID: r.TaskID, Outcome: r.Outcome, Error: r.Error, Class: r.ErrorClass,
+			ExitCode: r.ExitCode, Output: r.Output, Attempt: r.Attempt, Worker: r.Worker, FinishedAt: r.FinishedAt}
+		if p, err := c.e.plan(ctx, r.JobID); err == nil {
+			if j, ok := p.hookIndex[r.Target]; ok {
+				h := p.Policy.Hooks[p.hooks[j].hook]
+				run.Hook, run.Point = h.Name, h.Point
+				if i := p.hooks[j].node; i >= 0 {
+					run.Node = p.Nodes[i].Name
+				}
+			}
+		}
+		data, err := json.Marshal(run)
+		if err != nil {
+			return err
+		}
+		if _, err := c.e.h.Jobs.Put(ctx, messages.HookRunKey(r.JobID, r.Target), data); err != nil {
+			return fmt.Errorf("store hook run: %w", err)
+		}
 	}
 	return nil
 }
@@ -372,16 +455,18 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			c.e.forget(job)
 			continue
 		}
-		expired := !rec.Phase.Terminal() &&
-			((!rec.PhaseDeadline.IsZero() && !now.Before(rec.PhaseDeadline)) ||
-				(!rec.Deadline.IsZero() && !now.Before(rec.Deadline)))
+		expired := rec.expired(now)
 		stalled := len(rec.Outbox) > 0 && now.Sub(rec.UpdatedAt) >= c.cfg.StallAfter
 		if !expired && !stalled {
 			continue
 		}
+		note := ""
+		if expired {
+			note = c.noWorkerNote(ctx, rec.Cluster)
+		}
 		unlock := c.e.lock(job)
 		err = c.e.mutate(ctx, job, func(r *record, p *Plan) (bool, []transition) {
-			if t, ok := r.expire(p, c.e.now()); ok {
+			if t, ok := r.expire(p, c.e.now(), note); ok {
 				return true, []transition{t}
 			}
 			return false, nil
@@ -391,4 +476,30 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			c.e.log.Warn().Err(err).Str("job_id", job).Msg("sweep")
 		}
 	}
+}
+
+// noWorkerNote says, for a job failing at its deadline, that no running
+// worker has its cluster in its configuration, when the replicas bucket says
+// so: then every one of its tasks was handed back until the deadline, and the
+// job's error should say why rather than only which nodes it waited on.
+func (c *Coordinator) noWorkerNote(ctx context.Context, cluster string) string {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reps, err := topology.LiveReplicas(rctx, c.e.h.Replicas)
+	if err != nil {
+		return ""
+	}
+	workers := 0
+	for _, r := range reps {
+		if slices.Contains(r.Roles, messages.RoleWorker) {
+			workers++
+			if r.Knows(messages.RoleWorker, cluster) {
+				return ""
+			}
+		}
+	}
+	if workers == 0 {
+		return ""
+	}
+	return fmt.Sprintf("no running worker has cluster %q in its configuration (%d running); its tasks were handed back until the deadline", cluster, workers)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -37,7 +38,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 				tasks = append(tasks, p.flushTask(i, r.PhaseDeadline))
 			}
 		}
-		return effectResult{}, e.publishTasks(ctx, tasks)
+		return effectResult{}, e.publishTasks(ctx, p, tasks)
 	case fxSnapshots:
 		deadline := r.PhaseDeadline
 		if r.Phase == messages.PhasePlanned {
@@ -49,20 +50,20 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 				tasks = append(tasks, p.snapshotTask(j, deadline))
 			}
 		}
-		return effectResult{}, e.publishTasks(ctx, tasks)
+		return effectResult{}, e.publishTasks(ctx, p, tasks)
 	case fxReclear:
 		// Its own task ID, since the first clear's ID is still in the
 		// stream's duplicate window.
 		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout), r.Flushed.has(fx.Node), false)
-		t.ID += ".again" + strconv.Itoa(fx.Seq)
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
+		t.ID += reclearSuffix + strconv.Itoa(fx.Seq)
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	case fxClear:
 		// The clear that follows a node's snapshots in a running job
 		// gathers the node's facts for the catalog first; a clean-up's
 		// only clears.
 		facts := !r.Phase.Terminal() && p.Mode == messages.ModeApplication
 		t := p.clearTask(fx.Node, now.Add(cleanupTaskTimeout), r.Flushed.has(fx.Node), facts)
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	case fxAwait:
 		expect := 0
 		for j, u := range p.Units {
@@ -70,7 +71,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 				expect += len(u.Volumes)
 			}
 		}
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{p.awaitTask(expect, r.PhaseDeadline)})
 	case fxCatalog:
 		return e.writeCatalog(ctx, p, r)
 	case fxRetention:
@@ -81,15 +82,29 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 		if len(retired) > 0 {
 			t := p.baseTask(messages.KindRetention, p.Cluster, now.Add(cleanupTaskTimeout))
 			t.Retire = retired
-			if err := e.publishTasks(ctx, []messages.Task{t}); err != nil {
+			if err := e.publishTasks(ctx, p, []messages.Task{t}); err != nil {
 				return effectResult{}, err
 			}
 		}
 		return effectResult{retired: retired}, nil
+	case fxHooks:
+		var tasks []messages.Task
+		for _, j := range p.hookTasksAt(fx.Point) {
+			if r.HookDone.has(j) || r.HookFailed.has(j) {
+				continue
+			}
+			h := p.Policy.Hooks[p.hooks[j].hook]
+			t := p.hookTask(j, hookDeadline(h, fx.Point, r.PhaseDeadline, now))
+			if fx.Point == messages.HookComplete {
+				t.Outcome, t.Listing = r.Phase, r.Listing
+			}
+			tasks = append(tasks, t)
+		}
+		return effectResult{}, e.publishTasks(ctx, p, tasks)
 	case fxCleanup:
 		t := p.baseTask(messages.KindCleanup, strconv.Itoa(fx.Seq), now.Add(cleanupTaskTimeout))
 		t.Retire = []string{p.JobID}
-		return effectResult{}, e.publishTasks(ctx, []messages.Task{t})
+		return effectResult{}, e.publishTasks(ctx, p, []messages.Task{t})
 	}
 	return effectResult{}, fmt.Errorf("unknown outbox entry %s", fx)
 }
@@ -97,7 +112,7 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 // publishTasks publishes tasks asynchronously and waits for every ack. Each
 // task's ID is its Nats-Msg-Id, so publishing the same task twice (a crash
 // between publish and record update) leaves one message.
-func (e *engine) publishTasks(ctx context.Context, tasks []messages.Task) error {
+func (e *engine) publishTasks(ctx context.Context, p *Plan, tasks []messages.Task) error {
 	if len(tasks) == 0 {
 		return nil
 	}
@@ -107,7 +122,7 @@ func (e *engine) publishTasks(ctx context.Context, tasks []messages.Task) error 
 		if err != nil {
 			return err
 		}
-		f, err := e.js.PublishAsync(messages.SubjectTask(tasks[i].Kind, tasks[i].Cluster), data,
+		f, err := e.js.PublishAsync(p.subject(&tasks[i]), data,
 			jetstream.WithMsgID(tasks[i].ID))
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", tasks[i].ID, err)
@@ -163,6 +178,7 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 		}
 	}
 	b.NodeCount, b.SnapshotCount = len(b.Nodes), len(b.Snapshots)
+	b.Regions = snapshotRegions(refs)
 	facts, warnings, err := e.nodeFacts(ctx, p, r, b.Nodes)
 	if err != nil {
 		return res, err
@@ -191,6 +207,19 @@ func (e *engine) writeCatalog(ctx context.Context, p *Plan, r *record) (effectRe
 	}
 	_, err = e.h.Catalog.Put(ctx, key, data)
 	return res, err
+}
+
+// snapshotRegions are the regions a backup's snapshots are in, sorted;
+// none for a driver without regions.
+func snapshotRegions(refs []messages.SnapshotRef) []string {
+	var out []string
+	for _, r := range refs {
+		if r.Region != "" && !slices.Contains(out, r.Region) {
+			out = append(out, r.Region)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // listing reads the snapshots the await task stored. A record whose await
@@ -378,39 +407,26 @@ func Backups(ctx context.Context, catalog jetstream.KeyValue, cluster string) ([
 	return out, nil
 }
 
-// SelectRetired returns the job IDs of the backups to retire under
-// keep-last-N: everything but the newest keepLast. keepLast below 1 retires
-// nothing, so the newest backup is never selected. backups must be newest
-// first, as Backups returns them. The answer depends only on its input, so
-// two runs over the same catalog retire the same backups.
-func SelectRetired(backups []messages.Backup, keepLast int) []string {
-	if keepLast < 1 || len(backups) <= keepLast {
-		return nil
-	}
-	var out []string
-	for _, b := range backups[keepLast:] {
-		out = append(out, b.JobID)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func (e *engine) selectRetired(ctx context.Context, p *Plan) ([]string, error) {
-	if p.Policy.KeepLast < 1 {
+	if !p.Policy.Retention.Any() {
 		return nil, nil
 	}
 	backups, err := Backups(ctx, e.h.Catalog, p.Cluster)
 	if err != nil {
 		return nil, err
 	}
-	// Only backups of this policy count against its keep-last.
+	// Only backups of this policy count against its rules.
 	var mine []messages.Backup
 	for _, b := range backups {
 		if b.Policy == p.Policy.Name {
 			mine = append(mine, b)
 		}
 	}
-	retired := SelectRetired(mine, p.Policy.KeepLast)
+	holds, err := Holds(ctx, e.h.Holds, p.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	retired := Retired(SelectRetention(mine, p.Policy.Retention, holds, e.now()))
 	// The job being finished is the newest backup; never retire it.
 	retired = removeString(retired, p.JobID)
 	return retired, nil
@@ -448,7 +464,7 @@ func (e *engine) report(ctx context.Context, p *Plan, r *record, ts []transition
 			release := t.at.Sub(r.LastEventAt)
 			spread := r.FlushLast.Sub(r.FlushFirst)
 			e.obs.BarrierReleased(r.Cluster, wait, release, spread)
-			log.Info().Dur("barrier_wait", wait).Dur("flush_spread", spread).Int("nodes", len(p.Nodes)).
+			log.Info().Int64("barrier_wait_ms", wait.Milliseconds()).Int64("flush_spread_ms", spread.Milliseconds()).Int("nodes", len(p.Nodes)).
 				Msg("every node flushed; snapshots released")
 		}
 		if t.from == messages.PhaseFlushing && t.to.Terminal() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,4 +158,52 @@ func TestLateDuplicateFlushIsClearedAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, testenv.Eventually(10*time.Second, func() bool { return len(b.tool.TagsOn("node-1")) == 0 }),
 		"the late flush's tag is cleared")
+}
+
+// A failed job's clean-up goes on after its phase turned failed: a node
+// whose clear keeps failing with a transient error is shown retrying, with
+// when its next attempt comes, until its clear ends; only then has the
+// clean-up ended.
+func TestCleanupRetriesAreShownUntilItEnds(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 3, volumes: 1, maxDeliver: 50})
+	b.tool.Fail = func(node string) error {
+		if node == "node-2" {
+			return errclass.Permanent(errors.New("host key for node-2 changed"))
+		}
+		return nil
+	}
+	var hanging atomic.Bool
+	hanging.Store(true)
+	b.tool.ClearFail = func(node string) error {
+		if node == "node-3" && hanging.Load() {
+			return errors.New("ssh dial node-3: i/o timeout")
+		}
+		return nil
+	}
+	b.startAll(t)
+	job := b.env.Submit(t, testenv.Request("c1", "cleanup-retries"))
+	// Flushes that land after the failure are cleared again, so how much
+	// clean-up is open depends on timing; node-3's is open until it ends.
+	j := b.env.WaitFor(t, job, jobTimeout, func(j messages.Job) bool {
+		return j.Phase == messages.PhaseFailed && j.Progress.Cleared == 2 && len(j.Retrying) > 0
+	})
+	require.GreaterOrEqual(t, j.Progress.CleanupPending, 1, "node-3's clear has not ended: %+v", j.Progress)
+	require.Equal(t, len(j.Retrying), j.Progress.Retrying)
+	for _, r := range j.Retrying {
+		require.Equal(t, messages.KindClear, r.Kind)
+		require.Equal(t, "node-3", r.Target, "only node-3's clears fail")
+		require.Contains(t, r.Error, "i/o timeout")
+		require.GreaterOrEqual(t, r.Attempt, 1)
+		require.Equal(t, 50, r.MaxAttempts)
+		require.True(t, r.NextAttemptAt.After(r.FailedAt), "the next attempt is after the failure: %v", r)
+	}
+	require.Zero(t, j.Progress.SnapshotTasks, "the barrier was never reached")
+
+	hanging.Store(false)
+	j = b.env.WaitFor(t, job, jobTimeout, func(j messages.Job) bool { return j.Progress.CleanupPending == 0 })
+	require.Equal(t, messages.PhaseFailed, j.Phase)
+	require.Equal(t, 3, j.Progress.Cleared)
+	require.Zero(t, j.Progress.ClearFailed)
+	require.Empty(t, j.Retrying, "nothing is retrying once the clean-up ended")
 }

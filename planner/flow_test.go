@@ -2,11 +2,14 @@ package planner_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
@@ -281,6 +284,37 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	require.EqualValues(t, 4, b.snap.Deletes.Load())
 }
 
+// A held backup outlives the rule that would retire it, and goes once the
+// hold is released and a later job applies the rule again.
+func TestHeldBackupIsNotRetired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, setupOpts{nodes: 1, volumes: 1, keepLast: 1})
+	b.startAll(t)
+	run := func(id string) string {
+		job := b.env.Submit(t, testenv.Request("c1", id))
+		j := b.env.WaitTerminal(t, job, jobTimeout)
+		require.Equal(t, messages.PhaseSucceeded, j.Phase, j.Error)
+		return job
+	}
+	first := run("held-0")
+	require.NoError(t, planner.PutHold(ctx, b.env.H.Holds, "c1", planner.Hold{JobID: first, Reason: "audit", At: time.Now()}))
+	second := run("held-1")
+	third := run("held-2")
+	require.Equal(t, 1, b.snap.Count(map[string]string{messages.TagJob: first}), "held: kept")
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagJob: second}), "not held: retired")
+
+	released, err := planner.ReleaseHold(ctx, b.env.H.Holds, "c1", first)
+	require.NoError(t, err)
+	require.True(t, released)
+	run("held-3")
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagJob: first}), "released: retired by the next job")
+	require.Zero(t, b.snap.Count(map[string]string{messages.TagJob: third}))
+	backups, err := planner.Backups(ctx, b.env.H.Catalog, "c1")
+	require.NoError(t, err)
+	require.Len(t, backups, 1)
+}
+
 func TestSelectRetired(t *testing.T) {
 	t.Parallel()
 	bk := func(id string, ago time.Duration) messages.Backup {
@@ -359,6 +393,32 @@ func TestCatalogRecordsSnapshotsAsTheyAreAtTheEnd(t *testing.T) {
 		require.Equal(t, worker.StateCompleted, s.State, s.SnapshotID)
 	}
 	require.False(t, backups[0].Partial)
+}
+
+// A rejection quotes what it refuses in bounded form: a 10 KB request ID
+// is named by its first bytes and its length, not echoed twice over.
+func TestRejectionEchoesBoundedValues(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.startAll(t)
+	huge := strings.Repeat("r", 10<<10)
+	body := `{"schema":"quiesce.job-request/v1","request_id":"` + huge + `","cluster":"c1","reason":"` + strings.Repeat("é", 2000) + `"}`
+	b.env.SubmitRaw(t, []byte(body), "")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cons, err := b.env.JS.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{messages.SubjectRejected(messages.InvalidJobID)},
+	})
+	require.NoError(t, err)
+	m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+	require.NoError(t, err)
+	require.Less(t, len(m.Data()), 2048, "the event: %s", m.Data())
+	var rej messages.Rejection
+	require.NoError(t, json.Unmarshal(m.Data(), &rej))
+	require.Equal(t, "invalid", rej.Code)
+	require.Contains(t, rej.Reason, "(10240 bytes)")
+	require.Contains(t, rej.RequestID, "(10240 bytes)")
+	require.Contains(t, rej.Reason, "reason: is 2000 characters, more than 1024")
 }
 
 // The catalog record of a backup holds the cluster's topology: what each

@@ -18,12 +18,15 @@ type Policy struct {
 	// Schedule is a cron expression whose firings submit the policy's
 	// JobRequest (SyncSchedules); empty for none.
 	Schedule string
-	// KeepLast successful backups are kept; older managed ones are retired.
-	// Zero keeps every backup.
-	KeepLast int
+	// Retention says which successful backups are kept; the others'
+	// managed snapshots are deleted. No rule keeps every backup.
+	Retention Retention
 	// AllowPartial lets a job whose nodes did not all flush snapshot those
 	// that did.
 	AllowPartial bool
+	// Hooks are commands run before the flush, after the snapshots are
+	// initiated, and once the job ended.
+	Hooks []messages.Hook
 	// Deadlines of the phases and of the whole job; zero takes the
 	// Default… constants.
 	FlushTimeout    time.Duration
@@ -48,21 +51,31 @@ const DefaultPolicyName = "default"
 // releases hold it, so its field names and its durations written as Go
 // duration strings ("10m0s") do not change.
 type policyJSON struct {
-	Name            string       `json:"name"`
-	Cluster         string       `json:"cluster"`
-	Schedule        string       `json:"schedule,omitempty"`
-	KeepLast        int          `json:"keep_last,omitempty"`
-	AllowPartial    bool         `json:"allow_partial,omitempty"`
-	FlushTimeout    jsonDuration `json:"flush_timeout,omitempty"`
-	SnapshotTimeout jsonDuration `json:"snapshot_timeout,omitempty"`
-	FinishTimeout   jsonDuration `json:"finish_timeout,omitempty"`
-	JobTimeout      jsonDuration `json:"job_timeout,omitempty"`
+	Name            string          `json:"name"`
+	Cluster         string          `json:"cluster"`
+	Schedule        string          `json:"schedule,omitempty"`
+	KeepLast        int             `json:"keep_last,omitempty"`
+	KeepWithin      jsonDuration    `json:"keep_within,omitempty"`
+	KeepDaily       int             `json:"keep_daily,omitempty"`
+	KeepWeekly      int             `json:"keep_weekly,omitempty"`
+	KeepMonthly     int             `json:"keep_monthly,omitempty"`
+	KeepYearly      int             `json:"keep_yearly,omitempty"`
+	CountPartial    bool            `json:"count_partial,omitempty"`
+	Hooks           []messages.Hook `json:"hooks,omitempty"`
+	AllowPartial    bool            `json:"allow_partial,omitempty"`
+	FlushTimeout    jsonDuration    `json:"flush_timeout,omitempty"`
+	SnapshotTimeout jsonDuration    `json:"snapshot_timeout,omitempty"`
+	FinishTimeout   jsonDuration    `json:"finish_timeout,omitempty"`
+	JobTimeout      jsonDuration    `json:"job_timeout,omitempty"`
 }
 
 // MarshalJSON writes the policy in its stored form.
 func (p Policy) MarshalJSON() ([]byte, error) {
+	r := p.Retention
 	return json.Marshal(policyJSON{
-		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, KeepLast: p.KeepLast, AllowPartial: p.AllowPartial,
+		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
+		KeepLast: r.KeepLast, KeepWithin: jsonDuration(r.KeepWithin), KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
+		KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, CountPartial: r.CountPartial, Hooks: p.Hooks,
 		FlushTimeout: jsonDuration(p.FlushTimeout), SnapshotTimeout: jsonDuration(p.SnapshotTimeout),
 		FinishTimeout: jsonDuration(p.FinishTimeout), JobTimeout: jsonDuration(p.JobTimeout),
 	})
@@ -75,7 +88,10 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*p = Policy{
-		Name: v.Name, Cluster: v.Cluster, Schedule: v.Schedule, KeepLast: v.KeepLast, AllowPartial: v.AllowPartial,
+		Name: v.Name, Cluster: v.Cluster, Schedule: v.Schedule, AllowPartial: v.AllowPartial,
+		Retention: Retention{KeepLast: v.KeepLast, KeepWithin: time.Duration(v.KeepWithin), KeepDaily: v.KeepDaily,
+			KeepWeekly: v.KeepWeekly, KeepMonthly: v.KeepMonthly, KeepYearly: v.KeepYearly, CountPartial: v.CountPartial},
+		Hooks:        v.Hooks,
 		FlushTimeout: time.Duration(v.FlushTimeout), SnapshotTimeout: time.Duration(v.SnapshotTimeout),
 		FinishTimeout: time.Duration(v.FinishTimeout), JobTimeout: time.Duration(v.JobTimeout),
 	}
@@ -109,6 +125,9 @@ type Cluster struct {
 	// PerInstance makes one snapshot task of each node's data volumes,
 	// taken together as a crash-consistent set, instead of one per volume.
 	PerInstance bool
+	// Agent sends the cluster's node tasks (flush, clear, node hooks) to
+	// each node's own agent (quiesce agent) instead of to any worker.
+	Agent bool
 	// Nodes is the static inventory that StaticDiscoverer returns.
 	Nodes []messages.Node
 	// Snapshotter is the cluster's snapshotter kind (SnapshotterEBS, the

@@ -31,9 +31,12 @@ type Observer interface {
 	// BackupSucceeded: a backup of cluster finished at t; partial when the
 	// policy let it leave out nodes that did not flush.
 	BackupSucceeded(cluster string, t time.Time, partial bool)
-	// RequestRejected: a JobRequest was refused; reason is a short class
-	// ("malformed", "invalid", "unknown_cluster", "unknown_policy", ...).
+	// RequestRejected: a JobRequest was refused; reason is one of
+	// RejectReasons.
 	RequestRejected(reason string)
+	// RequestHandedBack: a request named a cluster this planner's
+	// configuration lacks and was left for a planner that has it.
+	RequestHandedBack()
 	// SnapshotsRetired: retention deleted n snapshots of cluster.
 	SnapshotsRetired(cluster string, n int)
 }
@@ -52,6 +55,24 @@ const (
 	BarrierCancelled BarrierFailure = "cancelled"
 )
 
+// Why a request is rejected: a bounded set, used as a metric label.
+const (
+	// RejectMalformed: the message is not a JobRequest.
+	RejectMalformed = "malformed"
+	// RejectInvalid: a field is missing or fails validation, or the
+	// deadline has passed.
+	RejectInvalid = "invalid"
+	// RejectUnknownCluster: the cluster is not in the inventory.
+	RejectUnknownCluster = "unknown_cluster"
+	// RejectUnknownPolicy: the cluster has no such policy.
+	RejectUnknownPolicy = "unknown_policy"
+	// RejectInvalidPlan: the cluster's nodes and volumes make no valid plan.
+	RejectInvalidPlan = "invalid_plan"
+)
+
+// RejectReasons lists every reason RequestRejected reports.
+var RejectReasons = []string{RejectMalformed, RejectInvalid, RejectUnknownCluster, RejectUnknownPolicy, RejectInvalidPlan}
+
 // NopObserver discards every measurement.
 type NopObserver struct{}
 
@@ -64,4 +85,5 @@ func (NopObserver) BarrierReleased(string, time.Duration, time.Duration, time.Du
 func (NopObserver) BarrierFailed(string, BarrierFailure)                                {}
 func (NopObserver) BackupSucceeded(string, time.Time, bool)                             {}
 func (NopObserver) RequestRejected(string)                                              {}
+func (NopObserver) RequestHandedBack()                                                  {}
 func (NopObserver) SnapshotsRetired(string, int)                                        {}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/quiesce/quiesce/messages"
 )
 
 // effectKind names something a record change decided to do outside the
@@ -33,14 +35,17 @@ const (
 	// fxCleanup publishes clean-up task Seq, which deletes every snapshot of
 	// a job that ended without a backup.
 	fxCleanup effectKind = "cleanup"
+	// fxHooks publishes the hook tasks of Point.
+	fxHooks effectKind = "hooks"
 )
 
 // effect is one entry of a record's outbox. It is comparable, so an outbox
 // holds each effect once.
 type effect struct {
-	Kind effectKind `json:"kind"`
-	Node int        `json:"node,omitempty"`
-	Seq  int        `json:"seq,omitempty"`
+	Kind  effectKind         `json:"kind"`
+	Node  int                `json:"node,omitempty"`
+	Seq   int                `json:"seq,omitempty"`
+	Point messages.HookPoint `json:"point,omitempty"`
 }
 
 func (fx effect) String() string {
@@ -51,14 +56,23 @@ func (fx effect) String() string {
 		return fmt.Sprintf("%s(node %d, #%d)", fx.Kind, fx.Node, fx.Seq)
 	case fxCleanup:
 		return fmt.Sprintf("%s(#%d)", fx.Kind, fx.Seq)
+	case fxHooks:
+		return fmt.Sprintf("%s(%s)", fx.Kind, fx.Point)
 	}
 	return string(fx.Kind)
 }
 
 // cleansUp reports whether the effect is part of a failed or cancelled
-// job's clean-up, the only effects such a job still carries out.
+// job's clean-up, or of what runs after any job's end (after and complete
+// hooks): the only effects such a job still carries out.
 func (fx effect) cleansUp() bool {
-	return fx.Kind == fxClear || fx.Kind == fxReclear || fx.Kind == fxCleanup
+	switch fx.Kind {
+	case fxClear, fxReclear, fxCleanup:
+		return true
+	case fxHooks:
+		return fx.Point != messages.HookBefore
+	}
+	return false
 }
 
 // UnmarshalJSON reads an effect, and also the strings that records written

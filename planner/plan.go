@@ -27,10 +27,14 @@ type Plan struct {
 	// intent (messages.IntentKey): a clear that finds none there has
 	// nothing to clear. A plan without it clears every node's tag.
 	Intents bool `json:"intents,omitempty"`
+	// Agent: the node tasks go to each node's agent (Cluster.Agent).
+	Agent bool `json:"agent,omitempty"`
 
 	nodeIndex map[string]int
 	unitIndex map[string]int
 	nodeUnits [][]int
+	hooks     []hookTask
+	hookIndex map[string]int
 }
 
 // SnapshotUnit is one snapshot task: one volume, or every data volume of a
@@ -144,6 +148,7 @@ func (p *Plan) index() {
 		p.unitIndex[u.Target] = j
 		p.nodeUnits[u.Node] = append(p.nodeUnits[u.Node], j)
 	}
+	p.indexHooks()
 }
 
 // VolumeCount is the number of volumes the job snapshots.
@@ -203,7 +208,7 @@ func (p *Plan) snapshotTask(j int, deadline time.Time) messages.Task {
 	u := p.Units[j]
 	n := p.Nodes[u.Node]
 	t := p.baseTask(messages.KindSnapshot, u.Target, deadline)
-	t.Node = &messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ}
+	t.Node = &messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ, DC: n.DC, Region: n.Region}
 	for _, k := range u.Volumes {
 		t.Volumes = append(t.Volumes, n.Volumes[k])
 	}
@@ -216,6 +221,11 @@ func (p *Plan) snapshotTask(j int, deadline time.Time) messages.Task {
 		messages.TagPolicy:  p.Policy.Name,
 		messages.TagName:    fmt.Sprintf("quiesce %s %s %s", p.Cluster, n.Name, p.JobID),
 	}
+	if n.DC != "" {
+		// The data centre, for restores by data centre, and for the task's
+		// look-up to search its region alone.
+		t.SnapshotTags[messages.TagDC] = n.DC
+	}
 	return t
 }
 
@@ -223,4 +233,49 @@ func (p *Plan) awaitTask(expect int, deadline time.Time) messages.Task {
 	t := p.baseTask(messages.KindAwait, p.JobID, deadline)
 	t.Expect = expect
 	return t
+}
+
+// agentKind reports whether tasks of kind run on a node's agent, for a
+// cluster whose executor is agent.
+func agentKind(k messages.Kind) bool {
+	return k == messages.KindFlush || k == messages.KindClear || k == messages.KindHook
+}
+
+// subject is where a task of the plan is published: a node task of an
+// agent cluster on its node's agent subject, every other task on its
+// kind's.
+func (p *Plan) subject(t *messages.Task) string {
+	if p.Agent && t.Node != nil && agentKind(t.Kind) {
+		return messages.SubjectAgentTask(t.Cluster, t.Node.Name, t.Kind)
+	}
+	return messages.SubjectTask(t.Kind, t.Cluster)
+}
+
+// taskNode names the node a node task of kind and target runs on.
+func (p *Plan) taskNode(kind messages.Kind, target string) (string, bool) {
+	switch kind {
+	case messages.KindFlush, messages.KindClear:
+		_, ok := p.nodeIndex[target]
+		return target, ok
+	case messages.KindHook:
+		if j, ok := p.hookIndex[target]; ok && p.hooks[j].node >= 0 {
+			return p.Nodes[p.hooks[j].node].Name, true
+		}
+	}
+	return "", false
+}
+
+// fromAgentOf reports whether an event published on subject may speak for
+// a node task of kind and target: in an agent cluster, only the agent of the
+// task's node may. Every other event is taken as before.
+func (p *Plan) fromAgentOf(subject string, kind messages.Kind, target string) bool {
+	if !p.Agent || !agentKind(kind) {
+		return true
+	}
+	node, ok := p.taskNode(kind, target)
+	if !ok {
+		return true
+	}
+	_, from, ok := messages.SplitAgentSubject(subject)
+	return ok && from == node
 }

@@ -47,7 +47,7 @@ func TestPlanStoredByEarlierReleasesDecodes(t *testing.T) {
 	t.Parallel()
 	p := decodePlan(t, oldPlan)
 	require.Equal(t, Policy{
-		Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+		Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", Retention: Retention{KeepLast: 14}, AllowPartial: true,
 		FlushTimeout: 10 * time.Minute, SnapshotTimeout: 45 * time.Minute, FinishTimeout: 90 * time.Minute,
 		JobTimeout: 6 * time.Hour,
 	}, p.Policy)

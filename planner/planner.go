@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/quiesce/quiesce/internal/startstop"
 	"github.com/quiesce/quiesce/messages"
@@ -23,9 +25,19 @@ type PlannerConfig struct {
 	Inventory Inventory
 	// Discoverer finds a cluster's nodes; StaticDiscoverer when nil.
 	Discoverer Discoverer
-	// SyncSchedules makes the JetStream schedules match the inventory's
-	// policies at start (SyncSchedules).
+	// SyncSchedules makes the JetStream schedules of the inventory's
+	// clusters match its policies at start (SyncClusterSchedules); other
+	// clusters' schedules are left alone.
 	SyncSchedules bool
+	// MaxDeliver must match the planner consumer's (default
+	// topology.PlannerMaxDeliver): a request for a cluster this planner does
+	// not know is copied before its last delivery (topology.HandBack).
+	MaxDeliver int
+	// HandbackBase and HandbackMax shape the wait of a request handed back
+	// to a planner that has its cluster: doubling from base with each
+	// delivery, at most max (default 1s and 2m).
+	HandbackBase time.Duration
+	HandbackMax  time.Duration
 }
 
 // Planner consumes JobRequests: it validates each, resolves its cluster,
@@ -41,12 +53,30 @@ type Planner struct {
 	cc     jetstream.ConsumeContext
 	rcc    jetstream.ConsumeContext
 	cancel context.CancelFunc
+
+	// replicas caches the replicas bucket briefly: during a rolling update
+	// every request for a cluster this planner lacks asks it.
+	replicasMu sync.Mutex
+	replicas   []messages.Replica
+	replicasAt time.Time
 }
+
+// replicasFresh is how long a read of the replicas bucket is reused.
+const replicasFresh = 2 * time.Second
 
 // NewPlanner makes a planner.
 func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) *Planner {
 	if cfg.Discoverer == nil {
 		cfg.Discoverer = StaticDiscoverer{}
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = topology.PlannerMaxDeliver
+	}
+	if cfg.HandbackBase == 0 {
+		cfg.HandbackBase = time.Second
+	}
+	if cfg.HandbackMax == 0 {
+		cfg.HandbackMax = 2 * time.Minute
 	}
 	e := newEngine(js, h, cfg.Options)
 	return &Planner{e: e, rs: newRestores(e), cfg: cfg, life: startstop.Service{Name: "planner"}}
@@ -70,7 +100,11 @@ func (p *Planner) Start(ctx context.Context) error {
 
 func (p *Planner) start(ctx context.Context) error {
 	if p.cfg.SyncSchedules {
-		changes, err := SyncSchedules(ctx, p.e.js, p.cfg.Inventory.Policies)
+		var clusters []string
+		for _, c := range p.cfg.Inventory.Clusters {
+			clusters = append(clusters, c.Name)
+		}
+		changes, err := SyncClusterSchedules(ctx, p.e.js, p.cfg.Inventory.Policies, clusters)
 		if err != nil {
 			return fmt.Errorf("schedules: %w", err)
 		}
@@ -193,21 +227,35 @@ func scheduledRequestID(req messages.JobRequest, m jetstream.Msg) (string, bool)
 
 func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 	req, err := messages.DecodeJobRequest(m.Data())
+	scheduled := false
 	if id, ok := scheduledRequestID(req, m); ok && err == nil {
-		req.RequestID = id
+		req.RequestID, scheduled = id, true
 		err = req.Validate()
 	}
 	jobID := messages.InvalidJobID
 	if messages.ValidateRequestID(req.RequestID) == nil && messages.ValidateCluster(req.Cluster) == nil {
 		jobID = req.JobID()
 	}
-	log := p.e.log.With().Str("job_id", jobID).Str("request_id", req.RequestID).Str("cluster", req.Cluster).Logger()
+	log := p.e.log.With().Str("job_id", jobID).Str("request_id", messages.Bound(req.RequestID, maxRequestIDEcho)).
+		Str("cluster", messages.Bound(req.Cluster, messages.MaxEchoBytes)).Logger()
 	if err != nil {
-		class := "invalid"
+		class := RejectInvalid
 		if errors.Is(err, messages.ErrMalformed) {
-			class = "malformed"
+			class = RejectMalformed
 		}
 		p.rejectMsg(ctx, m, req, jobID, &RejectError{Class: class, Reason: err.Error()})
+		return
+	}
+	if _, ok := p.cfg.Inventory.Cluster(req.Cluster); !ok {
+		p.unknown(ctx, m, req, jobID, scheduled, log, &RejectError{Class: "unknown_cluster",
+			Reason: fmt.Sprintf("unknown cluster %q: no running planner has it in its configuration", req.Cluster)},
+			func(r messages.Replica) bool { return r.Knows(messages.RolePlanner, req.Cluster) })
+		return
+	}
+	if _, err := p.cfg.Inventory.Policy(req.Cluster, req.Policy); err != nil && req.Policy != "" {
+		p.unknown(ctx, m, req, jobID, scheduled, log, &RejectError{Class: "unknown_policy",
+			Reason: fmt.Sprintf("%v, nor has any running planner", err)},
+			func(r messages.Replica) bool { return r.KnowsPolicy(messages.RolePlanner, req.Cluster, req.Policy) })
 		return
 	}
 	created, err := p.Submit(ctx, req)
@@ -228,42 +276,151 @@ func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
+// maxRequestIDEcho bounds a request ID echoed in a rejection or a log line:
+// every valid one fits whole.
+const maxRequestIDEcho = 256
+
+// unknown answers a request for a cluster (or a cluster's policy) this
+// planner's configuration lacks. During a rolling update another planner
+// may have it: the request is handed back for that one, never rejected
+// here. Only when no running planner has it (knows says which do) is it
+// rejected with rej, or a mistyped name would be redelivered for ever.
+func (p *Planner) unknown(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, scheduled bool,
+	log zerolog.Logger, rej *RejectError, knows func(messages.Replica) bool) {
+	known, err := p.knownElsewhere(ctx, knows)
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("request names what this planner's configuration lacks, and the other replicas cannot be read; will retry")
+		_ = m.NakWithDelay(2 * time.Second)
+	case !known:
+		p.rejectMsg(ctx, m, req, jobID, rej)
+	default:
+		delay := topology.HandbackDelay(m, p.cfg.HandbackBase, p.cfg.HandbackMax)
+		copied, err := topology.HandBack(ctx, p.e.js, m, p.cfg.MaxDeliver, delay, func(c *nats.Msg) {
+			if scheduled {
+				// The copy is no firing of the schedule: it carries the
+				// request ID the firing was given.
+				c.Header.Del(jetstream.SchedulerHeader)
+				if data, err := json.Marshal(req); err == nil {
+					c.Data = data
+				}
+			}
+		})
+		p.e.obs.RequestHandedBack()
+		ev := log.Info()
+		if err != nil {
+			ev = log.Warn().Err(err)
+		}
+		ev.Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).Str("policy", req.Policy).
+			Msg("cluster or policy not in this planner's configuration; request left for a planner that has it")
+	}
+}
+
+// knownElsewhere reports whether a running replica knows what a request
+// names (knows), as the replicas bucket says.
+func (p *Planner) knownElsewhere(ctx context.Context, knows func(messages.Replica) bool) (bool, error) {
+	p.replicasMu.Lock()
+	defer p.replicasMu.Unlock()
+	if now := time.Now(); now.Sub(p.replicasAt) > replicasFresh {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		reps, err := topology.LiveReplicas(rctx, p.e.h.Replicas)
+		if err != nil {
+			return false, err
+		}
+		p.replicas, p.replicasAt = reps, now
+	}
+	return slices.ContainsFunc(p.replicas, knows), nil
+}
+
 func (p *Planner) rejectMsg(ctx context.Context, m jetstream.Msg, req messages.JobRequest, jobID string, rej *RejectError) {
 	p.e.obs.RequestRejected(rej.Class)
-	p.e.log.Warn().Str("job_id", jobID).Str("request_id", req.RequestID).Str("reason", rej.Reason).Msg("job request rejected")
-	ev := messages.Rejection{Schema: messages.JobRequestSchema, RequestID: req.RequestID, JobID: jobID, Reason: rej.Reason, At: p.e.now()}
+	requestID := messages.Bound(req.RequestID, maxRequestIDEcho)
+	reason := messages.Bound(rej.Reason, messages.MaxReasonBytes)
+	p.e.log.Warn().Str("job_id", jobID).Str("request_id", requestID).Str("code", rej.Class).Str("reason", reason).Msg("job request rejected")
+	ev := messages.Rejection{Schema: messages.JobRequestSchema, RequestID: requestID, JobID: jobID,
+		Code: rej.Class, Reason: reason, At: p.e.now()}
+	if rej.Class != "malformed" {
+		ev.RequestDigest = req.Digest()
+	}
 	if data, err := json.Marshal(ev); err == nil {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, _ = p.e.js.Publish(pctx, messages.SubjectRejected(jobID), data)
 		cancel()
 	}
-	_ = m.TermWithReason(truncate(rej.Reason, 200))
+	_ = m.TermWithReason(messages.Bound(rej.Reason, 200))
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// checkClaim rejects a request whose ID already named a different request.
+func (p *Planner) checkClaim(ctx context.Context, req messages.JobRequest) error {
+	if p.e.h.Requests == nil {
+		return nil
 	}
-	return s[:n]
+	e, err := p.e.h.Requests.Get(ctx, messages.RequestKey(req.RequestID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return reused(req, e.Value())
 }
+
+// claimRequest records that req's ID names req, unless it names another
+// request already.
+func (p *Planner) claimRequest(ctx context.Context, req messages.JobRequest) error {
+	if p.e.h.Requests == nil {
+		return nil
+	}
+	data, err := json.Marshal(messages.RequestClaim{Schema: messages.RequestClaimSchema, RequestID: req.RequestID,
+		JobID: req.JobID(), Digest: req.Digest(), At: p.e.now()})
+	if err != nil {
+		return err
+	}
+	key := messages.RequestKey(req.RequestID)
+	_, err = p.e.h.Requests.Create(ctx, key, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Claimed meanwhile, by this request redelivered or by another.
+		return p.checkClaim(ctx, req)
+	}
+	return err
+}
+
+// reused rejects req when the stored claim names another request.
+func reused(req messages.JobRequest, stored []byte) error {
+	var c messages.RequestClaim
+	if err := json.Unmarshal(stored, &c); err != nil || c.Schema != messages.RequestClaimSchema {
+		return nil
+	}
+	if c.Digest == req.Digest() && c.JobID == req.JobID() {
+		return nil
+	}
+	return reject(ReasonRequestIDReused,
+		"request_id %q already named a different request (job %s, submitted %s): a request ID names one backup; send this request with a new request_id",
+		messages.Bound(req.RequestID, maxRequestIDEcho), c.JobID, c.At.UTC().Format(time.RFC3339))
+}
+
+// ReasonRequestIDReused is the rejection class of a request whose ID
+// already named a different request.
+const ReasonRequestIDReused = "request_id_reused"
 
 // Plan validates a request against the configuration and builds its plan,
 // without storing or publishing anything.
 func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, error) {
 	if err := req.Validate(); err != nil {
-		return nil, reject("invalid", "invalid job request: %v", err)
+		return nil, reject(RejectInvalid, "invalid job request: %v", err)
 	}
 	now := p.e.now()
 	if err := req.CheckDeadline(now); err != nil {
-		return nil, reject("invalid", "invalid job request: %v", err)
+		return nil, reject(RejectInvalid, "invalid job request: %v", err)
 	}
 	cl, ok := p.cfg.Inventory.Cluster(req.Cluster)
 	if !ok {
-		return nil, reject("unknown_cluster", "unknown cluster %q: not in the configuration", req.Cluster)
+		return nil, reject(RejectUnknownCluster, "unknown cluster %q: not in the configuration", req.Cluster)
 	}
 	policy, err := p.cfg.Inventory.Policy(req.Cluster, req.Policy)
 	if err != nil {
-		return nil, reject("unknown_policy", "%v", err)
+		return nil, reject(RejectUnknownPolicy, "%v", err)
 	}
 	nodes, err := p.cfg.Discoverer.Discover(ctx, cl)
 	if err != nil {
@@ -272,15 +429,22 @@ func (p *Planner) Plan(ctx context.Context, req messages.JobRequest) (*Plan, err
 	nodes = p.withKnownDirs(ctx, req.Cluster, withClusterDirs(nodes, cl.Dirs))
 	plan, err := BuildPlan(req, policy, nodes, cl.PerInstance, now)
 	if err != nil {
-		return nil, reject("invalid_plan", "cluster %q: %v", req.Cluster, err)
+		return nil, reject(RejectInvalidPlan, "cluster %q: %v", req.Cluster, err)
 	}
+	plan.Agent = cl.Agent
 	return plan, nil
 }
 
 // Submit plans a request and starts its job. It returns false, with no
-// error, when the request's job already exists: a request is a job once.
+// error, when the request's job already exists: a request is a job once. A
+// request ID that already named a different request (another body, another
+// cluster) is rejected, however long ago it was used: the JetStream
+// duplicate window hides such a reuse from the planner only within it.
 func (p *Planner) Submit(ctx context.Context, req messages.JobRequest) (bool, error) {
 	jobID := req.JobID()
+	if err := p.checkClaim(ctx, req); err != nil {
+		return false, err
+	}
 	if _, err := p.e.h.Jobs.Get(ctx, jobID); err == nil {
 		return false, nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -288,6 +452,9 @@ func (p *Planner) Submit(ctx context.Context, req messages.JobRequest) (bool, er
 	}
 	plan, err := p.Plan(ctx, req)
 	if err != nil {
+		return false, err
+	}
+	if err := p.claimRequest(ctx, req); err != nil {
 		return false, err
 	}
 	data, err := json.Marshal(plan)

@@ -159,7 +159,7 @@ func (p *Planner) handleRestore(ctx context.Context, m jetstream.Msg) {
 		_, _ = p.e.js.Publish(pctx, messages.SubjectRejected(id), data)
 		cancel()
 	}
-	_ = m.TermWithReason(truncate(err.Error(), 200))
+	_ = m.TermWithReason(messages.Bound(err.Error(), 200))
 }
 
 // applyRestore applies a batch of events to one restore.

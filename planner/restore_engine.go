@@ -166,9 +166,9 @@ func (rs *restores) effect(ctx context.Context, p *RestorePlan, r *restoreRecord
 	ended := r.Phase.Terminal()
 	switch fx.Kind {
 	case rfxHold:
-		return holdForRestore(ctx, rs.e.js, p, r.Deadline, rs.e.now())
+		return holdForRestore(ctx, rs.e.h.Holds, p, r.Deadline, rs.e.now())
 	case rfxRelease:
-		return releaseForRestore(ctx, rs.e.js, p)
+		return releaseForRestore(ctx, rs.e.h.Holds, p)
 	}
 	if ended {
 		// A restore that ended starts nothing more.
@@ -189,7 +189,7 @@ func (rs *restores) effect(ctx context.Context, p *RestorePlan, r *restoreRecord
 			tasks = append(tasks, p.restoreTask(messages.KindRestoreVolume, p.Cluster, vol.SnapshotID, deadline,
 				messages.RestoreTask{Volume: &vol}))
 		}
-		return rs.e.publishTasks(ctx, tasks)
+		return rs.e.publishTasks(ctx, restoreSubjects, tasks)
 	case rfxStop, rfxPrepare, rfxStart:
 		kind := restoreNodeKinds[fx.Kind]
 		var done, failed bitset
@@ -211,7 +211,7 @@ func (rs *restores) effect(ctx context.Context, p *RestorePlan, r *restoreRecord
 			t.Node = &node
 			tasks = append(tasks, t)
 		}
-		return rs.e.publishTasks(ctx, tasks)
+		return rs.e.publishTasks(ctx, restoreSubjects, tasks)
 	case rfxVerify:
 		if p.Verify == nil || len(p.Nodes) == 0 {
 			return fmt.Errorf("restore %s: nothing to verify", p.RestoreID)
@@ -219,7 +219,7 @@ func (rs *restores) effect(ctx context.Context, p *RestorePlan, r *restoreRecord
 		v, node := *p.Verify, p.Nodes[0].Node
 		t := p.restoreTask(messages.KindRestoreVerify, p.TargetCluster, p.TargetCluster, deadline, messages.RestoreTask{Verify: &v})
 		t.Node = &node
-		return rs.e.publishTasks(ctx, []messages.Task{t})
+		return rs.e.publishTasks(ctx, restoreSubjects, []messages.Task{t})
 	}
 	return fmt.Errorf("unknown restore outbox entry %s", fx)
 }
@@ -268,38 +268,11 @@ func (rs *restores) report(ctx context.Context, r *restoreRecord, ts []restoreTr
 // RestoreHoldReason is the reason of the hold a restore puts on its backup.
 func RestoreHoldReason(restoreID string) string { return "restore " + restoreID }
 
-// restoreHold is a hold on a backup in the holds bucket (BucketHolds):
-// retention keeps a held backup.
-type restoreHold struct {
-	JobID  string    `json:"job_id"`
-	Until  time.Time `json:"until,omitempty"`
-	By     string    `json:"by,omitempty"`
-	Reason string    `json:"reason,omitempty"`
-	At     time.Time `json:"at"`
-}
-
-// BucketHolds is the KV bucket of backups retention must keep, under
-// messages.CatalogKey(cluster, job).
-const BucketHolds = "quiesce_holds"
-
-func holdsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, BucketHolds)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketHolds,
-			Description: "quiesce backups retention must keep", History: 1})
-	}
-	return kv, err
-}
-
 // holdForRestore holds the restore's backup until the restore's deadline.
 // A hold already there (an operator's, or another restore's) is left as it
 // is: it keeps the backup too, and releasing it is not this restore's to do.
-func holdForRestore(ctx context.Context, js jetstream.JetStream, p *RestorePlan, until, now time.Time) error {
-	kv, err := holdsBucket(ctx, js)
-	if err != nil {
-		return err
-	}
-	data, err := json.Marshal(restoreHold{JobID: p.Backup, Until: until, By: "quiesce", Reason: RestoreHoldReason(p.RestoreID), At: now})
+func holdForRestore(ctx context.Context, kv jetstream.KeyValue, p *RestorePlan, until, now time.Time) error {
+	data, err := json.Marshal(Hold{JobID: p.Backup, Until: until, By: "quiesce", Reason: RestoreHoldReason(p.RestoreID), At: now})
 	if err != nil {
 		return err
 	}
@@ -312,11 +285,7 @@ func holdForRestore(ctx context.Context, js jetstream.JetStream, p *RestorePlan,
 
 // releaseForRestore releases the hold this restore put on its backup, and
 // no other.
-func releaseForRestore(ctx context.Context, js jetstream.JetStream, p *RestorePlan) error {
-	kv, err := holdsBucket(ctx, js)
-	if err != nil {
-		return err
-	}
+func releaseForRestore(ctx context.Context, kv jetstream.KeyValue, p *RestorePlan) error {
 	key := messages.CatalogKey(p.Cluster, p.Backup)
 	entry, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -325,7 +294,7 @@ func releaseForRestore(ctx context.Context, js jetstream.JetStream, p *RestorePl
 	if err != nil {
 		return err
 	}
-	var h restoreHold
+	var h Hold
 	if json.Unmarshal(entry.Value(), &h) != nil || h.Reason != RestoreHoldReason(p.RestoreID) {
 		return nil
 	}
@@ -430,3 +399,7 @@ func Restores(ctx context.Context, h *topology.Handles, cluster string) ([]messa
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
 	return out, nil
 }
+
+// restoreSubjects publishes a restore's tasks on their kinds' subjects: no
+// restore task goes to a node's agent.
+var restoreSubjects = &Plan{}

@@ -285,8 +285,20 @@ func TestRestoreNewClusterEndToEnd(t *testing.T) {
 	t.Parallel()
 	b := setupRestore(t)
 	holdSeen := make(chan string, 8)
+	retentionSeen := make(chan string, 8)
 	b.nodes.onPrepare = func(string) {
-		kv, err := b.env.JS.KeyValue(context.Background(), planner.BucketHolds)
+		holds, err := planner.Holds(context.Background(), b.env.H.Holds, "c1")
+		if err == nil {
+			newer := messages.Backup{JobID: messages.JobIDFor("c1", "newer"), Cluster: "c1", FinishedAt: time.Now().Add(time.Hour)}
+			ours := messages.Backup{JobID: b.job, Cluster: "c1", FinishedAt: time.Now()}
+			retired := planner.Retired(planner.SelectRetention([]messages.Backup{newer, ours}, planner.Retention{KeepLast: 1}, holds, time.Now()))
+			if len(retired) == 0 {
+				retentionSeen <- "kept"
+			} else {
+				retentionSeen <- fmt.Sprint("retired ", retired)
+			}
+		}
+		kv, err := b.env.H.Holds, error(nil)
 		if err != nil {
 			holdSeen <- "no holds bucket: " + err.Error()
 			return
@@ -322,7 +334,8 @@ func TestRestoreNewClusterEndToEnd(t *testing.T) {
 	// The backup was held while the nodes were prepared, and is no longer.
 	h := <-holdSeen
 	require.Contains(t, h, `"reason":"restore `+id+`"`)
-	kv, err := b.env.JS.KeyValue(t.Context(), planner.BucketHolds)
+	require.Equal(t, "kept", <-retentionSeen, "retention keeps the backup a running restore reads, a newer one beside it")
+	kv, err := b.env.H.Holds, error(nil)
 	require.NoError(t, err)
 	require.NoError(t, testenv.Eventually(restoreTimeout, func() bool {
 		_, err = kv.Get(t.Context(), messages.CatalogKey("c1", b.job))
@@ -509,7 +522,7 @@ func TestRestoreCancelStartsNothingMore(t *testing.T) {
 	close(release)
 	require.Equal(t, messages.RestoreCancelled, r.Phase)
 	require.Contains(t, r.Error, "cancelled by ops: wrong backup")
-	kv, err := b.env.JS.KeyValue(t.Context(), planner.BucketHolds)
+	kv, err := b.env.H.Holds, error(nil)
 	require.NoError(t, err)
 	require.NoError(t, testenv.Eventually(restoreTimeout, func() bool {
 		_, err := kv.Get(t.Context(), messages.CatalogKey("c1", b.job))

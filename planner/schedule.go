@@ -45,12 +45,32 @@ func cronExpr(s string) (string, error) {
 // JobRequest; policies without one, or no longer configured, have none.
 // No process of quiesce keeps a timer: the server fires the schedules.
 func SyncSchedules(ctx context.Context, js jetstream.JetStream, policies []Policy) ([]ScheduleChange, error) {
+	return syncSchedules(ctx, js, policies, nil)
+}
+
+// SyncClusterSchedules is SyncSchedules for the named clusters only: the
+// schedules of other clusters are left as they are. A planner syncs the
+// clusters of its own configuration at start, so a replica started from an
+// older file during a rolling update never removes the schedule of a
+// cluster it does not know; `quiesce schedules` syncs them all.
+func SyncClusterSchedules(ctx context.Context, js jetstream.JetStream, policies []Policy, clusters []string) ([]ScheduleChange, error) {
+	only := map[string]bool{}
+	for _, c := range clusters {
+		only[c] = true
+	}
+	return syncSchedules(ctx, js, policies, only)
+}
+
+func syncSchedules(ctx context.Context, js jetstream.JetStream, policies []Policy, only map[string]bool) ([]ScheduleChange, error) {
 	stream, err := js.Stream(ctx, messages.StreamJobs)
 	if err != nil {
 		return nil, err
 	}
 	want := map[string]Policy{}
 	for _, p := range policies {
+		if only != nil && !only[p.Cluster] {
+			continue
+		}
 		if p.Schedule != "" {
 			want[messages.SubjectSchedule(p.Cluster, p.Name)] = p
 		}
@@ -101,21 +121,31 @@ func SyncSchedules(ctx context.Context, js jetstream.JetStream, policies []Polic
 	}
 	var stale []string
 	for subj := range info.State.Subjects {
-		if _, ok := want[subj]; !ok {
-			stale = append(stale, subj)
+		if _, ok := want[subj]; ok {
+			continue
 		}
+		if cluster, _ := scheduleSubjectParts(subj); only != nil && !only[cluster] {
+			continue
+		}
+		stale = append(stale, subj)
 	}
 	sort.Strings(stale)
 	for _, subj := range stale {
 		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return changes, err
 		}
-		parts := strings.SplitN(strings.TrimPrefix(subj, "quiesce.schedules."), ".", 2)
 		c := ScheduleChange{Action: "removed"}
-		if len(parts) == 2 {
-			c.Cluster, c.Policy = parts[0], parts[1]
-		}
+		c.Cluster, c.Policy = scheduleSubjectParts(subj)
 		changes = append(changes, c)
 	}
 	return changes, nil
+}
+
+// scheduleSubjectParts reads the cluster and policy of a schedule subject.
+func scheduleSubjectParts(subj string) (cluster, policy string) {
+	parts := strings.SplitN(strings.TrimPrefix(subj, "quiesce.schedules."), ".", 2)
+	if len(parts) != 2 {
+		return "", ""
+	}
+	return parts[0], parts[1]
 }

@@ -2,6 +2,7 @@ package planner_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,8 +55,11 @@ func TestPolicyScheduleFiresJobs(t *testing.T) {
 	require.NotEqual(t, requests[0], requests[1], "each firing has its own request ID")
 
 	// Without a schedule in the policy, the schedule goes and firing stops.
-	b.inv.Policies[0].Schedule = ""
-	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
+	// The running planner keeps its inventory: the change is made on a
+	// copy (the planner reads its own while it plans the last firings).
+	unscheduled := slices.Clone(b.inv.Policies)
+	unscheduled[0].Schedule = ""
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, unscheduled)
 	require.NoError(t, err)
 	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "removed"}}, changes)
 	time.Sleep(1500 * time.Millisecond) // let a firing already under way land
@@ -70,4 +74,30 @@ func TestBadScheduleIsAnError(t *testing.T) {
 	b.inv.Policies[0].Schedule = "every tuesday"
 	_, err := planner.SyncSchedules(context.Background(), b.env.JS, b.inv.Policies)
 	require.ErrorContains(t, err, `schedule "every tuesday"`)
+}
+
+// A planner started from an older configuration during a rolling update
+// leaves the schedules of clusters it does not know alone; `quiesce
+// schedules` (SyncSchedules) still removes every stale one.
+func TestPlannerSyncsOnlyItsClustersSchedules(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 1, volumes: 1})
+	newer := withCluster(b.inv, "c2")
+	newer.Policies[1].Schedule = "0 3 * * *"
+	ctx := context.Background()
+	changes, err := planner.SyncSchedules(ctx, b.env.JS, newer.Policies)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c2", Policy: "nightly", Action: "set", Schedule: "0 0 3 * * *"}}, changes)
+
+	changes, err = planner.SyncClusterSchedules(ctx, b.env.JS, b.inv.Policies, []string{"c1"})
+	require.NoError(t, err)
+	require.Empty(t, changes, "c2's schedule is not c1's planner's to remove")
+	stream, err := b.env.JS.Stream(ctx, messages.StreamJobs)
+	require.NoError(t, err)
+	_, err = stream.GetLastMsgForSubject(ctx, messages.SubjectSchedule("c2", "nightly"))
+	require.NoError(t, err, "the schedule is still there")
+
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c2", Policy: "nightly", Action: "removed"}}, changes)
 }

@@ -3,6 +3,7 @@ package planner
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ type machineOpts struct {
 	perInstance    bool
 	allowPartial   bool
 	mode           messages.Mode
+	hooks          []messages.Hook
 }
 
 func newMachine(t *testing.T, o machineOpts) *machine {
@@ -51,9 +53,12 @@ func newMachine(t *testing.T, o machineOpts) *machine {
 		}
 		nodes = append(nodes, n)
 	}
-	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "r1", Cluster: "c1", Mode: o.mode}
+	req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: "r1", Cluster: "c1", Mode: o.mode,
+		Reason: "before the upgrade"}
 	start := time.Unix(1_000, 0)
-	p, err := BuildPlan(req, testPolicy(o.allowPartial), nodes, o.perInstance, start)
+	pol := testPolicy(o.allowPartial)
+	pol.Hooks = o.hooks
+	p, err := BuildPlan(req, pol, nodes, o.perInstance, start)
 	require.NoError(t, err)
 	m := &machine{t: t, p: p, r: newRecord(p, start), now: start}
 	return m
@@ -95,7 +100,9 @@ func (m *machine) drainOnce() {
 // event applies a result and reports whether it changed the record.
 func (m *machine) event(ev messages.TaskResult) bool {
 	ev.JobID = m.p.JobID
-	ev.TaskID = messages.TaskID(m.p.JobID, ev.Kind, ev.Target)
+	if ev.TaskID == "" {
+		ev.TaskID = messages.TaskID(m.p.JobID, ev.Kind, ev.Target)
+	}
 	if ev.Attempt == 0 {
 		ev.Attempt = 1
 	}
@@ -103,6 +110,24 @@ func (m *machine) event(ev messages.TaskResult) bool {
 		ev.FinishedAt = m.now
 	}
 	changed := m.r.apply(m.p, &ev, m.now)
+	if changed {
+		m.ts = append(m.ts, m.r.advance(m.p, m.now)...)
+	}
+	return changed
+}
+
+// retry reports that attempt of a task failed and will be retried, as the
+// coordinator applies it (no advance: a retry changes no count), and
+// reports whether it changed the record.
+func (m *machine) retry(kind messages.Kind, target string, attempt int) bool {
+	return m.retryID(messages.TaskID(m.p.JobID, kind, target), kind, target, attempt)
+}
+
+func (m *machine) retryID(taskID string, kind messages.Kind, target string, attempt int) bool {
+	ev := messages.TaskRetry{Schema: messages.TaskRetrySchema, TaskID: taskID, JobID: m.p.JobID, Kind: kind,
+		Target: target, Attempt: attempt, MaxAttempts: 5, Error: "ssh dial " + target + ": connection refused",
+		Code: "connect", FailedAt: m.now, NextAttemptAt: m.now.Add(time.Duration(attempt) * time.Second)}
+	changed := m.r.applyRetry(m.p, &ev)
 	if changed {
 		m.ts = append(m.ts, m.r.advance(m.p, m.now)...)
 	}
@@ -128,7 +153,11 @@ func (m *machine) cancel() *machine {
 }
 
 func (m *machine) expire() *machine {
-	if t, ok := m.r.expire(m.p, m.now); ok {
+	return m.expireNoting("")
+}
+
+func (m *machine) expireNoting(note string) *machine {
+	if t, ok := m.r.expire(m.p, m.now, note); ok {
 		m.ts = append(m.ts, t)
 	}
 	return m
@@ -397,6 +426,54 @@ func TestStateMachineScripts(t *testing.T) {
 			},
 		},
 		{
+			desc: "a deadline that passed because no worker has the cluster says so",
+			opts: machineOpts{nodes: 2},
+			script: func(m *machine) {
+				m.drain().tick(time.Minute).expireNoting("no running worker has cluster c1 in its configuration")
+			},
+			phase:  failed,
+			reason: ReasonPhaseDeadline,
+			check: func(t *testing.T, m *machine) {
+				require.Equal(t, "flush deadline passed: 0 of 2 nodes flushed; waiting on n1, n2; "+
+					"no running worker has cluster c1 in its configuration", m.r.Error)
+			},
+		},
+		{
+			desc: "a node's long error is kept in part, and the job's error is bounded",
+			opts: machineOpts{nodes: 12},
+			script: func(m *machine) {
+				m.drain()
+				for i := 1; i <= 12; i++ {
+					m.failed(messages.KindFlush, fmt.Sprintf("n%d", i), strings.Repeat("e", 10<<10))
+				}
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			check: func(t *testing.T, m *machine) {
+				require.LessOrEqual(t, len(m.r.Error), messages.MaxReasonBytes+32)
+				require.NotEmpty(t, m.r.Failures)
+				for _, f := range m.r.Failures {
+					require.LessOrEqual(t, len(f.Error), 1024+32)
+					require.Contains(t, f.Error, "(10240 bytes)", "the record says how long the error was")
+				}
+			},
+		},
+		{
+			desc: "the first failed node's error is said whole in the job's error, with its end",
+			opts: machineOpts{nodes: 3},
+			script: func(m *machine) {
+				m.drain()
+				m.failed(messages.KindFlush, "n1", "host key changed: "+strings.Repeat("x", 600)+" trusted in /etc/quiesce/known_hosts:2")
+				m.failed(messages.KindFlush, "n2", "also "+strings.Repeat("y", 600)+" known_hosts:9")
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			check: func(t *testing.T, m *machine) {
+				require.Contains(t, m.r.Error, "/etc/quiesce/known_hosts:2)")
+				require.NotContains(t, m.r.Error, "known_hosts:9", "a later node's error is clipped")
+			},
+		},
+		{
 			desc: "the job deadline ends a job whose phase deadline is later",
 			opts: machineOpts{nodes: 1},
 			script: func(m *machine) {
@@ -476,6 +553,10 @@ func TestStateMachineScripts(t *testing.T) {
 			},
 			phase:  succeeded,
 			phases: []messages.Phase{snapshotting, finishing, succeeded},
+			progress: func(t *testing.T, p messages.Progress) {
+				require.Equal(t, 2, p.SnapshotTasks, "released at once, without a flush")
+				require.Equal(t, 2, p.Snapshotted)
+			},
 		},
 		{
 			desc: "a flush run again after its node was cleared (its ack lost) clears once more",
@@ -499,6 +580,159 @@ func TestStateMachineScripts(t *testing.T) {
 			progress: func(t *testing.T, p messages.Progress) {
 				require.Equal(t, 2, p.SnapshotTasks)
 				require.Equal(t, 6, p.Volumes)
+			},
+		},
+		{
+			desc: "a job that never reached the barrier has no snapshot tasks, whatever flushes land after it failed",
+			opts: machineOpts{nodes: 3, volumes: 2},
+			script: func(m *machine) {
+				m.drain().ok(messages.KindFlush, "n1")
+				require.Zero(m.t, m.r.Progress.SnapshotTasks, "none before the barrier")
+				m.failed(messages.KindFlush, "n2", "host key changed").drain().ok(messages.KindFlush, "n3")
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			progress: func(t *testing.T, p messages.Progress) {
+				require.Equal(t, 2, p.Flushed)
+				require.Zero(t, p.SnapshotTasks)
+				require.Equal(t, 6, p.Volumes)
+			},
+		},
+		{
+			desc: "a flush retry is shown and moves nothing: the barrier waits for results, and the result replaces the retry",
+			opts: machineOpts{nodes: 2},
+			script: func(m *machine) {
+				m.drain().ok(messages.KindFlush, "n1")
+				require.True(m.t, m.retry(messages.KindFlush, "n2", 1))
+				require.True(m.t, m.retry(messages.KindFlush, "n2", 2), "a later attempt replaces the earlier")
+				require.False(m.t, m.retry(messages.KindFlush, "n2", 1), "an older report changes nothing")
+				require.Equal(m.t, flushing, m.r.Phase)
+				require.Empty(m.t, m.outbox(), "no release, no clean-up")
+				require.Equal(m.t, 1, m.r.Progress.Flushed)
+				require.Equal(m.t, 1, m.r.Progress.Retrying)
+				require.Len(m.t, m.r.Retrying, 1)
+				require.Equal(m.t, 2, m.r.Retrying[0].Attempt)
+				require.Equal(m.t, m.now.Add(2*time.Second), m.r.Retrying[0].NextAttemptAt)
+				m.ok(messages.KindFlush, "n2")
+				require.Empty(m.t, m.r.Retrying)
+				require.Equal(m.t, []string{"snapshots"}, m.outbox())
+				require.False(m.t, m.retry(messages.KindFlush, "n2", 3), "a report overtaken by the task's result is ignored")
+			},
+			phase:  snapshotting,
+			phases: []messages.Phase{flushing, snapshotting},
+			progress: func(t *testing.T, p messages.Progress) {
+				require.Zero(t, p.Retrying)
+			},
+		},
+		{
+			desc: "a failed job's clean-up is pending until every clear ends; its retries are shown, those of tasks that no longer matter are dropped",
+			opts: machineOpts{nodes: 3},
+			script: func(m *machine) {
+				m.drain().ok(messages.KindFlush, "n1")
+				require.True(m.t, m.retry(messages.KindFlush, "n3", 1))
+				m.failed(messages.KindFlush, "n2", "host key changed")
+				require.Empty(m.t, m.r.Retrying, "n3's flush no longer matters")
+				require.False(m.t, m.retry(messages.KindFlush, "n3", 2), "nor do its later retries")
+				require.Equal(m.t, 3, m.r.Progress.CleanupPending, "every node's clear is queued")
+				m.drain().ok(messages.KindClear, "n1").ok(messages.KindClear, "n2")
+				require.True(m.t, m.retry(messages.KindClear, "n3", 1))
+				require.True(m.t, m.retry(messages.KindClear, "n3", 2))
+				require.Equal(m.t, 1, m.r.Progress.CleanupPending)
+				require.Equal(m.t, 1, m.r.Progress.Retrying)
+				require.Equal(m.t, messages.KindClear, m.r.Retrying[0].Kind)
+				require.Equal(m.t, "connect", m.r.Retrying[0].Code)
+				m.ok(messages.KindClear, "n3")
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			progress: func(t *testing.T, p messages.Progress) {
+				require.Equal(t, messages.Progress{Nodes: 3, Volumes: 3, Flushed: 1, FlushFailed: 1,
+					ClearTasks: 3, Cleared: 3}, p, "clean-up ended: nothing pending, nothing retrying")
+			},
+			check: func(t *testing.T, m *machine) {
+				require.Empty(t, m.r.Retrying)
+			},
+		},
+		{
+			desc: "repeated clears and snapshot clean-ups are pending until they end",
+			opts: machineOpts{nodes: 2},
+			script: func(m *machine) {
+				m.drain().ok(messages.KindFlush, "n1").ok(messages.KindFlush, "n2").drain()
+				m.ok(messages.KindSnapshot, "v1-1").cancel().drain()
+				require.Equal(m.t, 3, m.r.Progress.CleanupPending, "two clears and cleanup #1")
+				m.ok(messages.KindClear, "n1").ok(messages.KindClear, "n2")
+				m.ok(messages.KindCleanup, "1")
+				require.Zero(m.t, m.r.Progress.CleanupPending)
+
+				// A snapshot landing late is cleaned up by a task of its own.
+				m.ok(messages.KindSnapshot, "v2-1").drain()
+				require.Equal(m.t, 1, m.r.Progress.CleanupPending)
+				require.True(m.t, m.retry(messages.KindCleanup, "2", 1))
+				m.ok(messages.KindCleanup, "2")
+				require.False(m.t, m.event(messages.TaskResult{Kind: messages.KindCleanup, Target: "2", Outcome: messages.OutcomeSucceeded}),
+					"a redelivered result changes nothing")
+
+				// A flush run again after its node was cleared is cleared
+				// once more, under a task ID of its own, and a failure of
+				// that clear is shown.
+				require.True(m.t, m.event(messages.TaskResult{Kind: messages.KindFlush, Target: "n2", Outcome: messages.OutcomeSucceeded, Attempt: 2}))
+				require.Equal(m.t, []string{"reclear(node 1, #1)"}, m.outbox())
+				m.drain()
+				require.Equal(m.t, 1, m.r.Progress.CleanupPending)
+				again := messages.TaskID(m.p.JobID, messages.KindClear, "n2") + reclearSuffix + "1"
+				require.True(m.t, m.retryID(again, messages.KindClear, "n2", 1), "n2's first clear ended, its repeat did not")
+				m.event(messages.TaskResult{TaskID: again, Kind: messages.KindClear, Target: "n2",
+					Outcome: messages.OutcomeFailed, Error: "nodetool: connection refused"})
+			},
+			phase:  cancelled,
+			reason: ReasonCancelled,
+			progress: func(t *testing.T, p messages.Progress) {
+				require.Zero(t, p.CleanupPending)
+				require.Zero(t, p.Retrying)
+				require.Equal(t, 2, p.CleanupTasks)
+				require.Equal(t, 2, p.CleanupsDone)
+				require.Equal(t, 2, p.SnapshotTasks, "the barrier was reached")
+			},
+			check: func(t *testing.T, m *machine) {
+				require.Contains(t, m.r.Warnings, "snapshot tag "+m.r.Tag+" not cleared on node n2: nodetool: connection refused")
+			},
+		},
+		{
+			desc: "a flush result delivered again (its event's ack lost) queues no further clear; another attempt does",
+			opts: machineOpts{nodes: 2},
+			script: func(m *machine) {
+				m.drain().flushAll().drain().snapAll().drain().clearAll()
+				again := messages.TaskResult{Kind: messages.KindFlush, Target: "n2", Outcome: messages.OutcomeSucceeded, Attempt: 2}
+				require.True(m.t, m.event(again))
+				require.Equal(m.t, []string{"reclear(node 1, #1)"}, m.outbox())
+				m.drain()
+				for range 5 {
+					require.False(m.t, m.event(again), "the same result, redelivered to the coordinator")
+				}
+				require.Empty(m.t, m.outbox())
+				again.Attempt = 3
+				require.True(m.t, m.event(again))
+				require.Equal(m.t, []string{"reclear(node 1, #2)"}, m.outbox())
+			},
+			phase: finishing,
+			check: func(t *testing.T, m *machine) {
+				require.Equal(t, 2, m.r.Reclears)
+			},
+		},
+		{
+			desc: "a flush re-created after too many repeated clears is a warning, not a clean-up shown as complete",
+			opts: machineOpts{nodes: 1},
+			script: func(m *machine) {
+				m.drain().flushAll().drain().snapAll().drain().clearAll()
+				for attempt := 2; attempt <= maxFailures+2; attempt++ {
+					m.event(messages.TaskResult{Kind: messages.KindFlush, Target: "n1", Outcome: messages.OutcomeSucceeded, Attempt: attempt})
+				}
+				require.Equal(m.t, maxFailures, m.r.Reclears)
+			},
+			phase: finishing,
+			check: func(t *testing.T, m *machine) {
+				require.Contains(t, m.r.Warnings, "snapshot tag "+m.r.Tag+" may be left on node n1: more than 100 repeated clears "+
+					"were needed; clear it with nodetool clearsnapshot -t "+m.r.Tag)
 			},
 		},
 		{
@@ -543,6 +777,13 @@ func TestStateMachineScripts(t *testing.T) {
 			require.NoError(t, json.Unmarshal(data, &again))
 			require.Equal(t, m.r.Outbox, again.Outbox)
 			require.Equal(t, m.r.Phase, again.Phase)
+			require.Equal(t, m.r.Reason, again.Reason)
+			require.Equal(t, m.r.Retrying, again.Retrying)
+			// Readers of the stored record see the request's reason, not
+			// why the job ended.
+			var j messages.Job
+			require.NoError(t, json.Unmarshal(data, &j))
+			require.Equal(t, "before the upgrade", j.Reason)
 		})
 	}
 }

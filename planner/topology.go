@@ -2,11 +2,12 @@ package planner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,44 +15,37 @@ import (
 	"github.com/quiesce/quiesce/messages"
 )
 
-// factsReadTimeout bounds the read of one node's facts.
-const factsReadTimeout = 10 * time.Second
+// factsReadTimeout bounds the read of a job's facts.
+const factsReadTimeout = 30 * time.Second
 
 // nodeFacts reads the facts the clear tasks of the catalogued nodes stored,
-// several at a time. A node without facts (its clear ran under the previous
-// release, could not store them, or they cannot be read now) is named in a
-// warning: the backup's snapshots are whole without them, and the record
-// says what it lacks rather than the backup failing.
+// every one (and every part of those split over several values) in a single
+// pass over the job's facts keys: a watch of <job>.facts.>, not a read per
+// node. A node without facts (its clear ran under the previous release or
+// could not store them) or with facts that cannot be put together and
+// decoded is named in a warning: the backup's snapshots are whole without
+// them, and the record says what it lacks rather than the backup failing.
+// A read that fails (a server down) fails the effect, to be retried.
 func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []messages.Node) ([]messages.NodeFacts, []string, error) {
-	if p.Mode != messages.ModeApplication {
+	if p.Mode != messages.ModeApplication || len(nodes) == 0 {
 		return nil, nil, nil
 	}
-	facts := make([]*messages.NodeFacts, len(nodes))
-	errs := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, effectConcurrency)
-	for i, n := range nodes {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			facts[i], errs[i] = e.readFacts(ctx, r.ID, n.Name)
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+	values, err := e.factsValues(ctx, r.ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node facts: %w", err)
 	}
 	var out []messages.NodeFacts
 	var missing, unreadable []string
 	var warnings []string
-	for i, f := range facts {
-		if errs[i] != nil {
-			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", nodes[i].Name, errs[i]))
+	for _, n := range nodes {
+		data, ok := values[messages.NodeFactsKey(r.ID, n.Name)]
+		if !ok {
+			missing = append(missing, n.Name)
 			continue
 		}
-		if f == nil {
-			missing = append(missing, nodes[i].Name)
+		f, err := decodeFacts(values, r.ID, n.Name, data)
+		if err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", n.Name, err))
 			continue
 		}
 		for _, msg := range f.Errors {
@@ -59,11 +53,11 @@ func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []mess
 		}
 		for _, t := range f.Tables {
 			if len(t.Missing) > 0 {
-				warnings = append(warnings, fmt.Sprintf("node %s: snapshot of %s.%s lacks %s, which its manifest.json lists",
+				warnings = append(warnings, fmt.Sprintf("node %s: snapshot of %s.%s lacks files its manifest.json lists: %s",
 					f.Node, t.Keyspace, t.Table, summarize(t.Missing)))
 			}
 		}
-		out = append(out, *f)
+		out = append(out, f)
 	}
 	if len(unreadable) > 0 {
 		warnings = append([]string{fmt.Sprintf("facts of node %s could not be read: the catalog lacks their topology", summarize(unreadable))}, warnings...)
@@ -77,37 +71,52 @@ func (e *engine) nodeFacts(ctx context.Context, p *Plan, r *record, nodes []mess
 	return out, warnings, nil
 }
 
-// readFacts reads one node's facts: nil when there are none, an error when
-// three reads, each bounded, did not give them.
-func (e *engine) readFacts(ctx context.Context, job, node string) (*messages.NodeFacts, error) {
-	var err error
-	for attempt := range 3 {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return nil, context.Cause(ctx)
-			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-			}
-		}
-		// A read the server stopped answering mid-transfer must not hold
-		// the job's effects.
-		rctx, cancel := context.WithTimeout(ctx, factsReadTimeout)
-		var data []byte
-		data, err = e.h.Plans.GetBytes(rctx, messages.NodeFactsObject(job, node))
-		cancel()
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			continue
-		}
-		f, derr := messages.DecodeNodeFacts(data)
-		if derr != nil {
-			return nil, derr
-		}
-		return &f, nil
+// factsValues reads the value of every <job>.facts.> key, bounded: a server
+// that stops answering mid-read must not hold the job's effects.
+func (e *engine) factsValues(ctx context.Context, job string) (map[string][]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, factsReadTimeout)
+	defer cancel()
+	w, err := e.h.Jobs.Watch(ctx, job+".facts.>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
 	}
-	return nil, err
+	defer func() { _ = w.Stop() }()
+	values := map[string][]byte{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("facts watch closed")
+			}
+			if entry == nil {
+				return values, nil // every current value delivered
+			}
+			values[entry.Key()] = entry.Value()
+		}
+	}
+}
+
+// decodeFacts decodes a node's facts value, putting its parts together
+// first when the facts were too large for one value.
+func decodeFacts(values map[string][]byte, job, node string, data []byte) (messages.NodeFacts, error) {
+	f, err := messages.DecodeNodeFacts(data)
+	if err != nil || f.Parts == 0 {
+		return f, err
+	}
+	var whole []byte
+	for i := 1; i <= f.Parts; i++ {
+		part, ok := values[messages.NodeFactsPartKey(job, node, i)]
+		if !ok {
+			return f, fmt.Errorf("part %d of %d missing", i, f.Parts)
+		}
+		whole = append(whole, part...)
+	}
+	if sum := sha256.Sum256(whole); hex.EncodeToString(sum[:]) != f.SHA256 {
+		return f, fmt.Errorf("its %d parts do not match their digest (rewritten while read?)", f.Parts)
+	}
+	return messages.DecodeNodeFacts(whole)
 }
 
 // buildTopology assembles a backup's topology from its nodes' facts and its

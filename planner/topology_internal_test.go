@@ -2,12 +2,15 @@ package planner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -109,11 +112,11 @@ func TestLargeCatalogKeepsTheTopologyInItsManifest(t *testing.T) {
 	for i := range big {
 		big[i] = "-9223372036854775808"
 	}
+	// Facts too large for one value of the jobs bucket, in parts.
 	f := messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: "n1", HostID: "6d194555-f6eb-41d0-c000-000000000001", Tokens: big}
 	data, err := json.Marshal(f)
 	require.NoError(t, err)
-	_, err = env.H.Plans.PutBytes(ctx, messages.NodeFactsObject(p.JobID, "n1"), data)
-	require.NoError(t, err)
+	putFactsParts(t, env, p.JobID, "n1", data, 3)
 
 	res, err := e.writeCatalog(ctx, p, r)
 	require.NoError(t, err)
@@ -139,21 +142,54 @@ func TestUnreadableFactsAreAWarningNotAFailure(t *testing.T) {
 		{SnapshotID: "snap-1", VolumeID: "v1", Node: "n1", State: "completed"},
 		{SnapshotID: "snap-2", VolumeID: "v2", Node: "n2", State: "completed"},
 	})
-	_, err := env.H.Plans.PutBytes(ctx, messages.NodeFactsObject(p.JobID, "n1"), []byte(`{"schema":"quiesce.node-facts/v0"}`))
+	_, err := env.H.Jobs.Put(ctx, messages.NodeFactsKey(p.JobID, "n1"), []byte(`{"schema":"quiesce.node-facts/v0"}`))
 	require.NoError(t, err)
 	good, err := json.Marshal(messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: "n2", HostID: "6d194555-f6eb-41d0-c000-000000000002"})
 	require.NoError(t, err)
-	_, err = env.H.Plans.PutBytes(ctx, messages.NodeFactsObject(p.JobID, "n2"), good)
+	_, err = env.H.Jobs.Put(ctx, messages.NodeFactsKey(p.JobID, "n2"), good)
 	require.NoError(t, err)
+	// n3's facts in parts, one of them rewritten after the digest was taken.
+	n3, err := json.Marshal(messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: "n3", HostID: "6d194555-f6eb-41d0-c000-000000000003"})
+	require.NoError(t, err)
+	putFactsParts(t, env, p.JobID, "n3", n3, 2)
+	_, err = env.H.Jobs.Put(ctx, messages.NodeFactsPartKey(p.JobID, "n3", 2), []byte(`}}`))
+	require.NoError(t, err)
+	// n4's head says there are two parts; the second never came.
+	n4, err := json.Marshal(messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: "n4", HostID: "6d194555-f6eb-41d0-c000-000000000004"})
+	require.NoError(t, err)
+	putFactsParts(t, env, p.JobID, "n4", n4, 2)
+	require.NoError(t, env.H.Jobs.Delete(ctx, messages.NodeFactsPartKey(p.JobID, "n4", 2)))
+	p.Nodes = append(p.Nodes, messages.Node{Name: "n3"}, messages.Node{Name: "n4"})
+	r.Flushed.set(2)
+	r.Flushed.set(3)
 
 	res, err := e.writeCatalog(ctx, p, r)
 	require.NoError(t, err)
 	require.Empty(t, res.failed)
 	require.Len(t, res.warnings, 1)
 	require.Contains(t, res.warnings[0], "catalog: facts of node n1 (node facts schema \"quiesce.node-facts/v0\"")
+	require.Contains(t, res.warnings[0], "n3 (its 2 parts do not match their digest")
+	require.Contains(t, res.warnings[0], "n4 (part 2 of 2 missing)")
 	backups, err := Backups(ctx, env.H.Catalog, "c1")
 	require.NoError(t, err)
 	require.Len(t, backups, 1)
 	require.Len(t, backups[0].Topology.Nodes, 1)
 	require.Equal(t, "n2", backups[0].Topology.Nodes[0].Node)
+}
+
+// putFactsParts stores data as a node's facts split into n parts, as a
+// worker stores facts too large for one value.
+func putFactsParts(t *testing.T, env *testenv.Env, job, node string, data []byte, n int) {
+	t.Helper()
+	ctx := context.Background()
+	size := (len(data) + n - 1) / n
+	for i := range n {
+		_, err := env.H.Jobs.Put(ctx, messages.NodeFactsPartKey(job, node, i+1), data[i*size:min(len(data), (i+1)*size)])
+		require.NoError(t, err)
+	}
+	sum := sha256.Sum256(data)
+	head, err := json.Marshal(messages.NodeFacts{Schema: messages.NodeFactsSchema, Node: node, Parts: n, SHA256: hex.EncodeToString(sum[:])})
+	require.NoError(t, err)
+	_, err = env.H.Jobs.Put(ctx, messages.NodeFactsKey(job, node), head)
+	require.NoError(t, err)
 }

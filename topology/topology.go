@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +21,29 @@ const (
 	ConsumerRestores = "restore-planner"
 )
 
+// AgentConsumer is the durable consumer of one node's agent. The cluster's
+// length comes first, so no two (cluster, node) pairs share a name.
+func AgentConsumer(cluster, node string) string {
+	return "agent-" + strconv.Itoa(len(cluster)) + "-" + cluster + "-" + node
+}
+
+// EnsureAgent creates or updates the consumer of one node's agent: the only
+// consumer of the node's flush, clear and hook tasks. An agent calls it at
+// start; its NATS user may create exactly this consumer.
+func EnsureAgent(ctx context.Context, js jetstream.JetStream, cluster, node string, o Options) (jetstream.Consumer, error) {
+	o = o.withDefaults()
+	name := AgentConsumer(cluster, node)
+	c, err := js.CreateOrUpdateConsumer(ctx, messages.StreamTasks, jetstream.ConsumerConfig{
+		Durable: name, Description: "the agent of node " + node + " of cluster " + cluster,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: o.MaxDeliverFor(messages.KindFlush),
+		MaxAckPending: 64, FilterSubject: messages.SubjectAgentTasks(cluster, node), Replicas: o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return c, nil
+}
+
 // TaskConsumer is the durable consumer name for tasks of kind.
 func TaskConsumer(kind messages.Kind) string { return "tasks-" + string(kind) }
 
@@ -35,11 +59,20 @@ type Options struct {
 	TaskDuplicates time.Duration
 	// EventsMaxAge bounds how long events are kept (default 7 days).
 	EventsMaxAge time.Duration
-	// JobsTTL bounds how long job records live (default 30 days).
+	// JobsTTL bounds how long job records live (default 30 days), and how
+	// long a request ID is remembered with the request it named.
 	JobsTTL time.Duration
+	// ReplicaTTL is how long a process's entry in the replicas bucket lives
+	// without a refresh (default 30s); processes refresh theirs three times
+	// as often.
+	ReplicaTTL time.Duration
 	// AckWait before an unacknowledged task is redelivered (default 30s);
 	// workers send InProgress well within it.
 	AckWait time.Duration
+	// LeaseTTL is the lifetime of a task lease not renewed (default
+	// AckWait): a stalled worker's lease lapses about when its task is
+	// redelivered.
+	LeaseTTL time.Duration
 	// MaxDeliver per task kind (default 5; await 3; retention 5).
 	MaxDeliver map[messages.Kind]int
 	// MaxAckPending per task kind bounds fleet-wide concurrency (default
@@ -67,8 +100,20 @@ func (o Options) withDefaults() Options {
 	if o.AckWait == 0 {
 		o.AckWait = 30 * time.Second
 	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = o.AckWait
+	}
+	if o.ReplicaTTL == 0 {
+		o.ReplicaTTL = DefaultReplicaTTL
+	}
 	return o
 }
+
+// PlannerMaxDeliver is the planner consumer's delivery limit.
+const PlannerMaxDeliver = 5
+
+// DefaultReplicaTTL is the replicas bucket's TTL when Options leave it unset.
+const DefaultReplicaTTL = 30 * time.Second
 
 // MaxDeliverFor returns the delivery limit of a kind's consumer.
 func (o Options) MaxDeliverFor(kind messages.Kind) int {
@@ -102,8 +147,21 @@ func (o Options) maxAckPending(kind messages.Kind) int {
 type Handles struct {
 	Jobs      jetstream.KeyValue
 	Catalog   jetstream.KeyValue
+	Holds     jetstream.KeyValue
 	Plans     jetstream.ObjectStore
 	Manifests jetstream.ObjectStore
+	// Leases is the bucket of task leases; Bind leaves it nil when it does
+	// not exist yet (no process of this release has run).
+	Leases jetstream.KeyValue
+	// Requests holds a RequestClaim per request ID that became a job.
+	// Bind leaves it nil on a server whose topology predates it.
+	Requests jetstream.KeyValue
+	// Replicas holds one messages.Replica per running process, each
+	// refreshed within ReplicaTTL (Presence). Bind leaves it nil on a
+	// server whose topology predates it.
+	Replicas jetstream.KeyValue
+	// Pace is the shared EC2 request budget (package pace).
+	Pace jetstream.KeyValue
 	// Restores holds each restore's record.
 	Restores jetstream.KeyValue
 }
@@ -134,7 +192,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamTasks,
 			Description: "quiesce tasks, one durable consumer per kind",
-			Subjects:    []string{messages.SubjectTasksAll},
+			Subjects:    []string{messages.SubjectTasksAll, messages.SubjectAgentTasksAll},
 			Retention:   jetstream.WorkQueuePolicy,
 			Duplicates:  o.TaskDuplicates,
 			Replicas:    o.Replicas,
@@ -177,6 +235,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRestores, err)
 	}
+	holds, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketHolds, Description: "quiesce backups retention must keep",
+		History: 5, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketHolds, err)
+	}
 	plans, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: messages.BucketPlans, Description: "quiesce job plans",
 		TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
@@ -192,6 +257,39 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
+	// A lease is a key its holder keeps rewriting; one not rewritten within
+	// the bucket's TTL is gone, and its task free for another execution.
+	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketLeases, Description: "quiesce task leases",
+		History: 1, TTL: o.LeaseTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketLeases, err)
+	}
+	requests, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketRequests, Description: "quiesce request IDs and the request each named",
+		History: 1, TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRequests, err)
+	}
+	replicas, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketReplicas, Description: "quiesce processes running now, their roles and configuration",
+		History: 1, TTL: o.ReplicaTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketReplicas, err)
+	}
+
+	// The budget's state is small and changes several times a second; it
+	// needs no history, and losing it costs one burst, not a backup.
+	pace, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketPace, Description: "quiesce EC2 request budget per account, region and operation",
+		History: 1, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketPace, err)
+	}
 
 	consumers := []struct {
 		stream string
@@ -199,7 +297,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	}{
 		{messages.StreamJobs, jetstream.ConsumerConfig{
 			Durable: ConsumerPlanner, Description: "planner replicas share this consumer",
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: 5,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: PlannerMaxDeliver,
 			MaxAckPending: 256, FilterSubject: messages.SubjectSubmit, Replicas: o.Replicas,
 		}},
 		{messages.StreamJobs, jetstream.ConsumerConfig{
@@ -234,7 +332,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Plans: plans, Manifests: manifests, Restores: restores}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases, Requests: requests, Replicas: replicas, Pace: pace, Restores: restores}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -248,6 +346,10 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
 	}
+	holds, err := js.KeyValue(ctx, messages.BucketHolds)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketHolds, err)
+	}
 	plans, err := js.ObjectStore(ctx, messages.BucketPlans)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketPlans, err)
@@ -260,5 +362,60 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRestores, err)
 	}
-	return &Handles{Jobs: jobs, Catalog: cat, Plans: plans, Manifests: manifests, Restores: restores}, nil
+	h := &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests, Restores: restores}
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{messages.BucketLeases, &h.Leases}, {messages.BucketRequests, &h.Requests}, {messages.BucketReplicas, &h.Replicas}, {messages.BucketPace, &h.Pace}} {
+		kv, err := js.KeyValue(ctx, b.name)
+		switch {
+		case err == nil:
+			*b.kv = kv
+		case !errors.Is(err, jetstream.ErrBucketNotFound):
+			return nil, fmt.Errorf("bucket %s: %w", b.name, err)
+		}
+	}
+	return h, nil
+}
+
+// AgentInboxPrefix is the reply inbox an agent's connection uses
+// (nats.CustomInboxPrefix), so its NATS user may subscribe to its own
+// replies only.
+func AgentInboxPrefix(cluster, node string) string {
+	return "_INBOX_" + AgentConsumer(cluster, node)
+}
+
+// AgentPermissions are the subjects the NATS user of one node's agent may
+// publish and subscribe to: its own consumer (create, fetch, acknowledge),
+// its own results and retries (messages.AgentSubject), the job records it
+// reads, and the keys of the jobs bucket its node's tasks write: the flush
+// intents (messages.IntentKey) and the facts a clear gathers for the catalog
+// (messages.NodeFactsKey, and NodeFactsPartKey for facts in parts); the job
+// listings a node-scoped complete hook reads, and its own inbox. Nothing
+// else: another node's tasks, results, intents or facts are refused by the
+// server.
+func AgentPermissions(cluster, node string) (publish, subscribe []string) {
+	consumer := AgentConsumer(cluster, node)
+	jobs := "KV_" + messages.BucketJobs
+	plans := "OBJ_" + messages.BucketPlans
+	publish = []string{
+		"$JS.API.INFO",
+		"$JS.API.CONSUMER.CREATE." + messages.StreamTasks + "." + consumer + "." + messages.SubjectAgentTasks(cluster, node),
+		"$JS.API.CONSUMER.CREATE." + messages.StreamTasks + "." + consumer,
+		"$JS.API.CONSUMER.INFO." + messages.StreamTasks + "." + consumer,
+		"$JS.API.CONSUMER.MSG.NEXT." + messages.StreamTasks + "." + consumer,
+		"$JS.ACK." + messages.StreamTasks + "." + consumer + ".>",
+		messages.AgentSubject("quiesce.events.*.task.*", node),
+		messages.AgentSubject("quiesce.events.*.task.*.retry", node),
+		"$JS.API.STREAM.INFO." + jobs,
+		"$JS.API.DIRECT.GET." + jobs + ".$KV." + messages.BucketJobs + ".>",
+		"$KV." + messages.BucketJobs + ".*.intent." + node,
+		"$KV." + messages.BucketJobs + ".*.facts." + node,
+		"$KV." + messages.BucketJobs + ".*.facts." + node + ".*",
+		"$JS.API.STREAM.INFO." + plans,
+		"$JS.API.CONSUMER.CREATE." + plans + ".>",
+		"$JS.API.DIRECT.GET." + plans + ".>",
+	}
+	subscribe = []string{AgentInboxPrefix(cluster, node) + ".>"}
+	return publish, subscribe
 }

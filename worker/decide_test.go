@@ -1,8 +1,12 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,6 +71,7 @@ func (m *recordingMsg) TermWithReason(r string) error {
 type capturePublisher struct {
 	mu      sync.Mutex
 	results []messages.TaskResult
+	retries []messages.TaskRetry
 }
 
 func TestDecideClassifiesInOnePlace(t *testing.T) {
@@ -98,6 +103,14 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 		{desc: "shutdown hands the task back", err: context.Canceled, attempt: 1, shutdown: true,
 			wantSettled: "nak", wantOutcome: outcomeReturned},
 		{desc: "skip of an ended job acks", err: errSkip, attempt: 1, wantSettled: "ack", wantOutcome: outcomeSkipped},
+		{desc: "a cluster this worker does not know is handed back, never failed, even marked permanent",
+			err: errclass.Permanent(fmt.Errorf("cluster %q: %w", "c9", ErrUnknownCluster)), attempt: 1,
+			wantSettled: "nak", wantOutcome: outcomeReturned},
+		{desc: "NATS not answering the task's bookkeeping costs no delivery: handed back, never failed",
+			err: fmt.Errorf("take the task's lease: %w: %w", errControlPlane, context.DeadlineExceeded), attempt: 3,
+			wantSettled: "nak", wantOutcome: outcomeReturned},
+		{desc: "a long error is reported in part", err: errclass.Permanent(errors.New(strings.Repeat("x", 1<<20))), attempt: 1,
+			wantSettled: "term", wantOutcome: outcomeFailed, wantClass: messages.ClassPermanent},
 	}
 	for _, tc := range cases {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -111,13 +124,20 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 				pub.results = append(pub.results, *r)
 				return nil
 			}
+			w.publishRetryFn = func(_ context.Context, r *messages.TaskRetry) error {
+				pub.mu.Lock()
+				defer pub.mu.Unlock()
+				pub.retries = append(pub.retries, *r)
+				return nil
+			}
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			if tc.shutdown {
 				cancel(ErrShutdown)
 			}
 			msg := &recordingMsg{}
-			res := &messages.TaskResult{TaskID: "j.flush.n1", Kind: messages.KindFlush}
+			finished := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
+			res := &messages.TaskResult{TaskID: "j.flush.n1", JobID: "j", Kind: messages.KindFlush, Target: "n1", FinishedAt: finished}
 			got, _ := w.decide(ctx, zerolog.Nop(), msg, res, tc.err, tc.attempt, messages.KindFlush, tc.deadlineHit)
 			require.Equal(t, tc.wantOutcome, got)
 			require.Equal(t, tc.wantSettled, msg.settled)
@@ -128,14 +148,47 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 				require.Equal(t, messages.OutcomeFailed, pub.results[0].Outcome)
 				require.Equal(t, tc.wantClass, pub.results[0].ErrorClass)
 				require.NotEmpty(t, msg.reason)
+				require.LessOrEqual(t, len(pub.results[0].Error), maxResultError+32, "the event's error is bounded")
 			case outcomeSucceeded:
 				require.Len(t, pub.results, 1)
 				require.Equal(t, messages.OutcomeSucceeded, pub.results[0].Outcome)
 			default:
-				require.Empty(t, pub.results, "no event for a delivery that will be retried")
+				require.Empty(t, pub.results, "no result for a delivery that will be retried")
 			}
+			if tc.wantOutcome != outcomeRetry {
+				require.Empty(t, pub.retries, "a retry is reported only for a delivery handed back after a failure")
+				return
+			}
+			require.Len(t, pub.retries, 1, "the retry is reported, with when the next attempt comes")
+			r := pub.retries[0]
+			require.Equal(t, messages.TaskRetrySchema, r.Schema)
+			require.Equal(t, "j.flush.n1", r.TaskID)
+			require.Equal(t, "n1", r.Target)
+			require.Equal(t, tc.attempt, r.Attempt)
+			require.Equal(t, 3, r.MaxAttempts)
+			require.Equal(t, tc.err.Error(), r.Error)
+			require.Equal(t, finished, r.FailedAt)
+			require.Equal(t, finished.Add(msg.delay), r.NextAttemptAt)
 		})
 	}
+}
+
+// The retry's log line says when, in a field that names its unit.
+func TestRetryLogCarriesUnits(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	w := New(nil, nil, nil, Config{BackoffBase: 700 * time.Millisecond, MaxDeliver: func(messages.Kind) int { return 5 }})
+	w.publishRetryFn = func(context.Context, *messages.TaskRetry) error { return nil }
+	msg := &recordingMsg{}
+	res := &messages.TaskResult{TaskID: "j.clear.n1", Kind: messages.KindClear, FinishedAt: time.Now()}
+	w.decide(t.Context(), zerolog.New(&buf), msg, res, errors.New("connection refused"), 1, messages.KindClear, false)
+	var line map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &line), buf.String())
+	require.NotContains(t, line, "retry_in", "a duration without its unit")
+	ms, ok := line["retry_in_ms"].(float64)
+	require.True(t, ok, "retry_in_ms: %s", buf.String())
+	require.Equal(t, float64(msg.delay.Milliseconds()), ms, "whole milliseconds")
+	require.Contains(t, line, "next_attempt_at")
 }
 
 func TestBackoffGrowsAndIsCapped(t *testing.T) {
@@ -155,7 +208,7 @@ func TestBackoffGrowsAndIsCapped(t *testing.T) {
 func TestRunRecoversPanics(t *testing.T) {
 	t.Parallel()
 	w := New(nil, nil, panicDrivers{}, Config{Logger: zerolog.Nop()})
-	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}}, 1)
+	_, err := w.run(context.Background(), zerolog.Nop(), messages.Task{Kind: messages.KindFlush, Node: &messages.Node{Name: "n1"}}, 1, nil)
 	var pe *panicError
 	require.ErrorAs(t, err, &pe)
 	require.Contains(t, string(pe.stack), "panicDrivers")

@@ -2,8 +2,12 @@ package worker_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,12 +310,12 @@ func TestClearGathersFactsThenClears(t *testing.T) {
 	c := b.result(t, messages.KindClear, "n1")
 	require.Equal(t, messages.OutcomeSucceeded, c.Outcome, c.Error)
 	require.True(t, c.Clear.Cleared)
-	require.Equal(t, messages.NodeFactsObject(flushJob, "n1"), c.Clear.Facts)
+	require.Equal(t, messages.NodeFactsKey(flushJob, "n1"), c.Clear.Facts)
 	require.Empty(t, b.tool.TagsOn("n1"))
 
-	data, err := b.env.H.Plans.GetBytes(context.Background(), c.Clear.Facts)
+	e, err := b.env.H.Jobs.Get(context.Background(), c.Clear.Facts)
 	require.NoError(t, err)
-	f, err := messages.DecodeNodeFacts(data)
+	f, err := messages.DecodeNodeFacts(e.Value())
 	require.NoError(t, err)
 	require.Equal(t, "n1", f.Node)
 	require.Equal(t, []string{"/found/data"}, f.Dirs.Data, "found with nodetool datapaths: none configured")
@@ -333,4 +337,70 @@ func TestClearWithoutIntentOfAFlushedNodeClears(t *testing.T) {
 	require.True(t, c.Clear.Cleared)
 	require.Empty(t, b.tool.TagsOn("n1"))
 	require.Equal(t, 1, b.tool.clearCalls("n1"))
+}
+
+// Facts too large for a value of the jobs bucket (a node of many tables)
+// are stored in parts, the key saying how many and their digest: keys of
+// the jobs bucket, which an agent's NATS user may write for its node.
+func TestLargeFactsAreStoredInParts(t *testing.T) {
+	t.Parallel()
+	b := newFlushBundle(t)
+	for i := range 400 {
+		b.tool.snapTables = append(b.tool.snapTables, messages.TableSnapshot{Keyspace: "ks", Table: fmt.Sprintf("t%d", i),
+			CQL: strings.Repeat("x", 1024)})
+	}
+	b.publish(t, flushTask("n1", nil))
+	require.Equal(t, messages.OutcomeSucceeded, b.result(t, messages.KindFlush, "n1").Outcome)
+	b.publish(t, clearTask("n1", true, true))
+	c := b.result(t, messages.KindClear, "n1")
+	require.Equal(t, messages.OutcomeSucceeded, c.Outcome, c.Error)
+	require.Equal(t, messages.NodeFactsKey(flushJob, "n1"), c.Clear.Facts)
+	ctx := context.Background()
+	e, err := b.env.H.Jobs.Get(ctx, c.Clear.Facts)
+	require.NoError(t, err)
+	head, err := messages.DecodeNodeFacts(e.Value())
+	require.NoError(t, err)
+	require.Equal(t, 2, head.Parts, "400 KiB of schema in parts of 256 KiB")
+	var whole []byte
+	for i := 1; i <= head.Parts; i++ {
+		e, err := b.env.H.Jobs.Get(ctx, messages.NodeFactsPartKey(flushJob, "n1", i))
+		require.NoError(t, err)
+		whole = append(whole, e.Value()...)
+	}
+	sum := sha256.Sum256(whole)
+	require.Equal(t, hex.EncodeToString(sum[:]), head.SHA256)
+	f, err := messages.DecodeNodeFacts(whole)
+	require.NoError(t, err)
+	require.Len(t, f.Tables, 400)
+	require.Equal(t, "n1", f.Node)
+}
+
+// A flush delivered again after its job ended, when an earlier attempt ran
+// nodetool snapshot on the node (its result never counted: a publish that
+// failed), clears the tag that attempt may have made after the job's
+// clean-up cleared the node; a tag with no intent of the job's is left.
+func TestFlushAfterItsJobEndedClearsWhatItsEarlierAttemptMade(t *testing.T) {
+	t.Parallel()
+	b := newFlushBundle(t)
+	ctx := context.Background()
+	_, err := b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"succeeded"}`))
+	require.NoError(t, err)
+	earlier, err := json.Marshal(map[string]any{"state": "ran", "attempt": 2, "worker": "w-dead", "at": time.Now()})
+	require.NoError(t, err)
+	_, err = b.env.H.Jobs.Create(ctx, messages.IntentKey(flushJob, "n1"), earlier)
+	require.NoError(t, err)
+	b.tool.NodeTool.Tags["n1"] = map[string]bool{"quiesce-t1": true}
+	b.tool.NodeTool.Tags["n2"] = map[string]bool{"quiesce-t1": true}
+
+	b.publish(t, flushTask("n1", nil))
+	b.publish(t, flushTask("n2", nil))
+	require.NoError(t, testenv.Eventually(20*time.Second, func() bool { return b.tool.clearCalls("n1") == 1 }))
+	require.Empty(t, b.tool.NodeTool.TagsOn("n1"), "the job's own tag, made after its clean-up")
+	// n2's flush is settled too (skipped), and its tag, never the job's, stays.
+	require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
+		info, err := b.env.JS.Stream(ctx, messages.StreamTasks)
+		return err == nil && info.CachedInfo().State.Msgs == 0
+	}))
+	require.Zero(t, b.tool.clearCalls("n2"))
+	require.Equal(t, []string{"quiesce-t1"}, b.tool.NodeTool.TagsOn("n2"))
 }

@@ -26,21 +26,28 @@ type taskOutput struct {
 	Listing   string
 	Flush     *messages.FlushReport
 	Clear     *messages.ClearReport
+	Output    string
+	ExitCode  int
 	Restore   *messages.RestoreReport
 }
 
-func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int) (*taskOutput, error) {
+// dispatch runs the task's handler. attempt is the delivery's number;
+// fence, for kinds that take a lease, reports whether this execution still
+// holds it.
+func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int, fence func(context.Context) error) (*taskOutput, error) {
 	switch t.Kind {
 	case messages.KindFlush:
 		return w.flush(ctx, log, t, attempt)
 	case messages.KindSnapshot:
-		return w.snapshot(ctx, log, t)
+		return w.snapshot(ctx, log, t, fence)
 	case messages.KindClear:
 		return w.clear(ctx, log, t)
 	case messages.KindAwait:
 		return w.await(ctx, log, t)
 	case messages.KindRetention, messages.KindCleanup:
 		return w.retention(ctx, log, t)
+	case messages.KindHook:
+		return w.hook(ctx, log, t)
 	case messages.KindRestoreVolume, messages.KindRestoreStop, messages.KindRestorePrepare,
 		messages.KindRestoreStart, messages.KindRestoreVerify:
 		return w.restore(ctx, log, t)
@@ -94,7 +101,7 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 		return nil, errclass.Permanent(errors.New("flush task has no node"))
 	}
 	if w.jobEnded(ctx, t.JobID) {
-		return nil, errSkip
+		return nil, w.flushAfterEnd(ctx, log, t)
 	}
 	nt, err := w.drivers.NodeTool(t.Cluster)
 	if err != nil {
@@ -151,6 +158,39 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	return &taskOutput{Flush: report}, nil
 }
 
+// flushAfterEnd answers a flush delivered after its job ended. When an
+// earlier attempt ran nodetool snapshot on the node (its intent says so),
+// the tag it made may postdate the job's clean-up of the node, and its
+// result may never have been counted (a publish that failed, then this
+// redelivery): the tag is the job's own, so it is cleared, once, before the
+// task is let go. Without such an intent nothing of the job's is on the
+// node.
+func (w *Worker) flushAfterEnd(ctx context.Context, log zerolog.Logger, t messages.Task) error {
+	if w.jobs == nil {
+		return errSkip
+	}
+	in, err := w.readIntent(ctx, messages.IntentKey(t.JobID, t.Node.Name))
+	if err != nil {
+		return err
+	}
+	if in == nil || in.State != intentRan {
+		return errSkip
+	}
+	nt, err := w.drivers.NodeTool(t.Cluster)
+	if err != nil {
+		return errclass.Permanent(err)
+	}
+	// One try: the node's own clear task, with its retries, is usually
+	// still running when the node cannot be reached now.
+	if err := nt.ClearSnapshot(ctx, *t.Node, t.Tag); err != nil {
+		log.Warn().Err(err).Int("earlier_attempt", in.Attempt).Str("tag", t.Tag).
+			Msg("flush delivered after its job ended; the tag its earlier attempt may have made could not be cleared: check the node")
+		return errSkip
+	}
+	log.Warn().Int("earlier_attempt", in.Attempt).Msg("flush delivered after its job ended; the tag its earlier attempt made is cleared")
+	return errSkip
+}
+
 // ForeignTagError is a flush that found its tag on the node already, put
 // there by someone other than its job.
 type ForeignTagError struct {
@@ -202,7 +242,7 @@ func (w *Worker) clear(ctx context.Context, log zerolog.Logger, t messages.Task)
 	}
 	report := &messages.ClearReport{Cleared: true}
 	fg, gather := nt.(FactGatherer)
-	gather = gather && t.Facts
+	gather = gather && t.Facts && w.jobs != nil
 	var facts messages.NodeFacts
 	if gather {
 		facts = w.snapshotFacts(ctx, fg, t)
@@ -219,7 +259,13 @@ func (w *Worker) clear(ctx context.Context, log zerolog.Logger, t messages.Task)
 // snapshot takes the task's volume snapshots unless a snapshot carrying the
 // task's tag exists already: EC2 takes no idempotency token, so the tag is
 // what makes a redelivered task find its earlier work instead of repeating it.
-func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+//
+// An earlier snapshot in error (a copy a crash interrupted, or one EC2
+// failed) is no backup: it is deleted and the volume taken again, as often
+// as deliveries and the phase deadline allow. That is consistent only
+// while the node's hard links exist, which they do: the node's clear waits
+// for this task's success.
+func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Task, fence func(context.Context) error) (*taskOutput, error) {
 	if t.Node == nil || len(t.Volumes) == 0 {
 		return nil, errclass.Permanent(errors.New("snapshot task has no node or volumes"))
 	}
@@ -233,24 +279,45 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 	if w.jobEnded(ctx, t.JobID) {
 		return nil, errSkip
 	}
-	existing, err := snap.Find(ctx, map[string]string{messages.TagTask: t.ID})
+	// The one look-up of the task's earlier work (drivers do not look
+	// again). A node's data centre narrows it to the data centre's region.
+	filter := map[string]string{messages.TagTask: t.ID}
+	if dc := t.SnapshotTags[messages.TagDC]; dc != "" {
+		filter[messages.TagDC] = dc
+	}
+	existing, err := snap.Find(ctx, filter)
 	if err != nil {
 		return nil, err
 	}
 	have := map[string]Snapshot{}
+	var errored []Snapshot
 	for _, s := range existing {
-		have[s.VolumeID] = s
-	}
-	var missing []messages.Volume
-	for _, v := range t.Volumes {
-		if _, ok := have[v.ID]; !ok {
-			missing = append(missing, v)
+		if s.State == StateError {
+			errored = append(errored, s)
+			continue
+		}
+		if _, dup := have[s.VolumeID]; !dup {
+			have[s.VolumeID] = s
 		}
 	}
-	if len(missing) > 0 {
-		// A partial set from an earlier attempt cannot be completed
-		// consistently with a per-instance call; only the missing volumes
-		// are taken, each still carrying the task tag.
+	if len(errored) > 0 {
+		if err := w.retake(ctx, log, snap, t.Cluster, errored); err != nil {
+			return nil, err
+		}
+	}
+	settled := true
+	for _, v := range t.Volumes {
+		if s, ok := have[v.ID]; !ok || s.State != StateCompleted {
+			settled = false
+		}
+	}
+	if !settled {
+		// Missing volumes are taken, each carrying the task tag; a
+		// snapshot still pending is left to its driver to settle (the fs
+		// driver waits for a copy another process is making). A partial set
+		// from an earlier attempt cannot be completed consistently with a
+		// per-instance call; the drivers take only what is missing, told
+		// what was found.
 		// A task stopped (shutdown, or its connection lost and the task
 		// likely redelivered elsewhere) creates nothing more.
 		if err := ctx.Err(); err != nil {
@@ -261,7 +328,11 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 			tags = map[string]string{}
 		}
 		tags[messages.TagTask] = t.ID
-		created, err := snap.Create(ctx, CreateRequest{Node: *t.Node, Volumes: missing, Tags: tags})
+		found := make([]Snapshot, 0, len(have))
+		for _, s := range have {
+			found = append(found, s)
+		}
+		created, err := snap.Create(ctx, CreateRequest{Node: *t.Node, Volumes: t.Volumes, Tags: tags, Fence: fence, Existing: found})
 		if err != nil {
 			return nil, err
 		}
@@ -278,21 +349,63 @@ func (w *Worker) snapshot(ctx context.Context, log zerolog.Logger, t messages.Ta
 			return nil, fmt.Errorf("driver returned no snapshot for volume %s", v.ID)
 		}
 		if s.State == StateError {
-			return nil, errclass.Permanent(fmt.Errorf("snapshot %s of volume %s is in error: %s", s.ID, v.ID, s.StateMessage))
+			// Failed as it was taken: the next delivery takes it again.
+			return nil, fmt.Errorf("snapshot %s of volume %s is in error: %s", s.ID, v.ID, s.StateMessage)
 		}
 		out.Snapshots = append(out.Snapshots, messages.SnapshotRef{
-			SnapshotID: s.ID, VolumeID: v.ID, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
+			SnapshotID: s.ID, VolumeID: v.ID, Region: s.Region, Node: t.Node.Name, State: s.State, StartTime: s.StartTime,
 		})
 	}
 	return out, nil
+}
+
+// retake deletes a task's snapshots in error, then, when the provider asks
+// for a pause between snapshots of one volume, waits until the failed ones
+// are that far behind: EC2 counts a failed snapshot against the volume's
+// limits, and taking it again at once would only be refused.
+func (w *Worker) retake(ctx context.Context, log zerolog.Logger, snap Snapshotter, cluster string, errored []Snapshot) error {
+	var latest time.Time
+	for _, s := range errored {
+		if err := deleteSnapshot(ctx, snap, s); err != nil && !errors.Is(err, ErrSnapshotGone) {
+			return fmt.Errorf("delete snapshot %s of volume %s, in error, before taking it again: %w", s.ID, s.VolumeID, err)
+		}
+		log.Warn().Str("snapshot_id", s.ID).Str("volume_id", s.VolumeID).Str("state_message", s.StateMessage).
+			Msg("snapshot in error deleted; taking the volume again")
+		w.cfg.Observer.SnapshotRetaken(cluster)
+		if s.StartTime.After(latest) {
+			latest = s.StartTime
+		}
+	}
+	p, ok := snap.(RetakePacer)
+	if !ok {
+		return nil
+	}
+	wait := latest.Add(p.RetakeAfter()).Sub(w.cfg.Now())
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
 }
 
 // errStillPending is the transient error of an await task whose snapshots
 // are not all complete by the end of one delivery.
 var errStillPending = errors.New("snapshots still pending")
 
-// await polls the job's snapshots until every one is completed. An error
-// state fails the task permanently with the snapshot's own message.
+// await polls the job's snapshots until every one is completed.
+//
+// A snapshot in error beside a good snapshot of the same volume is what a
+// crash left behind and its task already replaced: it is deleted and left
+// out. A volume whose only snapshot is in error fails the task for good,
+// with the snapshot's own message: taking it again now would not be
+// consistent, since the node's snapshot tag was cleared once the node's
+// snapshots were initiated.
 func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
 	snap, err := w.drivers.Snapshotter(t.Cluster)
 	if err != nil {
@@ -304,25 +417,30 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 		if err != nil {
 			return nil, err
 		}
-		pending, errored := 0, 0
-		var bad []string
-		for _, s := range all {
-			switch s.State {
-			case StateCompleted:
-			case StateError:
-				errored++
-				bad = append(bad, fmt.Sprintf("%s (volume %s): %s", s.ID, s.VolumeID, s.StateMessage))
-			default:
+		good, stale, failed := sortByState(all)
+		for _, s := range stale {
+			if err := deleteSnapshot(ctx, snap, s); err != nil && !errors.Is(err, ErrSnapshotGone) {
+				return nil, fmt.Errorf("delete snapshot %s of volume %s, in error and replaced: %w", s.ID, s.VolumeID, err)
+			}
+			log.Info().Str("snapshot_id", s.ID).Str("volume_id", s.VolumeID).Msg("snapshot in error, already replaced, deleted")
+		}
+		pending := 0
+		for _, s := range good {
+			if s.State != StateCompleted {
 				pending++
 			}
 		}
-		w.cfg.Observer.SnapshotStates(t.Cluster, pending, errored)
-		if errored > 0 {
+		w.cfg.Observer.SnapshotStates(t.Cluster, pending, len(failed))
+		if len(failed) > 0 {
+			bad := make([]string, 0, len(failed))
+			for _, s := range failed {
+				bad = append(bad, fmt.Sprintf("%s (volume %s): %s", s.ID, s.VolumeID, s.StateMessage))
+			}
 			sort.Strings(bad)
-			return nil, errclass.Permanent(fmt.Errorf("%d snapshot(s) in error: %s", errored, strings.Join(bad, "; ")))
+			return nil, errclass.Permanent(fmt.Errorf("%d snapshot(s) in error: %s", len(failed), strings.Join(bad, "; ")))
 		}
 		volumes := map[string]bool{}
-		for _, s := range all {
+		for _, s := range good {
 			volumes[s.VolumeID] = true
 		}
 		if pending == 0 && len(volumes) >= t.Expect {
@@ -335,17 +453,17 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 					log.Info().Int("copies", len(copies)).Msg("snapshots copied to other regions")
 				}
 			}
-			listing := messages.Listing{Schema: messages.ListingSchema, Snapshots: make([]messages.SnapshotRef, 0, len(all))}
-			for _, s := range all {
+			listing := messages.Listing{Schema: messages.ListingSchema, Snapshots: make([]messages.SnapshotRef, 0, len(good))}
+			for _, s := range good {
 				listing.Snapshots = append(listing.Snapshots, messages.SnapshotRef{
-					SnapshotID: s.ID, VolumeID: s.VolumeID, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
+					SnapshotID: s.ID, VolumeID: s.VolumeID, Region: s.Region, Node: s.Tags[messages.TagNode], State: s.State, StartTime: s.StartTime,
 				})
 			}
 			if d, ok := snap.(VolumeDescriber); ok {
 				// What the volumes are (size, type, encryption) is for the
 				// catalog; a volume that cannot be described is noted there,
 				// it does not fail a backup whose snapshots all completed.
-				vols, err := d.DescribeVolumes(ctx, all)
+				vols, err := d.DescribeVolumes(ctx, good)
 				if err != nil {
 					log.Warn().Err(err).Msg("volumes not described")
 					listing.Warnings = append(listing.Warnings, "volumes not described: "+err.Error())
@@ -358,14 +476,40 @@ func (w *Worker) await(ctx context.Context, log zerolog.Logger, t messages.Task)
 			}
 			return &taskOutput{Listing: name}, nil
 		}
-		log.Debug().Int("pending", pending).Int("found", len(all)).Int("expect", t.Expect).Msg("waiting for snapshots")
+		log.Debug().Int("pending", pending).Int("found", len(good)).Int("expect", t.Expect).Msg("waiting for snapshots")
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %d of %d complete: %w", errStillPending, len(all)-pending, t.Expect, context.Cause(ctx))
+			return nil, fmt.Errorf("%w: %d of %d complete: %w", errStillPending, len(good)-pending, t.Expect, context.Cause(ctx))
 		case <-time.After(w.cfg.AwaitPoll):
 		}
 	}
 }
+
+// sortByState splits a job's snapshots into the good ones (pending or
+// completed), those in error beside a good snapshot of the same volume
+// (stale: replaced by their task), and those in error alone (failed).
+func sortByState(all []Snapshot) (good, stale, failed []Snapshot) {
+	healthy := map[string]bool{}
+	for _, s := range all {
+		if s.State != StateError {
+			healthy[s.VolumeID] = true
+			good = append(good, s)
+		}
+	}
+	for _, s := range all {
+		switch {
+		case s.State != StateError:
+		case healthy[s.VolumeID]:
+			stale = append(stale, s)
+		default:
+			failed = append(failed, s)
+		}
+	}
+	return good, stale, failed
+}
+
+// listingTimeout bounds storing an await task's listing.
+const listingTimeout = 30 * time.Second
 
 // storeListing keeps the snapshots an await task found, every one
 // completed, where the coordinator writes the catalog from. It is an object
@@ -376,6 +520,11 @@ func (w *Worker) storeListing(ctx context.Context, jobID string, listing message
 	if err != nil {
 		return "", err
 	}
+	// Bounded on its own, not by the task's deadline: a put the server
+	// never answers (it stopped mid-transfer) would otherwise hold the
+	// task, heartbeating and never redelivered, until the phase failed.
+	ctx, cancel := context.WithTimeout(ctx, listingTimeout)
+	defer cancel()
 	store, err := w.js.ObjectStore(ctx, messages.BucketPlans)
 	if err != nil {
 		return "", fmt.Errorf("snapshot listing: %w", err)
@@ -412,11 +561,14 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 				out.Deleted = append(out.Deleted, s.ID)
 				continue
 			}
-			err := snap.Delete(ctx, s.ID)
+			err := deleteSnapshot(ctx, snap, s)
 			switch {
 			case err == nil:
 				out.Deleted = append(out.Deleted, s.ID)
 				log.Info().Str("snapshot_id", s.ID).Str("retired_job", job).Msg("snapshot deleted")
+			case errors.Is(err, ErrSnapshotGone):
+				// Another task deleted it since it was listed: done, and
+				// counted by that task.
 			case errors.Is(err, ErrSnapshotInUse):
 				out.Warnings = append(out.Warnings, fmt.Sprintf("snapshot %s of job %s is in use; kept", s.ID, job))
 				kept = true
@@ -445,4 +597,13 @@ func (w *Worker) retention(ctx context.Context, log zerolog.Logger, t messages.T
 		}
 	}
 	return out, nil
+}
+
+// deleteSnapshot deletes a snapshot Find reported, in its own region when
+// the driver keeps snapshots in several.
+func deleteSnapshot(ctx context.Context, snap Snapshotter, s Snapshot) error {
+	if r, ok := snap.(RegionalDeleter); ok && s.Region != "" {
+		return r.DeleteIn(ctx, s.Region, s.ID)
+	}
+	return snap.Delete(ctx, s.ID)
 }

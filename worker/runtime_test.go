@@ -3,10 +3,12 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -29,11 +31,13 @@ func publishFlush(t *testing.T, env *testenv.Env, id string) {
 
 func TestHeartbeatKeepsLongTaskFromRedelivery(t *testing.T) {
 	t.Parallel()
-	env := testenv.New(t, topology.Options{AckWait: time.Second})
+	// The task outlasts AckWait by half again; heartbeats come twenty
+	// times within it, so a loaded machine delaying a few changes nothing.
+	env := testenv.New(t, topology.Options{AckWait: 2 * time.Second})
 	tool := fakes.NewNodeTool()
-	tool.Delay = func(string) time.Duration { return 2500 * time.Millisecond }
+	tool.Delay = func(string) time.Duration { return 3 * time.Second }
 	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool}, worker.Config{
-		Logger: zerolog.Nop(), Heartbeat: 200 * time.Millisecond, Kinds: []messages.Kind{messages.KindFlush},
+		Logger: zerolog.Nop(), Heartbeat: 100 * time.Millisecond, Kinds: []messages.Kind{messages.KindFlush},
 	})
 	require.NoError(t, w.Start(context.Background()))
 	publishFlush(t, env, "n1")
@@ -153,4 +157,54 @@ func TestWorkerLifecycleUnderConcurrency(t *testing.T) {
 	require.NoError(t, w.Start(context.Background()))
 	require.NoError(t, w.Ready())
 	require.NoError(t, w.Stop(context.Background()))
+}
+
+// A worker takes its heartbeat and delivery limit from the consumer it binds
+// to: with no heartbeat configured below a short AckWait, a task running
+// past it is still not handed to a second runner, and a failing task ends
+// after the consumer's MaxDeliver, not the default's.
+func TestWorkerFitsTheConsumersLimits(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{AckWait: time.Second,
+		MaxDeliver: map[messages.Kind]int{messages.KindFlush: 2}})
+	tool := fakes.NewNodeTool()
+	tool.Delay = func(node string) time.Duration {
+		if node == "slow" {
+			return 2500 * time.Millisecond
+		}
+		return 0
+	}
+	tool.Fail = func(node string) error {
+		if node == "bad" {
+			return errors.New("connection refused")
+		}
+		return nil
+	}
+	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool}, worker.Config{Logger: zerolog.Nop(),
+		Kinds: []messages.Kind{messages.KindFlush}, BackoffBase: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
+
+	events, err := env.JS.OrderedConsumer(context.Background(), messages.StreamEvents, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	publishFlush(t, env, "slow")
+	publishFlush(t, env, "bad")
+	got := map[string]messages.TaskResult{}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(got) < 2 && time.Now().Before(deadline) {
+		m, err := events.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			continue
+		}
+		var r messages.TaskResult
+		require.NoError(t, json.Unmarshal(m.Data(), &r))
+		got[r.Target] = r
+	}
+	require.Equal(t, messages.OutcomeSucceeded, got["slow"].Outcome)
+	// The slow flush ran once and the failing one twice: no second runner
+	// took the slow one while heartbeats within the 1s AckWait held it.
+	require.EqualValues(t, 3, tool.Calls.Load(), "nodetool runs")
+	require.Equal(t, messages.OutcomeFailed, got["bad"].Outcome)
+	require.Equal(t, messages.ClassExhausted, got["bad"].ErrorClass)
+	require.Equal(t, 2, got["bad"].Attempt, "the consumer's MaxDeliver of 2, not the default 5")
 }

@@ -33,23 +33,47 @@ type Config struct {
 	Kinds []messages.Kind
 	// Concurrency per kind (default 64 flush and clear, 16 others).
 	Concurrency map[messages.Kind]int
-	// Heartbeat is the InProgress interval (default 10s); keep it well under
-	// the consumer's AckWait.
+	// Heartbeat is the InProgress interval (default 10s). A consumer whose
+	// AckWait is shorter than three heartbeats gets one every third of it.
 	Heartbeat time.Duration
 	// BackoffBase and BackoffMax shape the retry delay of transient errors:
 	// base·2^(attempt-1) with jitter, capped (default 1s and 2m).
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	// MaxDeliver per kind must match the consumers' (default from topology).
+	// MaxDeliver per kind must match the consumers' (default: read from
+	// each consumer when the worker binds to it).
 	MaxDeliver func(messages.Kind) int
 	// AwaitPoll is how often an await task polls snapshot states (default 10s).
 	AwaitPoll time.Duration
 	// SoftStop is how long Stop lets running tasks finish before it cancels
 	// them and hands them back for redelivery (default 30s).
 	SoftStop time.Duration
+	// Agent makes this worker the agent of one node: it takes only that
+	// node's flush, clear and hook tasks, from the node's own consumer
+	// (topology.EnsureAgent), and publishes its results on subjects naming
+	// the node (messages.AgentSubject). Kinds and Concurrency are ignored.
+	Agent *Agent
+	// Leases is the bucket of task leases (topology.Handles.Leases). With
+	// it, a snapshot task creates only while its execution holds the task's
+	// lease, so one stalled past its ack wait never creates a second
+	// snapshot beside its redelivery's. Its TTL is the lease's lifetime.
+	Leases   LeaseStore
 	Logger   zerolog.Logger
 	Observer Observer
 	Now      func() time.Time
+}
+
+// Agent names the node an agent worker serves.
+type Agent struct {
+	Cluster string
+	Node    string
+	// Concurrency bounds the node's tasks run at once (default 4).
+	Concurrency int
+}
+
+// agentKinds are the kinds an agent takes.
+func agentKind(k messages.Kind) bool {
+	return k == messages.KindFlush || k == messages.KindClear || k == messages.KindHook
 }
 
 func (c Config) concurrency(k messages.Kind) int {
@@ -74,8 +98,15 @@ type Worker struct {
 	mu       sync.Mutex
 	consumes []jetstream.ConsumeContext
 	cancel   context.CancelCauseFunc
-	// publishFn publishes a result event; tests replace it.
-	publishFn func(context.Context, *messages.TaskResult) error
+	// limits are each kind's heartbeat and delivery limit, from its
+	// consumer's configuration.
+	limits map[messages.Kind]limits
+	// leases hands out task leases, once Start read the bucket's TTL.
+	leases *leaser
+	// publishFn publishes a result event, publishRetryFn a retry event;
+	// tests replace them.
+	publishFn      func(context.Context, *messages.TaskResult) error
+	publishRetryFn func(context.Context, *messages.TaskRetry) error
 	// restores is the restores bucket, bound on first use.
 	restores jetstream.KeyValue
 }
@@ -99,9 +130,6 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	if cfg.BackoffMax == 0 {
 		cfg.BackoffMax = 2 * time.Minute
 	}
-	if cfg.MaxDeliver == nil {
-		cfg.MaxDeliver = topology.Options{}.MaxDeliverFor
-	}
 	if cfg.AwaitPoll == 0 {
 		cfg.AwaitPoll = 10 * time.Second
 	}
@@ -117,6 +145,7 @@ func New(js jetstream.JetStream, jobs jetstream.KeyValue, drivers Drivers, cfg C
 	w := &Worker{js: js, jobs: jobs, drivers: drivers, cfg: cfg,
 		log: cfg.Logger.With().Str("worker", cfg.Name).Logger(), life: startstop.Service{Name: "worker"}}
 	w.publishFn = w.publish
+	w.publishRetryFn = w.publishRetry
 	return w
 }
 
@@ -143,12 +172,49 @@ func (w *Worker) start(ctx context.Context) error {
 	w.mu.Lock()
 	w.cancel = cancel
 	w.mu.Unlock()
-	for _, kind := range w.cfg.Kinds {
-		cons, err := w.js.Consumer(ctx, messages.StreamTasks, topology.TaskConsumer(kind))
+	if w.cfg.Leases != nil {
+		st, err := w.cfg.Leases.Status(ctx)
 		if err != nil {
-			return fmt.Errorf("bind %s consumer: %w", kind, err)
+			return fmt.Errorf("lease bucket: %w", err)
 		}
-		n := w.cfg.concurrency(kind)
+		if st.TTL() <= 0 {
+			return fmt.Errorf("lease bucket %s has no TTL: a lease would never lapse", st.Bucket())
+		}
+		w.mu.Lock()
+		w.leases = &leaser{store: w.cfg.Leases, ttl: st.TTL(), holder: w.cfg.Name, now: time.Now}
+		w.mu.Unlock()
+	}
+	type binding struct {
+		consumer string
+		kind     messages.Kind // "" for an agent's consumer: every node kind
+		n        int
+	}
+	var bindings []binding
+	if a := w.cfg.Agent; a != nil {
+		bindings = append(bindings, binding{consumer: topology.AgentConsumer(a.Cluster, a.Node), n: max(a.Concurrency, 1)})
+		if a.Concurrency == 0 {
+			bindings[0].n = 4
+		}
+	} else {
+		for _, kind := range w.cfg.Kinds {
+			bindings = append(bindings, binding{consumer: topology.TaskConsumer(kind), kind: kind, n: w.cfg.concurrency(kind)})
+		}
+	}
+	for _, b := range bindings {
+		kind := b.kind
+		cons, err := w.js.Consumer(ctx, messages.StreamTasks, b.consumer)
+		if err != nil {
+			return fmt.Errorf("bind consumer %s: %w", b.consumer, err)
+		}
+		info := cons.CachedInfo()
+		if kind == "" {
+			for _, k := range []messages.Kind{messages.KindFlush, messages.KindClear, messages.KindHook} {
+				w.setLimits(k, info)
+			}
+		} else {
+			w.setLimits(kind, info)
+		}
+		n := b.n
 		sem := make(chan struct{}, n)
 		cc, err := cons.Consume(func(msg jetstream.Msg) {
 			sem <- struct{}{}
@@ -176,6 +242,47 @@ func (w *Worker) start(ctx context.Context) error {
 		w.mu.Unlock()
 	}
 	return nil
+}
+
+// limits are what the runtime takes from a kind's consumer.
+type limits struct {
+	heartbeat  time.Duration
+	maxDeliver int
+}
+
+// setLimits keeps the heartbeat and delivery limit that fit the consumer:
+// a heartbeat at most a third of its AckWait, so one lost InProgress never
+// lets a running task be redelivered.
+func (w *Worker) setLimits(kind messages.Kind, info *jetstream.ConsumerInfo) {
+	l := limits{heartbeat: w.cfg.Heartbeat}
+	if info != nil {
+		if third := info.Config.AckWait / 3; third > 0 && third < l.heartbeat {
+			l.heartbeat = third
+		}
+		l.maxDeliver = info.Config.MaxDeliver
+	}
+	if w.cfg.MaxDeliver != nil {
+		l.maxDeliver = w.cfg.MaxDeliver(kind)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.limits == nil {
+		w.limits = map[messages.Kind]limits{}
+	}
+	w.limits[kind] = l
+}
+
+func (w *Worker) limitsOf(kind messages.Kind) limits {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if l, ok := w.limits[kind]; ok {
+		return l
+	}
+	l := limits{heartbeat: w.cfg.Heartbeat, maxDeliver: topology.Options{}.MaxDeliverFor(kind)}
+	if w.cfg.MaxDeliver != nil {
+		l.maxDeliver = w.cfg.MaxDeliver(kind)
+	}
+	return l
 }
 
 // Ready reports whether the worker is bound to its consumers.
@@ -215,7 +322,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	waitErr := w.life.Wait(soft)
 	cancel(ErrShutdown)
 	if waitErr != nil {
-		w.log.Warn().Str("soft_stop", w.cfg.SoftStop.String()).Msg("running tasks cancelled and handed back for redelivery")
+		w.log.Warn().Int64("soft_stop_ms", w.cfg.SoftStop.Milliseconds()).Msg("running tasks cancelled and handed back for redelivery")
 		_ = w.life.Wait(context.WithoutCancel(ctx))
 	}
 	w.life.EndStop()
@@ -253,6 +360,9 @@ const (
 	outcomeRetry     outcome = "retry"
 	outcomeSkipped   outcome = "skipped"
 	outcomeReturned  outcome = "returned"
+	// outcomeAbandoned: the execution lost the task's lease; the delivery
+	// is another execution's now, and is left alone.
+	outcomeAbandoned outcome = "abandoned"
 )
 
 type panicError struct {
@@ -270,11 +380,22 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		attempt = int(meta.NumDelivered)
 	}
 	var task messages.Task
-	if err := json.Unmarshal(msg.Data(), &task); err != nil || task.Schema != messages.TaskSchema || task.Kind != kind {
+	err = json.Unmarshal(msg.Data(), &task)
+	if kind == "" && err == nil {
+		kind = task.Kind
+	}
+	if err != nil || task.Schema != messages.TaskSchema || task.Kind != kind {
 		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("undecodable task terminated")
 		_ = msg.TermWithReason("undecodable task")
 		w.cfg.Observer.TaskStarted(kind)
 		w.cfg.Observer.TaskFinished(kind, string(outcomeFailed), 0, "undecodable")
+		return
+	}
+	if a := w.cfg.Agent; a != nil && (!agentKind(task.Kind) || task.Cluster != a.Cluster || task.Node == nil || task.Node.Name != a.Node) {
+		// Only a publisher that broke the topology's rules puts another
+		// node's task on this node's subject: never run it.
+		w.log.Error().Str("subject", msg.Subject()).Str("task_id", task.ID).Msg("task not for this agent's node terminated")
+		_ = msg.TermWithReason("not a task of this agent's node")
 		return
 	}
 	log := w.log.With().Str("task_id", task.ID).Str("task_kind", string(kind)).
@@ -291,8 +412,27 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		taskCtx, c2 = context.WithDeadlineCause(taskCtx, task.Deadline, errDeadline)
 		defer c2()
 	}
-	stopBeat := w.heartbeat(msg)
-	res, herr := w.run(taskCtx, log, task, attempt)
+	stopBeat := w.heartbeat(msg, w.limitsOf(kind).heartbeat)
+	var (
+		res   *taskOutput
+		herr  error
+		fence func(context.Context) error
+		hold  *lease
+	)
+	if ls := w.leaser(); ls != nil && leased(kind) {
+		// Before the task looks for its earlier work: looking and creating
+		// both happen under the lease.
+		hold, herr = ls.acquire(taskCtx, task.ID, attempt)
+		if hold != nil {
+			fence = hold.Fence
+		}
+	}
+	if herr == nil {
+		res, herr = w.run(taskCtx, log, task, attempt, fence)
+	}
+	if hold != nil {
+		hold.release(ctx)
+	}
 	stopBeat()
 
 	result := messages.TaskResult{
@@ -302,7 +442,9 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 	}
 	if res != nil {
 		result.Snapshots, result.Deleted, result.Retired, result.Retained, result.Warnings = res.Snapshots, res.Deleted, res.Retired, res.Retained, res.Warnings
-		result.Listing, result.Flush, result.Clear, result.Restore = res.Listing, res.Flush, res.Clear, res.Restore
+		result.Listing, result.Flush, result.Clear = res.Listing, res.Flush, res.Clear
+		result.Output, result.ExitCode = res.Output, res.ExitCode
+		result.Restore = res.Restore
 	}
 	dur := result.FinishedAt.Sub(start)
 	deadlineHit := errors.Is(context.Cause(taskCtx), errDeadline)
@@ -311,6 +453,12 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 }
 
 var errDeadline = errors.New("task deadline passed")
+
+func (w *Worker) leaser() *leaser {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leases
+}
 
 // errSkip is returned by a handler for a task whose job already ended.
 var errSkip = errors.New("job already ended")
@@ -346,12 +494,29 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		// The worker is stopping, not the task failing: hand it back.
 		_ = msg.NakWithDelay(0)
 		return outcomeReturned, "shutdown"
+	case errors.Is(herr, ErrLeaseLost):
+		// Stalled past the lease: the delivery was, or will be, handed to
+		// another execution, which an ack, a nak or a failure from here
+		// would disturb. Left alone, it is redelivered if no one has it.
+		log.Warn().Msg("task lease lost while stalled; created nothing, leaving the task to its other execution")
+		return outcomeAbandoned, "lease_lost"
+	case errors.Is(herr, ErrUnknownCluster):
+		return w.handBack(ctx, log, msg, result, kind, "unknown_cluster",
+			"cluster not in this worker's configuration; task left for a worker that has it")
+	case errors.Is(herr, errControlPlane) && !deadlineHit:
+		// quiesce's own NATS did not answer (a server restarting, a
+		// partition): nothing is wrong with the task, so it costs none of
+		// its deliveries. The job's deadlines bound how long it goes on.
+		return w.handBack(ctx, log, msg, result, kind, "control_plane",
+			"NATS did not answer the task's own bookkeeping; task handed back for a later attempt")
 	}
 
 	result.Outcome = messages.OutcomeFailed
-	result.Error = herr.Error()
-	result.Stderr = truncate(errclass.Stderr(herr), 4096)
-	maxDeliver := w.cfg.MaxDeliver(kind)
+	// A driver's error or a node's stderr may be of any length; the event,
+	// and the job record after it, keep a bounded part.
+	result.Error = messages.Bound(herr.Error(), maxResultError)
+	result.Stderr = messages.Bound(errclass.Stderr(herr), maxResultStderr)
+	maxDeliver := w.limitsOf(kind).maxDeliver
 	switch {
 	case errclass.IsPermanent(herr):
 		result.ErrorClass = messages.ClassPermanent
@@ -367,7 +532,20 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		if d, ok := errclass.Delay(herr); ok && d > delay {
 			delay = d
 		}
-		log.Warn().Err(herr).Dur("retry_in", delay).Msg("task failed; will retry")
+		retry := messages.TaskRetry{
+			Schema: messages.TaskRetrySchema, TaskID: result.TaskID, JobID: result.JobID, Kind: kind,
+			Cluster: result.Cluster, Target: result.Target, Attempt: attempt, MaxAttempts: max(maxDeliver, 0),
+			Error: messages.Bound(herr.Error(), 1000), Code: code, Worker: w.cfg.Name,
+			FailedAt: result.FinishedAt, NextAttemptAt: result.FinishedAt.Add(delay),
+		}
+		// Reported before the task is handed back, so the report is not
+		// overtaken by the next attempt's result; a report that cannot be
+		// published costs only the operator's view of the retry.
+		if err := w.publishRetryFn(ctx, &retry); err != nil {
+			log.Debug().Err(err).Msg("retry not reported")
+		}
+		log.Warn().Err(herr).Int64("retry_in_ms", delay.Milliseconds()).Time("next_attempt_at", retry.NextAttemptAt).
+			Msg("task failed; will retry")
 		_ = msg.NakWithDelay(delay)
 		if code == "" {
 			code = "transient"
@@ -382,9 +560,41 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 		_ = msg.NakWithDelay(w.cfg.BackoffBase)
 		return outcomeRetry, "publish"
 	}
-	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + truncate(result.Error, 200))
+	_ = msg.TermWithReason(string(result.ErrorClass) + ": " + messages.Bound(result.Error, 200))
 	log.Error().Err(herr).Str("error_class", string(result.ErrorClass)).Str("stderr", result.Stderr).Msg("task failed")
 	return outcomeFailed, code
+}
+
+// maxHandbacksAfterEnd bounds the copies made of a clean-up task (a clear,
+// a clean-up) of an ended job whose cluster no worker that saw it knows.
+const maxHandbacksAfterEnd = 10
+
+// handBack returns a task of a cluster this worker's configuration lacks for
+// a worker that has it: never a failure, and never counted against the
+// task's retries (topology.HandBack copies it before its deliveries run
+// out). A task that would create something for a job that already ended is
+// dropped; one that cleans up after it is handed back a bounded number of
+// times. If no worker has the cluster, the job fails at its phase deadline,
+// and the coordinator says why.
+func (w *Worker) handBack(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, result *messages.TaskResult, kind messages.Kind, code, why string) (outcome, string) {
+	if w.jobEnded(ctx, result.JobID) {
+		cleanup := kind == messages.KindClear || kind == messages.KindCleanup || kind == messages.KindRetention
+		if !cleanup || topology.Handbacks(msg) >= maxHandbacksAfterEnd {
+			_ = msg.Ack()
+			log.Error().Str("cluster", result.Cluster).Str("code", code).Int("handbacks", topology.Handbacks(msg)).
+				Msg("task dropped: its job ended, and no worker could take it (" + why + ")")
+			return outcomeSkipped, code
+		}
+	}
+	delay := topology.HandbackDelay(msg, w.cfg.BackoffBase, w.cfg.BackoffMax)
+	copied, err := topology.HandBack(ctx, w.js, msg, w.limitsOf(kind).maxDeliver, delay, nil)
+	ev := log.Warn()
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Str("cluster", result.Cluster).Str("code", code).Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).
+		Msg(why)
+	return outcomeReturned, code
 }
 
 func (w *Worker) backoff(attempt int) time.Duration {
@@ -410,19 +620,45 @@ func (w *Worker) publish(ctx context.Context, r *messages.TaskResult) error {
 		// as a duplicate of the first.
 		id += "." + strconv.Itoa(r.Attempt)
 	}
-	_, err = w.js.Publish(pctx, messages.SubjectTaskEvent(r.JobID, r.Kind), data, jetstream.WithMsgID(id))
+	_, err = w.js.Publish(pctx, w.eventSubject(messages.SubjectTaskEvent(r.JobID, r.Kind)), data, jetstream.WithMsgID(id))
+	return err
+}
+
+// eventSubject is where this worker publishes an event: an agent names its
+// node after the subject, which its NATS permissions allow for its own node
+// only.
+func (w *Worker) eventSubject(subject string) string {
+	if a := w.cfg.Agent; a != nil {
+		return messages.AgentSubject(subject, a.Node)
+	}
+	return subject
+}
+
+// retryReportTimeout bounds the publish of a retry event, which delays the
+// task's hand-back.
+const retryReportTimeout = 2 * time.Second
+
+func (w *Worker) publishRetry(ctx context.Context, r *messages.TaskRetry) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retryReportTimeout)
+	defer cancel()
+	id := r.TaskID + ".retry." + strconv.Itoa(r.Attempt)
+	_, err = w.js.Publish(pctx, w.eventSubject(messages.SubjectTaskRetry(r.JobID, r.Kind)), data, jetstream.WithMsgID(id))
 	return err
 }
 
 // heartbeat tells the server the task is still being worked on, so a long
 // snapshot is not redelivered to a second worker while the first runs.
-func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+func (w *Worker) heartbeat(msg jetstream.Msg, every time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(w.cfg.Heartbeat)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -437,18 +673,17 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 }
 
 // run executes the task's handler, turning a panic into an error.
-func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, attempt int) (res *taskOutput, err error) {
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, attempt int, fence func(context.Context) error) (res *taskOutput, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
-	return w.dispatch(ctx, log, task, attempt)
+	return w.dispatch(ctx, log, task, attempt, fence)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+// Bounds of a failed task's result event.
+const (
+	maxResultError  = 4096
+	maxResultStderr = 4096
+)

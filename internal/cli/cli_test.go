@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -40,8 +41,17 @@ func TestDemoRunsBackupsAndRetention(t *testing.T) {
 // simulated nodes reached by the local executor and snapshotted by fs.
 func cliEnv(t *testing.T) (*testenv.Env, string) {
 	t.Helper()
+	return cliEnvWith(t, nil)
+}
+
+// cliEnvWith is cliEnv with the configuration changed by edit first.
+func cliEnvWith(t *testing.T, edit func(*config.Config)) (*testenv.Env, string) {
+	t.Helper()
 	env := testenv.New(t, topology.Options{})
 	cfg, path := writeDemoConfig(t, demoOptions{nodes: 2, volumes: 1, keep: 2})
+	if edit != nil {
+		edit(cfg)
+	}
 
 	ctx := context.Background()
 	n, err := startRoles(ctx, cfg, env.JS, []string{"planner", "coordinator", "worker"}, zerolog.Nop(), nil,
@@ -106,6 +116,31 @@ func TestSubmitFailedJobExitsOne(t *testing.T) {
 	require.Equal(t, ExitFailed, code, "%s\n%s", out, errOut)
 	require.Contains(t, errOut, "failed")
 	require.Contains(t, errOut, "nosuchks")
+}
+
+// A node whose nodetool could not be run never flushed: status shows its
+// flush failed, and no failed clear of it or warning about its tag, since
+// the job made no tag there to clear.
+func TestStatusOfANodeThatNeverFlushed(t *testing.T) {
+	env, _ := cliEnvWith(t, func(cfg *config.Config) {
+		cfg.Clusters[0].Nodes[1].Nodetool = []string{filepath.Join(t.TempDir(), "no-such-nodetool")}
+	})
+	code, out, errOut := run("submit", "--nats", env.URL, "--cluster", "demo", "--request-id", "cli-unrun")
+	require.Equal(t, ExitFailed, code, "%s\n%s", out, errOut)
+	job := messages.JobIDFor("demo", "cli-unrun")
+	env.WaitFor(t, job, time.Minute, func(j messages.Job) bool { return j.Progress.Cleared+j.Progress.ClearFailed == j.Progress.ClearTasks })
+
+	code, out, _ = run("status", "--nats", env.URL, job)
+	require.Equal(t, ExitOK, code, out)
+	require.Contains(t, out, "FAILED flush node-2: ")
+	require.Contains(t, out, "no-such-nodetool")
+	require.Equal(t, 1, strings.Count(out, "FAILED"), out)
+	require.NotContains(t, out, "FAILED clear", out)
+	require.NotContains(t, out, "not cleared", out)
+	m := regexp.MustCompile(`tags cleared\s+(\d+)/(\d+)(.*)`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	require.Equal(t, m[1], m[2], "every clear succeeded: %s", m[0])
+	require.NotContains(t, m[3], "failed", m[0])
 }
 
 func TestPreflightLocalCluster(t *testing.T) {

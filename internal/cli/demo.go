@@ -146,13 +146,13 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		req := messages.JobRequest{Schema: messages.JobRequestSchema, RequestID: fmt.Sprintf("demo-%d-%d", time.Now().UnixNano(), b),
 			Cluster: "demo", RequestedBy: "demo", Reason: fmt.Sprintf("demo backup %d of %d", b, o.backups)}
 		fmt.Fprintf(out, "backup %d/%d\n", b, o.backups)
-		job, err := submit(ctx, js, req)
+		sub, err := submit(ctx, js, req)
 		if err != nil {
 			return err
 		}
-		jobs = append(jobs, job)
+		jobs = append(jobs, sub.jobID)
 		fctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-		j, err := follow(fctx, js, job, newProgress(out))
+		j, err := followSubmission(fctx, js, sub, newProgress(out), 10*time.Second)
 		cancel()
 		if err != nil {
 			return err
@@ -177,7 +177,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		return err
 	}
 	fmt.Fprintf(out, "catalog of cluster demo (keep last %d):\n", o.keep)
-	printBackups(out, backups)
+	printBackups(out, backups, nil, time.Now())
 	kept := map[string]bool{}
 	for _, b := range backups {
 		kept[b.JobID] = true

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
@@ -23,18 +24,20 @@ import (
 
 func submitCmd(g *globals) *cobra.Command {
 	var (
-		req     messages.JobRequest
-		file    string
-		noWait  bool
-		timeout time.Duration
-		mode    string
+		req         messages.JobRequest
+		file        string
+		noWait      bool
+		timeout     time.Duration
+		cleanupWait time.Duration
+		mode        string
 	)
 	cmd := &cobra.Command{
 		Use:   "submit",
 		Short: "Submit a backup job and follow it to its end (exit 0 only on success)",
 		Long: "Submit publishes a JobRequest to quiesce.jobs.submit with its request ID as the message ID,\n" +
-			"so submitting the same request twice makes one job. It then follows the job and exits\n" +
-			"0 on success, 1 if the job failed or was cancelled, 2 if the request was rejected.",
+			"so submitting the same request twice makes one job. It then follows the job, and the clean-up\n" +
+			"of a job that failed or was cancelled (clears, snapshot deletion) for up to --cleanup-wait,\n" +
+			"and exits 0 on success, 1 if the job failed or was cancelled, 2 if the request was rejected.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file != "" {
@@ -67,20 +70,22 @@ func submitCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			job, err := submit(ctx, js, req)
+			sub, err := submit(ctx, js, req)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "job %s submitted (request %s)\n", job, req.RequestID)
+			fmt.Fprintln(g.stdout, sub.announce())
 			if noWait {
+				sub.stop()
 				return nil
 			}
 			fctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			j, err := follow(fctx, js, job, newProgress(g.stdout))
+			j, err := followSubmission(fctx, js, sub, newProgress(g.stdout), cleanupWait)
 			if err != nil {
 				return err
 			}
+			reportEnd(g.stdout, j)
 			return jobExit(j)
 		},
 	}
@@ -96,6 +101,7 @@ func submitCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.RequestedBy, "requested-by", "", "who asks (default: the current user)")
 	f.BoolVar(&noWait, "no-wait", false, "return once the request is accepted by the server")
 	f.DurationVar(&timeout, "timeout", 6*time.Hour, "how long to follow the job")
+	cleanupWaitFlag(f, &cleanupWait)
 	return cmd
 }
 
@@ -113,20 +119,6 @@ func currentUser() string {
 	return "cli"
 }
 
-// submit publishes a request and returns its job ID.
-func submit(ctx context.Context, js jetstream.JetStream, req messages.JobRequest) (string, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return "", err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := js.Publish(pctx, messages.SubjectSubmit, data, jetstream.WithMsgID(req.RequestID)); err != nil {
-		return "", withCode(ExitError, fmt.Errorf("publish request: %w", err))
-	}
-	return req.JobID(), nil
-}
-
 func jobExit(j messages.Job) error {
 	switch j.Phase {
 	case messages.PhaseSucceeded:
@@ -138,48 +130,89 @@ func jobExit(j messages.Job) error {
 	}
 }
 
-// follow watches a job's record until it is terminal, reporting each
-// update, and watches for the rejection of its request.
-func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progress) (messages.Job, error) {
+// defaultCleanupWait is how long submit and watch keep following the
+// clean-up of a job that ended: long enough for a node that times out on
+// every attempt of its clear.
+const defaultCleanupWait = 10 * time.Minute
+
+func cleanupWaitFlag(f *pflag.FlagSet, d *time.Duration) {
+	f.DurationVar(d, "cleanup-wait", defaultCleanupWait,
+		"after the job ended, how long to keep following its clean-up (clears, snapshot deletion); 0 returns at once")
+}
+
+// reportEnd says how the clean-up of a job that ended stands.
+func reportEnd(w io.Writer, j messages.Job) {
+	if s := cleanupEnd(j, time.Now()); s != "" {
+		fmt.Fprintln(w, s)
+	}
+}
+
+// follow watches a job's record until it is terminal and, for up to
+// cleanupWait more, until its clean-up has ended, reporting each update;
+// and it watches for the rejection of its request.
+func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progress, cleanupWait time.Duration) (messages.Job, error) {
+	rejections, stop := watchRejections(ctx, js, jobID, jetstream.DeliverAllPolicy)
+	defer stop()
+	return followWith(ctx, js, jobID, p, cleanupWait, rejections, func(r messages.Rejection) error {
+		return withCode(ExitRejected, fmt.Errorf("request rejected: %s", r.Reason))
+	}, nil)
+}
+
+// followWith watches a job's record until it is terminal and, for up to
+// cleanupWait more, until its clean-up has ended, reporting each update.
+// Once the job ended, the end of ctx or of cleanupWait returns the job as
+// last seen: the caller says that its clean-up goes on. A rejection from
+// rejections that answer turns into an error ends it, unless the job
+// exists: then the rejection was a later duplicate's. check, when set, runs
+// every few seconds until the job exists, and its error ends the watch.
+func followWith(ctx context.Context, js jetstream.JetStream, jobID string, p *progress, cleanupWait time.Duration,
+	rejections <-chan messages.Rejection, answer func(messages.Rejection) error,
+	check func(context.Context) error) (messages.Job, error) {
 	h, err := topology.Bind(ctx, js)
 	if err != nil {
 		return messages.Job{}, withCode(ExitError, err)
-	}
-	rejected := make(chan messages.Rejection, 1)
-	cons, err := js.OrderedConsumer(ctx, messages.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.SubjectRejected(jobID)},
-	})
-	if err == nil {
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			var r messages.Rejection
-			if json.Unmarshal(m.Data(), &r) == nil {
-				select {
-				case rejected <- r:
-				default:
-				}
-			}
-		})
-		if err == nil {
-			defer cc.Stop()
-		}
 	}
 	w, err := h.Jobs.Watch(ctx, jobID)
 	if err != nil {
 		return messages.Job{}, withCode(ExitError, err)
 	}
 	defer func() { _ = w.Stop() }()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var (
+		seen        bool
+		last        messages.Job
+		cleanupDone <-chan time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
+			if last.Phase.Terminal() {
+				p.done()
+				return last, nil
+			}
 			return messages.Job{}, withCode(ExitFailed, fmt.Errorf("stopped following job %s: %w", jobID, context.Cause(ctx)))
-		case r := <-rejected:
-			// A rejection of this request ID after the job exists is a
-			// duplicate's, not this job's.
-			if _, err := h.Jobs.Get(ctx, jobID); err == nil {
+		case <-cleanupDone:
+			p.done()
+			return last, nil
+		case <-tick.C:
+			if check == nil || seen {
+				continue
+			}
+			if err := check(ctx); err != nil {
+				p.done()
+				return messages.Job{}, err
+			}
+		case r := <-rejections:
+			err := answer(r)
+			if err == nil {
+				continue
+			}
+			if _, gerr := h.Jobs.Get(ctx, jobID); gerr == nil {
 				continue
 			}
 			p.done()
-			return messages.Job{}, withCode(ExitRejected, fmt.Errorf("request rejected: %s", r.Reason))
+			return messages.Job{}, err
 		case e := <-w.Updates():
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
@@ -188,10 +221,25 @@ func follow(ctx context.Context, js jetstream.JetStream, jobID string, p *progre
 			if err := json.Unmarshal(e.Value(), &j); err != nil {
 				continue
 			}
+			if !seen && check != nil {
+				// The job exists: say now if it is another request's.
+				if err := check(ctx); err != nil {
+					p.done()
+					return messages.Job{}, err
+				}
+			}
+			seen = true
 			p.update(j)
-			if j.Phase.Terminal() {
+			last = j
+			if !j.Phase.Terminal() {
+				continue
+			}
+			if j.Progress.CleanupPending == 0 || cleanupWait <= 0 {
 				p.done()
 				return j, nil
+			}
+			if cleanupDone == nil {
+				cleanupDone = time.After(cleanupWait)
 			}
 		}
 	}
@@ -201,8 +249,13 @@ func statusCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status JOB",
-		Short: "Show a job's phase, progress and failures",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show a job's phase, progress, failures, retries and clean-up (exit 0 whenever it can show the job)",
+		Long: "Status shows a job's record: phase, counts, failed tasks with their errors, tasks that will be\n" +
+			"retried and when, and whether the clean-up of a job that ended is still running. Like jobs and\n" +
+			"backups, it exits 0 whenever it could answer, whatever the job's outcome (2 for no such job, 3\n" +
+			"if NATS cannot be reached). To wait for a job's outcome in a script, use watch, which exits by\n" +
+			"it; or read .phase from --json.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
@@ -228,7 +281,12 @@ func statusCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(j)
 			}
-			printJob(g.stdout, j)
+			printJob(g.stdout, j, time.Now())
+			runs, err := hookRuns(cmd.Context(), h.Jobs, j.ID)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			printHooks(g.stdout, runs)
 			return nil
 		},
 	}
@@ -236,7 +294,7 @@ func statusCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func printJob(w io.Writer, j messages.Job) {
+func printJob(w io.Writer, j messages.Job, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintf(tw, "job\t%s\n", j.ID)
 	fmt.Fprintf(tw, "cluster\t%s (policy %s, mode %s)\n", j.Cluster, j.Policy, j.Mode)
@@ -248,8 +306,14 @@ func printJob(w io.Writer, j messages.Job) {
 	fmt.Fprintf(tw, "requested by\t%s  %s\n", j.RequestedBy, j.Reason)
 	p := j.Progress
 	fmt.Fprintf(tw, "nodes flushed\t%d/%d (%d failed)\n", p.Flushed, p.Nodes, p.FlushFailed)
-	fmt.Fprintf(tw, "snapshot tasks\t%d/%d (%d failed, %d volumes)\n", p.Snapshotted, p.SnapshotTasks, p.SnapshotFail, p.Volumes)
-	fmt.Fprintf(tw, "tags cleared\t%d/%d (%d failed)\n", p.Cleared, p.ClearTasks, p.ClearFailed)
+	fmt.Fprintf(tw, "snapshot tasks\t%s (%d volumes)\n", snapshotsText(j), p.Volumes)
+	fmt.Fprintf(tw, "tags cleared\t%s\n", clearedText(j))
+	if p.CleanupTasks > 0 {
+		fmt.Fprintf(tw, "snapshot clean-up\t%d/%d tasks\n", p.CleanupsDone, p.CleanupTasks)
+	}
+	if c := cleanupText(j); c != "" {
+		fmt.Fprintf(tw, "clean-up\t%s\n", c)
+	}
 	if !j.FlushFirst.IsZero() {
 		fmt.Fprintf(tw, "flush spread\t%s\n", j.FlushLast.Sub(j.FlushFirst).Round(time.Millisecond))
 	}
@@ -267,6 +331,9 @@ func printJob(w io.Writer, j messages.Job) {
 		if s := strings.TrimSpace(f.Stderr); s != "" {
 			fmt.Fprintf(w, "         stderr: %s\n", firstLines(s, 3))
 		}
+	}
+	for _, r := range j.Retrying {
+		fmt.Fprintf(w, "  RETRYING %s\n", retryText(j.ID, r, now))
 	}
 	for _, warn := range j.Warnings {
 		fmt.Fprintf(w, "  WARNING %s\n", warn)
@@ -297,10 +364,15 @@ func phaseDuration(j messages.Job, ph messages.Phase) time.Duration {
 }
 
 func watchCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var cleanupWait time.Duration
+	cmd := &cobra.Command{
 		Use:   "watch JOB",
-		Short: "Follow a job's progress until it ends (exit 0 only on success)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Follow a job's progress until it ends, and its clean-up (exit 0 only on success)",
+		Long: "Watch follows a job until it ends and, for a job that failed or was cancelled, its clean-up\n" +
+			"(clears, snapshot deletion) for up to --cleanup-wait, saying plainly when the clean-up goes on.\n" +
+			"It exits by the job's outcome, as submit does: 0 succeeded, 1 failed or cancelled; a job that\n" +
+			"ended already is shown at once.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
@@ -312,13 +384,16 @@ func watchCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			j, err := follow(ctx, js, args[0], newProgress(g.stdout))
+			j, err := follow(ctx, js, args[0], newProgress(g.stdout), cleanupWait)
 			if err != nil {
 				return err
 			}
+			reportEnd(g.stdout, j)
 			return jobExit(j)
 		},
 	}
+	cleanupWaitFlag(cmd.Flags(), &cleanupWait)
+	return cmd
 }
 
 func jobsCmd(g *globals) *cobra.Command {
@@ -358,19 +433,28 @@ func jobsCmd(g *globals) *cobra.Command {
 			if limit > 0 && len(jobs) > limit {
 				jobs = jobs[:limit]
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 2, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tCLUSTER\tPHASE\tNODES\tVOLUMES\tCREATED\tDURATION\tERROR")
-			for _, j := range jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%s\t%s\n", j.ID, j.Cluster, j.Phase,
-					j.Progress.Flushed, j.Progress.Nodes, j.Progress.Snapshotted, j.Progress.SnapshotTasks,
-					j.CreatedAt.Format(time.RFC3339), j.UpdatedAt.Sub(j.CreatedAt).Round(time.Millisecond), truncateStr(j.Error, 60))
-			}
-			return tw.Flush()
+			printJobs(g.stdout, jobs)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster's jobs")
 	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many jobs")
 	return cmd
+}
+
+func printJobs(w io.Writer, jobs []messages.Job) {
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tCLUSTER\tPHASE\tNODES\tSNAPSHOTS\tCLEARED\tCLEAN-UP\tCREATED\tDURATION\tERROR")
+	for _, j := range jobs {
+		cleanup := cleanupText(j)
+		if cleanup == "" {
+			cleanup = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Cluster, j.Phase,
+			j.Progress.Flushed, j.Progress.Nodes, snapshotsText(j), clearedText(j), cleanup,
+			j.CreatedAt.Format(time.RFC3339), j.UpdatedAt.Sub(j.CreatedAt).Round(time.Millisecond), truncateStr(j.Error, 60))
+	}
+	_ = tw.Flush()
 }
 
 func truncateStr(s string, n int) string {
@@ -384,7 +468,7 @@ func backupsCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "backups CLUSTER",
-		Short: "List a cluster's backups from the catalog, newest first",
+		Short: "List a cluster's backups from the catalog, newest first; hold and release them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := messages.ValidateCluster(args[0]); err != nil {
@@ -409,21 +493,128 @@ func backupsCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(backups)
 			}
-			printBackups(g.stdout, backups)
+			holds, err := planner.Holds(cmd.Context(), h.Holds, args[0])
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			printBackups(g.stdout, backups, holds, time.Now())
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalog records as JSON")
-	cmd.AddCommand(backupsVerifyCmd(g))
+	cmd.AddCommand(holdCmd(g), releaseCmd(g), backupsVerifyCmd(g))
 	return cmd
 }
 
-func printBackups(w io.Writer, backups []messages.Backup) {
+// clusterOf is the cluster a job ID belongs to: job IDs are the cluster's
+// name, a dash and 12 hex digits.
+func clusterOf(jobID string) (string, error) {
+	if err := messages.ValidateJobID(jobID); err != nil {
+		return "", err
+	}
+	return jobID[:len(jobID)-13], nil
+}
+
+func holdCmd(g *globals) *cobra.Command {
+	var until, reason string
+	cmd := &cobra.Command{
+		Use:   "hold JOB",
+		Short: "Keep a backup from retention until released (or until --until)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cluster, err := clusterOf(args[0])
+			if err != nil {
+				return withCode(ExitRejected, err)
+			}
+			h := planner.Hold{JobID: args[0], By: currentUser(), Reason: reason, At: time.Now().UTC()}
+			if until != "" {
+				t, err := time.Parse(time.RFC3339, until)
+				if err != nil {
+					d, derr := time.ParseDuration(until)
+					if derr != nil || d <= 0 {
+						return withCode(ExitRejected, fmt.Errorf("--until %q: neither an RFC 3339 time nor a positive duration", until))
+					}
+					t = time.Now().Add(d)
+				}
+				if !t.After(time.Now()) {
+					return withCode(ExitRejected, fmt.Errorf("--until %s is already past", t.Format(time.RFC3339)))
+				}
+				h.Until = t.UTC()
+			}
+			if len(reason) > 256 {
+				return withCode(ExitRejected, errors.New("--reason is longer than 256 bytes"))
+			}
+			nc, _, hd, err := g.bind(cmd.Context(), "backups hold")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if _, err := hd.Catalog.Get(cmd.Context(), messages.CatalogKey(cluster, args[0])); errors.Is(err, jetstream.ErrKeyNotFound) {
+				return withCode(ExitRejected, fmt.Errorf("backup %s is not in the catalog of cluster %s", args[0], cluster))
+			} else if err != nil {
+				return withCode(ExitError, err)
+			}
+			if err := planner.PutHold(cmd.Context(), hd.Holds, cluster, h); err != nil {
+				return withCode(ExitError, err)
+			}
+			if h.Until.IsZero() {
+				fmt.Fprintf(g.stdout, "backup %s held until released\n", args[0])
+			} else {
+				fmt.Fprintf(g.stdout, "backup %s held until %s\n", args[0], h.Until.Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&until, "until", "", "release the hold by itself at this time (RFC 3339) or after this long (720h)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why the backup is held, shown by retention's dry run")
+	return cmd
+}
+
+func releaseCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "release JOB",
+		Short: "Release a backup's hold: retention may retire it again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cluster, err := clusterOf(args[0])
+			if err != nil {
+				return withCode(ExitRejected, err)
+			}
+			nc, _, hd, err := g.bind(cmd.Context(), "backups release")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			released, err := planner.ReleaseHold(cmd.Context(), hd.Holds, cluster, args[0])
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			if !released {
+				return withCode(ExitFailed, fmt.Errorf("backup %s is not held", args[0]))
+			}
+			fmt.Fprintf(g.stdout, "backup %s released\n", args[0])
+			return nil
+		},
+	}
+}
+
+func printBackups(w io.Writer, backups []messages.Backup, holds map[string]planner.Hold, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tTAG\tCOVERS")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tPOLICY\tMODE\tNODES\tSNAPSHOTS\tREGIONS\tTAG\tCOVERS\tHELD")
 	for _, b := range backups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
-			b.NodeCount, b.SnapshotCount, b.Tag, covers(b))
+		held := "-"
+		if h, ok := holds[b.JobID]; ok && h.Active(now) {
+			held = "until released"
+			if !h.Until.IsZero() {
+				held = "until " + h.Until.Format(time.RFC3339)
+			}
+		}
+		regions := "-"
+		if len(b.Regions) > 0 {
+			regions = strings.Join(b.Regions, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", b.JobID, b.FinishedAt.Format(time.RFC3339), b.Policy, b.Mode,
+			b.NodeCount, b.SnapshotCount, regions, b.Tag, covers(b), held)
 	}
 	_ = tw.Flush()
 }
@@ -477,11 +668,12 @@ func cancelCmd(g *globals) *cobra.Command {
 			}
 			fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			j, err := follow(fctx, js, args[0], newProgress(g.stdout))
+			j, err := follow(fctx, js, args[0], newProgress(g.stdout), 2*time.Minute)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "job %s is %s\n", j.ID, j.Phase)
+			reportEnd(g.stdout, j)
 			return nil
 		},
 	}
@@ -520,20 +712,23 @@ func retentionCmd(g *globals) *cobra.Command {
 					mine = append(mine, b)
 				}
 			}
-			retired := planner.SelectRetired(mine, pol.KeepLast)
-			fmt.Fprintf(g.stdout, "cluster %s, policy %s: keep last %d; %d backups, %d would be retired\n",
-				cluster, pol.Name, pol.KeepLast, len(mine), len(retired))
-			set := map[string]bool{}
-			for _, r := range retired {
-				set[r] = true
+			holds, err := planner.Holds(cmd.Context(), h.Holds, cluster)
+			if err != nil {
+				return withCode(ExitError, err)
 			}
-			for _, b := range mine {
-				verdict := "keep"
-				if set[b.JobID] {
-					verdict = "RETIRE"
+			decisions := planner.SelectRetention(mine, pol.Retention, holds, time.Now())
+			retired := planner.Retired(decisions)
+			fmt.Fprintf(g.stdout, "cluster %s, policy %s: %s; %d backups, %d would be retired\n",
+				cluster, pol.Name, pol.Retention, len(mine), len(retired))
+			for _, d := range decisions {
+				b := d.Backup
+				verdict, why := "keep", strings.Join(d.Reasons, ", ")
+				if !d.Keep {
+					verdict, why = "RETIRE", "no rule keeps it"
 				}
-				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339), b.SnapshotCount)
-				if set[b.JobID] {
+				fmt.Fprintf(g.stdout, "  %-6s %s  %s  %d snapshots  %s\n", verdict, b.JobID, b.FinishedAt.Format(time.RFC3339),
+					b.SnapshotCount, why)
+				if !d.Keep {
 					full, err := planner.LoadBackup(cmd.Context(), h, b)
 					if err != nil {
 						return withCode(ExitError, err)

@@ -14,6 +14,7 @@ import (
 // the local executor run os.Executable() with "nodetool" as first argument.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "nodetool" {
+		simnode.FinishWorkOnSignals()
 		os.Exit(simnode.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	// And as quiesce itself, for tests of the process: signals, exit codes.

@@ -15,6 +15,9 @@ func nodetoolCmd(g *globals) *cobra.Command {
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {
+			// This process is the node's nodetool: what it starts on the
+			// node it finishes, as Cassandra does when its client is killed.
+			simnode.FinishWorkOnSignals()
 			if code := simnode.Main(args, g.stdout, g.stderr); code != 0 {
 				return &exitError{code: code, err: errSilent}
 			}

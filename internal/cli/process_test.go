@@ -99,3 +99,34 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A role that cannot serve its metrics (the address is taken) stops and
+// exits with a failure, so a supervisor starts it again, rather than exit
+// 0 as if asked to stop.
+func TestProcessExitsFailedWhenItCannotServeMetrics(t *testing.T) {
+	env := testenv.New(t, topology.Options{})
+	_, path := writeDemoConfig(t, demoOptions{nodes: 1, volumes: 1, keep: 1})
+	self, err := os.Executable()
+	require.NoError(t, err)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	var stderr lockedBuffer
+	cmd := exec.Command(self, "quiesce", "worker", "--config", path, "--nats", env.URL,
+		"--metrics-addr", taken.Addr().String(), "--log-format", "json", "--soft-stop", "1s")
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "stderr: %s", stderr.String())
+		require.Equal(t, ExitError, ee.ExitCode())
+		require.Contains(t, stderr.String(), "metrics server")
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("still running with its metrics address taken: %s", stderr.String())
+	}
+}

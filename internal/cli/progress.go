@@ -36,11 +36,18 @@ func (p *progress) line(j messages.Job) string {
 	if pr.FlushFailed > 0 {
 		fmt.Fprintf(&b, " (%d failed)", pr.FlushFailed)
 	}
-	fmt.Fprintf(&b, "  snapshots %d/%d", pr.Snapshotted, pr.SnapshotTasks)
-	if pr.SnapshotFail > 0 {
-		fmt.Fprintf(&b, " (%d failed)", pr.SnapshotFail)
+	fmt.Fprintf(&b, "  snapshots %s", snapshotsText(j))
+	fmt.Fprintf(&b, "  cleared %s", clearedText(j))
+	if c := cleanupText(j); c != "" {
+		fmt.Fprintf(&b, "  clean-up %s", c)
 	}
-	fmt.Fprintf(&b, "  cleared %d/%d", pr.Cleared, pr.ClearTasks)
+	if len(j.Retrying) > 0 {
+		r := j.Retrying[0]
+		fmt.Fprintf(&b, "  retrying %s (attempt %d)", taskName(j.ID, r), r.Attempt)
+		if len(j.Retrying) > 1 {
+			fmt.Fprintf(&b, " and %d more", len(j.Retrying)-1)
+		}
+	}
 	return b.String()
 }
 

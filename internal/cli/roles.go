@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,9 +18,11 @@ import (
 	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
 	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/ebs"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
 
@@ -40,20 +44,68 @@ type node struct {
 	coordinator *planner.Coordinator
 	worker      *worker.Worker
 	drivers     *drivers.Registry
+	// presence keeps this process's entry in the replicas bucket.
+	presence *topology.Presence
 }
 
 func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream, roles []string, log zerolog.Logger,
 	metrics *observability.Metrics, o roleOptions) (*node, error) {
+	if err := cfg.RequireClusters(); err != nil {
+		return nil, withCode(ExitRejected, fmt.Errorf("config: %w: a %s started with it would run beside the fleet knowing nothing to back up; "+
+			"give it the fleet's configuration", err, strings.Join(roles, ", ")))
+	}
 	h, err := topology.Ensure(ctx, js, topologyOptions(cfg))
 	if err != nil {
 		return nil, withCode(ExitError, fmt.Errorf("topology: %w", err))
 	}
 	n := &node{log: log, h: h}
+	// The process announces itself before any role starts, so a planner
+	// deciding whether another replica knows a cluster counts this one.
+	self := messages.Replica{Name: o.name, Roles: roles, Clusters: cfg.ClusterNames(), Policies: cfg.PolicyNames(),
+		Config: cfg.Fingerprint()}
+	if self.Name == "" {
+		host, _ := os.Hostname()
+		self.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if slices.Contains(roles, messages.RoleWorker) {
+		self.Kinds = o.kinds
+		if len(self.Kinds) == 0 {
+			self.Kinds = messages.Kinds
+		}
+	}
+	n.presence, err = topology.StartPresence(ctx, h.Replicas, self, topology.DefaultReplicaTTL)
+	if n.presence == nil {
+		return nil, withCode(ExitError, err)
+	}
+	if err != nil {
+		log.Warn().Err(err).Msg("replica not announced yet; retrying")
+	}
+	log.Info().Str("config", self.Config).Strs("clusters", self.Clusters).Str("replica", n.presence.Replica().ID).Msg("configuration")
 	if metrics != nil {
-		// Every cluster's series exist from the start, and the last backup
-		// times survive a restart, so stale-backup alerts see every cluster.
+		// Every cluster's series exist from the start, with its stale-backup
+		// threshold, and the last backup times survive a restart, so the
+		// stale and never-backed-up alerts see every cluster.
 		for _, cl := range cfg.Clusters {
-			metrics.InitCluster(cl.Name, 0)
+			metrics.InitCluster(cl.Name, cl.MaxAge())
+		}
+		// The series of what this process observes exist at zero, so the
+		// alerts' increase() and rate() and the dashboard's see the first
+		// event after a start, and a healthy fleet shows 0 errors rather
+		// than no data.
+		if slices.Contains(roles, "planner") {
+			metrics.InitRejections(planner.RejectReasons...)
+		}
+		if slices.Contains(roles, "coordinator") {
+			for _, cl := range cfg.Clusters {
+				metrics.InitJobHistograms(cl.Name)
+			}
+		}
+		if slices.Contains(roles, "worker") {
+			metrics.InitTaskHistograms()
+			metrics.InitSSHErrors(ssh.Codes...)
+		}
+		if drivers.UsesEC2(cfg) && (slices.Contains(roles, "worker") || slices.Contains(roles, "planner")) {
+			metrics.InitEC2Errors(ebs.Operations, ebs.CodeRequestLimitExceeded)
 		}
 		if slices.Contains(roles, "coordinator") {
 			if _, err := metrics.LoadLastSuccess(ctx, h.Catalog); err != nil {
@@ -78,6 +130,17 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		}
 		env.HostKeys = ks
 	}
+	// Every EC2 call of this process, as of every process of the fleet, is
+	// paced by the budgets in the shared bucket.
+	var paceObs pace.Observer
+	if metrics != nil {
+		paceObs = metrics.Pace()
+	}
+	pacer, err := pace.New(h.Pace, pace.Options{Limit: drivers.PaceLimits(cfg), Observer: paceObs})
+	if err != nil {
+		return nil, withCode(ExitError, err)
+	}
+	env.Pacer = pacer
 	n.drivers = drivers.New(cfg, env)
 	popts := planner.Options{Logger: log, Observer: pobs}
 	if slices.Contains(roles, "coordinator") {
@@ -90,7 +153,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	if slices.Contains(roles, "worker") {
 		n.worker = worker.New(js, h.Jobs, n.drivers, worker.Config{
 			Name: o.name, Kinds: o.kinds, Concurrency: o.concurrency, Logger: log, Observer: wobs, AwaitPoll: o.awaitPoll,
-			SoftStop: o.softStop,
+			SoftStop: o.softStop, Leases: h.Leases,
 		})
 		if err := n.worker.Start(ctx); err != nil {
 			n.stop(ctx)
@@ -138,6 +201,9 @@ func (n *node) stop(ctx context.Context) {
 	}
 	if n.drivers != nil {
 		_ = n.drivers.Close()
+	}
+	if n.presence != nil {
+		_ = n.presence.Stop(ctx)
 	}
 }
 
@@ -202,16 +268,26 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 				}
 				return n.ready()
 			}
+			drift, err := observability.NewConfigDrift(reg, n.h.Replicas, n.presence.Replica(), log)
+			if err != nil {
+				n.stop(ctx)
+				return withCode(ExitError, err)
+			}
+			go drift.Run(ctx, topology.DefaultReplicaTTL/3)
 			serveErr := make(chan error, 1)
 			if g.metricsAddr != "" {
-				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready) }()
+				go func() { serveErr <- observability.Serve(ctx, g.metricsAddr, reg, ready, drift.Detail) }()
 			}
 			log.Info().Strs("roles", roles).Str("nats", g.url(cfg)).Str("metrics_addr", g.metricsAddr).Msg("quiesce started")
+			var failed error
 			select {
 			case <-ctx.Done():
 			case err := <-serveErr:
-				if err != nil {
+				if err != nil && ctx.Err() == nil {
 					log.Error().Err(err).Msg("metrics server stopped")
+					// A failure, not a stop: a supervisor (systemd's
+					// Restart=on-failure, Kubernetes) starts the process again.
+					failed = withCode(ExitError, fmt.Errorf("metrics server: %w", err))
 				}
 			}
 			log.Info().Msg("shutting down")
@@ -220,7 +296,7 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 			n.stop(sctx)
 			_ = nc.Drain()
 			log.Info().Msg("stopped")
-			return nil
+			return failed
 		},
 	}
 	cmd.Flags().StringVar(&g.metricsAddr, "metrics-addr", ":9464", "listen address for /metrics, /healthz and /readyz (empty: off)")

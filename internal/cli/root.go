@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
 	"github.com/quiesce/quiesce/topology"
 )
@@ -90,6 +91,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		roleCmd(g, "coordinator", "Drive jobs through their phases", []string{"coordinator"}),
 		roleCmd(g, "worker", "Execute flush, snapshot, clear, await and retention tasks", []string{"worker"}),
 		roleCmd(g, "all", "Run every role in one process", []string{"planner", "coordinator", "worker"}),
+		agentCmd(g),
 		submitCmd(g), statusCmd(g), watchCmd(g), jobsCmd(g), backupsCmd(g), cancelCmd(g), retentionCmd(g),
 		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g), restoreCmd(g),
 	)
@@ -174,8 +176,9 @@ func (g *globals) dial(name string) (*nats.Conn, jetstream.JetStream, error) {
 
 // connect opens a NATS connection with credentials and TLS from the flags
 // or the configuration.
-func (g *globals) connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
+func (g *globals) connect(cfg *config.Config, name string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{nats.Name("quiesce " + name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	opts = append(opts, extra...)
 	creds := g.creds
 	if creds == "" && cfg != nil {
 		creds = cfg.NATS.CredsFile
@@ -211,6 +214,13 @@ func topologyOptions(cfg *config.Config) topology.Options {
 	o := topology.Options{}
 	if cfg != nil {
 		o.Replicas = cfg.Replicas()
+		o.AckWait = time.Duration(cfg.NATS.AckWait)
+		if cfg.NATS.MaxDeliver > 0 {
+			o.MaxDeliver = map[messages.Kind]int{}
+			for _, k := range messages.Kinds {
+				o.MaxDeliver[k] = cfg.NATS.MaxDeliver
+			}
+		}
 	}
 	return o
 }

@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,6 +19,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "nightly", p.Name)
 	require.Equal(t, 14, p.KeepLast)
+	sessions, ok := c.Cluster("sessions")
+	require.True(t, ok)
+	require.Equal(t, 3*time.Hour, sessions.MaxAge())
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
@@ -32,7 +36,18 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"relative data directory", "clusters:\n- name: a\n  directories: {data: [var/lib/cassandra/data]}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `clusters[0].directories: data directory "var/lib/cassandra/data"`},
 		{"data directory with a subshell", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}], directories: {data: ['/d/$(id)']}}]\n", `clusters[0].nodes[0].directories: data directory "/d/$(id)"`},
 		{"hints directory with ..", "clusters:\n- name: a\n  directories: {hints: /a/../b}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `hints directory "/a/../b": must be a clean path`},
+		{"ack wait under a second", "nats: {ack_wait: 200ms}\nclusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "nats.ack_wait 200ms"},
+		{"negative max deliver", "nats: {max_deliver: -1}\nclusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "nats.max_deliver -1"},
 		{"bad duration", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, flush_timeout: soon}\n", "soon"},
+		{"negative calendar rule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_weekly: -1}\n", "policies[0].keep_weekly -1: must not be negative"},
+		{"hook with a relative command", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [pause.sh], timeout: 1m}\n", "policies[0].hooks[0].command \"pause.sh\": the program must be an absolute path"},
+		{"hook without timeout", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [/bin/true]}\n", "policies[0].hooks[0].timeout: required"},
+		{"hook longer than its phase", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: before, command: [/bin/true], timeout: 11m}\n", "policies[0].hooks[0].timeout 11m0s: longer than the policy's flush_timeout"},
+		{"hook at an unknown point", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: during, command: [/bin/true], timeout: 1m}\n", "policies[0].hooks[0].point \"during\""},
+		{"hook of an unknown scope", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: after, scope: cluster, command: [/bin/true], timeout: 1m}\n", "policies[0].hooks[0].scope \"cluster\""},
+		{"complete hook that would fail the job", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: complete, command: [/bin/true], timeout: 1m, on_error: fail}\n", "policies[0].hooks[0].on_error fail"},
+		{"retention that keeps nothing", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_within: 10s}\n", "policies[0].keep_within 10s: keeps nothing"},
+		{"negative max age", "clusters:\n- name: a\n  backup_max_age: -1h\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "negative"},
 	}
 	for _, tc := range cases {
 		_, err := config.Parse([]byte(tc.yaml))
@@ -41,8 +56,83 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 }
 
+// A cluster's stale-backup threshold is its backup_max_age, 26h when unset.
+func TestBackupMaxAge(t *testing.T) {
+	t.Parallel()
+	c, err := config.Parse([]byte("clusters:\n- name: a\n  backup_max_age: 192h\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n" +
+		"- name: b\n  nodes: [{name: n1, volumes: [{id: v2}]}]\n"))
+	require.NoError(t, err)
+	require.Equal(t, 8*24*time.Hour, c.Clusters[0].MaxAge())
+	require.Equal(t, config.DefaultBackupMaxAge, c.Clusters[1].MaxAge())
+	require.Equal(t, 26*time.Hour, config.DefaultBackupMaxAge)
+}
+
 func TestMissingFileIsAnError(t *testing.T) {
 	t.Parallel()
 	_, err := config.Load(os.DevNull + "/nope.yaml")
 	require.Error(t, err)
+}
+
+// A cluster whose data centres are in two regions, and an account whose
+// CreateSnapshots limit was raised.
+const twoRegions = `
+clusters:
+- name: orders
+  region: us-east-1
+  account: "111111111111"
+  datacenters:
+  - {name: dc-east, discovery: {instance_tags: {cluster: orders, dc: east}}}
+  - {name: dc-west, region: us-west-2, account: "222222222222", role_arn: "arn:aws:iam::222222222222:role/quiesce",
+     discovery: {instance_tags: {cluster: orders, dc: west}}}
+- name: static
+  region: eu-west-1
+  datacenters: [{name: a}, {name: b, region: eu-central-1}]
+  nodes:
+  - {name: n1, dc: a, volumes: [{id: v1}]}
+  - {name: n2, dc: b, volumes: [{id: v2}]}
+ec2:
+  limits:
+  - {operation: CreateSnapshots, rate: 10, burst: 200, account: "111111111111", region: us-east-1}
+  - {operation: DeleteSnapshot, rate: 2}
+`
+
+func TestDataCentresAndLimitsLoad(t *testing.T) {
+	t.Parallel()
+	c, err := config.Parse([]byte(twoRegions))
+	require.NoError(t, err)
+	cl, ok := c.Cluster("orders")
+	require.True(t, ok)
+	require.Len(t, cl.DataCenters, 2)
+	require.Equal(t, "us-west-2", cl.DataCenters[1].Region)
+	require.Len(t, c.EC2.Limits, 2)
+	require.Equal(t, 200, c.EC2.Limits[0].Burst)
+}
+
+func TestDataCentreAndLimitErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	base := "clusters:\n- name: a\n  region: us-east-1\n"
+	cases := []struct{ desc, yaml, want string }{
+		{"node without its dc", base + "  datacenters: [{name: x}]\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "clusters[0].nodes[0].dc: required"},
+		{"node of an unknown dc", base + "  datacenters: [{name: x}]\n  nodes: [{name: n1, dc: z, volumes: [{id: v1}]}, {name: n2, dc: x, volumes: [{id: v2}]}]\n", `nodes[0].dc "z": no such datacenter (one of x)`},
+		{"dc without datacenters", base + "  nodes: [{name: n1, dc: z, volumes: [{id: v1}]}]\n", `nodes[0].dc "z": the cluster has no datacenters`},
+		{"dc with nothing in it", base + "  datacenters: [{name: x}, {name: empty}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[1]: data centre "empty" has neither discovery nor nodes`},
+		{"duplicate dc", base + "  datacenters: [{name: x}, {name: x}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[1].name "x": duplicate`},
+		{"bad dc region", base + "  datacenters: [{name: x, region: 'us east'}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[0].region "us east": not an AWS region`},
+		{"bad dc account", base + "  datacenters: [{name: x, account: '12'}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `datacenters[0].account "12": an AWS account ID is 12 digits`},
+		{"cluster and dc discovery", base + "  discovery: {instance_tags: {a: b}}\n  datacenters: [{name: x, discovery: {instance_tags: {a: b}}}]\n", "clusters[0].discovery: a cluster with datacenters"},
+		{"dc discovery and static nodes", base + "  datacenters: [{name: x, discovery: {instance_tags: {a: b}}}]\n  nodes: [{name: n1, dc: x, volumes: [{id: v1}]}]\n", `data centre "x" has discovery and static nodes`},
+		{"dc discovery without tags", base + "  datacenters: [{name: x, discovery: {instance_tags: {}}}]\n", "datacenters[0].discovery.instance_tags"},
+		{"bad cluster region", "clusters:\n- name: a\n  region: Virginia\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `clusters[0].region "Virginia"`},
+		{"bad copy region", base + "  ebs: {copy_regions: [west]}\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", `ebs.copy_regions[0] "west"`},
+		{"unknown operation", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshotz, rate: 5}]}\n", `ec2.limits[0].operation "CreateSnapshotz": must be one of`},
+		{"zero rate", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 0}]}\n", "ec2.limits[0].rate 0: must be"},
+		{"negative burst", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1, burst: -1}]}\n", "ec2.limits[0].burst -1"},
+		{"limit twice", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1}, {operation: CreateSnapshot, rate: 2}]}\n", "ec2.limits[1]: a second limit"},
+		{"limit of a bad region", base + "  nodes: [{name: n1, volumes: [{id: v1}]}]\nec2: {limits: [{operation: CreateSnapshot, rate: 1, region: mars}]}\n", `ec2.limits[0].region "mars"`},
+	}
+	for _, tc := range cases {
+		_, err := config.Parse([]byte(tc.yaml))
+		require.Error(t, err, tc.desc)
+		require.Contains(t, err.Error(), tc.want, tc.desc)
+	}
 }

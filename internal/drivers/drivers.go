@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/ebs"
@@ -36,6 +39,10 @@ type Env struct {
 	// fleet shares one (ssh.KVKeyStore). Without it such a cluster's
 	// executor cannot be built.
 	HostKeys ssh.KeyStore
+	// Pacer paces every EC2 call of the EBS drivers and of discovery by the
+	// budget the fleet shares (built with PaceLimits). Without it EC2 calls
+	// are paced by the SDK's retries alone.
+	Pacer *pace.Pacer
 }
 
 // Registry builds drivers on first use and keeps them for reuse (an SSH
@@ -64,7 +71,7 @@ func New(cfg *config.Config, env Env) *Registry {
 func (r *Registry) cluster(name string) (config.Cluster, error) {
 	cl, ok := r.cfg.Cluster(name)
 	if !ok {
-		return config.Cluster{}, fmt.Errorf("cluster %q is not in this worker's configuration", name)
+		return config.Cluster{}, fmt.Errorf("cluster %q: %w", name, worker.ErrUnknownCluster)
 	}
 	return *cl, nil
 }
@@ -134,16 +141,52 @@ func (r *Registry) Discover(ctx context.Context, c planner.Cluster) ([]messages.
 	if err != nil {
 		return nil, err
 	}
-	if cl.Discovery == nil {
+	discovers := cl.Discovery != nil
+	for _, dc := range cl.DataCenters {
+		discovers = discovers || dc.Discovery != nil
+	}
+	if !discovers {
 		return planner.StaticDiscoverer{}.Discover(ctx, c)
 	}
 	r.mu.Lock()
 	if r.ec2 == nil {
-		r.ec2 = ebs.NewDiscoverer(ebs.Options{OnAPIError: r.env.Hooks.EC2Error})
+		r.ec2 = ebs.NewDiscoverer(ebs.Options{OnAPIError: r.env.Hooks.EC2Error, Pacer: r.env.Pacer})
 	}
 	d := r.ec2
 	r.mu.Unlock()
-	return d.Discover(ctx, EBS(cl), Discovery(*cl.Discovery))
+	if cl.Discovery != nil {
+		return d.Discover(ctx, EBS(cl), Discovery(*cl.Discovery))
+	}
+	// Each data centre is discovered in its region with its role; data
+	// centres without discovery keep their static nodes.
+	nodes, err := planner.StaticDiscoverer{}.Discover(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	for _, dc := range cl.DataCenters {
+		if dc.Discovery == nil {
+			continue
+		}
+		found, err := d.Discover(ctx, DataCenterEBS(cl, dc), Discovery(*dc.Discovery))
+		if err != nil {
+			return nil, fmt.Errorf("data centre %s: %w", dc.Name, err)
+		}
+		for i := range found {
+			found[i].DC = dc.Name
+			found[i].Region = regionOf(cl, dc.Name)
+		}
+		nodes = append(nodes, found...)
+	}
+	seen := map[string]string{}
+	for _, n := range nodes {
+		if dc, ok := seen[n.Name]; ok {
+			return nil, fmt.Errorf("cluster %s: node name %q found in data centres %s and %s: give the instances distinct Name tags",
+				cl.Name, n.Name, dc, n.DC)
+		}
+		seen[n.Name] = n.DC
+	}
+	slices.SortFunc(nodes, func(a, b messages.Node) int { return strings.Compare(a.Name, b.Name) })
+	return nodes, nil
 }
 
 // Close releases connections.

@@ -17,6 +17,7 @@ import (
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/ebs"
@@ -41,8 +42,10 @@ func fullCluster() config.Cluster {
 		EBS: config.EBS{Endpoint: "http://ec2.local", PerInstance: true, CopyVolumeTags: true, CopyRegions: []string{"us-west-2"}},
 		Directories: &config.Directories{Data: []string{"/var/lib/cassandra/data"}, CommitLog: "/var/lib/cassandra/commitlog",
 			Hints: "/var/lib/cassandra/hints", SavedCaches: "/var/lib/cassandra/saved_caches", CDCRaw: "/var/lib/cassandra/cdc_raw"},
+		DataCenters: []config.DataCenter{{Name: "dc-west", Region: "us-west-2", Account: "210987654321",
+			RoleARN: "arn:aws:iam::210987654321:role/quiesce"}},
 		Nodes: []config.Node{
-			{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-east-1a", Nodetool: []string{"/other/nodetool"},
+			{Name: "n1", DC: "dc-west", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-west-2a", Nodetool: []string{"/other/nodetool"},
 				Volumes:     []config.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}},
 				Directories: &config.Directories{Data: []string{"/data1", "/data2"}}},
 			{Name: "n2", Volumes: []config.Volume{{ID: "vol-2"}}},
@@ -82,38 +85,57 @@ func TestSettingsCarryEveryField(t *testing.T) {
 
 	e := drivers.EBS(cl)
 	requireAllSet(t, e)
-	require.Equal(t, ebs.Config{Cluster: "orders", Region: "us-east-1", RoleARN: cl.RoleARN, Endpoint: "http://ec2.local",
-		PerInstance: true, CopyVolumeTags: true, CopyRegions: []string{"us-west-2"}}, e)
+	require.Equal(t, ebs.Config{Cluster: "orders", Region: "us-east-1", Account: "123456789012", RoleARN: cl.RoleARN, Endpoint: "http://ec2.local",
+		PerInstance: true, CopyVolumeTags: true, CopyRegions: []string{"us-west-2"},
+		DataCenters: []ebs.DataCenter{{Name: "dc-west", Region: "us-west-2", Account: "210987654321", RoleARN: "arn:aws:iam::210987654321:role/quiesce"}}}, e)
+	requireAllSet(t, e.DataCenters[0])
+	require.Equal(t, ebs.Config{Cluster: "orders", Region: "us-west-2", Account: "210987654321", RoleARN: "arn:aws:iam::210987654321:role/quiesce",
+		Endpoint: "http://ec2.local", PerInstance: true, CopyVolumeTags: true, CopyRegions: []string{"us-west-2"}},
+		drivers.DataCenterEBS(cl, cl.DataCenters[0]), "a data centre is discovered in its region, with its account and role")
 
 	d := drivers.Discovery(*cl.Discovery)
 	requireAllSet(t, d)
 	require.Equal(t, ebs.Discovery{InstanceTags: map[string]string{"cassandra": "orders"}, Devices: []string{"/dev/xvdf"},
 		VolumeTags: map[string]string{"role": "data"}, IncludeRoot: true}, d)
 
-	pc := drivers.Cluster(cl)
+	agentCl := cl
+	agentCl.Executor = drivers.ExecutorAgent
+	pc := drivers.Cluster(agentCl)
 	requireAllSet(t, pc)
+	require.False(t, drivers.Cluster(cl).Agent, "an ssh cluster's node tasks go to workers")
 	clusterDirs := messages.NodeDirs{Data: []string{"/var/lib/cassandra/data"}, CommitLog: "/var/lib/cassandra/commitlog",
 		Hints: "/var/lib/cassandra/hints", SavedCaches: "/var/lib/cassandra/saved_caches", CDCRaw: "/var/lib/cassandra/cdc_raw"}
 	n1Dirs := clusterDirs
 	n1Dirs.Data = []string{"/data1", "/data2"}
-	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Dirs: &clusterDirs, Snapshotter: "ebs", Nodes: []messages.Node{
-		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-east-1a", Dirs: &n1Dirs,
+	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Dirs: &clusterDirs, Snapshotter: "ebs", Nodes: []messages.Node{
+		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-west-2a", DC: "dc-west", Region: "us-west-2", Dirs: &n1Dirs,
 			Volumes: []messages.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}}},
-		{Name: "n2", Volumes: []messages.Volume{{ID: "vol-2"}}, Dirs: &clusterDirs},
+		{Name: "n2", Region: "us-east-1", Volumes: []messages.Volume{{ID: "vol-2"}}, Dirs: &clusterDirs},
 	}}, pc)
 
-	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
+		KeepLast: 14, KeepWithin: config.Duration(48 * time.Hour), KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12, KeepYearly: 3,
+		CountPartial: true,
+		Hooks: []config.Hook{{Name: "resume", Point: "after", Command: []string{"/usr/local/bin/resume"},
+			Timeout: config.Duration(time.Minute), Retries: 2}},
 		FlushTimeout: config.Duration(time.Minute), SnapshotTimeout: config.Duration(2 * time.Minute),
 		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute)})
 	requireAllSet(t, p)
-	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", KeepLast: 14, AllowPartial: true,
+	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
+		Retention: planner.Retention{KeepLast: 14, KeepWithin: 48 * time.Hour, KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12,
+			KeepYearly: 3, CountPartial: true},
+		Hooks: []messages.Hook{{Name: "resume", Point: messages.HookAfter, Scope: messages.ScopeNode,
+			Command: []string{"/usr/local/bin/resume"}, TimeoutMS: 60_000, OnError: messages.OnErrorFail, Retries: 2}},
 		FlushTimeout: time.Minute, SnapshotTimeout: 2 * time.Minute, FinishTimeout: 3 * time.Minute, JobTimeout: 4 * time.Minute}, p)
 }
 
 func TestInventoryResolvesPolicies(t *testing.T) {
 	t.Parallel()
+	// Data centres with cluster-wide discovery do not validate.
+	orders := fullCluster()
+	orders.DataCenters, orders.Nodes[0].DC = nil, ""
 	cfg := &config.Config{
-		Clusters: []config.Cluster{fullCluster(), {Name: "plain", Nodes: []config.Node{{Name: "n", Volumes: []config.Volume{{ID: "v"}}}}}},
+		Clusters: []config.Cluster{orders, {Name: "plain", Nodes: []config.Node{{Name: "n", Volumes: []config.Volume{{ID: "v"}}}}}},
 		Policies: []config.Policy{{Name: "nightly", Cluster: "orders", KeepLast: 14}, {Name: "weekly", Cluster: "orders"}},
 	}
 	require.NoError(t, cfg.Validate())
@@ -171,7 +193,8 @@ func TestRegistryBuildsEveryKind(t *testing.T) {
 	require.Implements(t, (*worker.Copier)(nil), snap)
 
 	_, err = reg.Snapshotter("nowhere")
-	require.ErrorContains(t, err, `cluster "nowhere" is not in this worker's configuration`)
+	require.ErrorIs(t, err, worker.ErrUnknownCluster)
+	require.ErrorContains(t, err, `cluster "nowhere"`)
 
 	nodes, err := reg.Discover(t.Context(), drivers.Cluster(cfg.Clusters[0]))
 	require.NoError(t, err)
@@ -208,4 +231,49 @@ func writeKey(t *testing.T, dir string) string {
 	path := filepath.Join(dir, "id_ed25519")
 	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(block), 0o600))
 	return path
+}
+
+func TestUsesEC2(t *testing.T) {
+	t.Parallel()
+	one := func(cl config.Cluster) *config.Config { return &config.Config{Clusters: []config.Cluster{cl}} }
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a"})), "ebs is the default snapshotter")
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "ebs"})))
+	require.True(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "fs",
+		Discovery: &config.Discovery{InstanceTags: map[string]string{"c": "a"}}})), "discovery calls EC2")
+	require.False(t, drivers.UsesEC2(one(config.Cluster{Name: "a", Snapshotter: "fs"})))
+	require.False(t, drivers.UsesEC2(&config.Config{}))
+}
+
+// The pacer's limit for a key is the most specific configured one, else
+// AWS's default; a limit without a burst keeps the default bucket.
+func TestPaceLimitsMostSpecificWins(t *testing.T) {
+	t.Parallel()
+	cfg := &config.Config{EC2: config.EC2{Limits: []config.EC2Limit{
+		{Operation: "CreateSnapshots", Rate: 4},
+		{Operation: "CreateSnapshots", Region: "us-east-1", Rate: 6, Burst: 120},
+		{Operation: "CreateSnapshots", Account: "111111111111", Rate: 8},
+		{Operation: "CreateSnapshots", Account: "111111111111", Region: "us-east-1", Rate: 10, Burst: 200},
+	}}}
+	limit := drivers.PaceLimits(cfg)
+	key := func(account, region, op string) pace.Key { return pace.Key{Account: account, Region: region, Op: op} }
+	for _, tt := range []struct {
+		key  pace.Key
+		want pace.Limit
+	}{
+		{key("111111111111", "us-east-1", "CreateSnapshots"), pace.Limit{Rate: 10, Burst: 200}},
+		{key("111111111111", "eu-west-1", "CreateSnapshots"), pace.Limit{Rate: 8, Burst: 100}},
+		{key("222222222222", "us-east-1", "CreateSnapshots"), pace.Limit{Rate: 6, Burst: 120}},
+		{key("222222222222", "eu-west-1", "CreateSnapshots"), pace.Limit{Rate: 4, Burst: 100}},
+		{key("111111111111", "us-east-1", "CreateSnapshot"), pace.Limit{Rate: 5, Burst: 100}},
+		{key("111111111111", "us-east-1", "DescribeSnapshots"), pace.Limit{Rate: 20, Burst: 100}},
+	} {
+		require.Equal(t, tt.want, limit(tt.key), "%+v", tt.key)
+	}
+}
+
+// The configuration accepts limits for exactly the operations the EBS
+// driver calls.
+func TestConfigKnowsEveryPacedOperation(t *testing.T) {
+	t.Parallel()
+	require.ElementsMatch(t, ebs.Operations, config.EC2Operations)
 }

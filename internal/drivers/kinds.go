@@ -17,6 +17,7 @@ import (
 const (
 	ExecutorSSH    = "ssh"
 	ExecutorLocal  = "local"
+	ExecutorAgent  = "agent"
 	SnapshotterEBS = "ebs"
 	SnapshotterFS  = "fs"
 )
@@ -25,12 +26,14 @@ const (
 var executors = map[string]func(Env, config.Cluster) (nodetool.Runner, io.Closer, error){
 	ExecutorSSH:   newSSH,
 	ExecutorLocal: func(Env, config.Cluster) (nodetool.Runner, io.Closer, error) { return &local.Runner{}, nil, nil },
+	// An agent runs its own node's commands on its own host.
+	ExecutorAgent: func(Env, config.Cluster) (nodetool.Runner, io.Closer, error) { return &local.Runner{}, nil, nil },
 }
 
 // snapshotters builds each snapshotter kind.
 var snapshotters = map[string]func(Env, config.Cluster) (worker.Snapshotter, error){
 	SnapshotterEBS: func(env Env, cl config.Cluster) (worker.Snapshotter, error) {
-		return ebs.New(env.Ctx, EBS(cl), ebs.Options{OnAPIError: env.Hooks.EC2Error})
+		return ebs.New(env.Ctx, EBS(cl), ebs.Options{OnAPIError: env.Hooks.EC2Error, Pacer: env.Pacer})
 	},
 	SnapshotterFS: func(_ Env, cl config.Cluster) (worker.Snapshotter, error) { return fs.New(cl.FS.Store) },
 }
@@ -70,6 +73,17 @@ func newSSH(env Env, cl config.Cluster) (nodetool.Runner, io.Closer, error) {
 		return nil, nil, err
 	}
 	return ex, ex, nil
+}
+
+// UsesEC2 reports whether a cluster of cfg is snapshotted on EBS or
+// discovered in EC2: whether a process of this fleet calls EC2.
+func UsesEC2(cfg *config.Config) bool {
+	for _, cl := range cfg.Clusters {
+		if SnapshotterKind(cl) == SnapshotterEBS || cl.Discovery != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // NeedsHostKeys reports whether a cluster of cfg trusts SSH host keys on

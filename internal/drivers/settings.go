@@ -1,10 +1,13 @@
 package drivers
 
 import (
+	"cmp"
+	"slices"
 	"time"
 
 	"github.com/quiesce/quiesce/internal/config"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/pace"
 	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/worker/ebs"
 	"github.com/quiesce/quiesce/worker/nodetool"
@@ -32,8 +35,8 @@ func Inventory(cfg *config.Config) planner.Inventory {
 
 // Cluster is what the planner needs of a configured cluster.
 func Cluster(cl config.Cluster) planner.Cluster {
-	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance, Nodes: Nodes(cl),
-		Dirs: Dirs(cl.Directories, nil), Snapshotter: SnapshotterKind(cl)}
+	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance,
+		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl), Dirs: Dirs(cl.Directories, nil), Snapshotter: SnapshotterKind(cl)}
 }
 
 // Dirs is a node's directories: node's fields where it sets them, else the
@@ -62,7 +65,8 @@ func Dirs(cluster, node *config.Directories) *messages.NodeDirs {
 	return &d
 }
 
-// Nodes is a cluster's static inventory.
+// Nodes is a cluster's static inventory, each node in its data centre's
+// region (the cluster's, for a node of none).
 func Nodes(cl config.Cluster) []messages.Node {
 	nodes := make([]messages.Node, 0, len(cl.Nodes))
 	for _, n := range cl.Nodes {
@@ -70,19 +74,59 @@ func Nodes(cl config.Cluster) []messages.Node {
 		for _, v := range n.Volumes {
 			vols = append(vols, messages.Volume{ID: v.ID, Device: v.Device, Path: v.Path, Tags: v.Tags})
 		}
-		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ, Volumes: vols,
-			Dirs: Dirs(cl.Directories, n.Directories)})
+		nodes = append(nodes, messages.Node{Name: n.Name, Address: n.Address, InstanceID: n.InstanceID, AZ: n.AZ,
+			DC: n.DC, Region: regionOf(cl, n.DC), Volumes: vols, Dirs: Dirs(cl.Directories, n.Directories)})
 	}
 	return nodes
+}
+
+// regionOf is the region of a cluster's data centre dc: its own, else the
+// cluster's.
+func regionOf(cl config.Cluster, dc string) string {
+	for _, d := range cl.DataCenters {
+		if d.Name == dc && d.Region != "" {
+			return d.Region
+		}
+	}
+	return cl.Region
 }
 
 // Policy is the planner's copy of a configured policy.
 func Policy(p config.Policy) planner.Policy {
 	return planner.Policy{
-		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, KeepLast: p.KeepLast, AllowPartial: p.AllowPartial,
+		Name: p.Name, Cluster: p.Cluster, Schedule: p.Schedule, AllowPartial: p.AllowPartial,
+		Retention: planner.Retention{KeepLast: p.KeepLast, KeepWithin: time.Duration(p.KeepWithin),
+			KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly,
+			CountPartial: p.CountPartial},
 		FlushTimeout: time.Duration(p.FlushTimeout), SnapshotTimeout: time.Duration(p.SnapshotTimeout),
 		FinishTimeout: time.Duration(p.FinishTimeout), JobTimeout: time.Duration(p.JobTimeout),
+		Hooks: PolicyHooks(p.Hooks),
 	}
+}
+
+// PolicyHooks are a policy's hooks as the planner stores them with each plan:
+// scope node and on_error fail (continue for complete hooks) where the file
+// says nothing.
+func PolicyHooks(hs []config.Hook) []messages.Hook {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]messages.Hook, 0, len(hs))
+	for _, h := range hs {
+		m := messages.Hook{Name: h.Name, Point: messages.HookPoint(h.Point), Scope: messages.ScopeNode,
+			Command: slices.Clone(h.Command), TimeoutMS: time.Duration(h.Timeout).Milliseconds(),
+			OnError: messages.OnErrorFail, Retries: h.Retries}
+		if h.Scope != "" {
+			m.Scope = messages.HookScope(h.Scope)
+		}
+		if h.OnError != "" {
+			m.OnError = messages.OnError(h.OnError)
+		} else if m.Point == messages.HookComplete {
+			m.OnError = messages.OnErrorContinue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // SSH is the SSH executor's settings for a cluster.
@@ -114,9 +158,57 @@ func Nodetool(cl config.Cluster) nodetool.Settings {
 
 // EBS is the EBS driver's settings for a cluster.
 func EBS(cl config.Cluster) ebs.Config {
-	return ebs.Config{
-		Cluster: cl.Name, Region: cl.Region, RoleARN: cl.RoleARN, Endpoint: cl.EBS.Endpoint,
+	c := ebs.Config{
+		Cluster: cl.Name, Region: cl.Region, Account: cl.Account, RoleARN: cl.RoleARN, Endpoint: cl.EBS.Endpoint,
 		PerInstance: cl.EBS.PerInstance, CopyVolumeTags: cl.EBS.CopyVolumeTags, CopyRegions: cl.EBS.CopyRegions,
+	}
+	for _, dc := range cl.DataCenters {
+		c.DataCenters = append(c.DataCenters, ebs.DataCenter{Name: dc.Name, Region: dc.Region, Account: dc.Account, RoleARN: dc.RoleARN})
+	}
+	return c
+}
+
+// DataCenterEBS is the EBS settings discovering one data centre of a
+// cluster: its region, account and role, else the cluster's.
+func DataCenterEBS(cl config.Cluster, dc config.DataCenter) ebs.Config {
+	c := EBS(cl)
+	c.DataCenters = nil
+	c.Region = regionOf(cl, dc.Name)
+	if dc.Account != "" || dc.RoleARN != "" {
+		c.Account, c.RoleARN = dc.Account, cmp.Or(dc.RoleARN, cl.RoleARN)
+	}
+	return c
+}
+
+// PaceLimits gives the pacer each account's, region's and operation's
+// budget: the most specific of the configuration's ec2.limits matching it
+// (account and region, then account, then region, then the operation
+// alone), else AWS's default (ebs.DefaultLimit). A limit without a burst
+// keeps the default bucket.
+func PaceLimits(cfg *config.Config) func(pace.Key) pace.Limit {
+	limits := slices.Clone(cfg.EC2.Limits)
+	return func(k pace.Key) pace.Limit {
+		def := ebs.DefaultLimit(k.Op)
+		best, score := -1, -1
+		for i, l := range limits {
+			if l.Operation != k.Op || (l.Account != "" && l.Account != k.Account) || (l.Region != "" && l.Region != k.Region) {
+				continue
+			}
+			s := 0
+			if l.Account != "" {
+				s += 2
+			}
+			if l.Region != "" {
+				s++
+			}
+			if s > score {
+				best, score = i, s
+			}
+		}
+		if best < 0 {
+			return def
+		}
+		return pace.Limit{Rate: limits[best].Rate, Burst: cmp.Or(limits[best].Burst, def.Burst)}
 	}
 }
 

@@ -16,9 +16,12 @@ func (n *Node) lock(done <-chan struct{}) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("simnode: lock: %w", err)
 	}
+	// Work under the lock is finished before a stop signal ends a process
+	// that asked for it (FinishWorkOnSignals).
 	unlock := func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		_ = f.Close()
+		workEnds()
 	}
 	if done == nil {
 		for {
@@ -31,12 +34,14 @@ func (n *Node) lock(done <-chan struct{}) (func(), error) {
 			_ = f.Close()
 			return nil, fmt.Errorf("simnode: lock: %w", err)
 		}
+		workBegins()
 		return unlock, nil
 	}
 	wait := 200 * time.Microsecond
 	for {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
+			workBegins()
 			return unlock, nil
 		}
 		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {

@@ -15,5 +15,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(nodetoolEnv) == "1" {
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	if root := os.Getenv(busyNodeEnv); root != "" {
+		os.Exit(busyNode(root))
+	}
 	goleak.VerifyTestMain(m)
 }

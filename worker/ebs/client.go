@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
+
+	"github.com/quiesce/quiesce/pace"
 )
 
 // Retry defaults. EC2 throttles per account and region with a token bucket
@@ -74,6 +77,12 @@ type Options struct {
 	// with an error code, retried or not: op is the API operation, code the
 	// EC2 error code. Observability counts throttles with it.
 	OnAPIError func(op, code string)
+
+	// Pacer, when set, paces every attempt of every EC2 call by the budget of
+	// its account, region and operation that the fleet shares (package
+	// pace), and is told of every RequestLimitExceeded. Without it calls
+	// are paced only by the SDK's retries.
+	Pacer *pace.Pacer
 }
 
 func (o Options) maxAttempts() int {
@@ -137,16 +146,43 @@ func (b jitterBackoff) BackoffDelay(attempt int, _ error) (time.Duration, error)
 	return time.Duration(rand.Int64N(int64(ceil) + 1)), nil
 }
 
-// clients builds and caches one EC2 client per region for one cluster's
-// account. A client per region matches EC2's throttling, which is per
-// account and region, and gives each region its own retry quota.
+// clients builds and caches the EC2 clients of one cluster: one per
+// location (region, role and account), since EC2 throttles per account and
+// region, and the SDK's retry quota is then per location too.
 type clients struct {
 	cfg  Config
 	opts Options
 	base aws.Config
 
-	mu       sync.Mutex
-	byRegion map[string]*ec2.Client
+	mu    sync.Mutex
+	creds map[string]aws.CredentialsProvider // by role ARN
+	byLoc map[location]*ec2.Client
+}
+
+// location is where a cluster's snapshots of one data centre live: a region
+// reached with a role (none: the default credentials) in an account.
+type location struct {
+	Region  string
+	RoleARN string
+	// Account names the budget the pacer charges: Config.Account, else the
+	// role's account, else DefaultAccount.
+	Account string
+}
+
+// DefaultAccount stands for the account of the default credentials in pacer
+// keys and metric labels, when the configuration names none.
+const DefaultAccount = "default"
+
+// accountOf is the account a location's calls are charged to.
+func accountOf(account, roleARN string) string {
+	if account != "" {
+		return account
+	}
+	// arn:aws:iam::123456789012:role/name
+	if parts := strings.Split(roleARN, ":"); len(parts) >= 6 && parts[4] != "" {
+		return parts[4]
+	}
+	return DefaultAccount
 }
 
 func newClients(ctx context.Context, conf Config, opts Options) (*clients, error) {
@@ -167,38 +203,106 @@ func newClients(ctx context.Context, conf Config, opts Options) (*clients, error
 	if cfg.Region == "" {
 		return nil, errors.New("cluster " + conf.Cluster + ": no AWS region: set the cluster's region")
 	}
-	if conf.RoleARN != "" {
-		stsClient := sts.NewFromConfig(cfg, func(o *sts.Options) {
-			if opts.STSEndpoint != "" {
-				o.BaseEndpoint = aws.String(opts.STSEndpoint)
-			}
-		})
-		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, conf.RoleARN,
-			func(o *stscreds.AssumeRoleOptions) {
-				// The session name shows in the target account's CloudTrail.
-				o.RoleSessionName = "quiesce-" + conf.Cluster
-			}))
-	}
-	return &clients{cfg: conf, opts: opts, base: cfg, byRegion: map[string]*ec2.Client{}}, nil
+	return &clients{cfg: conf, opts: opts, base: cfg,
+		creds: map[string]aws.CredentialsProvider{}, byLoc: map[location]*ec2.Client{}}, nil
 }
 
-func (c *clients) home() *ec2.Client { return c.region(c.base.Region) }
+// homeLocation is the cluster's own: its region, role and account.
+func (c *clients) homeLocation() location {
+	return location{Region: c.base.Region, RoleARN: c.cfg.RoleARN, Account: accountOf(c.cfg.Account, c.cfg.RoleARN)}
+}
 
+func (c *clients) home() *ec2.Client { return c.client(c.homeLocation()) }
+
+// region is the client for another region with the cluster's own role.
 func (c *clients) region(region string) *ec2.Client {
+	l := c.homeLocation()
+	l.Region = region
+	return c.client(l)
+}
+
+// credentials returns the provider of a role (assumed through STS with the
+// default credentials), or the default credentials for none.
+func (c *clients) credentials(roleARN string) aws.CredentialsProvider {
+	if roleARN == "" {
+		return c.base.Credentials
+	}
+	if p, ok := c.creds[roleARN]; ok {
+		return p
+	}
+	stsClient := sts.NewFromConfig(c.base, func(o *sts.Options) {
+		if c.opts.STSEndpoint != "" {
+			o.BaseEndpoint = aws.String(c.opts.STSEndpoint)
+		}
+	})
+	p := aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, roleARN,
+		func(o *stscreds.AssumeRoleOptions) {
+			// The session name shows in the target account's CloudTrail.
+			o.RoleSessionName = "quiesce-" + c.cfg.Cluster
+		}))
+	c.creds[roleARN] = p
+	return p
+}
+
+func (c *clients) client(l location) *ec2.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl, ok := c.byRegion[region]; ok {
+	if cl, ok := c.byLoc[l]; ok {
 		return cl
 	}
+	creds := c.credentials(l.RoleARN)
 	cl := ec2.NewFromConfig(c.base, func(o *ec2.Options) {
-		o.Region = region
+		o.Region = l.Region
+		o.Credentials = creds
 		if c.cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(c.cfg.Endpoint)
 		}
+		if c.opts.Pacer != nil {
+			o.APIOptions = append(o.APIOptions, paced(c.opts.Pacer, l.Account, l.Region))
+		}
 	})
-	c.byRegion[region] = cl
+	c.byLoc[l] = cl
 	return cl
 }
+
+// paced adds a step inside the SDK's retry loop that waits for the pacer
+// before every attempt of a call (a retried attempt spends EC2's budget like
+// the first), and reports a throttled attempt back to it. It sits before
+// signing, so a long wait never sends a stale signature.
+func paced(p *pace.Pacer, account, region string) func(*middleware.Stack) error {
+	return func(stack *middleware.Stack) error {
+		if _, ok := stack.Finalize.Get("Retry"); !ok {
+			// A presigning stack (CopySnapshot's source URL) calls nothing.
+			return nil
+		}
+		return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("quiescePace",
+			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (
+				middleware.FinalizeOutput, middleware.Metadata, error,
+			) {
+				key := pace.Key{Account: account, Region: region, Op: awsmiddleware.GetOperationName(ctx)}
+				if err := p.Wait(ctx, key); err != nil {
+					return middleware.FinalizeOutput{}, middleware.Metadata{}, &paceError{err: err, canceled: ctx.Err() != nil}
+				}
+				out, md, err := next.HandleFinalize(ctx, in)
+				if apiCode(err) == CodeRequestLimitExceeded {
+					// The error that matters is the call's; a failure to
+					// record the throttle shows in the next wait.
+					_ = p.Throttled(ctx, key)
+				}
+				return out, md, err
+			}), "Retry", middleware.After)
+	}
+}
+
+// paceError is a call that never went: its pacer could not give it a slot,
+// or its context ended while it waited for one.
+type paceError struct {
+	err      error
+	canceled bool
+}
+
+func (e *paceError) Error() string { return "waiting for the EC2 request budget: " + e.err.Error() }
+func (e *paceError) Unwrap() error { return e.err }
 
 // observeAttempts adds a middleware that reports every attempt EC2 answered
 // with an error code.

@@ -7,6 +7,10 @@ type Config struct {
 	Cluster string
 	// Region holds the cluster's volumes; default the SDK's (AWS_REGION).
 	Region string
+	// Account is the AWS account ID of the cluster's volumes, which names
+	// the EC2 request budget its calls are paced by (Options.Pacer). Empty:
+	// the account of RoleARN, else DefaultAccount.
+	Account string
 	// RoleARN is assumed through STS, for a cluster in another account.
 	RoleARN string
 	// Endpoint overrides the EC2 endpoint (a VPC endpoint; tests point it
@@ -19,6 +23,21 @@ type Config struct {
 	CopyVolumeTags bool
 	// CopyRegions receive a copy of every snapshot.
 	CopyRegions []string
+	// DataCenters place the cluster's Cassandra data centres in AWS regions
+	// (and accounts) of their own. A node's volumes are snapshotted where its
+	// data centre is (messages.Node.DC); a node of no listed data centre,
+	// where the cluster is.
+	DataCenters []DataCenter
+}
+
+// DataCenter is where one Cassandra data centre of a cluster runs.
+type DataCenter struct {
+	Name string
+	// Region holds the data centre's volumes (default the cluster's).
+	Region string
+	// Account and RoleARN as the cluster's; empty: the cluster's.
+	Account string
+	RoleARN string
 }
 
 // Discovery selects a cluster's nodes and their data volumes in EC2.

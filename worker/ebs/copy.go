@@ -17,8 +17,9 @@ var ErrNotCompleted = errors.New("snapshot not completed yet")
 // CopyRegions are the regions the cluster's snapshots are copied to.
 func (d *Driver) CopyRegions() []string { return d.cfg.CopyRegions }
 
-// CopyJob copies every snapshot of a job to each of the cluster's copy
-// regions (config ebs.copy_regions) and returns the copies. It is idempotent:
+// CopyJob copies every snapshot of a job, from its own region, to each of
+// the cluster's copy regions (config ebs.copy_regions) but its own, and
+// returns the copies. It is idempotent:
 // a copy made earlier is found by its TagCopyOf tag and not made again. While
 // any of the job's snapshots is pending it copies nothing and returns a
 // transient ErrNotCompleted; a snapshot in the error state is a permanent
@@ -41,7 +42,11 @@ func (d *Driver) CopyJob(ctx context.Context, jobID string) ([]worker.Snapshot, 
 	var copies []worker.Snapshot
 	for _, region := range regions {
 		for _, s := range snaps {
-			c, err := d.CopyTo(ctx, s.ID, region)
+			if s.Region == region {
+				// A data centre in a copy region: the snapshot is there.
+				continue
+			}
+			c, err := d.copyFrom(ctx, d.regionLocation(s.Region), s.ID, region)
 			if err != nil {
 				return copies, err
 			}
@@ -64,10 +69,15 @@ func (d *Driver) DeleteCopies(ctx context.Context, jobID string) (deleted []stri
 			return deleted, err
 		}
 		for _, s := range copies {
+			if s.Tags[TagCopyOf] == "" {
+				// An original of a data centre in this region, not a copy.
+				continue
+			}
 			err := d.deleteIn(ctx, region, s.ID)
 			switch {
 			case err == nil:
 				deleted = append(deleted, s.ID)
+			case errors.Is(err, worker.ErrSnapshotGone):
 			case errors.Is(err, worker.ErrSnapshotInUse):
 				kept = append(kept, err)
 			default:

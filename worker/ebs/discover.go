@@ -127,6 +127,7 @@ func (d *Discoverer) Discover(ctx context.Context, conf Config, sel Discovery) (
 			Name:       name,
 			Address:    aws.ToString(in.PrivateIpAddress),
 			InstanceID: id,
+			Region:     client.Options().Region,
 		}
 		if in.Placement != nil {
 			node.AZ = aws.ToString(in.Placement.AvailabilityZone)

@@ -4,11 +4,23 @@
 // Every snapshot the driver creates is tagged at creation (TagSpecifications),
 // so none ever exists without quiesce:managed and its task's tag. EC2's
 // snapshot calls take no idempotency token; the task tag stands in for one:
-// Create first looks for snapshots carrying it and creates only what is
-// missing, so a redelivered task never makes a second snapshot. This relies
-// on one delivery of a task running at a time (the queue's ack wait and
-// heartbeats) and on a redelivery coming later than EC2 takes to make a new
-// snapshot's tags visible to DescribeSnapshots (seconds).
+// the worker runtime looks for snapshots carrying it (Find) and asks Create
+// only for the volumes still missing, so a redelivered task never makes a
+// second snapshot. Create does not look again: one DescribeSnapshots per
+// snapshot task, not two, out of a budget of 20 a second per account and
+// region. This relies on one delivery of a task running at a time (the
+// queue's ack wait and heartbeats) and on a redelivery coming later than EC2
+// takes to make a new snapshot's tags visible to DescribeSnapshots (seconds).
+//
+// A cluster whose data centres are in several regions (Config.DataCenters)
+// has its snapshots in each of them: a node's volumes are snapshotted in its
+// data centre's region, with its role, and Find looks in every region of the
+// cluster (only in one when the filter names a data centre, TagDC). Every
+// snapshot the driver reports says its region.
+//
+// With Options.Pacer every attempt of every EC2 call waits for the budget
+// of its account, region and operation that the whole fleet shares, and a
+// throttle cuts that budget for every process (package pace).
 //
 // Errors are classified by EC2 error code in one place (classify):
 //
@@ -24,12 +36,14 @@
 package ebs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -65,13 +79,108 @@ func New(ctx context.Context, cfg Config, opts Options) (*Driver, error) {
 	return &Driver{cfg: cfg, opts: opts, c: c}, nil
 }
 
+var _ worker.RetakePacer = (*Driver)(nil)
+
+// RetakeAfter is how long after a failed snapshot of a volume began the
+// volume may be snapshotted again: EC2 asks for SnapshotRateDelay between
+// snapshot calls on one volume, and counts the failed snapshot until then.
+func (d *Driver) RetakeAfter() time.Duration { return SnapshotRateDelay }
+
 // Region is the cluster's region, where snapshots are taken.
 func (d *Driver) Region() string { return d.c.base.Region }
 
-// Find returns the snapshots, in the cluster's region, carrying every tag in
-// filter. It pages through DescribeSnapshots with the largest page EC2 allows.
+// Regions are every region the cluster's snapshots are taken in: its own
+// first, then its data centres'.
+func (d *Driver) Regions() []string {
+	var out []string
+	for _, l := range d.locations() {
+		if !slices.Contains(out, l.Region) {
+			out = append(out, l.Region)
+		}
+	}
+	return out
+}
+
+// locations are where the cluster's snapshots live: its own location first,
+// then each data centre's.
+func (d *Driver) locations() []location {
+	out := []location{d.c.homeLocation()}
+	for _, dc := range d.cfg.DataCenters {
+		if l := d.dcLocation(dc); !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (d *Driver) dcLocation(dc DataCenter) location {
+	home := d.c.homeLocation()
+	l := location{Region: cmp.Or(dc.Region, home.Region), RoleARN: cmp.Or(dc.RoleARN, home.RoleARN), Account: home.Account}
+	if dc.Account != "" || dc.RoleARN != "" {
+		l.Account = accountOf(dc.Account, dc.RoleARN)
+	}
+	return l
+}
+
+// dataCenter returns the location of the data centre named dc.
+func (d *Driver) dataCenter(dc string) (location, bool) {
+	for _, c := range d.cfg.DataCenters {
+		if c.Name == dc {
+			return d.dcLocation(c), true
+		}
+	}
+	return location{}, false
+}
+
+// nodeLocation is where a node's volumes are snapshotted: its data
+// centre's location, or the cluster's own in the node's region.
+func (d *Driver) nodeLocation(n messages.Node) location {
+	if l, ok := d.dataCenter(n.DC); ok {
+		return l
+	}
+	if n.Region != "" {
+		return d.regionLocation(n.Region)
+	}
+	return d.c.homeLocation()
+}
+
+// regionLocation is the cluster's location in region: the first of its
+// locations there, or its own role in that region.
+func (d *Driver) regionLocation(region string) location {
+	for _, l := range d.locations() {
+		if l.Region == region {
+			return l
+		}
+	}
+	l := d.c.homeLocation()
+	l.Region = region
+	return l
+}
+
+// Find returns the cluster's snapshots carrying every tag in filter, in
+// every region of the cluster, or only in one data centre's when filter
+// names it (TagDC). Cross-region copies (TagCopyOf) are not the cluster's
+// snapshots and are left out. It pages through DescribeSnapshots with the
+// largest page EC2 allows.
 func (d *Driver) Find(ctx context.Context, filter map[string]string) ([]worker.Snapshot, error) {
-	return d.find(ctx, d.c.home(), filter)
+	locs := d.locations()
+	if l, ok := d.dataCenter(filter[messages.TagDC]); ok {
+		locs = []location{l}
+	}
+	var out []worker.Snapshot
+	for _, l := range locs {
+		found, err := d.find(ctx, d.c.client(l), filter)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range found {
+			if s.Tags[TagCopyOf] == "" {
+				out = append(out, s)
+			}
+		}
+	}
+	sortSnapshots(out)
+	return out, nil
 }
 
 func (d *Driver) find(ctx context.Context, client *ec2.Client, filter map[string]string) ([]worker.Snapshot, error) {
@@ -80,6 +189,7 @@ func (d *Driver) find(ctx context.Context, client *ec2.Client, filter map[string
 		Filters:    tagFilters(filter),
 		MaxResults: aws.Int32(d.opts.pageSize()),
 	}
+	region := client.Options().Region
 	var out []worker.Snapshot
 	p := ec2.NewDescribeSnapshotsPaginator(client, in)
 	for p.HasMorePages() {
@@ -88,18 +198,22 @@ func (d *Driver) find(ctx context.Context, client *ec2.Client, filter map[string
 			return nil, classify("DescribeSnapshots", err)
 		}
 		for _, s := range page.Snapshots {
-			out = append(out, fromEC2(s))
+			snap := fromEC2(s)
+			snap.Region = region
+			out = append(out, snap)
 		}
 	}
 	sortSnapshots(out)
 	return out, nil
 }
 
-// Create snapshots req.Volumes, tagged at creation with req.Tags (and, when
-// the cluster says so, each volume's own tags). It is idempotent on the task
-// tag req.Tags[messages.TagTask]: volumes that already have a snapshot with
-// that tag are not snapshotted again, and their snapshots are returned with
-// the new ones.
+// Create snapshots req.Volumes in the region of the node's data centre,
+// tagged at creation with req.Tags (and, when the cluster says so, each
+// volume's own tags). It does not look for the task's earlier snapshots:
+// the caller did (Find by its TagTask), and volumes with one in
+// req.Existing are not snapshotted again; those snapshots are returned with
+// the new ones. req.Fence is asked right before every create call: an
+// execution that lost its task's lease creates nothing.
 func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
 	task := req.Tags[messages.TagTask]
 	if task == "" {
@@ -108,13 +222,17 @@ func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker
 	if len(req.Volumes) == 0 {
 		return nil, permanentf("CreateSnapshot", CodeInvalidRequest, "task %s: no volumes to snapshot", task)
 	}
-	existing, err := d.Find(ctx, map[string]string{messages.TagTask: task})
-	if err != nil {
-		return nil, err
+	asked := map[string]bool{}
+	for _, v := range req.Volumes {
+		asked[v.ID] = true
 	}
 	have := map[string]bool{}
-	for _, s := range existing {
-		have[s.VolumeID] = true
+	var existing []worker.Snapshot
+	for _, s := range req.Existing {
+		if s.State != worker.StateError && asked[s.VolumeID] && !have[s.VolumeID] {
+			have[s.VolumeID] = true
+			existing = append(existing, s)
+		}
 	}
 	var missing []messages.Volume
 	for _, v := range req.Volumes {
@@ -123,34 +241,56 @@ func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker
 		}
 	}
 	if len(missing) == 0 {
+		sortSnapshots(existing)
 		return existing, nil
 	}
 	tags := cloneTags(req.Tags)
 	// A snapshot quiesce creates is always one retention may later delete.
 	tags[messages.TagManaged] = "true"
 
+	loc := d.nodeLocation(req.Node)
+	client := d.c.client(loc)
 	var created []worker.Snapshot
+	var err error
 	if d.cfg.PerInstance && len(missing) > 1 && req.Node.InstanceID != "" {
-		created, err = d.createSet(ctx, req.Node, missing, tags)
+		created, err = d.createSet(ctx, client, req.Node, missing, tags, req.Fence)
 	} else {
-		created, err = d.createEach(ctx, req.Node, missing, tags)
+		created, err = d.createEach(ctx, client, req.Node, missing, tags, req.Fence)
+	}
+	for i := range created {
+		created[i].Region = loc.Region
 	}
 	out := append(existing, created...)
 	sortSnapshots(out)
 	return out, err
 }
 
+// fenced asks fence, when there is one, right before a create call: a task
+// execution that lost its lease must not create.
+func fenced(ctx context.Context, op string, fence func(context.Context) error) error {
+	if fence == nil {
+		return nil
+	}
+	if err := fence(ctx); err != nil {
+		return &Error{Op: op, code: CodeLeaseLost, err: err}
+	}
+	return nil
+}
+
 // createEach takes one CreateSnapshot per volume. A failure part-way leaves
 // the earlier snapshots tagged with the task, so the retry creates only the
 // rest.
-func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string) ([]worker.Snapshot, error) {
+func (d *Driver) createEach(ctx context.Context, client *ec2.Client, node messages.Node, vols []messages.Volume, tags map[string]string, fence func(context.Context) error) ([]worker.Snapshot, error) {
 	var out []worker.Snapshot
 	for _, v := range vols {
+		if err := fenced(ctx, "CreateSnapshot", fence); err != nil {
+			return out, err
+		}
 		t := tags
 		if d.cfg.CopyVolumeTags {
 			t = withVolumeTags(tags, v.Tags)
 		}
-		res, err := d.c.home().CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
+		res, err := client.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
 			VolumeId:          aws.String(v.ID),
 			Description:       aws.String(description(tags, node, v.Device)),
 			TagSpecifications: tagSpec(t),
@@ -174,8 +314,7 @@ func (d *Driver) createEach(ctx context.Context, node messages.Node, vols []mess
 // createSet takes one crash-consistent CreateSnapshots set of the node's
 // selected data volumes: the boot volume and every attached data volume not
 // asked for are excluded.
-func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messages.Volume, tags map[string]string) ([]worker.Snapshot, error) {
-	client := d.c.home()
+func (d *Driver) createSet(ctx context.Context, client *ec2.Client, node messages.Node, vols []messages.Volume, tags map[string]string, fence func(context.Context) error) ([]worker.Snapshot, error) {
 	inst, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{node.InstanceID}})
 	if err != nil {
 		return nil, classify("DescribeInstances", err)
@@ -232,6 +371,9 @@ func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messa
 	if d.cfg.CopyVolumeTags {
 		in.CopyTagsFromSource = types.CopyTagsFromSourceVolume
 	}
+	if err := fenced(ctx, "CreateSnapshots", fence); err != nil {
+		return nil, err
+	}
 	res, err := client.CreateSnapshots(ctx, in)
 	if err != nil {
 		return nil, classify("CreateSnapshots", err)
@@ -264,7 +406,13 @@ func (d *Driver) createSet(ctx context.Context, node messages.Node, vols []messa
 // carrying its tags plus TagCopyOf. A copy made earlier (found by TagCopyOf)
 // is returned instead of a second one.
 func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.Snapshot, error) {
-	if region == d.Region() {
+	return d.copyFrom(ctx, d.c.homeLocation(), snapshotID, region)
+}
+
+// copyFrom copies a snapshot of location src to region, with the cluster's
+// own role there.
+func (d *Driver) copyFrom(ctx context.Context, src location, snapshotID, region string) (worker.Snapshot, error) {
+	if region == src.Region {
 		return worker.Snapshot{}, permanentf("CopySnapshot", CodeInvalidRequest, "copy of %s to its own region %s", snapshotID, region)
 	}
 	dst := d.c.region(region)
@@ -275,19 +423,19 @@ func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.
 	if len(prior) > 0 {
 		return prior[0], nil
 	}
-	src, err := d.describe(ctx, snapshotID)
+	s, err := d.describeIn(ctx, d.c.client(src), snapshotID)
 	if err != nil {
 		return worker.Snapshot{}, err
 	}
-	if src.Tags[messages.TagManaged] != "true" {
-		return worker.Snapshot{}, notManaged("CopySnapshot", snapshotID, d.Region())
+	if s.Tags[messages.TagManaged] != "true" {
+		return worker.Snapshot{}, notManaged("CopySnapshot", snapshotID, src.Region)
 	}
-	tags := cloneTags(src.Tags)
+	tags := cloneTags(s.Tags)
 	tags[TagCopyOf] = snapshotID
 	res, err := dst.CopySnapshot(ctx, &ec2.CopySnapshotInput{
-		SourceRegion:      aws.String(d.Region()),
+		SourceRegion:      aws.String(src.Region),
 		SourceSnapshotId:  aws.String(snapshotID),
-		Description:       aws.String("quiesce copy of " + snapshotID + " from " + d.Region()),
+		Description:       aws.String("quiesce copy of " + snapshotID + " from " + src.Region),
 		TagSpecifications: tagSpec(tags),
 	})
 	if err != nil {
@@ -295,25 +443,35 @@ func (d *Driver) CopyTo(ctx context.Context, snapshotID, region string) (worker.
 	}
 	return worker.Snapshot{
 		ID:       aws.ToString(res.SnapshotId),
-		VolumeID: src.VolumeID,
+		VolumeID: s.VolumeID,
 		State:    worker.StatePending,
 		Tags:     tags,
+		Region:   region,
 	}, nil
 }
 
 // Delete deletes a snapshot of the cluster's region that carries
-// quiesce:managed=true. A snapshot already gone is success; one without the
+// quiesce:managed=true. A snapshot already gone is worker.ErrSnapshotGone
+// (success, for the caller, but not a deletion of its own); one without the
 // managed tag is never touched (worker.ErrNotManaged); one that an AMI or
 // volume still uses is worker.ErrSnapshotInUse. Both refusals are permanent.
 func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
-	return d.deleteIn(ctx, d.Region(), snapshotID)
+	return d.deleteIn(ctx, d.c.homeLocation().Region, snapshotID)
 }
 
+// DeleteIn deletes a snapshot of one of the cluster's regions, with
+// Delete's guards.
+func (d *Driver) DeleteIn(ctx context.Context, region, snapshotID string) error {
+	return d.deleteIn(ctx, region, snapshotID)
+}
+
+var _ worker.RegionalDeleter = (*Driver)(nil)
+
 func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error {
-	client := d.c.region(region)
+	client := d.c.client(d.regionLocation(region))
 	s, err := d.describeIn(ctx, client, snapshotID)
 	if apiCode(err) == CodeSnapshotNotFound {
-		return nil
+		return gone(snapshotID, region)
 	}
 	if err != nil {
 		return err
@@ -323,19 +481,20 @@ func (d *Driver) deleteIn(ctx context.Context, region, snapshotID string) error 
 	}
 	_, err = client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapshotID)})
 	if apiCode(err) == CodeSnapshotNotFound {
-		return nil
+		return gone(snapshotID, region)
 	}
 	return classify("DeleteSnapshot", err)
+}
+
+// gone says a snapshot to delete was deleted already.
+func gone(snapshotID, region string) error {
+	return fmt.Errorf("snapshot %s in %s: %w", snapshotID, region, worker.ErrSnapshotGone)
 }
 
 // notManaged refuses to act on a snapshot without quiesce:managed=true.
 func notManaged(op, snapshotID, region string) error {
 	return errclass.Permanent(&Error{Op: op, code: CodeNotManaged, is: worker.ErrNotManaged,
 		err: fmt.Errorf("snapshot %s in %s", snapshotID, region)})
-}
-
-func (d *Driver) describe(ctx context.Context, snapshotID string) (worker.Snapshot, error) {
-	return d.describeIn(ctx, d.c.home(), snapshotID)
 }
 
 func (d *Driver) describeIn(ctx context.Context, client *ec2.Client, snapshotID string) (worker.Snapshot, error) {
@@ -345,7 +504,9 @@ func (d *Driver) describeIn(ctx context.Context, client *ec2.Client, snapshotID 
 	}
 	for _, s := range res.Snapshots {
 		if aws.ToString(s.SnapshotId) == snapshotID {
-			return fromEC2(s), nil
+			snap := fromEC2(s)
+			snap.Region = client.Options().Region
+			return snap, nil
 		}
 	}
 	// EC2 answers an unknown ID with InvalidSnapshot.NotFound; an empty answer

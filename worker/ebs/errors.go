@@ -33,6 +33,12 @@ const (
 	CodeNotManaged = "NotManaged"
 	// CodeIncompleteSet: EC2 returned fewer snapshots than volumes asked for.
 	CodeIncompleteSet = "IncompleteSnapshotSet"
+	// CodeLeaseLost: the driver created nothing because the task's
+	// execution no longer held its lease.
+	CodeLeaseLost = "LeaseLost"
+	// CodePaceUnavailable: the call never went, its pacer could not reach
+	// the fleet's shared request budget (JetStream).
+	CodePaceUnavailable = "PaceUnavailable"
 )
 
 // SnapshotRateDelay is the least a task waits after EC2 refused a snapshot
@@ -96,6 +102,15 @@ func classify(op string, err error) error {
 		// Checked before the API error it is joined with: the SDK gave up
 		// retrying, not EC2.
 		return errclass.RetryAfter(&Error{Op: op, code: CodeRetryQuotaExceeded, err: err}, ThrottleDelay)
+	}
+	var pe *paceError
+	if errors.As(err, &pe) {
+		if pe.canceled {
+			return &Error{Op: op, code: CodeRequestCanceled, err: err}
+		}
+		// Transient: retried by the runtime with backoff, like a network
+		// failure; the call itself never reached EC2.
+		return &Error{Op: op, code: CodePaceUnavailable, err: err}
 	}
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) {

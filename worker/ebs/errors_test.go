@@ -1,6 +1,7 @@
 package ebs
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -136,11 +137,11 @@ func TestDeleteGuards(t *testing.T) {
 		{desc: "managed=false is not managed",
 			describe: fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", "completed", map[string]string{messages.TagManaged: "false"}) + "</snapshotSet>"},
 			wantErr:  worker.ErrNotManaged, permanent: true, wantCode: "NotManaged"},
-		{desc: "already gone on describe is success",
-			describe: fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}},
-		{desc: "gone between describe and delete is success",
+		{desc: "already gone on describe says so",
+			describe: fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}, wantErr: worker.ErrSnapshotGone},
+		{desc: "gone between describe and delete says so",
 			describe: fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", "completed", managed) + "</snapshotSet>"},
-			del:      fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}, deleteCalled: true},
+			del:      fakeAnswer{status: 400, code: "InvalidSnapshot.NotFound"}, deleteCalled: true, wantErr: worker.ErrSnapshotGone},
 		{desc: "in use by an AMI is reported",
 			describe: fakeAnswer{body: "<snapshotSet>" + snapshotXML("snap-1", "vol-1", "completed", managed) + "</snapshotSet>"},
 			del:      fakeAnswer{status: 400, code: "InvalidSnapshot.InUse"}, deleteCalled: true,
@@ -245,19 +246,85 @@ func TestFindPagesAndFilters(t *testing.T) {
 	require.Equal(t, "p2", reqs[1].Get("NextToken"))
 }
 
-// TestCreateReusesTaskSnapshot: a snapshot already carrying the task tag is
-// returned and no CreateSnapshot is made.
-func TestCreateReusesTaskSnapshot(t *testing.T) {
+// TestCreateLooksForNothing: Create snapshots every volume asked for without
+// a DescribeSnapshots of its own; the runtime has looked for the task's
+// earlier snapshots already.
+func TestCreateLooksForNothing(t *testing.T) {
 	t.Parallel()
 	f := newFakeEC2(t)
 	task := "c1-000000000001.snapshot.vol-1"
 	f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet>" +
 		snapshotXML("snap-1", "vol-1", "pending", map[string]string{messages.TagTask: task}) + "</snapshotSet>"})
+	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-1</volumeId><status>pending</status>"})
 	d := fakeDriver(t, f, fastOptions())
 	snaps, err := d.Create(t.Context(), createRequest(task, "vol-1"))
 	require.NoError(t, err)
 	require.Len(t, snaps, 1)
-	require.Equal(t, "snap-1", snaps[0].ID)
-	require.Zero(t, f.count("CreateSnapshot"))
-	require.Equal(t, "tag:quiesce:task", f.requests("DescribeSnapshots")[0].Get("Filter.1.Name"))
+	require.Equal(t, "snap-2", snaps[0].ID)
+	require.Equal(t, "us-east-1", snaps[0].Region)
+	require.Zero(t, f.count("DescribeSnapshots"))
+	require.Equal(t, 1, f.count("CreateSnapshot"))
+}
+
+// The snapshots the runtime found are not taken again: only the volumes
+// without one are, and the found ones come back with the new ones.
+func TestCreateTakesOnlyWhatWasNotFound(t *testing.T) {
+	t.Parallel()
+	f := newFakeEC2(t)
+	task := "c1-000000000001.snapshot.n1"
+	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-2</volumeId><status>pending</status>"})
+	d := fakeDriver(t, f, fastOptions())
+	req := createRequest(task, "vol-1", "vol-2")
+	req.Existing = []worker.Snapshot{
+		{ID: "snap-1", VolumeID: "vol-1", State: worker.StatePending},
+		{ID: "snap-0", VolumeID: "vol-9", State: worker.StateCompleted},
+	}
+	snaps, err := d.Create(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, 1, f.count("CreateSnapshot"), "vol-1 has its snapshot")
+	require.Equal(t, []string{"snap-1", "snap-2"}, []string{snaps[0].ID, snaps[1].ID}, "a volume not asked for is left out")
+	require.Equal(t, "vol-2", f.requests("CreateSnapshot")[0].Get("VolumeId"))
+
+	all := createRequest(task, "vol-1")
+	all.Existing = req.Existing[:1]
+	again, err := d.Create(t.Context(), all)
+	require.NoError(t, err)
+	require.Equal(t, 1, f.count("CreateSnapshot"), "nothing missing, nothing created")
+	require.Equal(t, "snap-1", again[0].ID)
+}
+
+// EC2 takes no idempotency token, so the fence is what keeps an execution
+// that lost its task's lease from creating: it is asked right before the
+// create call, and a lost lease sends no CreateSnapshot.
+func TestCreateAsksTheFenceBeforeCreating(t *testing.T) {
+	t.Parallel()
+	f := newFakeEC2(t)
+	task := "c1-000000000001.snapshot.vol-1"
+	f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet></snapshotSet>"})
+	f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-2</snapshotId><volumeId>vol-1</volumeId><status>pending</status>"})
+	d := fakeDriver(t, f, fastOptions())
+	req := createRequest(task, "vol-1")
+	asked := 0
+	req.Fence = func(context.Context) error {
+		asked++
+		return worker.ErrLeaseLost
+	}
+	_, err := d.Create(t.Context(), req)
+	require.ErrorIs(t, err, worker.ErrLeaseLost)
+	require.Equal(t, CodeLeaseLost, errclass.Code(err))
+	require.Zero(t, f.count("CreateSnapshot"), "nothing created without the lease")
+	require.Equal(t, 1, asked)
+	require.Zero(t, f.count("DescribeSnapshots"), "the look-up is the caller's")
+
+	req.Fence = func(context.Context) error { return nil }
+	snaps, err := d.Create(t.Context(), req)
+	require.NoError(t, err)
+	require.Equal(t, "snap-2", snaps[0].ID)
+}
+
+// A failed snapshot counts against the volume until EC2's spacing passed.
+func TestRetakeAfterIsEC2sSpacing(t *testing.T) {
+	t.Parallel()
+	var p worker.RetakePacer = fakeDriver(t, newFakeEC2(t), fastOptions())
+	require.Equal(t, SnapshotRateDelay, p.RetakeAfter())
 }

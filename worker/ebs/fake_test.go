@@ -22,6 +22,7 @@ type fakeEC2 struct {
 	answers map[string]fakeAnswer
 	calls   map[string]int
 	forms   map[string][]url.Values
+	regions map[string][]string
 	srv     *httptest.Server
 }
 
@@ -34,7 +35,7 @@ type fakeAnswer struct {
 }
 
 func newFakeEC2(t *testing.T) *fakeEC2 {
-	f := &fakeEC2{answers: map[string]fakeAnswer{}, calls: map[string]int{}, forms: map[string][]url.Values{}}
+	f := &fakeEC2{answers: map[string]fakeAnswer{}, calls: map[string]int{}, forms: map[string][]url.Values{}, regions: map[string][]string{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -59,6 +60,27 @@ func (f *fakeEC2) requests(action string) []url.Values {
 	return f.forms[action]
 }
 
+// regionsOf returns the region each call of an action was signed for.
+func (f *fakeEC2) regionsOf(action string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.regions[action]
+}
+
+// signedRegion reads the region from a SigV4 Authorization header:
+// "AWS4-HMAC-SHA256 Credential=AKID/20261124/us-west-2/ec2/aws4_request, ...".
+func signedRegion(r *http.Request) string {
+	_, cred, ok := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(cred, "/")
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[2]
+}
+
 func (f *fakeEC2) serve(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -69,6 +91,7 @@ func (f *fakeEC2) serve(w http.ResponseWriter, r *http.Request) {
 	f.calls[action]++
 	n := f.calls[action]
 	f.forms[action] = append(f.forms[action], r.Form)
+	f.regions[action] = append(f.regions[action], signedRegion(r))
 	a, ok := f.answers[action]
 	f.mu.Unlock()
 	if len(a.pages) > 0 {

@@ -121,17 +121,16 @@ func TestCreateSetFailures(t *testing.T) {
 	t.Run("one volume left after a partial set uses CreateSnapshot", func(t *testing.T) {
 		t.Parallel()
 		f := newFakeEC2(t)
-		task := "t.snapshot.n1"
-		f.on("DescribeSnapshots", fakeAnswer{body: "<snapshotSet>" +
-			snapshotXML("snap-a", "vol-1", "pending", map[string]string{messages.TagTask: task}) + "</snapshotSet>"})
+		// The runtime found vol-1's snapshot by the task tag and asks for
+		// vol-2 alone.
 		f.on("CreateSnapshot", fakeAnswer{body: "<snapshotId>snap-b</snapshotId><volumeId>vol-2</volumeId><status>pending</status>"})
-		snaps, err := setDriver(t, f, false).Create(t.Context(), createRequest(task, "vol-1", "vol-2"))
+		snaps, err := setDriver(t, f, false).Create(t.Context(), createRequest("t.snapshot.n1", "vol-2"))
 		require.NoError(t, err)
 		require.Equal(t, []worker.Snapshot{
-			{ID: "snap-a", VolumeID: "vol-1", State: "pending", Tags: map[string]string{messages.TagTask: task}},
-			{ID: "snap-b", VolumeID: "vol-2", State: "pending", Tags: map[string]string{}},
+			{ID: "snap-b", VolumeID: "vol-2", State: "pending", Tags: map[string]string{}, Region: "us-east-1"},
 		}, snaps)
 		require.Zero(t, f.count("CreateSnapshots"))
+		require.Zero(t, f.count("DescribeInstances"))
 		require.Equal(t, "vol-2", f.requests("CreateSnapshot")[0].Get("VolumeId"))
 	})
 }

@@ -2,6 +2,7 @@ package ebs
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sort"
 
@@ -30,8 +31,39 @@ func (d *Driver) DescribeVolumes(ctx context.Context, snaps []worker.Snapshot) (
 		bySnap[s.VolumeID] = s
 	}
 	sort.Strings(ids)
+	// A volume is described in its snapshot's region (a cluster's data
+	// centres may be in several).
+	byRegion := map[string][]string{}
+	for _, id := range ids {
+		r := bySnap[id].Region
+		byRegion[r] = append(byRegion[r], id)
+	}
 	found := map[string]messages.VolumeFacts{}
+	for _, region := range slices.Sorted(maps.Keys(byRegion)) {
+		if err := d.describeVolumesIn(ctx, region, byRegion[region], found); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]messages.VolumeFacts, 0, len(ids))
+	for _, id := range ids {
+		f, ok := found[id]
+		if !ok {
+			s := bySnap[id]
+			f = messages.VolumeFacts{VolumeID: id, SizeGiB: s.VolumeSize, Encrypted: s.Encrypted, KMSKeyID: s.KMSKeyID}
+		}
+		f.Node = bySnap[id].Tags[messages.TagNode]
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// describeVolumesIn describes ids, volumes of region ("": the cluster's
+// own), into found.
+func (d *Driver) describeVolumesIn(ctx context.Context, region string, ids []string, found map[string]messages.VolumeFacts) error {
 	client := d.c.home()
+	if region != "" {
+		client = d.c.client(d.regionLocation(region))
+	}
 	for batch := range slices.Chunk(ids, volumeBatch) {
 		p := ec2.NewDescribeVolumesPaginator(client, &ec2.DescribeVolumesInput{
 			Filters:    []types.Filter{{Name: aws.String("volume-id"), Values: batch}},
@@ -40,7 +72,7 @@ func (d *Driver) DescribeVolumes(ctx context.Context, snaps []worker.Snapshot) (
 		for p.HasMorePages() {
 			page, err := p.NextPage(ctx)
 			if err != nil {
-				return nil, classify("DescribeVolumes", err)
+				return classify("DescribeVolumes", err)
 			}
 			for _, v := range page.Volumes {
 				f := messages.VolumeFacts{
@@ -56,15 +88,5 @@ func (d *Driver) DescribeVolumes(ctx context.Context, snaps []worker.Snapshot) (
 			}
 		}
 	}
-	out := make([]messages.VolumeFacts, 0, len(ids))
-	for _, id := range ids {
-		f, ok := found[id]
-		if !ok {
-			s := bySnap[id]
-			f = messages.VolumeFacts{VolumeID: id, SizeGiB: s.VolumeSize, Encrypted: s.Encrypted, KMSKeyID: s.KMSKeyID}
-		}
-		f.Node = bySnap[id].Tags[messages.TagNode]
-		out = append(out, f)
-	}
-	return out, nil
+	return nil
 }

@@ -8,6 +8,13 @@
 // else create" atomic, so concurrent deliveries of one task make one
 // snapshot per volume, and an flock held on <snap-id>/.copying while the copy
 // runs lets any reader tell a copy in progress from one whose process died.
+//
+// A process killed part-way leaves debris that is never counted as a
+// snapshot and is removed by the next operation on the store: a snapshot
+// directory without meta.json (killed between making the directory and
+// recording it, which happens under the store lock, so under that lock such
+// a directory is always debris), and a .deleting-* directory (a delete
+// renames a snapshot away first, then removes it).
 package fs
 
 import (
@@ -23,6 +30,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +45,9 @@ const (
 	dataDir     = "data"
 	copyingFile = ".copying"
 	storeLock   = ".lock"
+	// deletingPrefix starts the name a snapshot directory is renamed to
+	// before it is removed.
+	deletingPrefix = ".deleting-"
 )
 
 var idPattern = regexp.MustCompile(`^snap-[0-9a-f]{17}$`)
@@ -65,6 +76,7 @@ type Driver struct {
 	opts    Options
 	creates atomic.Int64
 	copies  atomic.Int64
+	swept   atomic.Int64
 }
 
 var _ worker.Snapshotter = (*Driver)(nil)
@@ -144,11 +156,14 @@ func (d *Driver) snapshot(m meta) worker.Snapshot {
 
 // Find returns the snapshots carrying every tag in filter, oldest first. A
 // snapshot whose copying process died is reported, and recorded, in state
-// "error".
+// "error". Debris of interrupted operations is removed on the way.
 func (d *Driver) Find(ctx context.Context, filter map[string]string) ([]worker.Snapshot, error) {
-	metas, err := d.scan(ctx, filter)
+	metas, debris, err := d.scan(ctx, filter)
 	if err != nil {
 		return nil, err
+	}
+	if len(debris) > 0 {
+		d.sweepUnlocked(debris)
 	}
 	out := make([]worker.Snapshot, 0, len(metas))
 	for _, m := range metas {
@@ -157,32 +172,42 @@ func (d *Driver) Find(ctx context.Context, filter map[string]string) ([]worker.S
 	return out, nil
 }
 
-func (d *Driver) scan(ctx context.Context, filter map[string]string) ([]meta, error) {
+// scan reads the snapshots matching filter, and names the debris it saw:
+// .deleting-* directories, and snapshot directories without meta.json.
+func (d *Driver) scan(ctx context.Context, filter map[string]string) ([]meta, []string, error) {
 	ents, err := os.ReadDir(d.store)
 	if err != nil {
-		return nil, fmt.Errorf("fs: read store: %w", err)
+		return nil, nil, fmt.Errorf("fs: read store: %w", err)
 	}
 	var out []meta
+	var debris []string
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if e.IsDir() && strings.HasPrefix(e.Name(), deletingPrefix) {
+			debris = append(debris, e.Name())
+			continue
 		}
 		if !e.IsDir() || !idPattern.MatchString(e.Name()) {
 			continue
 		}
 		m, err := d.readMeta(e.Name())
 		if errors.Is(err, iofs.ErrNotExist) {
-			continue // being created or deleted
+			// Being recorded right now, being renamed away by a delete, or
+			// left by a process killed while recording it.
+			debris = append(debris, e.Name())
+			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !matches(m.Tags, filter) {
 			continue
 		}
 		if m.State == worker.StatePending {
 			if m, err = d.checkOrphan(m); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		out = append(out, m)
@@ -193,8 +218,46 @@ func (d *Driver) scan(ctx context.Context, filter map[string]string) ([]meta, er
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out, nil
+	return out, debris, nil
 }
+
+// sweepLocked removes debris; the caller holds the store lock, so a snapshot
+// directory without meta.json is no snapshot being recorded.
+func (d *Driver) sweepLocked(debris []string) {
+	for _, name := range debris {
+		p := filepath.Join(d.store, name)
+		if idPattern.MatchString(name) {
+			if _, err := os.Stat(filepath.Join(p, metaFile)); !errors.Is(err, iofs.ErrNotExist) {
+				continue // recorded meanwhile, or unreadable: not ours to judge
+			}
+			if err := d.remove(name); err == nil {
+				d.swept.Add(1)
+			}
+			continue
+		}
+		if err := os.RemoveAll(p); err == nil {
+			d.swept.Add(1)
+		}
+	}
+}
+
+// sweepUnlocked removes debris when the store lock is free at once: a
+// reader does not wait for a writer to clean up.
+func (d *Driver) sweepUnlocked(debris []string) {
+	f, err := os.OpenFile(filepath.Join(d.store, storeLock), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return
+	}
+	defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	d.sweepLocked(debris)
+}
+
+// Swept counts the debris directories this driver removed.
+func (d *Driver) Swept() int { return int(d.swept.Load()) }
 
 func matches(tags, filter map[string]string) bool {
 	for k, v := range filter {
@@ -278,6 +341,12 @@ func (d *Driver) writeMeta(m meta) error {
 // have a snapshot carrying req.Tags[quiesce:task] are not copied again, and
 // their snapshots are returned with the new ones. Every snapshot carries
 // req.Tags and quiesce:managed=true from the moment it is recorded.
+//
+// It returns only once every copy is whole: a snapshot of the task another
+// process is still copying (a delivery that stalled past its ack wait) is
+// waited for, not returned pending, since the node's hard links are cleared
+// once the task reports success. A copy whose process died is in error; it
+// is removed and the volume copied again.
 func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
 	d.creates.Add(1)
 	task := req.Tags[messages.TagTask]
@@ -313,9 +382,26 @@ func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker
 		}
 	}
 
-	existing, created, locks, err := d.record(ctx, req)
-	if err != nil {
-		return nil, err
+	var (
+		existing []worker.Snapshot
+		created  []meta
+		locks    []*os.File
+	)
+	for {
+		var copying []string
+		var err error
+		existing, created, locks, copying, err = d.record(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if len(copying) == 0 {
+			break
+		}
+		for _, id := range copying {
+			if err := d.waitCopy(ctx, id); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if len(created) == 0 {
 		return existing, nil
@@ -362,45 +448,75 @@ func (d *Driver) Create(ctx context.Context, req worker.CreateRequest) ([]worker
 }
 
 // record, under the store lock, finds the task's snapshots and records a
-// pending snapshot for every volume without one, holding each one's copy lock.
-// Errored snapshots of the task (a copier that died) are replaced.
-func (d *Driver) record(ctx context.Context, req worker.CreateRequest) (existing []worker.Snapshot, created []meta, locks []*os.File, err error) {
+// pending snapshot for every volume without one, holding each one's copy
+// lock. Errored snapshots of the task (a copier that died) are replaced.
+// When another process is still copying one of the task's snapshots it
+// records nothing and names those snapshots in copying, to be waited for.
+// req.Fence is asked right before anything is recorded.
+func (d *Driver) record(ctx context.Context, req worker.CreateRequest) (existing []worker.Snapshot, created []meta, locks []*os.File, copying []string, err error) {
 	unlock, err := lockFile(ctx, filepath.Join(d.store, storeLock))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	defer unlock()
-	found, err := d.scan(ctx, map[string]string{messages.TagTask: req.Tags[messages.TagTask]})
+	found, debris, err := d.scan(ctx, map[string]string{messages.TagTask: req.Tags[messages.TagTask]})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
+	d.sweepLocked(debris)
 	have := map[string]bool{}
 	for _, m := range found {
-		if m.State == worker.StateError {
+		switch m.State {
+		case worker.StateError:
 			if err := d.remove(m.ID); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, nil, err
 			}
 			continue
+		case worker.StatePending:
+			// scan checked its copier: alive, or it would be in error. A
+			// pending snapshot without a copy lock file cannot be one being
+			// recorded (that happens under this lock), so it is debris.
+			if _, err := os.Stat(filepath.Join(d.store, m.ID, copyingFile)); errors.Is(err, iofs.ErrNotExist) {
+				if err := d.remove(m.ID); err != nil {
+					return nil, nil, nil, nil, err
+				}
+				continue
+			}
+			copying = append(copying, m.ID)
 		}
 		have[m.VolumeID] = true
 		existing = append(existing, d.snapshot(m))
 	}
+	if len(copying) > 0 {
+		return nil, nil, nil, copying, nil
+	}
+	var missing []messages.Volume
+	for _, v := range req.Volumes {
+		if !have[v.ID] {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) == 0 {
+		return existing, nil, nil, nil, nil
+	}
+	if req.Fence != nil {
+		if err := req.Fence(ctx); err != nil {
+			return nil, nil, nil, nil, err
+		}
+	}
 	tags := cloneTags(req.Tags)
 	tags[messages.TagManaged] = "true"
 	start := d.opts.Clock().UTC()
-	fail := func(err error) ([]worker.Snapshot, []meta, []*os.File, error) {
+	fail := func(err error) ([]worker.Snapshot, []meta, []*os.File, []string, error) {
 		for _, f := range locks {
 			_ = f.Close()
 		}
 		for _, m := range created {
 			_ = d.remove(m.ID)
 		}
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	for _, v := range req.Volumes {
-		if have[v.ID] {
-			continue
-		}
+	for _, v := range missing {
 		id, err := d.newID()
 		if err != nil {
 			return fail(err)
@@ -422,7 +538,38 @@ func (d *Driver) record(ctx context.Context, req worker.CreateRequest) (existing
 			return fail(err)
 		}
 	}
-	return existing, created, locks, nil
+	return existing, created, locks, nil, nil
+}
+
+// waitCopy waits until no process holds snapshot id's copy lock: its copy
+// finished, failed, or its process died.
+func (d *Driver) waitCopy(ctx context.Context, id string) error {
+	wait := time.Millisecond
+	for {
+		f, err := os.OpenFile(filepath.Join(d.store, id, copyingFile), os.O_RDWR, 0)
+		if errors.Is(err, iofs.ErrNotExist) {
+			return nil // removed: rolled back or deleted
+		}
+		if err != nil {
+			return err
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		}
+		_ = f.Close()
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 // newID makes a fresh snapshot directory under a new random ID.
@@ -447,7 +594,7 @@ func (d *Driver) newID() (string, error) {
 // remove deletes a snapshot directory, first renaming it so no reader sees a
 // half-removed snapshot.
 func (d *Driver) remove(id string) error {
-	trash := filepath.Join(d.store, ".deleting-"+id+"-"+randomHex(4))
+	trash := filepath.Join(d.store, deletingPrefix+id+"-"+randomHex(4))
 	if err := os.Rename(filepath.Join(d.store, id), trash); err != nil {
 		if errors.Is(err, iofs.ErrNotExist) {
 			return nil
@@ -469,7 +616,7 @@ func (d *Driver) Delete(ctx context.Context, snapshotID string) error {
 	}
 	m, err := d.readMeta(snapshotID)
 	if errors.Is(err, iofs.ErrNotExist) {
-		return nil
+		return fmt.Errorf("fs: delete %s: %w", snapshotID, worker.ErrSnapshotGone)
 	}
 	if err != nil {
 		return err

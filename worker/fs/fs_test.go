@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/quiesce/quiesce/internal/simnode"
@@ -131,7 +133,7 @@ func TestCreateFindDelete(t *testing.T) {
 
 	require.NoError(t, b.driver.Delete(ctx, snaps[0].ID))
 	require.NoDirExists(t, filepath.Join(b.store, snaps[0].ID))
-	require.NoError(t, b.driver.Delete(ctx, snaps[0].ID), "a snapshot already gone is success")
+	require.ErrorIs(t, b.driver.Delete(ctx, snaps[0].ID), worker.ErrSnapshotGone, "a snapshot already gone says so")
 	found, err = b.driver.Find(ctx, nil)
 	require.NoError(t, err)
 	require.Len(t, found, 1)
@@ -309,12 +311,26 @@ func TestHooksPendingAndRollback(t *testing.T) {
 	require.Len(t, found, 1)
 	require.Equal(t, worker.StatePending, found[0].State, "a copy in progress is pending, not orphaned")
 	require.ErrorIs(t, b.driver.Delete(ctx, pending[0].ID), worker.ErrSnapshotInUse)
-	// Another delivery of the same task meanwhile gets the pending snapshot.
-	dup, err := b.driver.Create(ctx, req("held", v))
-	require.NoError(t, err)
-	require.Equal(t, pending[0].ID, dup[0].ID)
+	// Another delivery of the same task meanwhile waits for the copy, and
+	// gets the same snapshot once it is whole: never a second copy, and
+	// never a success while the copy could still fail.
+	dupDone := make(chan []worker.Snapshot, 1)
+	go func() {
+		dup, err := b.driver.Create(ctx, req("held", v))
+		assert.NoError(t, err)
+		dupDone <- dup
+	}()
+	select {
+	case <-dupDone:
+		t.Fatal("a second delivery returned while the first was still copying")
+	case <-time.After(300 * time.Millisecond):
+	}
 	close(hold)
 	require.NoError(t, <-done)
+	dup := <-dupDone
+	require.Len(t, dup, 1)
+	require.Equal(t, pending[0].ID, dup[0].ID)
+	require.Equal(t, worker.StateCompleted, dup[0].State)
 	got, err := b.driver.Get(ctx, pending[0].ID)
 	require.NoError(t, err)
 	require.Equal(t, worker.StateCompleted, got.State)
@@ -474,4 +490,116 @@ func TestRestoreProvesBackup(t *testing.T) {
 		seen[r] = true
 	}
 	require.Less(t, len(restored), int(w.Count()), "rows written after the snapshot are not in it")
+}
+
+// What a killed process leaves part-way (a snapshot directory it made but
+// never recorded, a snapshot renamed away but not yet removed) is never a
+// snapshot, and the next operation on the store removes it.
+func TestDebrisIsNeverCountedAndIsSwept(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := t.Context()
+	v := b.volume(t, "a")
+	unrecorded, err := b.driver.newID()
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Join(b.store, unrecorded, dataDir, "ks"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(b.store, unrecorded, dataDir, "ks", "half.db"), []byte("half"), 0o644))
+	deleting := filepath.Join(b.store, deletingPrefix+"snap-0123456789abcdef0-beef")
+	require.NoError(t, os.MkdirAll(filepath.Join(deleting, dataDir), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(deleting, dataDir, "rest.db"), []byte("rest"), 0o644))
+
+	found, err := b.driver.Find(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, found, "debris is no snapshot")
+	require.NoDirExists(t, filepath.Join(b.store, unrecorded), "a reader removes debris when the store is free")
+	require.NoDirExists(t, deleting)
+
+	// With the store lock held by a writer, a reader leaves a directory
+	// without meta.json alone: it may be one being recorded.
+	again, err := b.driver.newID()
+	require.NoError(t, err)
+	unlock, err := lockFile(ctx, filepath.Join(b.store, storeLock))
+	require.NoError(t, err)
+	found, err = b.driver.Find(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, found)
+	require.DirExists(t, filepath.Join(b.store, again))
+	unlock()
+
+	// A writer removes it under the lock.
+	snaps, err := b.driver.Create(ctx, req("t1", v))
+	require.NoError(t, err)
+	require.Len(t, snaps, 1)
+	require.NoDirExists(t, filepath.Join(b.store, again))
+	ents, err := os.ReadDir(b.store)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	require.ElementsMatch(t, []string{storeLock, snaps[0].ID}, names)
+	require.Equal(t, 3, b.driver.Swept())
+}
+
+// A second delivery that finds the task's snapshot being copied by another
+// process waits for that copy. When that process dies instead of finishing,
+// the snapshot is in error, and the waiting delivery copies the volume again.
+func TestCreateWaitsForAnotherCopierAndRetakesWhenItDies(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := t.Context()
+	v := b.volume(t, "a")
+	id, err := b.driver.newID()
+	require.NoError(t, err)
+	// The other copier: its lock held by an open file, as a process would.
+	copier, err := os.OpenFile(filepath.Join(b.store, id, copyingFile), os.O_CREATE|os.O_RDWR, 0o644)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Flock(int(copier.Fd()), syscall.LOCK_EX|syscall.LOCK_NB))
+	tags := map[string]string{messages.TagTask: "t1", messages.TagManaged: "true", messages.TagJob: "c1-000000000001"}
+	require.NoError(t, b.driver.writeMeta(meta{ID: id, VolumeID: v.ID, VolumePath: v.Path, State: worker.StatePending, Tags: tags}))
+
+	done := make(chan []worker.Snapshot, 1)
+	go func() {
+		snaps, err := b.driver.Create(ctx, req("t1", v))
+		assert.NoError(t, err)
+		done <- snaps
+	}()
+	select {
+	case <-done:
+		t.Fatal("returned while another process was copying")
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, copier.Close()) // the copier dies: its lock goes with it
+	snaps := <-done
+	require.Len(t, snaps, 1)
+	require.NotEqual(t, id, snaps[0].ID, "the interrupted copy is replaced")
+	require.Equal(t, worker.StateCompleted, snaps[0].State)
+	require.NoDirExists(t, filepath.Join(b.store, id))
+}
+
+// Create asks the request's fence before it records anything, and creates
+// nothing when the fence says the lease is lost.
+func TestCreateAsksTheFence(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := t.Context()
+	v := b.volume(t, "a")
+	lost := errors.New("lease lost")
+	r := req("t1", v)
+	r.Fence = func(context.Context) error { return lost }
+	_, err := b.driver.Create(ctx, r)
+	require.ErrorIs(t, err, lost)
+	found, err := b.driver.Find(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, found)
+
+	r.Fence = nil
+	first, err := b.driver.Create(ctx, r)
+	require.NoError(t, err)
+	asked := false
+	r.Fence = func(context.Context) error { asked = true; return lost }
+	again, err := b.driver.Create(ctx, r)
+	require.NoError(t, err, "nothing to create: the fence is not asked")
+	require.False(t, asked)
+	require.Equal(t, first[0].ID, again[0].ID)
 }

@@ -55,6 +55,9 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 	}
 	var stdout, stderr capped
 	c.Stdout, c.Stderr = &stdout, &stderr
+	if len(cmd.Stdin) > 0 {
+		c.Stdin = bytes.NewReader(cmd.Stdin)
+	}
 	if err := c.Start(); err != nil {
 		// Nothing ran: the node is as it was.
 		return nodetool.Output{}, errclass.Permanent(errclass.NotRun(fmt.Errorf("local: start %s: %w", argv[0], err)))

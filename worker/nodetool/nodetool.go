@@ -27,6 +27,9 @@ type Command struct {
 	Sudo bool
 	// Label names the command in error messages (default: Label(Argv)).
 	Label string
+	// Stdin is what the program reads on its standard input; only a local
+	// runner supplies it (over SSH the wrapper owns the channel's input).
+	Stdin []byte
 }
 
 // Output is what a command printed.

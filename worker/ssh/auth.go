@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -73,36 +74,58 @@ func passphrase(cfg Config) ([]byte, error) {
 	return nil, errors.New("no passphrase_env or passphrase_file configured")
 }
 
-// auth holds the credentials of an executor. The agent is dialled per
-// handshake and closed after it, so a restarted agent is picked up.
+// auth holds the credentials of an executor. The identity files, their
+// certificates and the passphrase file are read again when they change (a
+// rotated key or a renewed certificate reaches a running worker); the agent
+// is dialled per handshake and closed after it, so a restarted agent is
+// picked up.
 type auth struct {
-	signers   []gossh.Signer
+	signers   *watchedFiles[[]gossh.Signer]
 	agentSock string
 }
 
+// credentialFiles lists every file loadSigners reads.
+func credentialFiles(cfg Config) []string {
+	var files []string
+	for _, path := range cfg.IdentityFiles {
+		files = append(files, path, path+"-cert.pub")
+	}
+	if cfg.PassphraseFile != "" {
+		files = append(files, cfg.PassphraseFile)
+	}
+	return files
+}
+
 func newAuth(cfg Config) (*auth, error) {
-	signers, err := loadSigners(cfg)
+	a := &auth{signers: newWatchedFiles(credentialFiles(cfg), func() ([]gossh.Signer, error) { return loadSigners(cfg) })}
+	signers, err := a.signers.get()
 	if err != nil {
 		return nil, err
 	}
-	a := &auth{signers: signers}
 	if cfg.Agent {
 		a.agentSock = os.Getenv("SSH_AUTH_SOCK")
 		if a.agentSock == "" {
 			return nil, errors.New("agent: SSH_AUTH_SOCK is not set")
 		}
 	}
-	if len(a.signers) == 0 && a.agentSock == "" {
+	if len(signers) == 0 && a.agentSock == "" {
 		return nil, errors.New("no identity_files and no agent: nothing to authenticate with")
 	}
 	return a, nil
 }
 
+// errCredentials marks a failure to read the credential files, as opposed
+// to one of the agent.
+var errCredentials = errors.New("credentials")
+
 // methods returns the auth methods for one handshake and a function that
 // releases what they hold.
 func (a *auth) methods() ([]gossh.AuthMethod, func(), error) {
-	signers := a.signers
 	release := func() {}
+	signers, err := a.signers.get()
+	if err != nil {
+		return nil, release, fmt.Errorf("%w: %w", errCredentials, err)
+	}
 	if a.agentSock != "" {
 		conn, err := net.Dial("unix", a.agentSock)
 		if err != nil {
@@ -114,7 +137,14 @@ func (a *auth) methods() ([]gossh.AuthMethod, func(), error) {
 			release()
 			return nil, func() {}, fmt.Errorf("agent: %w", err)
 		}
-		signers = append(append([]gossh.Signer(nil), signers...), agentSigners...)
+		signers = append(slices.Clone(signers), agentSigners...)
 	}
 	return []gossh.AuthMethod{gossh.PublicKeys(signers...)}, release, nil
+}
+
+// reread reads the credential files again whatever their metadata says,
+// and reports whether they changed.
+func (a *auth) reread() bool {
+	_, changed, _ := a.signers.reread()
+	return changed
 }

@@ -7,11 +7,17 @@
 // type and SHA256 fingerprint. With Config.TrustOnFirstUse the first key seen
 // is pinned in a KeyStore (a file, or the JetStream KV bucket KVBucket shared by
 // the fleet) and a later change is refused; a key that known_hosts
-// contradicts is never pinned.
+// contradicts is never pinned. The known_hosts files are read again when
+// they change (size, times, inode: an edit in place, a replaced file, a
+// Kubernetes secret mount whose symlink is swapped), and always before a key
+// is refused, so a corrected file reaches a running worker and a refusal
+// quotes the line that refused it as the file is now.
 //
 // Credentials: private key files (ed25519, ECDSA, RSA; passphrase from an
 // environment variable or a file), an OpenSSH certificate beside a key as
-// "<key>-cert.pub", and the ssh-agent at $SSH_AUTH_SOCK. A bastion
+// "<key>-cert.pub", and the ssh-agent at $SSH_AUTH_SOCK. Key, certificate
+// and passphrase files are read again when they change, and once more before
+// a refusal by the server is reported. A bastion
 // ("user@host:port") is dialled first and the node reached through it.
 //
 // Commands: an argv, never a shell string. Every word is single-quoted for

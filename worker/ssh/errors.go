@@ -28,6 +28,10 @@ const (
 	CodeConfig    = "config"    // the executor's own settings are wrong (missing key file, bad bastion)
 )
 
+// Codes lists every error code the executor reports: a worker's metrics
+// start each at zero.
+var Codes = []string{CodeConnect, CodeHandshake, CodeAuth, CodeHostKey, CodeTimeout, CodeCancelled, CodeSession, CodeExit, CodeConfig}
+
 // Error is a failure to run a command on a host, classified by Code.
 type Error struct {
 	// Op is what was being done: "dial", "handshake", "session", "run".
@@ -67,8 +71,13 @@ type HostKeyError struct {
 	// false when no key is known at all.
 	Changed bool
 	// Source names where the trusted key came from (a known_hosts file and
-	// line, or the pin store).
+	// line, or the pin store), as it was when the key was refused: the files
+	// are read again before a refusal.
 	Source string
+	// TrustedKeyType and TrustedFingerprint are the key Source holds, when
+	// Changed.
+	TrustedKeyType     string
+	TrustedFingerprint string
 	// Files are the known_hosts files that were searched.
 	Files []string
 	// Reason says why a host certificate was refused.
@@ -77,8 +86,14 @@ type HostKeyError struct {
 
 func (e *HostKeyError) Error() string {
 	if e.Changed {
-		return fmt.Sprintf("host key for %s changed: offered %s key %s does not match the key trusted in %s (possible man-in-the-middle; update known_hosts after checking)",
-			e.Host, e.KeyType, e.Fingerprint, e.Source)
+		trusted := "the key"
+		if e.TrustedFingerprint != "" {
+			trusted = fmt.Sprintf("the %s key %s", e.TrustedKeyType, e.TrustedFingerprint)
+		}
+		return fmt.Sprintf("host key for %s changed: offered %s key %s does not match %s trusted in %s "+
+			"(possible man-in-the-middle: check the node's key on the node itself, then correct known_hosts; "+
+			"running workers read it again, no restart needed)",
+			e.Host, e.KeyType, e.Fingerprint, trusted, e.Source)
 	}
 	if e.Reason != "" {
 		return fmt.Sprintf("host certificate for %s is not trusted: %s key %s: %s", e.Host, e.KeyType, e.Fingerprint, e.Reason)
@@ -87,7 +102,7 @@ func (e *HostKeyError) Error() string {
 	if len(e.Files) > 0 {
 		where = "it is in none of " + strings.Join(e.Files, ", ")
 	}
-	return fmt.Sprintf("host key for %s is not trusted: %s key %s; %s (add it after checking, or enable trust_on_first_use)",
+	return fmt.Sprintf("host key for %s is not trusted: %s key %s; %s (add it after checking it on the node; running workers read known_hosts again, no restart needed; or enable trust_on_first_use)",
 		e.Host, e.KeyType, e.Fingerprint, where)
 }
 

@@ -297,8 +297,19 @@ func (e *Executor) connect(ctx context.Context, addr, user string) (c *conn, fre
 }
 
 // dial opens a TCP connection (through via when set) and runs the handshake,
-// each under its own timeout.
+// each under its own timeout. A server that refuses every credential is
+// tried once more if the credential files changed in a way their metadata
+// did not show, so a refusal is never reported for keys since replaced.
 func (e *Executor) dial(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
+	client, err := e.dialOnce(ctx, addr, user, via)
+	if err != nil && errclass.Code(err) == CodeAuth && e.auth.reread() {
+		e.log.Info().Str("address", addr).Msg("ssh credentials changed on disk; trying them")
+		client, err = e.dialOnce(ctx, addr, user, via)
+	}
+	return client, err
+}
+
+func (e *Executor) dialOnce(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, orDefault(e.cfg.ConnectTimeout, DefaultConnectTimeout))
 	defer cancel()
 	var nc net.Conn
@@ -322,6 +333,9 @@ func (e *Executor) dial(ctx context.Context, addr, user string, via *gossh.Clien
 	if err != nil {
 		stop()
 		_ = nc.Close()
+		if errors.Is(err, errCredentials) {
+			return nil, errclass.Permanent(&Error{Op: "config", Host: addr, Class: CodeConfig, Err: err})
+		}
 		return nil, errclass.Permanent(&Error{Op: "handshake", Host: addr, Class: CodeAuth, Err: err})
 	}
 	defer release()
@@ -419,6 +433,10 @@ func (e *Executor) Run(ctx context.Context, node messages.Node, cmd nodetool.Com
 }
 
 func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	if len(cmd.Stdin) > 0 {
+		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig,
+			Err: errors.New("a command's standard input cannot be sent over SSH: the session's input stops the command")})
+	}
 	words, err := cmd.Words()
 	if err != nil {
 		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig, Err: err})

@@ -266,3 +266,82 @@ func TestSSHDCertificateAuth(t *testing.T) {
 		require.NoError(t, e.Close())
 	}
 }
+
+// The node is rebuilt with a new host key: a running executor refuses it,
+// quoting the known_hosts line that trusts the old key; the operator checks
+// the node and corrects known_hosts, and the same executor accepts the new
+// key without a restart, whether the file is edited in place (keeping its
+// times) or is a Kubernetes secret mount whose symlink is swapped.
+func TestSSHDCorrectedKnownHostsReachesRunningExecutor(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"edited in place", "secret mount updated"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			b := setupSSHD(t)
+			before := knownHostsWith(t, b.sshd.Addr, b.sshd.HostKey.PublicKey())
+			var path string
+			var correct func(content string)
+			if how == "edited in place" {
+				path = filepath.Join(b.dir, "known_hosts")
+				require.NoError(t, os.WriteFile(path, []byte(before), 0o600))
+				correct = func(c string) { rewriteInPlace(t, path, c) }
+			} else {
+				m := newSecretMount(t, map[string]string{"known_hosts": before})
+				path = m.path("known_hosts")
+				correct = func(c string) { m.update(map[string]string{"known_hosts": c}) }
+			}
+			b.cfg.KnownHosts = []string{path}
+			e := b.executor(t, ssh.Options{})
+			_, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+			require.NoError(t, err, b.sshd.Log())
+
+			oldKey := b.sshd.HostKey.PublicKey()
+			b.sshd.StopWithSessions()
+			_, newKey, err := ed25519.GenerateKey(rand.Reader)
+			require.NoError(t, err)
+			rebuilt := sshtest.StartSSHD(t, sshtest.SSHDOptions{Addr: b.sshd.Addr, HostKey: newKey, AuthorizedKeys: []gossh.PublicKey{b.user.PublicKey()}})
+
+			_, err = e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"true"}})
+			var hk *ssh.HostKeyError
+			require.ErrorAs(t, err, &hk, "%v", err)
+			require.True(t, hk.Changed)
+			require.Equal(t, gossh.FingerprintSHA256(rebuilt.HostKey.PublicKey()), hk.Fingerprint)
+			require.Equal(t, gossh.FingerprintSHA256(oldKey), hk.TrustedFingerprint)
+			require.Equal(t, path+":3", hk.Source)
+			require.Equal(t, ssh.CodeHostKey, errclass.Code(err))
+
+			correct(knownHostsWith(t, b.sshd.Addr, rebuilt.HostKey.PublicKey()))
+			out, err := e.Run(testCtx(t), b.node, nodetool.Command{Argv: []string{"echo", "accepted"}})
+			require.NoError(t, err, "the same executor accepts the corrected key\n%s", rebuilt.Log())
+			require.Equal(t, "accepted\n", string(out.Stdout))
+		})
+	}
+}
+
+// A user key rotated through a secret mount reaches a running executor.
+func TestSSHDRotatedIdentityReachesRunningExecutor(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	staleKey, _ := sshtest.UserKey(t, t.TempDir())
+	freshKey, fresh := sshtest.UserKey(t, t.TempDir())
+	sshd := sshtest.StartSSHD(t, sshtest.SSHDOptions{AuthorizedKeys: []gossh.PublicKey{fresh.PublicKey()}})
+	read := func(p string) string {
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		return string(data)
+	}
+	m := newSecretMount(t, map[string]string{"id_ed25519": read(staleKey)})
+	e, err := ssh.New(ssh.Config{
+		User: sshd.User, IdentityFiles: []string{m.path("id_ed25519")},
+		KnownHosts: []string{sshtest.WriteKnownHosts(t, dir, sshd.KnownHosts())},
+	}, ssh.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+	node := messages.Node{Name: "n", Address: sshd.Addr}
+
+	_, err = e.Run(testCtx(t), node, nodetool.Command{Argv: []string{"true"}})
+	require.Equal(t, ssh.CodeAuth, errclass.Code(err), "%v", err)
+	m.update(map[string]string{"id_ed25519": read(freshKey)})
+	_, err = e.Run(testCtx(t), node, nodetool.Command{Argv: []string{"true"}})
+	require.NoError(t, err, "the rotated key is used without a restart\n%s", sshd.Log())
+}

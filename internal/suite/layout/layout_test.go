@@ -23,7 +23,7 @@ var layers = [][]string{
 	// contracts
 	{"messages", "worker/errclass"},
 	// shared ground
-	{"internal/config", "topology", "internal/startstop"},
+	{"internal/config", "topology", "internal/startstop", "pace"},
 	// core
 	{"planner", "worker"},
 	// edges: observability, the drivers, the simulated Cassandra node

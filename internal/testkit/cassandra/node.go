@@ -262,9 +262,13 @@ func (n *Node) serverArgv() []string {
 		"-Dcassandra-foreground=yes",
 		// JMX on 127.0.0.1 only, one port per node.
 		"-Dcassandra.jmx.local.port="+strconv.Itoa(n.jmxPort),
-		// A test cluster has no gossip worth waiting for.
+		// A test cluster has no gossip worth waiting for. The ring delay
+		// bounds a joining node's first gossip with its seed (twice the
+		// delay), which ends as soon as the seed answers: 1 s, as on a
+		// quiet machine, failed start-ups under load ("Unable to gossip
+		// with any peers") when the seed took over 2 s to answer.
 		"-Dcassandra.skip_wait_for_gossip_to_settle=0",
-		"-Dcassandra.ring_delay_ms=1000",
+		"-Dcassandra.ring_delay_ms=10000",
 	)
 	args = append(args, o.JVMArgs...)
 	args = append(args, n.spec.JVMArgs...)

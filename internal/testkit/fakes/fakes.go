@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,8 @@ type NodeTool struct {
 	Fail func(node string) error
 	// Delay returns how long a node's snapshot takes.
 	Delay func(node string) time.Duration
+	// ClearFail makes a node's clear fail with the error it returns (nil: ok).
+	ClearFail func(node string) error
 	// Block, when set, is waited on by every snapshot call before it runs.
 	Block chan struct{}
 	// Synced records the directories each node's syncs named.
@@ -85,6 +88,11 @@ func (f *NodeTool) Snapshot(ctx context.Context, node messages.Node, tag string,
 // ClearSnapshot removes the tag.
 func (f *NodeTool) ClearSnapshot(_ context.Context, node messages.Node, tag string) error {
 	f.Clears.Add(1)
+	if f.ClearFail != nil {
+		if err := f.ClearFail(node.Name); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.Tags[node.Name], tag)
@@ -211,7 +219,9 @@ func (s *Snapshotter) Find(_ context.Context, filter map[string]string) ([]worke
 	return out, nil
 }
 
-// Create snapshots each volume.
+// Create snapshots each volume that has no snapshot of the request's task
+// yet, as the real drivers do, and returns the task's snapshots. It asks
+// the request's fence first when it has something to create.
 func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]worker.Snapshot, error) {
 	now := time.Now()
 	var out []worker.Snapshot
@@ -222,8 +232,29 @@ func (s *Snapshotter) Create(ctx context.Context, req worker.CreateRequest) ([]w
 			}
 		}
 	}
+	task := req.Tags[messages.TagTask]
 	s.mu.Lock()
+	have := map[string]worker.Snapshot{}
+	for _, sn := range s.snaps {
+		if task != "" && sn.Tags[messages.TagTask] == task && sn.State != worker.StateError {
+			have[sn.VolumeID] = *sn
+		}
+	}
+	var missing []messages.Volume
 	for _, v := range req.Volumes {
+		if prior, ok := have[v.ID]; ok {
+			out = append(out, prior)
+		} else {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 && req.Fence != nil {
+		if err := req.Fence(ctx); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+	for _, v := range missing {
 		s.Creates.Add(1)
 		s.seq++
 		state := worker.StateCompleted
@@ -271,7 +302,7 @@ func (s *Snapshotter) Delete(_ context.Context, id string) error {
 	defer s.mu.Unlock()
 	sn, ok := s.snaps[id]
 	if !ok {
-		return nil
+		return worker.ErrSnapshotGone
 	}
 	if sn.Tags[messages.TagManaged] != "true" {
 		return errclass.Permanent(worker.ErrNotManaged)
@@ -335,16 +366,45 @@ func (s *Snapshotter) FirstCreate() time.Time {
 	return first
 }
 
-// Drivers serves the same node tool and snapshotter for every cluster.
+// Drivers serves the same node tool, snapshotter and hook runner for every
+// cluster, or for the clusters of Clusters only when it is set: for any
+// other, an error wrapping worker.ErrUnknownCluster, as a worker whose
+// configuration lacks the cluster would.
 type Drivers struct {
-	Tool worker.NodeTool
-	Snap worker.Snapshotter
+	Tool     worker.NodeTool
+	Snap     worker.Snapshotter
+	Hook     *Hooks
+	Clusters []string
 }
 
-var _ worker.Drivers = Drivers{}
+var (
+	_ worker.Drivers     = Drivers{}
+	_ worker.HookDrivers = Drivers{}
+)
+
+// Hooks returns the hook runner.
+func (d Drivers) Hooks(cluster string) (worker.HookRunner, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
+	if d.Hook == nil {
+		return nil, errors.New("no hook runner")
+	}
+	return d.Hook, nil
+}
+
+func (d Drivers) known(cluster string) error {
+	if d.Clusters != nil && !slices.Contains(d.Clusters, cluster) {
+		return fmt.Errorf("cluster %q: %w", cluster, worker.ErrUnknownCluster)
+	}
+	return nil
+}
 
 // NodeTool returns the node tool.
-func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
+func (d Drivers) NodeTool(cluster string) (worker.NodeTool, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Tool == nil {
 		return nil, errors.New("no node tool")
 	}
@@ -352,9 +412,55 @@ func (d Drivers) NodeTool(string) (worker.NodeTool, error) {
 }
 
 // Snapshotter returns the snapshotter.
-func (d Drivers) Snapshotter(string) (worker.Snapshotter, error) {
+func (d Drivers) Snapshotter(cluster string) (worker.Snapshotter, error) {
+	if err := d.known(cluster); err != nil {
+		return nil, err
+	}
 	if d.Snap == nil {
 		return nil, errors.New("no snapshotter")
 	}
 	return d.Snap, nil
+}
+
+// HookRun is one hook command a Hooks runner ran.
+type HookRun struct {
+	Node string // "" for a job-scoped hook
+	Hook string
+	Env  map[string]string
+	At   time.Time
+}
+
+// Hooks records the hooks it runs, in order.
+type Hooks struct {
+	mu   sync.Mutex
+	runs []HookRun
+	// Fail makes the run of a hook on a node fail with the error it returns.
+	Fail func(hook, node string) error
+}
+
+var _ worker.HookRunner = (*Hooks)(nil)
+
+// RunHook records the run.
+func (h *Hooks) RunHook(_ context.Context, node *messages.Node, cmd worker.HookCommand) (worker.HookOutput, error) {
+	run := HookRun{Hook: cmd.Env["QUIESCE_HOOK"], Env: maps.Clone(cmd.Env), At: time.Now()}
+	if node != nil {
+		run.Node = node.Name
+	}
+	h.mu.Lock()
+	h.runs = append(h.runs, run)
+	fail := h.Fail
+	h.mu.Unlock()
+	if fail != nil {
+		if err := fail(run.Hook, run.Node); err != nil {
+			return worker.HookOutput{Stderr: []byte(err.Error()), ExitCode: 1}, err
+		}
+	}
+	return worker.HookOutput{Stdout: []byte("ran " + run.Hook + " on " + run.Node)}, nil
+}
+
+// Runs returns the hooks run so far, in order.
+func (h *Hooks) Runs() []HookRun {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.runs)
 }

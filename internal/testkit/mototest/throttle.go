@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,9 @@ import (
 
 // Throttle is an HTTP proxy in front of an EC2 endpoint that answers
 // RequestLimitExceeded, as EC2 does (HTTP 503, EC2's XML error body), to the
-// requests a rule selects, and counts what it saw.
+// requests a rule selects, and counts what it saw. On demand it also makes
+// DescribeSnapshots report every snapshot in the error state, which moto's
+// snapshots (completed at once) never reach by themselves.
 type Throttle struct {
 	// URL is the proxy's endpoint; point the SDK's base endpoint at it.
 	URL string
@@ -32,6 +35,7 @@ type Throttle struct {
 	window    time.Duration // or throttle matching requests for this long
 	windowEnd time.Time     // set by the first matching request
 	forever   bool
+	snapErr   string // when set, DescribeSnapshots reports this error state
 
 	requests  atomic.Int64
 	throttled atomic.Int64
@@ -96,6 +100,17 @@ func (th *Throttle) Always() *Throttle {
 // Off lets everything through.
 func (th *Throttle) Off() *Throttle { return th.First(0) }
 
+// SnapshotsInError makes every DescribeSnapshots answer report each snapshot
+// in the error state with message as its status message, as EC2 does for a
+// snapshot that failed; an empty message ends it. It is independent of the
+// throttling rule.
+func (th *Throttle) SnapshotsInError(message string) *Throttle {
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	th.snapErr = message
+	return th
+}
+
 // SetClock replaces time.Now, for tests of the time window.
 func (th *Throttle) SetClock(now func() time.Time) {
 	th.mu.Lock()
@@ -133,7 +148,38 @@ func (th *Throttle) serve(w http.ResponseWriter, r *http.Request, next http.Hand
 		WriteEC2Error(w, http.StatusServiceUnavailable, "RequestLimitExceeded", "Request limit exceeded.")
 		return
 	}
+	th.mu.Lock()
+	snapErr := th.snapErr
+	th.mu.Unlock()
+	if action == "DescribeSnapshots" && snapErr != "" {
+		errorStates(w, r, next, snapErr)
+		return
+	}
 	next.ServeHTTP(w, r)
+}
+
+var snapshotStatus = regexp.MustCompile(`<status>[a-z]+</status>`)
+
+// errorStates passes r to next and rewrites every snapshot's status in the
+// answer to error, with message.
+func errorStates(w http.ResponseWriter, r *http.Request, next http.Handler, message string) {
+	// Uncompressed, so the body can be rewritten.
+	r.Header.Del("Accept-Encoding")
+	rec := httptest.NewRecorder()
+	next.ServeHTTP(rec, r)
+	body := rec.Body.Bytes()
+	if rec.Code == http.StatusOK {
+		var m bytes.Buffer
+		_ = xml.EscapeText(&m, []byte(message))
+		body = snapshotStatus.ReplaceAll(body, []byte("<status>error</status><statusMessage>"+m.String()+"</statusMessage>"))
+	}
+	for k, vs := range rec.Header() {
+		if k != "Content-Length" {
+			w.Header()[k] = vs
+		}
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(body)
 }
 
 func (th *Throttle) decide(action string) bool {

@@ -102,3 +102,28 @@ func TestWriteEC2ErrorEscapes(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, rec.Code)
 	require.Contains(t, rec.Body.String(), "value &lt;x&gt; &amp; y")
 }
+
+func TestSnapshotsInError(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		_, _ = io.WriteString(w, "<r><item><snapshotId>snap-1</snapshotId><status>completed</status></item>"+
+			"<item><snapshotId>snap-2</snapshotId><status>pending</status></item><action>"+r.Form.Get("Action")+"</action></r>")
+	}))
+	t.Cleanup(srv.Close)
+	th := NewThrottle(t, srv.URL).SnapshotsInError("disk <gone>")
+
+	code, body := call(t, th.URL, "DescribeSnapshots")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "<r><item><snapshotId>snap-1</snapshotId><status>error</status><statusMessage>disk &lt;gone&gt;</statusMessage></item>"+
+		"<item><snapshotId>snap-2</snapshotId><status>error</status><statusMessage>disk &lt;gone&gt;</statusMessage></item>"+
+		"<action>DescribeSnapshots</action></r>", body)
+
+	_, body = call(t, th.URL, "CreateSnapshot")
+	require.Contains(t, body, "<status>completed</status>", "only DescribeSnapshots is rewritten")
+
+	th.SnapshotsInError("")
+	_, body = call(t, th.URL, "DescribeSnapshots")
+	require.Contains(t, body, "<status>completed</status>")
+	require.Equal(t, 0, th.Throttled())
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -216,6 +217,49 @@ func (s *SSHD) Stop() {
 			<-s.done
 		}
 	})
+}
+
+// StopWithSessions stops sshd and ends every connection it accepted, as a
+// host that is rebuilt or rebooted does: a client must dial again.
+func (s *SSHD) StopWithSessions() {
+	var children []int
+	if s.cmd != nil && s.cmd.Process != nil {
+		children = childrenOf(s.cmd.Process.Pid)
+	}
+	s.Stop()
+	for _, pid := range children {
+		// The processes were started by this sshd for this test.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 // Log returns what sshd logged so far (its last 64 KiB).

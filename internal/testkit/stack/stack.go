@@ -16,8 +16,10 @@ import (
 )
 
 const (
-	// attemptTimeout bounds one attempt to bind a role to its consumers.
-	attemptTimeout = 5 * time.Second
+	// attemptTimeout bounds one attempt to bind a role to its consumers: a
+	// worker binds six, one request each, which on a loaded machine took
+	// more than 5 s.
+	attemptTimeout = 20 * time.Second
 	// retryPause is the wait between two attempts.
 	retryPause = 100 * time.Millisecond
 	// stopTimeout bounds the stop of one role at cleanup.
@@ -216,7 +218,12 @@ func (s *Stack) StartWorker(drivers worker.Drivers) (*Worker, error) {
 		if err != nil {
 			return err
 		}
-		w = worker.New(js, h.Jobs, drivers, s.cfg.Worker)
+		cfg := s.cfg.Worker
+		if cfg.Leases == nil && h.Leases != nil {
+			// Snapshot tasks take their leases, as in production.
+			cfg.Leases = h.Leases
+		}
+		w = worker.New(js, h.Jobs, drivers, cfg)
 		if err := w.Start(ctx); err != nil {
 			// A worker bound to some kinds before it failed holds their
 			// consumers; let them go before the next attempt.
