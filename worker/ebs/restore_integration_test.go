@@ -4,7 +4,6 @@ package ebs
 
 import (
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -21,8 +20,6 @@ import (
 // task finds it by its tag and neither creates nor attaches another.
 func TestMotoRestoreVolumeCreatesTagsAttachesOnce(t *testing.T) {
 	t.Parallel()
-	defer func(min time.Duration) { RestorePollMin = min }(RestorePollMin)
-	RestorePollMin = 100 * time.Millisecond
 	b := setupMoto(t)
 	src := b.launch(t, map[string]string{"quiesce-cluster": "c1"}, dataVolume{device: "/dev/sdf"})
 	dst := b.launch(t, map[string]string{"quiesce-cluster": "c2"})
@@ -80,8 +77,6 @@ func TestMotoRestoreVolumeCreatesTagsAttachesOnce(t *testing.T) {
 // that region: the volume is made there, from the copy.
 func TestMotoRestoreVolumeFromCopyInAnotherRegion(t *testing.T) {
 	t.Parallel()
-	defer func(min time.Duration) { RestorePollMin = min }(RestorePollMin)
-	RestorePollMin = 100 * time.Millisecond
 	b := setupMoto(t)
 	src := b.launch(t, map[string]string{"quiesce-cluster": "c1"}, dataVolume{device: "/dev/sdf"})
 	d := b.driver(t, b.cluster("c1"))
