@@ -68,7 +68,8 @@ const (
 )
 
 // Kinds lists every task kind, in the order a job uses them.
-var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup, KindHook}
+var Kinds = []Kind{KindFlush, KindSnapshot, KindClear, KindAwait, KindRetention, KindCleanup, KindHook,
+	KindRestoreVolume, KindRestoreStop, KindRestorePrepare, KindRestoreStart, KindRestoreVerify}
 
 // HookPoint is when in a job a hook runs.
 type HookPoint string
@@ -334,6 +335,9 @@ type Task struct {
 	Hook    *Hook  `json:"hook,omitempty"`
 	Outcome Phase  `json:"outcome,omitempty"`
 	Listing string `json:"listing,omitempty"`
+	// Restore is set for the tasks of a restore (Kind.IsRestore); JobID is
+	// then the restore's ID.
+	Restore *RestoreTask `json:"restore,omitempty"`
 }
 
 // TaskID builds the deterministic ID of a task.
@@ -423,6 +427,8 @@ type TaskResult struct {
 	Flush *FlushReport `json:"flush,omitempty"`
 	// Clear says what a clear found on the node.
 	Clear *ClearReport `json:"clear,omitempty"`
+	// Restore says what a restore task did.
+	Restore *RestoreReport `json:"restore,omitempty"`
 }
 
 // FlushReport is what a successful flush verified and made durable.

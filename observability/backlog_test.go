@@ -100,9 +100,14 @@ quiesce_jetstream_consumer_info_errors_total{kind="await"} 1
 quiesce_jetstream_consumer_info_errors_total{kind="cleanup"} 1
 quiesce_jetstream_consumer_info_errors_total{kind="clear"} 1
 quiesce_jetstream_consumer_info_errors_total{kind="hook"} 1
+quiesce_jetstream_consumer_info_errors_total{kind="restore-prepare"} 1
+quiesce_jetstream_consumer_info_errors_total{kind="restore-start"} 1
+quiesce_jetstream_consumer_info_errors_total{kind="restore-stop"} 1
+quiesce_jetstream_consumer_info_errors_total{kind="restore-verify"} 1
+quiesce_jetstream_consumer_info_errors_total{kind="restore-volume"} 1
 quiesce_jetstream_consumer_info_errors_total{kind="retention"} 1
 `
-	// The consumers of clear, await, retention, cleanup and hook do not exist: they are
+	// The consumers of clear, await, retention, cleanup, hook and the restore's do not exist: they are
 	// left out and counted as errors, the others still reported.
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"quiesce_jetstream_consumer_pending_messages",

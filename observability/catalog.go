@@ -68,6 +68,9 @@ func (m *Metrics) WatchDrills(ctx context.Context, catalog DrillWatcher) error {
 		return fmt.Errorf("watch drills: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
+	// Records there before the watch began are read back (the gauge learns
+	// of them, the finished counter does not); later ones ended now.
+	replaying := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -77,9 +80,16 @@ func (m *Metrics) WatchDrills(ctx context.Context, catalog DrillWatcher) error {
 				return nil
 			}
 			if e == nil {
-				continue // the end of what was there
+				replaying = false // the end of what was there
+				continue
 			}
-			if d, err := messages.DecodeDrill(e.Value()); err == nil {
+			d, err := messages.DecodeDrill(e.Value())
+			if err != nil {
+				continue
+			}
+			if replaying {
+				m.DrillReplayed(d.Source, d.Outcome == messages.DrillSucceeded, d.Ended)
+			} else {
 				m.DrillFinished(d.Source, d.Outcome == messages.DrillSucceeded, d.Ended)
 			}
 		}

@@ -100,14 +100,15 @@ type Metrics struct {
 	paceTokens       *prometheus.GaugeVec
 	paceRate         *prometheus.GaugeVec
 	paceLimit        *prometheus.GaugeVec
-	// drill: the restore drills' gauges (drill.go).
-	drill drillMetrics
+	// restore and drill: restore jobs and drills (restore.go).
+	restore restoreMetrics
+	drill   drillMetrics
 
 	collectors []prometheus.Collector
 	names      []string
 
 	mu   sync.Mutex
-	last map[string]float64 // newest success per cluster, in lastSuccess
+	last map[string]float64 // newest success per cluster (backups) and per "drill\x00"+cluster (drills)
 }
 
 var (
@@ -143,7 +144,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Successful backups that left out nodes whose flush failed (policies with allow_partial).", "cluster")
 	m.backupMaxAge = m.gauge("backup", "max_age_seconds",
 		"Age a cluster's newest successful backup may reach before it counts as stale (alerting threshold).", "cluster")
-	m.drill = newDrillMetrics(m)
 	m.rejected = m.counter("planner", "requests_rejected_total",
 		"Job requests refused, by reason class.", "reason")
 	m.handedBack = m.counter("planner", "requests_handed_back_total",
@@ -184,6 +184,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		"Calls per second the fleet's budget allows now: the limit, or less after throttles.", "account", "region", "op")
 	m.paceLimit = m.gauge("ec2", "pace_limit_rate",
 		"Calls per second configured for the budget (ec2.limits, else AWS's default).", "account", "region", "op")
+	m.initRestore()
+	m.initDrill()
 
 	// Every kind's task series exist from the start at zero, so a dashboard
 	// shows an idle worker as 0 rather than nothing, and increase() sees the

@@ -45,6 +45,11 @@ func exercise(m *Metrics) {
 	m.Pace().Waited(k, 200*time.Millisecond)
 	m.Pace().Throttled(k)
 	m.Pace().Changed(k, pace.State{Tokens: -3, Rate: 3.5, Limit: pace.Limit{Rate: 5, Burst: 100}})
+	m.RestoreStarted("c1", messages.TargetInPlace)
+	m.RestoreFinished("c1", messages.TargetInPlace, messages.RestoreSucceeded, 3*time.Minute)
+	m.RestorePhaseFinished(messages.TargetInPlace, messages.RestorePreparing, 40*time.Second)
+	m.DrillFinished("c1", true, time.Unix(1_700_000_000, 0))
+	m.SetDrillMaxAge("c1", 8*24*time.Hour)
 }
 
 // The pacer's hooks land in series by account, region and operation.
@@ -274,7 +279,7 @@ func TestLabelsCarryNoIDs(t *testing.T) {
 	require.NoError(t, err)
 	// Accounts and regions are as bounded as clusters: the configuration's.
 	allowed := map[string]bool{"cluster": true, "kind": true, "outcome": true, "phase": true, "reason": true, "op": true, "code": true, "le": true,
-		"account": true, "region": true}
+		"account": true, "region": true, "target": true}
 	for _, mf := range mfs {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
@@ -282,4 +287,27 @@ func TestLabelsCarryNoIDs(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestMetricsRestoreHooks(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	m.RestoreStarted("c1", messages.TargetNewCluster)
+	m.RestoreFinished("c1", messages.TargetNewCluster, messages.RestoreFailed, 10*time.Minute)
+	m.RestorePhaseFinished(messages.TargetNewCluster, messages.RestoreStarting, 25*time.Second)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.restore.started.WithLabelValues("c1", "new-cluster")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.restore.finished.WithLabelValues("c1", "new-cluster", "failed")))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.restore.finished.WithLabelValues("c1", "new-cluster", "succeeded")))
+}
+
+func TestMetricsDrillLastSuccessOnlyMovesForward(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	m.DrillFinished("c1", true, time.Unix(2_000, 0))
+	m.DrillFinished("c1", true, time.Unix(1_000, 0))
+	m.DrillFinished("c1", false, time.Unix(3_000, 0))
+	m.DrillReplayed("c1", true, time.Unix(1_500, 0))
+	require.Equal(t, 2000.0, testutil.ToFloat64(m.drill.lastSuccess.WithLabelValues("c1")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "failed")))
+	require.Equal(t, 2.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "succeeded")))
 }

@@ -36,6 +36,7 @@ type CoordinatorConfig struct {
 // consumer, and every record change is a compare-and-set.
 type Coordinator struct {
 	e    *engine
+	rs   *restores
 	cfg  CoordinatorConfig
 	life startstop.Service
 
@@ -57,7 +58,8 @@ func NewCoordinator(js jetstream.JetStream, h *topology.Handles, cfg Coordinator
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 512
 	}
-	return &Coordinator{e: newEngine(js, h, cfg.Options), cfg: cfg, ended: map[string]bool{},
+	e := newEngine(js, h, cfg.Options)
+	return &Coordinator{e: e, rs: newRestores(e), cfg: cfg, ended: map[string]bool{},
 		life: startstop.Service{Name: "coordinator"}}
 }
 
@@ -256,6 +258,9 @@ func decodeEvent(m jetstream.Msg) (pendingEvent, string, error) {
 func (c *Coordinator) applyJob(ctx context.Context, job string, evs []pendingEvent) error {
 	unlock := c.e.lock(job)
 	defer unlock()
+	if messages.IsRestoreID(job) {
+		return c.applyRestore(ctx, job, evs)
+	}
 	if p, err := c.e.plan(ctx, job); err == nil && p.Agent {
 		evs = c.fromTheirAgents(p, evs)
 	}
@@ -412,6 +417,7 @@ func (c *Coordinator) sweepLoop(ctx context.Context, _ chan jetstream.Msg) {
 	defer t.Stop()
 	for {
 		c.sweep(ctx)
+		c.sweepRestores(ctx)
 		select {
 		case <-ctx.Done():
 			return

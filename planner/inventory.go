@@ -176,6 +176,10 @@ type Cluster struct {
 	Agent bool
 	// Nodes is the static inventory that StaticDiscoverer returns.
 	Nodes []messages.Node
+	// Snapshotter is the cluster's snapshotter kind (SnapshotterEBS, the
+	// default, or SnapshotterFS): how a restore gets a snapshot's data
+	// onto a node.
+	Snapshotter string
 	// Dirs are the Cassandra directories of every node that does not give
 	// its own (a node found by EC2 discovery, say); nil when not
 	// configured.

@@ -45,11 +45,13 @@ type PlannerConfig struct {
 // Replicas share one durable consumer.
 type Planner struct {
 	e    *engine
+	rs   *restores
 	cfg  PlannerConfig
 	life startstop.Service
 
 	mu     sync.Mutex
 	cc     jetstream.ConsumeContext
+	rcc    jetstream.ConsumeContext
 	cancel context.CancelFunc
 
 	// replicas caches the replicas bucket briefly: during a rolling update
@@ -76,7 +78,8 @@ func NewPlanner(js jetstream.JetStream, h *topology.Handles, cfg PlannerConfig) 
 	if cfg.HandbackMax == 0 {
 		cfg.HandbackMax = 2 * time.Minute
 	}
-	return &Planner{e: newEngine(js, h, cfg.Options), cfg: cfg, life: startstop.Service{Name: "planner"}}
+	e := newEngine(js, h, cfg.Options)
+	return &Planner{e: e, rs: newRestores(e), cfg: cfg, life: startstop.Service{Name: "planner"}}
 }
 
 // Start binds to the planner consumer. A planner that was stopped can be
@@ -137,6 +140,25 @@ func (p *Planner) start(ctx context.Context) error {
 	p.mu.Lock()
 	p.cc = cc
 	p.mu.Unlock()
+	rcons, err := p.e.js.Consumer(ctx, messages.StreamJobs, topology.ConsumerRestores)
+	if err != nil {
+		return err
+	}
+	rcc, err := rcons.Consume(func(m jetstream.Msg) {
+		done, ok := p.life.Admit()
+		if !ok {
+			_ = m.NakWithDelay(0)
+			return
+		}
+		defer done()
+		p.handleRestore(runCtx, m)
+	}, jetstream.PullMaxMessages(4))
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.rcc = rcc
+	p.mu.Unlock()
 	return nil
 }
 
@@ -156,11 +178,14 @@ func (p *Planner) stop(ctx context.Context) error {
 		return nil
 	}
 	p.mu.Lock()
-	cc, cancel := p.cc, p.cancel
-	p.cc, p.cancel = nil, nil
+	cc, rcc, cancel := p.cc, p.rcc, p.cancel
+	p.cc, p.rcc, p.cancel = nil, nil, nil
 	p.mu.Unlock()
 	if cc != nil {
 		cc.Stop()
+	}
+	if rcc != nil {
+		rcc.Stop()
 	}
 	err := p.life.Wait(ctx)
 	if cancel != nil {

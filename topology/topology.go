@@ -16,6 +16,9 @@ import (
 const (
 	ConsumerPlanner     = "planner"
 	ConsumerCoordinator = "coordinator"
+	// ConsumerRestores is the planner replicas' consumer of restore
+	// requests.
+	ConsumerRestores = "restore-planner"
 )
 
 // AgentConsumer is the durable consumer of one node's agent. The cluster's
@@ -159,6 +162,8 @@ type Handles struct {
 	Replicas jetstream.KeyValue
 	// Pace is the shared EC2 request budget (package pace).
 	Pace jetstream.KeyValue
+	// Restores holds each restore's record.
+	Restores jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream, bucket and consumer.
@@ -172,7 +177,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamJobs,
 			Description: "quiesce job requests, deduplicated by request id",
-			Subjects:    []string{messages.SubjectSubmit, messages.SubjectSchedulesAll},
+			Subjects:    []string{messages.SubjectSubmit, messages.SubjectSchedulesAll, messages.SubjectRestoreSubmit},
 			Retention:   jetstream.WorkQueuePolicy,
 			Duplicates:  o.SubmitDuplicates,
 			// Policies' schedules are JetStream message schedules kept in
@@ -222,6 +227,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", messages.BucketCatalog, err)
+	}
+	restores, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.BucketRestores, Description: "quiesce restore records",
+		History: 1, TTL: o.JobsTTL, Replicas: o.Replicas, Storage: jetstream.StorageType(storage),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRestores, err)
 	}
 	holds, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: messages.BucketHolds, Description: "quiesce backups retention must keep",
@@ -288,6 +300,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: PlannerMaxDeliver,
 			MaxAckPending: 256, FilterSubject: messages.SubjectSubmit, Replicas: o.Replicas,
 		}},
+		{messages.StreamJobs, jetstream.ConsumerConfig{
+			Durable: ConsumerRestores, Description: "planner replicas share this consumer of restore requests",
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: 5,
+			MaxAckPending: 64, FilterSubject: messages.SubjectRestoreSubmit, Replicas: o.Replicas,
+		}},
 		{messages.StreamEvents, jetstream.ConsumerConfig{
 			Durable: ConsumerCoordinator, Description: "coordinator replicas share this consumer",
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: -1,
@@ -315,7 +332,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			return nil, fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
-	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases, Requests: requests, Replicas: replicas, Pace: pace}, nil
+	return &Handles{Jobs: jobs, Catalog: catalog, Holds: holds, Plans: plans, Manifests: manifests, Leases: leases, Requests: requests, Replicas: replicas, Pace: pace, Restores: restores}, nil
 }
 
 // Bind opens the topology's buckets without creating anything: for
@@ -341,7 +358,11 @@ func Bind(ctx context.Context, js jetstream.JetStream) (*Handles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", messages.BucketManifests, err)
 	}
-	h := &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests}
+	restores, err := js.KeyValue(ctx, messages.BucketRestores)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", messages.BucketRestores, err)
+	}
+	h := &Handles{Jobs: jobs, Catalog: cat, Holds: holds, Plans: plans, Manifests: manifests, Restores: restores}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue

@@ -29,6 +29,7 @@ type taskOutput struct {
 	Clear     *messages.ClearReport
 	Output    string
 	ExitCode  int
+	Restore   *messages.RestoreReport
 }
 
 // dispatch runs the task's handler. attempt is the delivery's number;
@@ -48,6 +49,9 @@ func (w *Worker) dispatch(ctx context.Context, log zerolog.Logger, t messages.Ta
 		return w.retention(ctx, log, t)
 	case messages.KindHook:
 		return w.hook(ctx, log, t)
+	case messages.KindRestoreVolume, messages.KindRestoreStop, messages.KindRestorePrepare,
+		messages.KindRestoreStart, messages.KindRestoreVerify:
+		return w.restore(ctx, log, t)
 	}
 	return nil, errclass.Permanent(fmt.Errorf("unknown task kind %q", t.Kind))
 }

@@ -107,6 +107,8 @@ type Worker struct {
 	// tests replace them.
 	publishFn      func(context.Context, *messages.TaskResult) error
 	publishRetryFn func(context.Context, *messages.TaskRetry) error
+	// restores is the restores bucket, bound on first use.
+	restores jetstream.KeyValue
 }
 
 // New makes a worker. jobs is the jobs bucket, read to skip tasks of jobs
@@ -443,6 +445,7 @@ func (w *Worker) handle(ctx context.Context, kind messages.Kind, msg jetstream.M
 		result.Listing, result.Flush, result.Clear = res.Listing, res.Flush, res.Clear
 		result.Trimmed = res.Trimmed
 		result.Output, result.ExitCode = res.Output, res.ExitCode
+		result.Restore = res.Restore
 	}
 	dur := result.FinishedAt.Sub(start)
 	deadlineHit := errors.Is(context.Cause(taskCtx), errDeadline)

@@ -503,7 +503,7 @@ func backupsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalog records as JSON")
-	cmd.AddCommand(holdCmd(g), releaseCmd(g))
+	cmd.AddCommand(holdCmd(g), releaseCmd(g), backupsVerifyCmd(g))
 	return cmd
 }
 

@@ -84,6 +84,7 @@ type EC2Limit struct {
 var EC2Operations = []string{
 	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot",
 	"DescribeSnapshots", "DescribeInstances", "DescribeVolumes",
+	"CreateVolume", "AttachVolume",
 }
 
 // NATS says how to reach JetStream and how to lay out the topology.

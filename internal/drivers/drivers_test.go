@@ -107,7 +107,7 @@ func TestSettingsCarryEveryField(t *testing.T) {
 		Hints: "/var/lib/cassandra/hints", SavedCaches: "/var/lib/cassandra/saved_caches", CDCRaw: "/var/lib/cassandra/cdc_raw"}
 	n1Dirs := clusterDirs
 	n1Dirs.Data = []string{"/data1", "/data2"}
-	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Dirs: &clusterDirs, Nodes: []messages.Node{
+	require.Equal(t, planner.Cluster{Name: "orders", DefaultPolicy: "nightly", PerInstance: true, Agent: true, Dirs: &clusterDirs, Snapshotter: "ebs", Nodes: []messages.Node{
 		{Name: "n1", Address: "10.0.0.1", InstanceID: "i-1", AZ: "us-west-2a", DC: "dc-west", Region: "us-west-2", Dirs: &n1Dirs,
 			Volumes: []messages.Volume{{ID: "vol-1", Device: "/dev/xvdf", Path: "/var/lib/cassandra", Tags: map[string]string{"role": "data"}}}},
 		{Name: "n2", Region: "us-east-1", Volumes: []messages.Volume{{ID: "vol-2"}}, Dirs: &clusterDirs},

@@ -41,7 +41,7 @@ func Inventory(cfg *config.Config) planner.Inventory {
 // Cluster is what the planner needs of a configured cluster.
 func Cluster(cl config.Cluster) planner.Cluster {
 	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance,
-		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl), Dirs: Dirs(cl.Directories, nil)}
+		Agent: ExecutorKind(cl) == ExecutorAgent, Nodes: Nodes(cl), Dirs: Dirs(cl.Directories, nil), Snapshotter: SnapshotterKind(cl)}
 }
 
 // Dirs is a node's directories: node's fields where it sets them, else the

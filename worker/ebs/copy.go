@@ -111,3 +111,11 @@ func (d *Driver) DeleteCopiesIn(ctx context.Context, jobID, region string) (dele
 	}
 	return deleted, nil
 }
+
+var _ worker.CopyLister = (*Driver)(nil)
+
+// FindCopies returns the snapshots in region carrying every tag in filter:
+// a job's copies there.
+func (d *Driver) FindCopies(ctx context.Context, region string, filter map[string]string) ([]worker.Snapshot, error) {
+	return d.find(ctx, d.c.region(region), filter)
+}

@@ -57,7 +57,7 @@ import (
 
 // TagCopyOf marks a cross-region copy with the snapshot it was copied from,
 // so a repeated copy task finds its earlier copy instead of making another.
-const TagCopyOf = "quiesce:copy-of"
+const TagCopyOf = worker.TagCopyOf
 
 // Driver snapshots one cluster's EBS volumes.
 type Driver struct {

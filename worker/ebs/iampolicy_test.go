@@ -58,6 +58,7 @@ func TestIAMPolicy(t *testing.T) {
 		"ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots",
 		"ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CopySnapshot",
 		"ec2:DeleteSnapshot", "ec2:CreateTags", "sts:AssumeRole",
+		"ec2:CreateVolume", "ec2:AttachVolume",
 	}
 	allowed := map[string]bool{}
 	sids := map[string]bool{}
@@ -89,8 +90,31 @@ func TestIAMPolicy(t *testing.T) {
 					"%s: deletes only snapshots carrying the managed tag", st.Sid)
 				require.Equal(t, []string{"arn:aws:ec2:*::snapshot/*"}, []string(st.Resource))
 			case "ec2:CreateTags":
-				require.ElementsMatch(t, []string{"CreateSnapshot", "CreateSnapshots", "CopySnapshot"},
-					cond("StringEquals", "ec2:CreateAction"), "%s: tags only while creating", st.Sid)
+				want := []string{"CreateSnapshot", "CreateSnapshots", "CopySnapshot"}
+				if slices.Contains([]string(st.Resource), "arn:aws:ec2:*:*:volume/*") {
+					want = []string{"CreateVolume"}
+				}
+				require.ElementsMatch(t, want, cond("StringEquals", "ec2:CreateAction"), "%s: tags only while creating", st.Sid)
+				require.Equal(t, []string{"true"}, cond("StringEquals", "aws:RequestTag/quiesce:managed"), "%s: tags only managed resources", st.Sid)
+			case "ec2:CreateVolume":
+				// From managed snapshots only, into managed volumes only.
+				switch {
+				case slices.Equal([]string(st.Resource), []string{"arn:aws:ec2:*::snapshot/*"}):
+					require.Equal(t, []string{"true"}, cond("StringEquals", "ec2:ResourceTag/quiesce:managed"), st.Sid)
+				case slices.Equal([]string(st.Resource), []string{"arn:aws:ec2:*:*:volume/*"}):
+					require.Equal(t, []string{"true"}, cond("StringEquals", "aws:RequestTag/quiesce:managed"), st.Sid)
+				default:
+					t.Fatalf("%s: CreateVolume on %v", st.Sid, st.Resource)
+				}
+			case "ec2:AttachVolume":
+				// Only managed volumes; any instance.
+				switch {
+				case slices.Equal([]string(st.Resource), []string{"arn:aws:ec2:*:*:volume/*"}):
+					require.Equal(t, []string{"true"}, cond("StringEquals", "ec2:ResourceTag/quiesce:managed"), st.Sid)
+				case slices.Equal([]string(st.Resource), []string{"arn:aws:ec2:*:*:instance/*"}):
+				default:
+					t.Fatalf("%s: AttachVolume on %v", st.Sid, st.Resource)
+				}
 			case "ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CopySnapshot":
 				if snapshotResource || a == "ec2:CopySnapshot" {
 					require.Equal(t, []string{"true"}, cond("StringEquals", "aws:RequestTag/quiesce:managed"),

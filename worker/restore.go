@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/errclass"
+)
+
+// VolumeRestorer is implemented by snapshotters that can make a volume
+// from a snapshot: EBS CreateVolume (attached where told), or, for the fs
+// driver, the snapshot's copy restored into a directory. It is idempotent on
+// taskID: a rerun finds what an earlier attempt made.
+type VolumeRestorer interface {
+	RestoreVolume(ctx context.Context, taskID string, v messages.VolumeRestore) (messages.RestoreReport, error)
+}
+
+// NodeRestorer carries out the node-level steps of a restore on one node
+// through the cluster's executor. Every method is idempotent: it records
+// its progress on the node, and a rerun after a crash continues where the
+// last attempt stopped.
+type NodeRestorer interface {
+	// Stop drains and stops Cassandra; a node already stopped is success.
+	// Without spec.StopRunning a running Cassandra is an error wrapping
+	// ErrCassandraRunning, and nothing is changed on the node.
+	Stop(ctx context.Context, node messages.Node, spec messages.NodeRestore) (messages.RestoreReport, error)
+	// Prepare puts the files of snapshots/<spec.Tag> in place of the live
+	// SSTables, empties the commit log, hints, saved caches and cdc_raw
+	// directories keeping what it displaces aside, and writes the
+	// configuration of a new cluster. Cassandra must be stopped.
+	Prepare(ctx context.Context, node messages.Node, spec messages.NodeRestore) (messages.RestoreReport, error)
+	// Start starts Cassandra and returns once it serves CQL.
+	Start(ctx context.Context, node messages.Node, spec messages.NodeRestore) (messages.RestoreReport, error)
+	// Verify checks the restored cluster as node sees it.
+	Verify(ctx context.Context, node messages.Node, spec messages.RestoreVerify) (messages.RestoreReport, error)
+}
+
+// ErrCassandraRunning is wrapped by NodeRestorer.Stop's error when
+// Cassandra runs on a node the restore may not stop.
+var ErrCassandraRunning = errors.New("cassandra is running on the node")
+
+// RestoreDrivers is implemented by Drivers that can restore nodes.
+type RestoreDrivers interface {
+	RestoreNodes(cluster string) (NodeRestorer, error)
+}
+
+// restoreEnded reports whether the task's restore is already terminal, so
+// a task published before it ended changes nothing more.
+func (w *Worker) restoreEnded(ctx context.Context, id string) bool {
+	gctx, cancel := context.WithTimeout(ctx, jobCheckTimeout)
+	defer cancel()
+	w.mu.Lock()
+	kv := w.restores
+	w.mu.Unlock()
+	if kv == nil {
+		var err error
+		if kv, err = w.js.KeyValue(gctx, messages.BucketRestores); err != nil {
+			return false
+		}
+		w.mu.Lock()
+		w.restores = kv
+		w.mu.Unlock()
+	}
+	e, err := kv.Get(gctx, id)
+	if err != nil {
+		return false
+	}
+	var r struct {
+		Phase messages.RestorePhase `json:"phase"`
+	}
+	if json.Unmarshal(e.Value(), &r) != nil {
+		return false
+	}
+	return r.Phase.Terminal()
+}
+
+// restore runs one task of a restore.
+func (w *Worker) restore(ctx context.Context, log zerolog.Logger, t messages.Task) (*taskOutput, error) {
+	rt := t.Restore
+	if rt == nil {
+		return nil, errclass.Permanent(fmt.Errorf("%s task %s has no restore", t.Kind, t.ID))
+	}
+	if w.js != nil && w.restoreEnded(ctx, t.JobID) {
+		return nil, errSkip
+	}
+	start := time.Now()
+	var rep messages.RestoreReport
+	var err error
+	switch t.Kind {
+	case messages.KindRestoreVolume:
+		if rt.Volume == nil {
+			return nil, errclass.Permanent(errors.New("restore-volume task has no volume"))
+		}
+		snap, serr := w.drivers.Snapshotter(t.Cluster)
+		if serr != nil {
+			return nil, errclass.Permanent(serr)
+		}
+		vr, ok := snap.(VolumeRestorer)
+		if !ok {
+			return nil, errclass.Permanent(fmt.Errorf("cluster %s's snapshotter cannot restore volumes", t.Cluster))
+		}
+		rep, err = vr.RestoreVolume(ctx, t.ID, *rt.Volume)
+	default:
+		if t.Node == nil {
+			return nil, errclass.Permanent(fmt.Errorf("%s task has no node", t.Kind))
+		}
+		rd, ok := w.drivers.(RestoreDrivers)
+		if !ok {
+			return nil, errclass.Permanent(errors.New("this worker has no node restore driver"))
+		}
+		nr, nerr := rd.RestoreNodes(t.Cluster)
+		if nerr != nil {
+			return nil, errclass.Permanent(nerr)
+		}
+		switch t.Kind {
+		case messages.KindRestoreVerify:
+			if rt.Verify == nil {
+				return nil, errclass.Permanent(errors.New("restore-verify task has no verification"))
+			}
+			rep, err = nr.Verify(ctx, *t.Node, *rt.Verify)
+		default:
+			if rt.Node == nil {
+				return nil, errclass.Permanent(fmt.Errorf("%s task has no node restore", t.Kind))
+			}
+			switch t.Kind {
+			case messages.KindRestoreStop:
+				rep, err = nr.Stop(ctx, *t.Node, *rt.Node)
+				if errors.Is(err, ErrCassandraRunning) {
+					rep.Step = messages.StepRunning
+					err = errclass.Permanent(err)
+				}
+			case messages.KindRestorePrepare:
+				rep, err = nr.Prepare(ctx, *t.Node, *rt.Node)
+			case messages.KindRestoreStart:
+				rep, err = nr.Start(ctx, *t.Node, *rt.Node)
+			default:
+				return nil, errclass.Permanent(fmt.Errorf("unknown restore task kind %q", t.Kind))
+			}
+		}
+	}
+	ev := log.Info()
+	if err != nil {
+		ev = log.Warn().Err(err)
+	}
+	ev.Str("restore_id", t.JobID).Str("target", t.Target).Str("step", rep.Step).Bool("again", rep.Again).
+		Int64("duration_ms", time.Since(start).Milliseconds()).Msg("restore task ran")
+	return &taskOutput{Restore: &rep}, err
+}
