@@ -394,6 +394,7 @@ func (m *Metrics) InitCluster(cluster string, maxAge time.Duration) {
 	}
 	m.retired.WithLabelValues(cluster)
 	m.retaken.WithLabelValues(cluster)
+	m.initClusterRestores(cluster)
 	if maxAge > 0 {
 		m.SetBackupMaxAge(cluster, maxAge)
 	}

@@ -32,6 +32,38 @@ func (m *Metrics) initRestore() {
 		"Time from a restore's creation to its terminal phase.", restoreBuckets, "target", "outcome")
 	m.restore.phaseDuration = m.histogram("restore", "phase_duration_seconds",
 		"Time a restore spent in a phase before leaving it (volumes, stopping, preparing, starting, verifying).", restoreBuckets, "target", "phase")
+	// Every series exists, empty, before the first restore: a panel of a
+	// fleet that has not restored yet shows zero, not "No data", and the
+	// first restore after a start is not hidden from rate().
+	for _, target := range restoreTargets {
+		for _, phase := range restoreWorkPhases {
+			m.restore.phaseDuration.WithLabelValues(string(target), string(phase))
+		}
+		for _, phase := range restoreOutcomes {
+			m.restore.duration.WithLabelValues(string(target), string(phase))
+		}
+	}
+}
+
+var (
+	restoreTargets    = []messages.RestoreTarget{messages.TargetVolumes, messages.TargetInPlace, messages.TargetNewCluster}
+	restoreWorkPhases = []messages.RestorePhase{messages.RestorePlanned, messages.RestoreVolumes, messages.RestoreStopping,
+		messages.RestorePreparing, messages.RestoreStarting, messages.RestoreVerifying}
+	restoreOutcomes = []messages.RestorePhase{messages.RestoreSucceeded, messages.RestoreFailed, messages.RestoreCancelled}
+)
+
+// initClusterRestores makes a cluster's restore and drill counters exist at
+// zero.
+func (m *Metrics) initClusterRestores(cluster string) {
+	for _, target := range restoreTargets {
+		m.restore.started.WithLabelValues(cluster, string(target))
+		for _, phase := range restoreOutcomes {
+			m.restore.finished.WithLabelValues(cluster, string(target), string(phase))
+		}
+	}
+	for _, outcome := range []string{"succeeded", "failed"} {
+		m.drill.finished.WithLabelValues(cluster, outcome)
+	}
 }
 
 // RestoreStarted implements planner.RestoreObserver.

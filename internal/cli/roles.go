@@ -109,10 +109,11 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		if drivers.UsesEC2(cfg) && (slices.Contains(roles, "worker") || slices.Contains(roles, "planner")) {
 			metrics.InitEC2Errors(ebs.Operations, ebs.CodeRequestLimitExceeded)
 		}
+		// Every cluster's drill threshold is exported (the dashboard shows
+		// it beside the age); the stale-drill alert needs a drill to
+		// have succeeded once.
 		for _, cl := range cfg.Clusters {
-			if cl.Drill != nil {
-				metrics.SetDrillMaxAge(cl.Name, drillMaxAge(cl.Drill))
-			}
+			metrics.SetDrillMaxAge(cl.Name, drillMaxAge(cl.Drill))
 		}
 		if slices.Contains(roles, "coordinator") {
 			if _, err := metrics.LoadLastSuccess(ctx, h.Catalog); err != nil {
@@ -336,7 +337,7 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 // the stale-drill alert fires: the drill section's max_age, default 8 days
 // (a weekly drill, and a day to notice it failed).
 func drillMaxAge(d *config.Drill) time.Duration {
-	if d.MaxAge > 0 {
+	if d != nil && d.MaxAge > 0 {
 		return time.Duration(d.MaxAge)
 	}
 	return 8 * 24 * time.Hour
