@@ -7,6 +7,7 @@
 // condition an alert is for and check the alert arrives with its labels and
 // annotations; a healthy fleet raises none, and every panel of the Grafana
 // dashboard shows data. Its tests carry the prometheus build tag: run them
-// with `make test-prometheus`. There are no restore or drill alerts yet;
-// when restore lands, each of its alerts gets its condition here too.
+// with `make test-prometheus`. The restore and drill alerts are tested by
+// promtool's rule tests only (deploy/prometheus/alerts_test.yml); their
+// conditions are not driven here yet.
 package alerting
