@@ -359,6 +359,10 @@ var _ pace.Observer = paceObserver{}
 func (o paceObserver) Waited(k pace.Key, d time.Duration) {
 	o.m.paceCalls.WithLabelValues(k.Account, k.Region, k.Op).Inc()
 	o.m.paceWait.WithLabelValues(k.Account, k.Region, k.Op).Observe(d.Seconds())
+	// The budget's throttle count exists, at zero, from its first call:
+	// the dashboard shows no throttles rather than no data, and the first
+	// throttle is not hidden from rate().
+	o.m.paceThrottles.WithLabelValues(k.Account, k.Region, k.Op)
 }
 
 func (o paceObserver) Throttled(k pace.Key) {

@@ -311,3 +311,14 @@ func TestMetricsDrillLastSuccessOnlyMovesForward(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "failed")))
 	require.Equal(t, 2.0, testutil.ToFloat64(m.drill.finished.WithLabelValues("c1", "succeeded")))
 }
+
+// A budget's throttle count exists at zero once it paced a call.
+func TestPaceThrottlesExistFromTheFirstCall(t *testing.T) {
+	t.Parallel()
+	m, _ := newMetrics(t)
+	k := pace.Key{Account: "111111111111", Region: "us-east-1", Op: "CreateSnapshots"}
+	require.Zero(t, testutil.CollectAndCount(m.paceThrottles))
+	m.Pace().Waited(k, time.Millisecond)
+	require.Equal(t, 1, testutil.CollectAndCount(m.paceThrottles))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.paceThrottles.WithLabelValues(k.Account, k.Region, k.Op)))
+}

@@ -405,6 +405,12 @@ func (e *Executor) keepalive(c *conn) {
 // anything: the host answers, its key is trusted and the credentials are
 // accepted. The error is classified like Run's.
 func (e *Executor) Check(ctx context.Context, node messages.Node) error {
+	err := e.check(ctx, node)
+	e.report(err)
+	return err
+}
+
+func (e *Executor) check(ctx context.Context, node messages.Node) error {
 	addr, err := e.Address(node)
 	if err != nil {
 		return errclass.Permanent(&Error{Op: "config", Host: node.Name, Class: CodeConfig, Err: err})
@@ -422,14 +428,21 @@ func (e *Executor) Check(ctx context.Context, node messages.Node) error {
 // passes, the remote command is stopped as well.
 func (e *Executor) Run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
 	out, err := e.run(ctx, node, cmd)
-	if err != nil && e.opts.OnError != nil {
-		code := errclass.Code(err)
-		if code == "" {
-			code = "other"
-		}
-		e.opts.OnError(code)
-	}
+	e.report(err)
 	return out, err
+}
+
+// report counts a failure (OnError) by its code: a connection made ready
+// ahead of a command (Check) fails the same way a command's does.
+func (e *Executor) report(err error) {
+	if err == nil || e.opts.OnError == nil {
+		return
+	}
+	code := errclass.Code(err)
+	if code == "" {
+		code = "other"
+	}
+	e.opts.OnError(code)
 }
 
 func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {

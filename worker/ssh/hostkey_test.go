@@ -228,3 +228,24 @@ func TestHostCertificateFromKnownCA(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, ssh.CodeHostKey, errclass.Code(err))
 }
+
+// A connection made ready ahead of a command (Check, as a flush does before
+// it records anything) counts its refusal like a command's: the host-key
+// alert watches that count.
+func TestCheckCountsAHostKeyRefusal(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sshtest.Options{})
+	b.cfg.KnownHosts = []string{sshtest.WriteKnownHosts(t, b.dir)}
+	var mu sync.Mutex
+	var codes []string
+	e := b.executor(t, ssh.Options{OnError: func(code string) {
+		mu.Lock()
+		defer mu.Unlock()
+		codes = append(codes, code)
+	}})
+	err := e.Check(testCtx(t), b.node)
+	require.Equal(t, ssh.CodeHostKey, errclass.Code(err))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{ssh.CodeHostKey}, codes)
+}
