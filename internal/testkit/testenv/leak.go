@@ -13,5 +13,8 @@ func LeakOptions() []goleak.Option {
 		// nats-server: background loops end shortly after WaitForShutdown.
 		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
 		goleak.IgnoreTopFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
+		// gocql: a node-up event (a restarted node) sleeps up to 10 s in
+		// the driver before it refills the pool; Close does not wake it.
+		goleak.IgnoreAnyFunction("github.com/apache/cassandra-gocql-driver/v2.(*Session).handleNodeUp"),
 	}
 }
