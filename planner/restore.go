@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/topology"
@@ -124,8 +125,13 @@ func (p *Planner) handleRestore(ctx context.Context, m jetstream.Msg) {
 	if messages.ValidateRequestID(req.RequestID) == nil && messages.ValidateCluster(req.Cluster) == nil {
 		id = req.RestoreID()
 	}
-	log := p.e.log.With().Str("restore_id", id).Str("request_id", req.RequestID).Str("cluster", req.Cluster).Logger()
+	log := p.e.log.With().Str("restore_id", id).Str("request_id", messages.Bound(req.RequestID, maxRequestIDEcho)).
+		Str("cluster", messages.Bound(req.Cluster, messages.MaxEchoBytes)).Logger()
 	if err == nil {
+		if name, known := p.restoreClustersKnown(req); !known {
+			p.unknownRestoreCluster(ctx, m, req, id, name, log)
+			return
+		}
 		var created bool
 		created, err = p.SubmitRestore(ctx, req)
 		if err == nil {
@@ -151,15 +157,68 @@ func (p *Planner) handleRestore(ctx context.Context, m jetstream.Msg) {
 	case refused == nil:
 		class = "invalid"
 	}
+	p.rejectRestore(ctx, m, req, id, class, err.Error(), log)
+}
+
+// restoreClustersKnown reports whether this planner's configuration has
+// every cluster a restore request names (its backup's, and a new-cluster
+// restore's target), or the first it lacks.
+func (p *Planner) restoreClustersKnown(req messages.RestoreRequest) (string, bool) {
+	names := []string{req.Cluster}
+	if req.Target == messages.TargetNewCluster {
+		names = append(names, req.TargetCluster)
+	}
+	for _, n := range names {
+		if _, ok := p.cfg.Inventory.Cluster(n); !ok {
+			return n, false
+		}
+	}
+	return "", true
+}
+
+// unknownRestoreCluster answers a restore request naming a cluster this
+// planner's configuration lacks, as unknown does a job request: left for a
+// running planner that has every cluster it names, rejected only when
+// there is none.
+func (p *Planner) unknownRestoreCluster(ctx context.Context, m jetstream.Msg, req messages.RestoreRequest, id, name string, log zerolog.Logger) {
+	known, err := p.knownElsewhere(ctx, func(r messages.Replica) bool {
+		return r.Knows(messages.RolePlanner, req.Cluster) &&
+			(req.Target != messages.TargetNewCluster || r.Knows(messages.RolePlanner, req.TargetCluster))
+	})
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("restore request names a cluster this planner's configuration lacks, and the other replicas cannot be read; will retry")
+		_ = m.NakWithDelay(2 * time.Second)
+	case !known:
+		p.rejectRestore(ctx, m, req, id, "unknown_cluster",
+			fmt.Sprintf("unknown cluster %q: no running planner has it in its configuration", messages.Bound(name, messages.MaxEchoBytes)), log)
+	default:
+		delay := topology.HandbackDelay(m, p.cfg.HandbackBase, p.cfg.HandbackMax)
+		copied, err := topology.HandBack(ctx, p.e.js, m, topology.RestorePlannerMaxDeliver, delay, nil)
+		p.e.obs.RequestHandedBack()
+		ev := log.Info()
+		if err != nil {
+			ev = log.Warn().Err(err)
+		}
+		ev.Bool("copied", copied).Int64("retry_in_ms", delay.Milliseconds()).Str("unknown_cluster", messages.Bound(name, messages.MaxEchoBytes)).
+			Msg("restore names a cluster not in this planner's configuration; request left for a planner that has it")
+	}
+}
+
+// rejectRestore answers a restore request that starts nothing: the reason
+// is published for its submitter, and the message is terminated.
+func (p *Planner) rejectRestore(ctx context.Context, m jetstream.Msg, req messages.RestoreRequest, id, class, reason string, log zerolog.Logger) {
 	p.e.obs.RequestRejected("restore_" + class)
-	log.Warn().Str("reason", err.Error()).Msg("restore request rejected")
-	ev := messages.Rejection{Schema: messages.RestoreRequestSchema, RequestID: req.RequestID, JobID: id, Reason: err.Error(), At: p.e.now()}
+	reason = messages.Bound(reason, messages.MaxReasonBytes)
+	log.Warn().Str("code", class).Str("reason", reason).Msg("restore request rejected")
+	ev := messages.Rejection{Schema: messages.RestoreRequestSchema, RequestID: messages.Bound(req.RequestID, maxRequestIDEcho), JobID: id,
+		Code: class, Reason: reason, At: p.e.now()}
 	if data, merr := json.Marshal(ev); merr == nil {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, _ = p.e.js.Publish(pctx, messages.SubjectRejected(id), data)
 		cancel()
 	}
-	_ = m.TermWithReason(messages.Bound(err.Error(), 200))
+	_ = m.TermWithReason(messages.Bound(reason, 200))
 }
 
 // applyRestore applies a batch of events to one restore.

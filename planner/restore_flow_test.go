@@ -534,3 +534,76 @@ func TestRestoreCancelStartsNothingMore(t *testing.T) {
 		require.NotEqual(t, messages.KindRestoreStart, s.kind)
 	}
 }
+
+// startRestorePlanner starts a planner whose configuration is inv, as a
+// replica still running an older configuration file would.
+func (b *restoreBundle) startRestorePlanner(t *testing.T, inv planner.Inventory, obs planner.Observer) {
+	t.Helper()
+	_, js := b.env.Connect(t)
+	h, err := testenv.Handles(t.Context(), js)
+	require.NoError(t, err)
+	p := planner.NewPlanner(js, h, planner.PlannerConfig{Options: planner.Options{Observer: obs}, Inventory: inv,
+		HandbackBase: 50 * time.Millisecond, HandbackMax: 300 * time.Millisecond})
+	require.NoError(t, p.Start(context.Background()))
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+}
+
+// A restore request naming a cluster this planner's configuration lacks is
+// left for a running planner that has it, for longer than the consumer
+// delivers one message, never refused: during a rolling update the planner
+// with the new configuration plans it.
+func TestRestoreRequestLeftForThePlannerThatHasItsClusters(t *testing.T) {
+	t.Parallel()
+	b := setupRestore(t)
+	pres, err := topology.StartPresence(t.Context(), b.env.H.Replicas, messages.Replica{Name: "planner-new",
+		Roles: []string{messages.RolePlanner}, Clusters: []string{"c1", "c2"}, Config: "new"}, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pres.Stop(context.Background()) })
+	_, err = b.stack.StartCoordinator()
+	require.NoError(t, err)
+	_, err = b.stack.StartWorker(nil)
+	require.NoError(t, err)
+
+	// The old planner has the backup's cluster, not the target cluster.
+	obs := newCountingObserver()
+	b.startRestorePlanner(t, planner.Inventory{Clusters: b.inv.Clusters[:1]}, obs)
+	id := b.submit(t, restoreRequest("roll-restore-1", messages.TargetNewCluster))
+	require.NoError(t, testenv.Eventually(restoreTimeout, func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return obs.handedBack > 2*topology.RestorePlannerMaxDeliver
+	}), "the old planner hands the request back")
+	_, err = b.env.H.Restores.Get(t.Context(), id)
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "nothing planned by the planner without the target cluster")
+
+	_, err = b.stack.StartPlanner()
+	require.NoError(t, err)
+	r := b.waitTerminal(t, id)
+	require.Equal(t, messages.RestoreSucceeded, r.Phase, r.Error)
+	obs.mu.Lock()
+	require.Empty(t, obs.rejected, "no request rejected")
+	obs.mu.Unlock()
+	for i := 1; i <= 3; i++ {
+		requireRestored(t, filepath.Join(b.dir, fmt.Sprintf("m%d", i), "data"), fmt.Sprintf("n%d", i))
+	}
+}
+
+// A restore request for a cluster no running planner has is rejected at
+// once, naming the cluster: a mistyped name is never redelivered for ever.
+func TestRestoreRequestNoPlannerKnowsIsRejected(t *testing.T) {
+	t.Parallel()
+	b := setupRestore(t)
+	pres, err := topology.StartPresence(t.Context(), b.env.H.Replicas, messages.Replica{Name: "worker-x",
+		Roles: []string{messages.RoleWorker}, Clusters: []string{"c1", "c9"}, Config: "x"}, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pres.Stop(context.Background()) })
+	b.startAll(t)
+	req := restoreRequest("typo-restore-1", messages.TargetNewCluster)
+	req.TargetCluster = "c9"
+	id := b.submit(t, req)
+	rej := b.env.Rejection(t, id, req.RequestID, restoreTimeout)
+	require.Equal(t, "unknown_cluster", rej.Code)
+	require.Contains(t, rej.Reason, `unknown cluster "c9": no running planner has it in its configuration`)
+	_, err = b.env.H.Restores.Get(t.Context(), id)
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+}

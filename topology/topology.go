@@ -112,6 +112,9 @@ func (o Options) withDefaults() Options {
 // PlannerMaxDeliver is the planner consumer's delivery limit.
 const PlannerMaxDeliver = 5
 
+// RestorePlannerMaxDeliver is the restore-planner consumer's delivery limit.
+const RestorePlannerMaxDeliver = 5
+
 // DefaultReplicaTTL is the replicas bucket's TTL when Options leave it unset.
 const DefaultReplicaTTL = 30 * time.Second
 
@@ -302,7 +305,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		}},
 		{messages.StreamJobs, jetstream.ConsumerConfig{
 			Durable: ConsumerRestores, Description: "planner replicas share this consumer of restore requests",
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: 5,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: RestorePlannerMaxDeliver,
 			MaxAckPending: 64, FilterSubject: messages.SubjectRestoreSubmit, Replicas: o.Replicas,
 		}},
 		{messages.StreamEvents, jetstream.ConsumerConfig{
