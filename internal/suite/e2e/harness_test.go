@@ -219,10 +219,23 @@ func (b *bundle) start(t *testing.T, cfg *config.Config) {
 	stack.Start(t, b.env, stack.Config{
 		Planner:     planner.PlannerConfig{Inventory: drivers.Inventory(cfg), Discoverer: reg},
 		Coordinator: planner.CoordinatorConfig{SweepInterval: 500 * time.Millisecond},
-		Worker:      worker.Config{BackoffBase: 500 * time.Millisecond, BackoffMax: 2 * time.Second, AwaitPoll: 200 * time.Millisecond},
-		Drivers:     reg,
-		Workers:     2,
+		Worker: worker.Config{BackoffBase: 500 * time.Millisecond, BackoffMax: 2 * time.Second, AwaitPoll: 200 * time.Millisecond,
+			Kinds: backupKinds()},
+		Drivers: reg,
+		Workers: 2,
 	})
+}
+
+// backupKinds are the kinds the bundle's workers take: a restore's tasks
+// are left to the worker processes a restore test starts.
+func backupKinds() []messages.Kind {
+	var out []messages.Kind
+	for _, k := range messages.Kinds {
+		if !k.IsRestore() {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // backup submits a request and waits for the job to end.

@@ -186,9 +186,6 @@ type restoreRun struct {
 	spec    func(i int) noderestore.Spec
 	service harnessService
 	nodes   []messages.Node
-	// interrupt, when set, kills node 0's first preparation mid-way: the
-	// worker's command dies, and another worker's Restorer continues.
-	interrupt bool
 }
 
 func newRestorer(svc noderestore.Service, n *cassandra.Node) *noderestore.Restorer {
@@ -265,9 +262,6 @@ func (rr *restoreRun) run(t *testing.T) phaseTimes {
 	pt.stop = each("stop", func(i int, r *noderestore.Restorer) (noderestore.Report, error) {
 		return r.Stop(ctx, rr.nodes[i], rr.spec(i))
 	})
-	if rr.interrupt {
-		rr.interruptPrepare(t, ctx)
-	}
 	pt.prepare = each("prepare", func(i int, r *noderestore.Restorer) (noderestore.Report, error) {
 		return r.Prepare(ctx, rr.nodes[i], rr.spec(i))
 	})
@@ -275,38 +269,6 @@ func (rr *restoreRun) run(t *testing.T) phaseTimes {
 		return r.Start(ctx, rr.nodes[i], rr.spec(i))
 	})
 	return pt
-}
-
-// interruptPrepare starts node 0's preparation and kills its command once
-// it has moved the first file aside.
-func (rr *restoreRun) interruptPrepare(t *testing.T, ctx context.Context) {
-	t.Helper()
-	n := rr.target.Node(0)
-	pctx, kill := context.WithCancel(ctx)
-	defer kill()
-	done := make(chan error, 1)
-	go func() {
-		_, err := newRestorer(rr.service, n).Prepare(pctx, rr.nodes[0], rr.spec(0))
-		done <- err
-	}()
-	pattern := filepath.Join(n.DataDir(), "*", "*", "snapshots", noderestore.AsideName(rr.id))
-	for {
-		if m, _ := filepath.Glob(pattern); len(m) > 0 {
-			kill()
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the preparation ended (%v) before it could be interrupted", err)
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-	err := <-done
-	require.Error(t, err, "the preparation was killed mid-way")
-	progress, rerr := os.ReadFile(noderestore.ProgressPath(*rr.nodes[0].Dirs, rr.id))
-	require.NoError(t, rerr)
-	require.NotContains(t, string(progress), "prepared")
-	t.Logf("preparation of n1 killed mid-way (%v); another worker continues", err)
 }
 
 // stagingDir is where the fs driver's copy of a data directory's volume is
@@ -359,10 +321,23 @@ func (rr *restoreRun) verify(t *testing.T, v noderestore.Verify, d drillData) ti
 		require.NoError(t, errs[i], "verify %s", nodeName(i))
 	}
 	took := time.Since(began)
+	requireSetA(t, rr.target, rr.target.Hosts(), d)
+	return took
+}
 
-	// Every row of A, the deleted ones too; nothing of B; the schema as
-	// it was at the barrier.
-	s := rr.target.Session(t)
+// requireSetA reads the restored cluster: every row of A, the deleted ones
+// too; nothing of B; the schema as it was at the barrier; no ERROR logged
+// since each node's restored start. hosts are the nodes' addresses (nodes
+// started by service scripts are not the harness's running ones).
+func requireSetA(t *testing.T, target *cassandra.Cluster, hosts []string, d drillData) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	cfg := target.SessionConfig()
+	cfg.Hosts = hosts
+	s, err := cfg.CreateSession()
+	require.NoError(t, err, "CQL session on %v", hosts)
+	defer s.Close()
 	var ids []int
 	it := s.Query(`SELECT id FROM shop.orders`).Consistency(gocql.All).IterContext(ctx)
 	var id int
@@ -388,16 +363,16 @@ func (rr *restoreRun) verify(t *testing.T, v noderestore.Verify, d drillData) ti
 	}
 	require.NoError(t, it.Close())
 	require.ElementsMatch(t, []string{"orders", "customers"}, tables, "the table made after the barrier is gone")
-	// No node logged an ERROR since its restored start.
-	for _, n := range nodes {
+	for _, n := range target.Nodes() {
 		require.NotContains(t, n.LogTail(5), "ERROR", "node %s", n.Addr())
 	}
-	return took
 }
 
 // TestRestoreDrillOnRealCassandra is the restore drill: a backup of three
-// nodes, RF 3, restored in place after the cluster changed and died, then
-// into a new cluster on other addresses, verified at consistency ALL.
+// nodes, RF 3, restored in place after the cluster changed and died (a
+// restore job run by worker processes, one SIGKILLed mid-way), then into a
+// new cluster on other addresses, then by `quiesce drill`, each verified at
+// consistency ALL.
 func TestRestoreDrillOnRealCassandra(t *testing.T) {
 	began := time.Now()
 	c := cassandra.Start(t, cassandra.Options{
@@ -421,30 +396,14 @@ func TestRestoreDrillOnRealCassandra(t *testing.T) {
 		n.Kill()
 	}
 
-	t.Run("in place", func(t *testing.T) {
-		rr := &restoreRun{id: "drill-inplace", bk: bk, store: b.store, target: c, interrupt: true,
-			spec: func(int) noderestore.Spec {
-				return noderestore.Spec{RestoreID: "drill-inplace", Target: noderestore.InPlace, Tag: bk.Tag}
-			}}
-		for i, n := range c.Nodes() {
-			rr.spec = wrapSpec(rr.spec, i, n)
-		}
-		pt := rr.run(t)
-		pt.verify = rr.verify(t, expect(bk, c.Hosts(), true, d), d)
-		t.Logf("in-place restore of 3 nodes: %s", pt)
-		// The displaced files are kept: the commitlog of B, the SSTable
-		// flushed after the barrier, the table made after it.
-		n := c.Node(0)
-		kept, err := filepath.Glob(filepath.Join(n.CommitLogDir(), "."+noderestore.AsideName(rr.id), "CommitLog-*.log"))
-		require.NoError(t, err)
-		require.NotEmpty(t, kept)
-		late, err := filepath.Glob(filepath.Join(n.DataDir(), "shop", "late-*", "snapshots", noderestore.AsideName(rr.id), "*-Data.db"))
-		require.NoError(t, err)
-		require.NotEmpty(t, late, "shop.late's SSTable, flushed after the barrier, kept aside")
+	t.Run("in place, as a restore job", func(t *testing.T) {
+		restoreJobInPlace(t, b, c, bk, d)
 	})
 
 	t.Run("new cluster", func(t *testing.T) {
 		ctx := t.Context()
+		// The restore job's nodes, started by their service scripts, were
+		// killed when its subtest ended.
 		for _, n := range c.Nodes() {
 			require.NoError(t, n.Stop(ctx))
 		}
