@@ -93,7 +93,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		roleCmd(g, "all", "Run every role in one process", []string{"planner", "coordinator", "worker"}),
 		agentCmd(g),
 		submitCmd(g), statusCmd(g), watchCmd(g), jobsCmd(g), backupsCmd(g), cancelCmd(g), retentionCmd(g),
-		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g), drillCmd(g), restoreCmd(g),
+		preflightCmd(g), schedulesCmd(g), topologyCmd(g), demoCmd(g), nodetoolCmd(g), drillCmd(g), drillsCmd(g), restoreCmd(g),
 	)
 	err := root.Execute()
 	if err == nil {
