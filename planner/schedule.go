@@ -23,23 +23,6 @@ type ScheduleChange struct {
 	Schedule string
 }
 
-// cronExpr turns a policy's schedule into a JetStream schedule pattern:
-// five-field cron gains a seconds field; "@daily", "@every 6h" and
-// six-field cron pass as they are.
-func cronExpr(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if strings.HasPrefix(s, "@") {
-		return s, nil
-	}
-	switch len(strings.Fields(s)) {
-	case 5:
-		return "0 " + s, nil
-	case 6:
-		return s, nil
-	}
-	return "", fmt.Errorf("schedule %q: want five-field cron (\"0 2 * * *\"), six-field cron, @daily or @every <duration>", s)
-}
-
 // SyncSchedules makes the schedules in JetStream match the policies: each
 // policy with a schedule has one schedule message whose firings submit its
 // JobRequest; policies without one, or no longer configured, have none.
@@ -83,7 +66,7 @@ func syncSchedules(ctx context.Context, js jetstream.JetStream, policies []Polic
 	sort.Strings(subjects)
 	for _, subj := range subjects {
 		p := want[subj]
-		expr, err := cronExpr(p.Schedule)
+		expr, err := messages.ScheduleExpr(p.Schedule)
 		if err != nil {
 			return changes, fmt.Errorf("policy %s/%s: %w", p.Cluster, p.Name, err)
 		}
