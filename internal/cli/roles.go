@@ -183,7 +183,7 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 	}
 	if slices.Contains(roles, "planner") {
 		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Inventory: drivers.Inventory(cfg),
-			Discoverer: n.drivers, SyncSchedules: true})
+			Discoverer: n.drivers, SyncSchedules: true, DrillSchedules: drivers.DrillSchedules(cfg)})
 		if err := n.planner.Start(ctx); err != nil {
 			n.stop(ctx)
 			return nil, withCode(ExitError, fmt.Errorf("planner: %w", err))
