@@ -2,6 +2,7 @@ package messages_test
 
 import (
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -62,4 +63,17 @@ func TestScheduleExpr(t *testing.T) {
 	}
 	_, err := messages.ScheduleExpr("every tuesday")
 	require.ErrorContains(t, err, `schedule "every tuesday"`)
+}
+
+// The documented example decodes, and the JSON Schema lists exactly the
+// fields of DrillRequest.
+func TestDrillRequestSchemaMatchesType(t *testing.T) {
+	t.Parallel()
+	example, err := os.ReadFile("../docs/examples/drill-request.json")
+	require.NoError(t, err)
+	r, err := messages.DecodeDrillRequest(example)
+	require.NoError(t, err)
+	require.Equal(t, "orders", r.Cluster)
+
+	requireSchemaOf(t, "../docs/drill-request.schema.json", messages.DrillRequest{}, "schema", "request_id", "cluster")
 }
