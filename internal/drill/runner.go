@@ -243,7 +243,7 @@ func (r *Runner) handle(ctx context.Context, m jetstream.Msg) {
 	if rec.Outcome != messages.DrillSucceeded {
 		ev = log.Error().Str("error", rec.Error)
 	}
-	ev.Str("outcome", rec.Outcome).Str("backup_job", rec.BackupJob).Dur("took", rec.Ended.Sub(rec.Began)).Msg("drill recorded")
+	ev.Str("outcome", rec.Outcome).Str("backup_job", rec.BackupJob).Int64("took_ms", rec.Ended.Sub(rec.Began).Milliseconds()).Msg("drill recorded")
 	if err := m.Ack(); err != nil {
 		log.Warn().Err(err).Msg("drill request not acknowledged; a redelivery finds the drill recorded")
 	}
