@@ -223,7 +223,7 @@ func (r *Runner) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	log.Info().Str("requested_by", req.RequestedBy).Str("backup_job", req.Backup).Msg("drill starting")
 	rec, err := r.run(ctx, m, req, id)
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && (err != nil || rec.Outcome != messages.DrillSucceeded) {
 		log.Warn().Msg("drill interrupted by the process's stop; not recorded, it runs again from the start")
 		_ = m.NakWithDelay(0)
 		return
