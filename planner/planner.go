@@ -103,7 +103,9 @@ func (p *Planner) Start(ctx context.Context) error {
 
 func (p *Planner) start(ctx context.Context) error {
 	if p.cfg.SyncSchedules {
-		var clusters []string
+		// Never nil: a planner with no cluster syncs no cluster's
+		// schedules, not every one.
+		clusters := make([]string, 0, len(p.cfg.Inventory.Clusters))
 		for _, c := range p.cfg.Inventory.Clusters {
 			clusters = append(clusters, c.Name)
 		}
