@@ -80,9 +80,9 @@ type DrillSchedule struct {
 // SyncDrillSchedules makes the drill schedules in JetStream match drills:
 // each cluster with a drill schedule has one schedule message whose
 // firings submit its DrillRequest onto messages.SubjectDrillSubmit; other
-// clusters have none. With clusters, only those clusters' drill schedules
-// are set or removed (a planner syncs its own configuration's); without,
-// every one (quiesce schedules). Policies' schedules are not touched, nor
+// clusters have none. With clusters (not nil), only those clusters' drill
+// schedules are set or removed (a planner syncs its own configuration's;
+// an empty list touches none); with nil, every one (quiesce schedules). Policies' schedules are not touched, nor
 // are drill schedules touched by SyncSchedules: they live under subjects
 // of their own.
 func SyncDrillSchedules(ctx context.Context, js jetstream.JetStream, drills []DrillSchedule, clusters []string) ([]ScheduleChange, error) {
