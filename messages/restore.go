@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -345,21 +346,31 @@ func (r RestoreRequest) CheckDeadline(now time.Time) error {
 // ErrMalformed.
 func DecodeRestoreRequest(data []byte) (RestoreRequest, error) {
 	var r RestoreRequest
-	if len(data) > MaxJobRequestBytes {
-		return r, &malformed{fmt.Errorf("restore request is %d bytes, more than the %d allowed", len(data), MaxJobRequestBytes)}
-	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return r, &malformed{fmt.Errorf("restore request is not valid JSON for %s: %w", RestoreRequestSchema, err)}
-	}
-	if dec.More() {
-		return r, &malformed{errors.New("restore request has data after the JSON object")}
+	if err := decodeStrict(data, "restore request", RestoreRequestSchema, &r); err != nil {
+		return r, err
 	}
 	if err := r.Validate(); err != nil {
 		return r, fmt.Errorf("invalid restore request: %w", err)
 	}
 	return r, nil
+}
+
+// decodeStrict reads data, at most MaxJobRequestBytes, as exactly one JSON
+// object of v's shape: an unknown field, or anything after the object, is
+// an error wrapping ErrMalformed. what names the request in the error.
+func decodeStrict(data []byte, what, schema string, v any) error {
+	if len(data) > MaxJobRequestBytes {
+		return &malformed{fmt.Errorf("%s is %d bytes, more than the %d allowed", what, len(data), MaxJobRequestBytes)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &malformed{fmt.Errorf("%s is not valid JSON for %s: %w", what, schema, err)}
+	}
+	if dec.More() {
+		return &malformed{fmt.Errorf("%s has data after the JSON object", what)}
+	}
+	return nil
 }
 
 // RestorePhase is a restore's lifecycle phase; it changes only by

@@ -67,10 +67,17 @@ func typeFields(rt reflect.Type, prefix string) []string {
 // included, so the contract other systems read cannot drift from the code.
 func TestRestoreRequestSchemaMatchesType(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../docs/restore-request.schema.json")
+	requireSchemaOf(t, "../docs/restore-request.schema.json", messages.RestoreRequest{}, "schema", "request_id", "cluster", "backup", "target")
+}
+
+// requireSchemaOf holds the JSON Schema at path to the fields of v's type,
+// nested ones included, and to the required fields given.
+func requireSchemaOf(t *testing.T, path string, v any, required ...string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	inSchema := schemaFields(t, data, "")
-	inType := typeFields(reflect.TypeOf(messages.RestoreRequest{}), "")
+	inType := typeFields(reflect.TypeOf(v), "")
 	sort.Strings(inSchema)
 	sort.Strings(inType)
 	require.Equal(t, inType, inSchema)
@@ -78,7 +85,7 @@ func TestRestoreRequestSchemaMatchesType(t *testing.T) {
 		Required []string `json:"required"`
 	}
 	require.NoError(t, json.Unmarshal(data, &s))
-	require.ElementsMatch(t, []string{"schema", "request_id", "cluster", "backup", "target"}, s.Required)
+	require.ElementsMatch(t, required, s.Required)
 }
 
 func validRestore() messages.RestoreRequest {

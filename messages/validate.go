@@ -218,13 +218,21 @@ func (r JobRequest) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if n := utf8.RuneCountInString(r.Reason); n > MaxReasonChars {
+	errs = append(errs, textErrors(r.Reason, r.RequestedBy)...)
+	return errors.Join(errs...)
+}
+
+// textErrors checks the lengths of a request's free-text fields, reason
+// and requested_by.
+func textErrors(reason, requestedBy string) []error {
+	var errs []error
+	if n := utf8.RuneCountInString(reason); n > MaxReasonChars {
 		errs = append(errs, &FieldError{"reason", "", fmt.Sprintf("is %d characters, more than %d", n, MaxReasonChars)})
 	}
-	if n := utf8.RuneCountInString(r.RequestedBy); n > MaxRequestedByChars {
+	if n := utf8.RuneCountInString(requestedBy); n > MaxRequestedByChars {
 		errs = append(errs, &FieldError{"requested_by", "", fmt.Sprintf("is %d characters, more than %d", n, MaxRequestedByChars)})
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // jobRequestFields are the JSON names of JobRequest's fields and the JSON

@@ -26,9 +26,12 @@ type PlannerConfig struct {
 	// Discoverer finds a cluster's nodes; StaticDiscoverer when nil.
 	Discoverer Discoverer
 	// SyncSchedules makes the JetStream schedules of the inventory's
-	// clusters match its policies at start (SyncClusterSchedules); other
-	// clusters' schedules are left alone.
+	// clusters match its policies (SyncClusterSchedules) and DrillSchedules
+	// (SyncDrillSchedules) at start; other clusters' schedules are left
+	// alone.
 	SyncSchedules bool
+	// DrillSchedules are the drill schedules of the inventory's clusters.
+	DrillSchedules []DrillSchedule
 	// MaxDeliver must match the planner consumer's (default
 	// topology.PlannerMaxDeliver): a request for a cluster this planner does
 	// not know is copied before its last delivery (topology.HandBack).
@@ -100,7 +103,9 @@ func (p *Planner) Start(ctx context.Context) error {
 
 func (p *Planner) start(ctx context.Context) error {
 	if p.cfg.SyncSchedules {
-		var clusters []string
+		// Never nil: a planner with no cluster syncs no cluster's
+		// schedules, not every one.
+		clusters := make([]string, 0, len(p.cfg.Inventory.Clusters))
 		for _, c := range p.cfg.Inventory.Clusters {
 			clusters = append(clusters, c.Name)
 		}
@@ -108,8 +113,18 @@ func (p *Planner) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("schedules: %w", err)
 		}
-		for _, c := range changes {
-			if c.Action != "unchanged" {
+		drills, err := SyncDrillSchedules(ctx, p.e.js, p.cfg.DrillSchedules, clusters)
+		if err != nil {
+			return fmt.Errorf("drill schedules: %w", err)
+		}
+		for _, c := range append(changes, drills...) {
+			if c.Action == "unchanged" {
+				continue
+			}
+			if c.Drill {
+				p.e.log.Info().Str("cluster", c.Cluster).Str("schedule", c.Schedule).
+					Str("action", c.Action).Msg("drill schedule synchronised")
+			} else {
 				p.e.log.Info().Str("cluster", c.Cluster).Str("policy", c.Policy).Str("schedule", c.Schedule).
 					Str("action", c.Action).Msg("policy schedule synchronised")
 			}
@@ -211,10 +226,11 @@ func reject(class, format string, a ...any) error {
 	return &RejectError{Class: class, Reason: fmt.Sprintf(format, a...)}
 }
 
-// scheduledRequestID gives each firing of a schedule its own request ID:
+// ScheduledRequestID gives each firing of a schedule its own request ID:
 // the schedule's request ID and the firing's time in the stream. A
-// redelivered firing keeps its time, so it still makes one job.
-func scheduledRequestID(req messages.JobRequest, m jetstream.Msg) (string, bool) {
+// redelivered firing keeps its time, so it still makes one job (or one
+// drill).
+func ScheduledRequestID(requestID string, m jetstream.Msg) (string, bool) {
 	if m.Headers().Get(jetstream.SchedulerHeader) == "" {
 		return "", false
 	}
@@ -222,13 +238,13 @@ func scheduledRequestID(req messages.JobRequest, m jetstream.Msg) (string, bool)
 	if err != nil {
 		return "", false
 	}
-	return req.RequestID + "@" + meta.Timestamp.UTC().Format("20060102T150405Z"), true
+	return requestID + "@" + meta.Timestamp.UTC().Format("20060102T150405Z"), true
 }
 
 func (p *Planner) handle(ctx context.Context, m jetstream.Msg) {
 	req, err := messages.DecodeJobRequest(m.Data())
 	scheduled := false
-	if id, ok := scheduledRequestID(req, m); ok && err == nil {
+	if id, ok := ScheduledRequestID(req.RequestID, m); ok && err == nil {
 		req.RequestID, scheduled = id, true
 		err = req.Validate()
 	}

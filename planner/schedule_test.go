@@ -101,3 +101,61 @@ func TestPlannerSyncsOnlyItsClustersSchedules(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []planner.ScheduleChange{{Cluster: "c2", Policy: "nightly", Action: "removed"}}, changes)
 }
+
+// Drill schedules live beside the policies' and apart from them: each sync
+// sets, keeps and removes only its own, and a planner's only its clusters'.
+func TestDrillSchedulesApartFromPolicySchedules(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{nodes: 1, volumes: 1})
+	b.inv.Policies[0].Schedule = "0 3 * * *"
+	ctx := context.Background()
+	stream, err := b.env.JS.Stream(ctx, messages.StreamJobs)
+	require.NoError(t, err)
+	_, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
+	require.NoError(t, err)
+
+	drills := []planner.DrillSchedule{{Cluster: "c1", Schedule: "0 4 * * 0"}, {Cluster: "c2", Schedule: "@daily"}}
+	changes, err := planner.SyncDrillSchedules(ctx, b.env.JS, drills, nil)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{
+		{Cluster: "c1", Drill: true, Action: "set", Schedule: "0 0 4 * * 0"},
+		{Cluster: "c2", Drill: true, Action: "set", Schedule: "@daily"},
+	}, changes)
+	last, err := stream.GetLastMsgForSubject(ctx, messages.SubjectDrillSchedule("c1"))
+	require.NoError(t, err)
+	require.Equal(t, messages.SubjectDrillSubmit, last.Header.Get("Nats-Schedule-Target"))
+	req, err := messages.DecodeDrillRequest(last.Data)
+	require.NoError(t, err)
+	require.Equal(t, "schedule", req.RequestedBy)
+
+	changes, err = planner.SyncDrillSchedules(ctx, b.env.JS, drills, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"unchanged", "unchanged"}, []string{changes[0].Action, changes[1].Action})
+
+	// The policies' sync knows nothing of drill schedules, and without
+	// any policy schedule removes only its own.
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "unchanged", Schedule: "0 0 3 * * *"}}, changes)
+	changes, err = planner.SyncSchedules(ctx, b.env.JS, nil)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Policy: "nightly", Action: "removed"}}, changes)
+	_, err = stream.GetLastMsgForSubject(ctx, messages.SubjectDrillSchedule("c1"))
+	require.NoError(t, err, "the drill schedule is not the policies' sync's to remove")
+	_, err = planner.SyncSchedules(ctx, b.env.JS, b.inv.Policies)
+	require.NoError(t, err)
+
+	// A planner of c1 alone leaves c2's drill schedule; the full sync
+	// removes both, and the policy's schedule stays.
+	changes, err = planner.SyncDrillSchedules(ctx, b.env.JS, nil, []string{"c1"})
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c1", Drill: true, Action: "removed"}}, changes)
+	changes, err = planner.SyncDrillSchedules(ctx, b.env.JS, nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, []planner.ScheduleChange{{Cluster: "c2", Drill: true, Action: "removed"}}, changes)
+	_, err = stream.GetLastMsgForSubject(ctx, messages.SubjectSchedule("c1", "nightly"))
+	require.NoError(t, err, "the policy's schedule is not the drills' sync's to remove")
+
+	_, err = planner.SyncDrillSchedules(ctx, b.env.JS, []planner.DrillSchedule{{Cluster: "c1", Schedule: "weekly"}}, nil)
+	require.ErrorContains(t, err, `drill of c1: schedule "weekly"`)
+}

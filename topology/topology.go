@@ -19,7 +19,16 @@ const (
 	// ConsumerRestores is the planner replicas' consumer of restore
 	// requests.
 	ConsumerRestores = "restore-planner"
+	// ConsumerDrills is the worker processes' consumer of drill requests.
+	// One drill is in hand at a time across the fleet: the scratch
+	// clusters drills restore into are shared.
+	ConsumerDrills = "drill-runner"
 )
+
+// DrillRunnerMaxDeliver is the drill-runner consumer's delivery limit: a
+// drill interrupted with its process runs again from the start, a few
+// times, never for ever.
+const DrillRunnerMaxDeliver = 3
 
 // AgentConsumer is the durable consumer of one node's agent. The cluster's
 // length comes first, so no two (cluster, node) pairs share a name.
@@ -180,11 +189,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 		{
 			Name:        messages.StreamJobs,
 			Description: "quiesce job requests, deduplicated by request id",
-			Subjects:    []string{messages.SubjectSubmit, messages.SubjectSchedulesAll, messages.SubjectRestoreSubmit},
-			Retention:   jetstream.WorkQueuePolicy,
-			Duplicates:  o.SubmitDuplicates,
-			// Policies' schedules are JetStream message schedules kept in
-			// this stream; each firing lands on the submit subject.
+			Subjects: []string{messages.SubjectSubmit, messages.SubjectSchedulesAll, messages.SubjectRestoreSubmit,
+				messages.SubjectDrillSubmit, messages.SubjectDrillSchedulesAll},
+			Retention:  jetstream.WorkQueuePolicy,
+			Duplicates: o.SubmitDuplicates,
+			// Policies' and drills' schedules are JetStream message
+			// schedules kept in this stream; each firing lands on the
+			// submit subject of jobs or drills.
 			AllowMsgSchedules: true,
 			AllowRollup:       true,
 			MaxAge:            o.EventsMaxAge,
@@ -307,6 +318,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, e
 			Durable: ConsumerRestores, Description: "planner replicas share this consumer of restore requests",
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: RestorePlannerMaxDeliver,
 			MaxAckPending: 64, FilterSubject: messages.SubjectRestoreSubmit, Replicas: o.Replicas,
+		}},
+		{messages.StreamJobs, jetstream.ConsumerConfig{
+			Durable: ConsumerDrills, Description: "worker processes run drill requests, one at a time",
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait, MaxDeliver: DrillRunnerMaxDeliver,
+			MaxAckPending: 1, FilterSubject: messages.SubjectDrillSubmit, Replicas: o.Replicas,
 		}},
 		{messages.StreamEvents, jetstream.ConsumerConfig{
 			Durable: ConsumerCoordinator, Description: "coordinator replicas share this consumer",

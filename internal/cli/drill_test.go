@@ -5,12 +5,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -46,15 +49,7 @@ func TestDrillRefusesWhatItCannotDoAndRecordsAFailure(t *testing.T) {
 	// fails before it touches anything, and says so in its record.
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
-	scratch := config.Cluster{Name: "scratch", Executor: "local", Snapshotter: "fs", FS: config.FS{Store: filepath.Join(dir, "store")},
-		CassandraService: &config.CassandraService{Start: []string{"touch", started}, Stop: []string{"true"}, IsRunning: []string{"false"}}}
-	for _, n := range cfg.Clusters[0].Nodes {
-		data := filepath.Join(dir, n.Name, "data")
-		require.NoError(t, os.MkdirAll(data, 0o755))
-		scratch.Nodes = append(scratch.Nodes, config.Node{Name: n.Name, Address: n.Address,
-			Volumes: []config.Volume{{ID: "scratch-" + n.Name, Path: data}}, Directories: &config.Directories{Data: []string{data}}})
-	}
-	cfg.Clusters = append(cfg.Clusters, scratch)
+	cfg.Clusters = append(cfg.Clusters, sourceAddressedScratch(t, &cfg, dir, []string{"touch", started}))
 	cfg.Clusters[0].Drill = &config.Drill{Target: "scratch"}
 	write()
 	code, out, errOut = run("drill", "--config", path, "--nats", env.URL, "demo")
@@ -173,4 +168,59 @@ func TestDrillThatFailsIsTornDownAndRecorded(t *testing.T) {
 		phases = append(phases, p.Name)
 	}
 	require.Equal(t, []string{"choose the backup", "volumes", "stop", "prepare", "start", "verify", "tear down"}, phases)
+}
+
+// A drill with a schedule runs by itself: the planner sets the schedule at
+// start, its firings reach the worker's drill runner, and each is recorded
+// with the schedule as its requester. Here the drill fails before it
+// touches anything (the scratch nodes have the source's addresses).
+func TestScheduledDrillRunsInTheWorker(t *testing.T) {
+	dir := t.TempDir()
+	var path string
+	env, _ := cliEnvWith(t, func(cfg *config.Config) {
+		cfg.Clusters = append(cfg.Clusters, sourceAddressedScratch(t, cfg, dir, []string{"false"}))
+		cfg.Clusters[0].Drill = &config.Drill{Target: "scratch", Schedule: "@every 1s"}
+		data, err := yaml.Marshal(cfg)
+		require.NoError(t, err)
+		path = filepath.Join(dir, "quiesce.yaml")
+		require.NoError(t, os.WriteFile(path, data, 0o600))
+	})
+	var rec messages.Drill
+	require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
+		lister, err := env.H.Catalog.ListKeysFiltered(t.Context(), messages.DrillKey("demo", "*"))
+		if err != nil {
+			return false
+		}
+		for k := range lister.Keys() {
+			if e, err := env.H.Catalog.Get(t.Context(), k); err == nil {
+				rec, err = messages.DecodeDrill(e.Value())
+				return err == nil
+			}
+		}
+		return false
+	}))
+	require.Equal(t, messages.DrillFailed, rec.Outcome)
+	require.Equal(t, "schedule", rec.RequestedBy)
+	require.True(t, strings.HasPrefix(rec.RequestID, "drill-schedule-demo@"), rec.RequestID)
+	require.Equal(t, messages.DrillIDFor(rec.RequestID), rec.DrillID)
+
+	code, out, errOut := run("schedules", "--config", path, "--nats", env.URL)
+	require.Equal(t, ExitOK, code, "%s\n%s", out, errOut)
+	require.Regexp(t, `demo\s+\(drill\)\s+@every 1s\s+unchanged`, out)
+}
+
+// sourceAddressedScratch is a scratch cluster "scratch" whose nodes have the
+// addresses of cfg's first cluster's: a drill into it fails before it
+// touches anything. start is its Cassandra start command.
+func sourceAddressedScratch(t *testing.T, cfg *config.Config, dir string, start []string) config.Cluster {
+	t.Helper()
+	scratch := config.Cluster{Name: "scratch", Executor: "local", Snapshotter: "fs", FS: config.FS{Store: filepath.Join(dir, "store")},
+		CassandraService: &config.CassandraService{Start: start, Stop: []string{"true"}, IsRunning: []string{"false"}}}
+	for _, n := range cfg.Clusters[0].Nodes {
+		data := filepath.Join(dir, n.Name, "data")
+		require.NoError(t, os.MkdirAll(data, 0o755))
+		scratch.Nodes = append(scratch.Nodes, config.Node{Name: n.Name, Address: n.Address,
+			Volumes: []config.Volume{{ID: "scratch-" + n.Name, Path: data}}, Directories: &config.Directories{Data: []string{data}}})
+	}
+	return scratch
 }

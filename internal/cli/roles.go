@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quiesce/quiesce/internal/config"
+	"github.com/quiesce/quiesce/internal/drill"
 	"github.com/quiesce/quiesce/internal/drivers"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/observability"
@@ -43,7 +44,10 @@ type node struct {
 	planner     *planner.Planner
 	coordinator *planner.Coordinator
 	worker      *worker.Worker
-	drivers     *drivers.Registry
+	// drills runs drill requests, in a worker process whose configuration
+	// has a cluster with a drill section.
+	drills  *drill.Runner
+	drivers *drivers.Registry
 	// presence keeps this process's entry in the replicas bucket.
 	presence *topology.Presence
 	// stopWatch ends the drill watch and waits for it.
@@ -119,8 +123,9 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 			if _, err := metrics.LoadLastSuccess(ctx, h.Catalog); err != nil {
 				log.Warn().Err(err).Msg("last backup times not loaded from the catalog")
 			}
-			// Drills run as commands of their own (quiesce drill); their
-			// records in the catalog keep the drill gauge current.
+			// Drills run as commands of their own (quiesce drill) or in
+			// worker processes (drill schedules); their records in the
+			// catalog keep the drill gauge current.
 			wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			done := make(chan struct{})
 			go func() {
@@ -180,10 +185,20 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 			n.stop(ctx)
 			return nil, withCode(ExitError, fmt.Errorf("worker: %w", err))
 		}
+		if clusters := drill.Clusters(cfg); len(clusters) > 0 {
+			dlog := log.With().Str("component", "drill-runner").Logger()
+			n.drills = drill.NewRunner(js, drill.RunnerConfig{Clusters: clusters, Catalog: h.Catalog, Logger: dlog,
+				Heartbeat: topologyOptions(cfg).AckWait / 3,
+				Run:       drill.With(drill.Options{Config: cfg, Drivers: n.drivers, Handles: h, Log: &dlog})})
+			if err := n.drills.Start(ctx); err != nil {
+				n.stop(ctx)
+				return nil, withCode(ExitError, fmt.Errorf("drill runner: %w", err))
+			}
+		}
 	}
 	if slices.Contains(roles, "planner") {
 		n.planner = planner.NewPlanner(js, h, planner.PlannerConfig{Options: popts, Inventory: drivers.Inventory(cfg),
-			Discoverer: n.drivers, SyncSchedules: true})
+			Discoverer: n.drivers, SyncSchedules: true, DrillSchedules: drivers.DrillSchedules(cfg)})
 		if err := n.planner.Start(ctx); err != nil {
 			n.stop(ctx)
 			return nil, withCode(ExitError, fmt.Errorf("planner: %w", err))
@@ -204,6 +219,9 @@ func (n *node) ready() error {
 	if n.worker != nil {
 		errs = append(errs, n.worker.Ready())
 	}
+	if n.drills != nil {
+		errs = append(errs, n.drills.Ready())
+	}
 	return errors.Join(errs...)
 }
 
@@ -216,6 +234,9 @@ func (n *node) stop(ctx context.Context) {
 	}
 	if n.planner != nil {
 		_ = n.planner.Stop(ctx)
+	}
+	if n.drills != nil {
+		_ = n.drills.Stop(ctx)
 	}
 	if n.worker != nil {
 		_ = n.worker.Stop(ctx)

@@ -194,6 +194,10 @@ type Drill struct {
 	// before the alert fires (the alert rule reads it from the metric
 	// quiesce_drill_max_age_seconds); default 8 days.
 	MaxAge Duration `json:"max_age,omitempty"`
+	// Schedule runs the drill by itself: a cron expression as a policy's
+	// schedule (UTC) whose firings submit a DrillRequest that a worker
+	// process runs. Empty: the drill runs only when asked (quiesce drill).
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // DrillCheck is a CQL query and the count it must return.
@@ -322,7 +326,8 @@ type Discovery struct {
 type Policy struct {
 	Name    string `json:"name"`
 	Cluster string `json:"cluster"`
-	// Schedule is a cron expression (used by schedulers that submit requests).
+	// Schedule is a cron expression (five- or six-field, @daily, @every
+	// 6h; UTC) whose firings submit the policy's JobRequest.
 	Schedule string `json:"schedule,omitempty"`
 	// Retention: which successful backups are kept; the managed snapshots of
 	// the others are deleted. A backup is kept when any rule keeps it; with
@@ -562,6 +567,11 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
+		if p.Schedule != "" {
+			if _, err := messages.ScheduleExpr(p.Schedule); err != nil {
+				add("%s.schedule: %w", where, err)
+			}
+		}
 		errs = append(errs, p.validateHooks(where)...)
 	}
 	for i, cl := range c.Clusters {
@@ -585,6 +595,11 @@ func (c *Config) Validate() error {
 			}
 			if d.MaxAge < 0 {
 				add("clusters[%d].drill.max_age: must not be negative", i)
+			}
+			if d.Schedule != "" {
+				if _, err := messages.ScheduleExpr(d.Schedule); err != nil {
+					add("clusters[%d].drill.schedule: %w", i, err)
+				}
 			}
 		}
 	}

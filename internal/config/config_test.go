@@ -49,6 +49,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"complete hook that would fail the job", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: complete, command: [/bin/true], timeout: 1m, on_error: fail}\n", "policies[0].hooks[0].on_error fail"},
 		{"retention that keeps nothing", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_within: 10s}\n", "policies[0].keep_within 10s: keeps nothing"},
 		{"negative max age", "clusters:\n- name: a\n  backup_max_age: -1h\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "negative"},
+		{"bad policy schedule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, schedule: 'every tuesday'}\n", `policies[0].schedule: schedule "every tuesday"`},
+		{"bad drill schedule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n  drill: {target: s, schedule: '0 3 * *'}\n" +
+			"- name: s\n  cassandra_service: {unit: cassandra}\n  nodes: [{name: s1, volumes: [{id: v2}]}]\n", `clusters[0].drill.schedule: schedule "0 3 * *"`},
 	}
 	for _, tc := range cases {
 		_, err := config.Parse([]byte(tc.yaml))

@@ -38,6 +38,17 @@ func Inventory(cfg *config.Config) planner.Inventory {
 	return inv
 }
 
+// DrillSchedules are the configured clusters' drill schedules.
+func DrillSchedules(cfg *config.Config) []planner.DrillSchedule {
+	var out []planner.DrillSchedule
+	for _, cl := range cfg.Clusters {
+		if cl.Drill != nil && cl.Drill.Schedule != "" {
+			out = append(out, planner.DrillSchedule{Cluster: cl.Name, Schedule: cl.Drill.Schedule})
+		}
+	}
+	return out
+}
+
 // Cluster is what the planner needs of a configured cluster.
 func Cluster(cl config.Cluster) planner.Cluster {
 	return planner.Cluster{Name: cl.Name, DefaultPolicy: cl.DefaultPolicy, PerInstance: cl.EBS.PerInstance,

@@ -29,7 +29,7 @@ var layers = [][]string{
 	// edges: observability, the drivers, the simulated Cassandra node
 	{"observability", "worker/ebs", "worker/fs", "worker/local", "worker/nodetool", "worker/noderestore", "worker/ssh", "internal/simnode"},
 	// app
-	{"internal/cli", "internal/drivers"},
+	{"internal/cli", "internal/drill", "internal/drivers"},
 	// binary
 	{"cmd/quiesce"},
 }
@@ -37,6 +37,8 @@ var layers = [][]string{
 // within are the imports inside one layer, importer first.
 var within = [][2]string{
 	{"internal/cli", "internal/drivers"},
+	{"internal/cli", "internal/drill"},
+	{"internal/drill", "internal/drivers"},
 	{"worker/local", "worker/nodetool"},
 	{"worker/ssh", "worker/nodetool"},
 	{"worker/noderestore", "worker/nodetool"},
