@@ -57,7 +57,7 @@ func drillsCmd(g *globals) *cobra.Command {
 				return enc.Encode(drills)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 2, 2, ' ', 0)
-			fmt.Fprintln(tw, "DRILL\tCLUSTER\tINTO\tBACKUP\tBEGAN\tTOOK\tOUTCOME\tPHASES")
+			fmt.Fprintln(tw, "DRILL\tCLUSTER\tINTO\tBACKUP\tBY\tBEGAN\tTOOK\tOUTCOME\tPHASES")
 			for _, d := range drills {
 				var phases []string
 				for _, p := range d.Phases {
@@ -67,7 +67,7 @@ func drillsCmd(g *globals) *cobra.Command {
 				if d.Error != "" {
 					outcome += ": " + messages.Bound(d.Error, 200)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.DrillID, d.Source, d.Target, orDash(d.BackupJob),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.DrillID, d.Source, d.Target, orDash(d.BackupJob), orDash(d.RequestedBy),
 					d.Began.UTC().Format(time.RFC3339), d.Ended.Sub(d.Began).Round(100*time.Millisecond), outcome, strings.Join(phases, ", "))
 			}
 			return tw.Flush()

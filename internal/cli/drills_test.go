@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/quiesce/quiesce/internal/drill"
 	"github.com/quiesce/quiesce/messages"
 )
 
@@ -25,10 +26,10 @@ func TestDrillsListsTheRecordsNewestFirst(t *testing.T) {
 			Began: at, Ended: at.Add(90 * time.Second), Phases: []messages.DrillPhase{{Name: "start", Seconds: 60}}},
 		{DrillID: "drill-2", Source: "demo", Target: "scratch", Outcome: messages.DrillFailed, Error: "node s2 never answered CQL",
 			Began: at.Add(24 * time.Hour), Ended: at.Add(24*time.Hour + time.Minute)},
-		{DrillID: "drill-3", Source: "other", Target: "scratch2", Outcome: messages.DrillSucceeded, Began: at.Add(time.Hour), Ended: at.Add(2 * time.Hour)},
+		{DrillID: "drill-3", Source: "other", Target: "scratch2", Outcome: messages.DrillSucceeded, RequestedBy: "schedule", Began: at.Add(time.Hour), Ended: at.Add(2 * time.Hour)},
 	} {
 		d.Schema = messages.DrillSchema
-		require.NoError(t, putDrill(t.Context(), env.H.Catalog, d))
+		require.NoError(t, drill.Record(t.Context(), env.H.Catalog, d))
 	}
 
 	code, out, errOut = run("drills", "--nats", env.URL)
@@ -38,6 +39,7 @@ func TestDrillsListsTheRecordsNewestFirst(t *testing.T) {
 	require.True(t, strings.HasPrefix(lines[1], "drill-2"), out)
 	require.Contains(t, lines[1], "failed: node s2 never answered CQL")
 	require.True(t, strings.HasPrefix(lines[2], "drill-3"), out)
+	require.Contains(t, lines[2], "schedule")
 	require.True(t, strings.HasPrefix(lines[3], "drill-1"), out)
 	require.Contains(t, lines[3], "demo-a")
 	require.Contains(t, lines[3], "start 60.0s")

@@ -185,7 +185,9 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 			n.stop(ctx)
 			return nil, withCode(ExitError, fmt.Errorf("worker: %w", err))
 		}
-		if clusters := drill.Clusters(cfg); len(clusters) > 0 {
+		// A worker of a pool restricted by --kinds runs no drills: the
+		// full workers of the fleet do.
+		if clusters := drill.Clusters(cfg); len(clusters) > 0 && len(o.kinds) == 0 {
 			dlog := log.With().Str("component", "drill-runner").Logger()
 			n.drills = drill.NewRunner(js, drill.RunnerConfig{Clusters: clusters, Catalog: h.Catalog, Logger: dlog,
 				Heartbeat: topologyOptions(cfg).AckWait / 3,
