@@ -526,15 +526,3 @@ func runDrill(t *testing.T, b *bundle, bk messages.Backup, d drillData) {
 		require.True(t, os.IsNotExist(err), "the staged volume copies removed")
 	}
 }
-
-// wrapSpec gives node i of an in-place restore its staged volume as the
-// source of its data directory.
-func wrapSpec(base func(int) noderestore.Spec, i int, n *cassandra.Node) func(int) noderestore.Spec {
-	return func(j int) noderestore.Spec {
-		s := base(j)
-		if j == i {
-			s.Sources = []noderestore.Source{{DataDir: n.DataDir(), From: stagingDir(n.DataDir(), s.RestoreID)}}
-		}
-		return s
-	}
-}
