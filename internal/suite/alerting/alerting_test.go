@@ -149,8 +149,20 @@ func TestEachConditionRaisesItsAlert(t *testing.T) {
 		Nodes: []config.Node{{Name: "node-1", Address: sshd.Addr, Volumes: []config.Volume{
 			{ID: "vol-untrusted-1", Path: filepath.Join(t.TempDir(), "data")}}}},
 		DefaultPolicy: "nightly"}
+	// A cluster whose scheduled drill fails: its scratch cluster's
+	// Cassandra never starts. A restore into that scratch cluster fails
+	// for the same reason.
+	drilled := fsCluster(t, "drilled", 1, 1)
+	drilled.Drill = &config.Drill{Target: "drilled-scratch", Schedule: "@every 2s"}
+	scratchData := filepath.Join(t.TempDir(), "data")
+	require.NoError(t, os.MkdirAll(scratchData, 0o755))
+	scratch := config.Cluster{Name: "drilled-scratch", Executor: "local", Snapshotter: "fs", FS: config.FS{Store: t.TempDir()},
+		CassandraService: &config.CassandraService{Start: []string{"false"}, Stop: []string{"true"}, IsRunning: []string{"false"}},
+		Nodes: []config.Node{{Name: "scratch-1", Address: "127.0.9.1", Volumes: []config.Volume{{ID: "vol-scratch-1", Path: scratchData}},
+			Directories: &config.Directories{Data: []string{scratchData}}}},
+		DefaultPolicy: "nightly"}
 	cfg := &config.Config{Clusters: []config.Cluster{
-		failing, stale, fsCluster(t, "never", 1, 1), untrusted,
+		failing, stale, fsCluster(t, "never", 1, 1), untrusted, drilled, scratch,
 		ebsCluster(t, "errored", moto.URL, broken.URL, 2),
 		// Several volumes, so that throttled attempts keep coming while
 		// each call backs off.
@@ -162,9 +174,14 @@ func TestEachConditionRaisesItsAlert(t *testing.T) {
 	f := startFleet(t, cfg, allRoles...)
 
 	jobs := map[string]string{}
-	for _, cl := range []string{"failing", "stale", "untrusted", "errored", "throttled"} {
+	for _, cl := range []string{"failing", "stale", "untrusted", "errored", "throttled", "drilled"} {
 		jobs[cl] = f.submit(cl, cl+"-1")
 	}
+	f.waitJob(jobs["drilled"], messages.PhaseSucceeded)
+	restore := f.restore(messages.RestoreRequest{RequestID: "drilled-restore-1", Cluster: "drilled", Backup: messages.Latest,
+		Target: messages.TargetNewCluster, TargetCluster: "drilled-scratch", ClusterName: "drilled"})
+	require.Equal(t, messages.RestoreFailed, restore.Phase)
+	require.Contains(t, restore.Error, "scratch-1")
 	f.waitJob(jobs["stale"], messages.PhaseSucceeded)
 	failed := f.waitJob(jobs["failing"], messages.PhaseFailed)
 	require.Contains(t, failed.Error, "node-2")
@@ -180,6 +197,8 @@ func TestEachConditionRaisesItsAlert(t *testing.T) {
 	f.expectAlert("QuiesceEC2Throttled", map[string]string{"op": "CreateSnapshot"})
 	stalled := f.expectAlert("QuiesceBackupStale", map[string]string{"cluster": "stale"})
 	f.expectAlert("QuiesceClusterNeverBackedUp", map[string]string{"cluster": "never"})
+	f.expectAlert("QuiesceRestoreFailed", map[string]string{"cluster": "drilled", "target": "new-cluster"})
+	f.expectAlert("QuiesceDrillFailed", map[string]string{"cluster": "drilled"})
 	require.Positive(t, throttled.Throttled())
 
 	// What must not fire: a cluster that was backed up is not "never backed

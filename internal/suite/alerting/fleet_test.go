@@ -4,6 +4,7 @@ package alerting
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/quiesce/quiesce/internal/testkit/promtest"
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/planner"
 	"github.com/quiesce/quiesce/topology"
 )
 
@@ -246,6 +249,23 @@ func (f *fleet) clusters() []string {
 // submit sends a backup request for cluster and returns the job's ID.
 func (f *fleet) submit(cluster, requestID string) string {
 	return f.env.Submit(f.t, testenv.Request(cluster, requestID))
+}
+
+// restore submits a restore request and waits for the restore to end.
+func (f *fleet) restore(req messages.RestoreRequest) messages.Restore {
+	t := f.t
+	t.Helper()
+	req.Schema = messages.RestoreRequestSchema
+	data, err := json.Marshal(req)
+	require.NoError(t, err)
+	_, err = f.env.JS.Publish(t.Context(), messages.SubjectRestoreSubmit, data, jetstream.WithMsgID(req.RequestID))
+	require.NoError(t, err)
+	var r messages.Restore
+	require.NoError(t, testenv.Eventually(3*time.Minute, func() bool {
+		r, err = planner.LoadRestore(t.Context(), f.env.H, req.RestoreID())
+		return err == nil && r.Phase.Terminal()
+	}), "restore %s did not end: %+v (%v)", req.RestoreID(), r, err)
+	return r
 }
 
 // waitJob waits for a job to end and checks it ended in phase.
