@@ -330,6 +330,12 @@ type Task struct {
 	// (IntentKey): the tag is to be cleared even when no intent is found.
 	Flushed  bool      `json:"flushed,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
+	// FireAt is the instant a flush task's nodetool snapshot starts: the
+	// worker gets the node ready (connected, authenticated, host key
+	// verified) as soon as the task arrives, then waits for it, so every
+	// node of the job starts at once. A task that arrives later starts on
+	// arrival; zero starts on arrival too.
+	FireAt time.Time `json:"fire_at,omitzero"`
 	// Hook is the command a hook task runs; Outcome (complete hooks) is
 	// how its job ended, and Listing the object naming its snapshots.
 	Hook    *Hook  `json:"hook,omitempty"`
@@ -579,8 +585,12 @@ type Job struct {
 	FlushLast  time.Time `json:"flush_last,omitempty"`
 	// BarrierAt is when the coordinator released the snapshot tasks.
 	BarrierAt time.Time `json:"barrier_at,omitempty"`
-	Retired   []string  `json:"retired,omitempty"`
-	Warnings  []string  `json:"warnings,omitempty"`
+	// FireAt is the instant every node's flush was told to start
+	// (Task.FireAt), fixed when the flush phase was released so that tasks
+	// published again carry the same one.
+	FireAt   time.Time `json:"fire_at,omitzero"`
+	Retired  []string  `json:"retired,omitempty"`
+	Warnings []string  `json:"warnings,omitempty"`
 }
 
 // PhaseEvent is published on SubjectPhaseEvent(job) at every phase change.

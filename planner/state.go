@@ -112,7 +112,7 @@ func newRecord(p *Plan, now time.Time) *record {
 	case p.Mode == messages.ModeCrash:
 		r.Outbox = []effect{{Kind: fxSnapshots}}
 	default:
-		r.Outbox = []effect{{Kind: fxFlush}}
+		r.releaseFlush(p, now)
 	}
 	r.refreshProgress(p)
 	return r
@@ -649,10 +649,20 @@ func (r *record) stepPlanned(p *Plan, now time.Time) (transition, bool) {
 		if p.Mode == messages.ModeCrash {
 			r.addOutbox(effect{Kind: fxSnapshots})
 		} else {
-			r.addOutbox(effect{Kind: fxFlush})
+			r.releaseFlush(p, now)
 		}
 	}
 	return transition{}, false
+}
+
+// releaseFlush queues the flush tasks and fixes, once, the instant every
+// node's flush starts: tasks published again after a crash carry the same
+// one, so a re-publish never moves the cut.
+func (r *record) releaseFlush(p *Plan, now time.Time) {
+	if r.FireAt.IsZero() && p.Policy.ArmWindow > 0 {
+		r.FireAt = now.Add(p.Policy.ArmWindow)
+	}
+	r.addOutbox(effect{Kind: fxFlush})
 }
 
 // stepFlushing holds the barrier: the snapshots are released only once

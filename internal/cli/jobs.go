@@ -315,6 +315,9 @@ func printJob(w io.Writer, j messages.Job, now time.Time) {
 	if c := cleanupText(j); c != "" {
 		fmt.Fprintf(tw, "clean-up\t%s\n", c)
 	}
+	if !j.FireAt.IsZero() {
+		fmt.Fprintf(tw, "flush fires at\t%s\n", j.FireAt.Format(time.RFC3339Nano))
+	}
 	if !j.FlushFirst.IsZero() {
 		fmt.Fprintf(tw, "flush spread\t%s\n", j.FlushLast.Sub(j.FlushFirst).Round(time.Millisecond))
 	}
