@@ -451,6 +451,11 @@ type FlushReport struct {
 	// the node was synced instead (sync), its data directories being unknown.
 	Synced    []string `json:"synced,omitempty"`
 	SyncedAll bool     `json:"synced_all,omitempty"`
+	// Started and Returned are when the worker started nodetool snapshot on
+	// the node and when it returned, by the worker's clock: the starts of a
+	// job's nodes are as far apart as its cut is wide.
+	Started  time.Time `json:"started,omitzero"`
+	Returned time.Time `json:"returned,omitzero"`
 }
 
 // ClearReport is what a clear task found and did on its node.
@@ -583,6 +588,11 @@ type Job struct {
 	// times reported by the nodes: their difference is the flush spread.
 	FlushFirst time.Time `json:"flush_first,omitempty"`
 	FlushLast  time.Time `json:"flush_last,omitempty"`
+	// StartFirst and StartLast are the earliest and latest instants a node's
+	// nodetool snapshot started (FlushReport.Started): their difference is
+	// the width of the cluster's cut.
+	StartFirst time.Time `json:"start_first,omitzero"`
+	StartLast  time.Time `json:"start_last,omitzero"`
 	// BarrierAt is when the coordinator released the snapshot tasks.
 	BarrierAt time.Time `json:"barrier_at,omitempty"`
 	// FireAt is the instant every node's flush was told to start

@@ -493,6 +493,14 @@ func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
 	if ev.FinishedAt.After(r.FlushLast) {
 		r.FlushLast = ev.FinishedAt
 	}
+	if f := ev.Flush; f != nil && !f.Started.IsZero() {
+		if r.StartFirst.IsZero() || f.Started.Before(r.StartFirst) {
+			r.StartFirst = f.Started
+		}
+		if f.Started.After(r.StartLast) {
+			r.StartLast = f.Started
+		}
+	}
 	// A flush that lands after its job ended leaves a tag no one else will
 	// clear. If the job's clean-up already queued this node's clear, that
 	// clear may have run before the flush finished: clear once more.
