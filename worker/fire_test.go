@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 
 	"github.com/quiesce/quiesce/internal/testkit/testenv"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/errclass"
 )
 
 // armWindow is long enough for a loaded machine to arm a handful of
@@ -54,12 +57,85 @@ func TestArmedFlushesFireTogether(t *testing.T) {
 	require.Less(t, last.Sub(first), time.Second, "spread of the starts")
 }
 
+// armingTool is a recording tool whose snapshot commands are made ready
+// ahead of their fire (worker.SnapshotArmer), as over SSH.
+type armingTool struct {
+	*recordingTool
+	armed, withdrawn atomic.Int64
+}
+
+type armedCall struct {
+	fire chan struct{}
+	done chan error
+}
+
+func (a *armedCall) Fire()       { close(a.fire) }
+func (a *armedCall) Wait() error { return <-a.done }
+
+func (a *armingTool) ArmSnapshot(ctx context.Context, node messages.Node, tag string, ks []string) (worker.ArmedSnapshot, error) {
+	a.armed.Add(1)
+	c := &armedCall{fire: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		select {
+		case <-c.fire:
+			c.done <- a.Snapshot(ctx, node, tag, ks)
+		case <-ctx.Done():
+			a.withdrawn.Add(1)
+			c.done <- errclass.NotRun(context.Cause(ctx))
+		}
+	}()
+	return c, nil
+}
+
+// With commands made ready ahead of the fire time, each is fired once, at
+// the fire time.
+func TestArmedCommandsFireAtTheFireTime(t *testing.T) {
+	t.Parallel()
+	var tool *armingTool
+	b := newFlushBundleOf(t, func(r *recordingTool) worker.NodeTool { tool = &armingTool{recordingTool: r}; return tool })
+	fireAt := time.Now().Add(armWindow)
+	for _, node := range []string{"n1", "n2", "n3"} {
+		task := flushTask(node, nil)
+		task.FireAt = fireAt
+		b.publish(t, task)
+	}
+	for _, node := range []string{"n1", "n2", "n3"} {
+		r := b.result(t, messages.KindFlush, node)
+		require.Equal(t, messages.OutcomeSucceeded, r.Outcome, r.Error)
+		require.False(t, r.Flush.Started.Before(fireAt))
+	}
+	require.EqualValues(t, 3, tool.armed.Load())
+	require.Zero(t, tool.withdrawn.Load())
+	b.tool.mu.Lock()
+	defer b.tool.mu.Unlock()
+	for node, at := range b.tool.firedAt {
+		require.False(t, at.Before(fireAt), node)
+	}
+}
+
 // A job that fails while its nodes are armed (another node could not be
 // reached) is flushed on none of them: no snapshot is made, and the intents
 // recorded while arming are withdrawn, so the clean-up has nothing to clear.
+// Commands made ready ahead are withdrawn, never run.
 func TestJobFailedBeforeTheFireTimeFlushesNoArmedNode(t *testing.T) {
 	t.Parallel()
-	b := newFlushBundle(t)
+	for _, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("commands_ready=%v", ahead), func(t *testing.T) {
+			t.Parallel()
+			jobFailsWhileArmed(t, ahead)
+		})
+	}
+}
+
+func jobFailsWhileArmed(t *testing.T, ahead bool) {
+	var tool *armingTool
+	b := newFlushBundleOf(t, func(r *recordingTool) worker.NodeTool {
+		if !ahead {
+			return r
+		}
+		tool = &armingTool{recordingTool: r}
+		return tool
+	})
 	ctx := context.Background()
 	_, err := b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"flushing"}`))
 	require.NoError(t, err)
@@ -83,6 +159,10 @@ func TestJobFailedBeforeTheFireTimeFlushesNoArmedNode(t *testing.T) {
 	for _, node := range []string{"n1", "n2", "n3"} {
 		require.Empty(t, b.tool.TagsOn(node))
 		require.NoError(t, testenv.Eventually(5*time.Second, func() bool { return b.intent(t, node) == nil }), "%s's intent withdrawn", node)
+	}
+	if ahead {
+		require.EqualValues(t, 3, tool.armed.Load())
+		require.NoError(t, testenv.Eventually(5*time.Second, func() bool { return tool.withdrawn.Load() == 3 }), "every ready command withdrawn")
 	}
 }
 

@@ -35,9 +35,16 @@ type flushBundle struct {
 
 func newFlushBundle(t *testing.T) *flushBundle {
 	t.Helper()
+	return newFlushBundleOf(t, func(r *recordingTool) worker.NodeTool { return r })
+}
+
+// newFlushBundleOf is newFlushBundle with the node tool the worker uses made
+// from the recording one.
+func newFlushBundleOf(t *testing.T, tool func(*recordingTool) worker.NodeTool) *flushBundle {
+	t.Helper()
 	env := testenv.New(t, topology.Options{})
 	b := &flushBundle{env: env, tool: &recordingTool{NodeTool: fakes.NewNodeTool()}}
-	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: b.tool, Snap: fakes.NewSnapshotter()}, worker.Config{
+	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool(b.tool), Snap: fakes.NewSnapshotter()}, worker.Config{
 		Logger: zerolog.Nop(), Kinds: []messages.Kind{messages.KindFlush, messages.KindClear},
 		BackoffBase: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 	})

@@ -120,6 +120,24 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 			return nil, err
 		}
 	}
+	// With a fire time ahead, the command itself is made ready too (its
+	// session and shell started), so firing costs one write.
+	var armed ArmedSnapshot
+	if a, ok := nt.(SnapshotArmer); ok && t.FireAt.After(w.cfg.Now()) {
+		actx, withdraw := context.WithCancel(ctx)
+		defer withdraw()
+		armed, err = a.ArmSnapshot(actx, node, t.Tag, t.Keyspaces)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			// Unless fired, the command is withdrawn, never run.
+			if armed != nil {
+				withdraw()
+				_ = armed.Wait()
+			}
+		}()
+	}
 	key := messages.IntentKey(t.JobID, node.Name)
 	earlier, rev, err := w.beginIntent(ctx, key, attempt)
 	if err != nil {
@@ -144,7 +162,13 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 		return nil, w.flushAfterEnd(ctx, log, t)
 	}
 	started := w.cfg.Now()
-	err = nt.Snapshot(ctx, node, t.Tag, t.Keyspaces)
+	if armed != nil {
+		armed.Fire()
+		err = armed.Wait()
+		armed = nil
+	} else {
+		err = nt.Snapshot(ctx, node, t.Tag, t.Keyspaces)
+	}
 	returned := w.cfg.Now()
 	again := false
 	switch {

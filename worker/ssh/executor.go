@@ -512,7 +512,30 @@ func (e *Executor) report(err error) {
 	e.opts.OnError(code)
 }
 
+var _ nodetool.ArmedRunner = (*Executor)(nil)
+
+// RunArmed runs cmd as Run does, in two steps: the session and the remote
+// shell are started at once, holding the command until one line arrives on
+// their input; ready is called then. Closing fire sends that line, so the
+// command starts within one write of it. When ctx ends before fire, the
+// session's input is closed and the command exits without ever starting.
+func (e *Executor) RunArmed(ctx context.Context, node messages.Node, cmd nodetool.Command, ready func(), fire <-chan struct{}) (nodetool.Output, error) {
+	out, err := e.runGated(ctx, node, cmd, &gate{ready: ready, fire: fire})
+	e.report(err)
+	return out, err
+}
+
+// gate holds a command until fire is closed.
+type gate struct {
+	ready func()
+	fire  <-chan struct{}
+}
+
 func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	return e.runGated(ctx, node, cmd, nil)
+}
+
+func (e *Executor) runGated(ctx context.Context, node messages.Node, cmd nodetool.Command, g *gate) (nodetool.Output, error) {
 	if len(cmd.Stdin) > 0 {
 		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig,
 			Err: errors.New("a command's standard input cannot be sent over SSH: the session's input stops the command")})
@@ -562,7 +585,10 @@ func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Com
 			}
 			continue
 		}
-		return e.exec(ctx, addr, sess, cmd.Argv, remoteCommand(words))
+		if g != nil {
+			return e.exec(ctx, addr, sess, cmd.Argv, gatedCommand(words), g)
+		}
+		return e.exec(ctx, addr, sess, cmd.Argv, remoteCommand(words), nil)
 	}
 }
 
@@ -581,7 +607,7 @@ func (e *Executor) acquire(ctx context.Context, h *host) (func(), error) {
 	return func() { <-h.sem; <-e.sem }, nil
 }
 
-func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, argv []string, remote string) (nodetool.Output, error) {
+func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, argv []string, remote string, g *gate) (nodetool.Output, error) {
 	defer sess.Close()
 	// The remote wrapper reads its stdin until end of input; closing this
 	// pipe is how a cancellation reaches a server that ignores signals.
@@ -599,6 +625,32 @@ func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, a
 	go func() { done <- sess.Wait() }()
 	output := func(code int) nodetool.Output {
 		return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: code}
+	}
+	if g != nil {
+		g.ready()
+		select {
+		case <-g.fire:
+			if _, err := stdin.Write([]byte("\n")); err != nil {
+				_ = sess.Close()
+				<-done
+				return output(-1), classify(ctx, "run", addr, fmt.Errorf("starting %s: %w", argv[0], err))
+			}
+		case err := <-done:
+			// The session ended while it held the command.
+			if err == nil {
+				err = errors.New("session ended before the command started")
+			}
+			return output(-1), classify(ctx, "run", addr, err)
+		case <-ctx.Done():
+			_ = stdin.Close()
+			select {
+			case <-done:
+			case <-time.After(e.opts.KillGrace):
+				_ = sess.Close()
+				<-done
+			}
+			return output(-1), classify(ctx, "run", addr, fmt.Errorf("%s withdrawn before it started: %w", argv[0], context.Cause(ctx)))
+		}
 	}
 	select {
 	case err = <-done:
