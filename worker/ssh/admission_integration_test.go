@@ -3,9 +3,11 @@
 package ssh_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/user"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/quiesce/quiesce/internal/testkit/sshtest"
 	"github.com/quiesce/quiesce/messages"
+	"github.com/quiesce/quiesce/worker/nodetool"
 	"github.com/quiesce/quiesce/worker/ssh"
 )
 
@@ -86,4 +89,38 @@ func TestSSHDManyNodesBehindMaxStartups(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d nodes dialled at once: %d dropped; through the admission: %d failed", nodes, droppedAtOnce.Load(), failed.Load())
 	require.Zero(t, failed.Load(), "every node connected through the adaptive admission")
+}
+
+// Through OpenSSH, a command held by its armed session starts only when
+// fired, and one withdrawn never starts.
+func TestSSHDArmedCommand(t *testing.T) {
+	t.Parallel()
+	b := setupSSHD(t)
+	e := b.executor(t, ssh.Options{})
+	mark := filepath.Join(t.TempDir(), "ran")
+	ready, fire := make(chan struct{}), make(chan struct{})
+	got := make(chan error, 1)
+	go func() {
+		_, err := e.RunArmed(testCtx(t), b.node, nodetool.Command{Argv: []string{"touch", mark}}, func() { close(ready) }, fire)
+		got <- err
+	}()
+	<-ready
+	time.Sleep(200 * time.Millisecond) // time enough for a command that was not held to run
+	require.NoFileExists(t, mark)
+	close(fire)
+	require.NoError(t, <-got, b.sshd.Log())
+	require.FileExists(t, mark)
+
+	withdrawn := filepath.Join(t.TempDir(), "withdrawn")
+	ctx, cancel := context.WithCancel(testCtx(t))
+	ready = make(chan struct{})
+	go func() {
+		_, err := e.RunArmed(ctx, b.node, nodetool.Command{Argv: []string{"touch", withdrawn}}, func() { close(ready) }, make(chan struct{}))
+		got <- err
+	}()
+	<-ready
+	cancel()
+	require.Error(t, <-got)
+	time.Sleep(200 * time.Millisecond)
+	require.NoFileExists(t, withdrawn)
 }
