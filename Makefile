@@ -10,7 +10,7 @@ CASSANDRA_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bcassan
 # Packages with tests under the `prometheus` build tag: the Prometheus tier.
 PROMETHEUS_PKGS = $(shell grep -rlE --include='*_test.go' '^//go:build .*\bprometheus\b' . | xargs -r -n1 dirname | sort -u)
 
-.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-prometheus test-chaos bench bench-fleet fuzz lint promtool ci clean
+.PHONY: all build demo demo-cassandra test test-integration test-cassandra test-prometheus test-chaos bench bench-fleet bench-ssh fuzz lint promtool ci clean
 
 all: build
 
@@ -65,6 +65,16 @@ test-chaos:
 ## bench: orchestration benchmarks next to raw JetStream on the same server.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 30m ./internal/suite/bench/...
+
+## bench-ssh: the simultaneous flush over SSH (docs/benchmarks.md): 200 loopback
+## nodes (127.0.1.N) behind one real sshd, a simulated nodetool taking 1 s,
+## quiesce's flush path (arm, then fire) cold and warm, at 32 and 200 in flight,
+## beside parallel-ssh -p 32 and -p 200; then again with a 300 ms shell start-up
+## per session. Needs openssh-server and pssh (apt-get install openssh-server
+## pssh); as root it makes the plain user quiesce-bench. A few minutes.
+## QUIESCE_SSHBENCH_NODES, _FLUSH, _ARM and _LOGIN_COST change the settings.
+bench-ssh:
+	$(GO) test -count=1 -tags benchssh -run '^TestSSHFlushBench$$' -v -timeout 20m ./internal/suite/sshbench/
 
 ## bench-fleet: the fleet against a simulated EC2 that enforces AWS's request
 ## buckets and per-volume limits, in scaled time: one 10,000-node cluster

@@ -330,6 +330,12 @@ type Task struct {
 	// (IntentKey): the tag is to be cleared even when no intent is found.
 	Flushed  bool      `json:"flushed,omitempty"`
 	Deadline time.Time `json:"deadline,omitempty"`
+	// FireAt is the instant a flush task's nodetool snapshot starts: the
+	// worker gets the node ready (connected, authenticated, host key
+	// verified) as soon as the task arrives, then waits for it, so every
+	// node of the job starts at once. A task that arrives later starts on
+	// arrival; zero starts on arrival too.
+	FireAt time.Time `json:"fire_at,omitzero"`
 	// Hook is the command a hook task runs; Outcome (complete hooks) is
 	// how its job ended, and Listing the object naming its snapshots.
 	Hook    *Hook  `json:"hook,omitempty"`
@@ -445,6 +451,11 @@ type FlushReport struct {
 	// the node was synced instead (sync), its data directories being unknown.
 	Synced    []string `json:"synced,omitempty"`
 	SyncedAll bool     `json:"synced_all,omitempty"`
+	// Started and Returned are when the worker started nodetool snapshot on
+	// the node and when it returned, by the worker's clock: the starts of a
+	// job's nodes are as far apart as its cut is wide.
+	Started  time.Time `json:"started,omitzero"`
+	Returned time.Time `json:"returned,omitzero"`
 }
 
 // ClearReport is what a clear task found and did on its node.
@@ -577,10 +588,19 @@ type Job struct {
 	// times reported by the nodes: their difference is the flush spread.
 	FlushFirst time.Time `json:"flush_first,omitempty"`
 	FlushLast  time.Time `json:"flush_last,omitempty"`
+	// StartFirst and StartLast are the earliest and latest instants a node's
+	// nodetool snapshot started (FlushReport.Started): their difference is
+	// the width of the cluster's cut.
+	StartFirst time.Time `json:"start_first,omitzero"`
+	StartLast  time.Time `json:"start_last,omitzero"`
 	// BarrierAt is when the coordinator released the snapshot tasks.
 	BarrierAt time.Time `json:"barrier_at,omitempty"`
-	Retired   []string  `json:"retired,omitempty"`
-	Warnings  []string  `json:"warnings,omitempty"`
+	// FireAt is the instant every node's flush was told to start
+	// (Task.FireAt), fixed when the flush phase was released so that tasks
+	// published again carry the same one.
+	FireAt   time.Time `json:"fire_at,omitzero"`
+	Retired  []string  `json:"retired,omitempty"`
+	Warnings []string  `json:"warnings,omitempty"`
 }
 
 // PhaseEvent is published on SubjectPhaseEvent(job) at every phase change.

@@ -33,6 +33,7 @@ type setupOpts struct {
 	keepLast       int
 	allowPartial   bool
 	flushTimeout   time.Duration
+	armWindow      time.Duration
 	ackWait        time.Duration
 	maxDeliver     int
 	hooks          []messages.Hook
@@ -58,7 +59,7 @@ func clusterInventory(o setupOpts) planner.Inventory {
 	return planner.Inventory{
 		Clusters: []planner.Cluster{cl},
 		Policies: []planner.Policy{{Name: "nightly", Cluster: "c1", Retention: planner.Retention{KeepLast: o.keepLast}, AllowPartial: o.allowPartial, Hooks: o.hooks,
-			FlushTimeout: o.flushTimeout, CopyRegions: o.copyRegions, CopyRetention: o.copyRetention}},
+			FlushTimeout: o.flushTimeout, ArmWindow: o.armWindow, CopyRegions: o.copyRegions, CopyRetention: o.copyRetention}},
 	}
 }
 

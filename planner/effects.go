@@ -35,7 +35,9 @@ func (e *engine) effect(ctx context.Context, p *Plan, r *record, fx effect) (eff
 		tasks := make([]messages.Task, 0, len(p.Nodes))
 		for i := range p.Nodes {
 			if !r.Flushed.has(i) && !r.FlushFailed.has(i) {
-				tasks = append(tasks, p.flushTask(i, r.PhaseDeadline))
+				t := p.flushTask(i, r.PhaseDeadline)
+				t.FireAt = r.FireAt
+				tasks = append(tasks, t)
 			}
 		}
 		return effectResult{}, e.publishTasks(ctx, p, tasks)

@@ -41,6 +41,11 @@ type Policy struct {
 	SnapshotTimeout time.Duration
 	FinishTimeout   time.Duration
 	JobTimeout      time.Duration
+	// ArmWindow is how long after the flush phase is released every node's
+	// nodetool snapshot starts (messages.Task.FireAt): the time the workers
+	// have to connect to every node first. Zero starts each node's command
+	// as soon as its task arrives.
+	ArmWindow time.Duration
 }
 
 // Defaults a policy gets where it says nothing.
@@ -77,6 +82,7 @@ type policyJSON struct {
 	SnapshotTimeout jsonDuration         `json:"snapshot_timeout,omitempty"`
 	FinishTimeout   jsonDuration         `json:"finish_timeout,omitempty"`
 	JobTimeout      jsonDuration         `json:"job_timeout,omitempty"`
+	ArmWindow       jsonDuration         `json:"arm_window,omitempty"`
 }
 
 // rulesJSON is the stored form of a copy region's Retention.
@@ -117,6 +123,7 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 		KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, CountPartial: r.CountPartial, Hooks: p.Hooks,
 		FlushTimeout: jsonDuration(p.FlushTimeout), SnapshotTimeout: jsonDuration(p.SnapshotTimeout),
 		FinishTimeout: jsonDuration(p.FinishTimeout), JobTimeout: jsonDuration(p.JobTimeout),
+		ArmWindow: jsonDuration(p.ArmWindow),
 	})
 }
 
@@ -134,6 +141,7 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 		Hooks:        v.Hooks,
 		FlushTimeout: time.Duration(v.FlushTimeout), SnapshotTimeout: time.Duration(v.SnapshotTimeout),
 		FinishTimeout: time.Duration(v.FinishTimeout), JobTimeout: time.Duration(v.JobTimeout),
+		ArmWindow: time.Duration(v.ArmWindow),
 	}
 	if len(v.CopyRetention) > 0 {
 		p.CopyRetention = make(map[string]Retention, len(v.CopyRetention))

@@ -112,7 +112,7 @@ func newRecord(p *Plan, now time.Time) *record {
 	case p.Mode == messages.ModeCrash:
 		r.Outbox = []effect{{Kind: fxSnapshots}}
 	default:
-		r.Outbox = []effect{{Kind: fxFlush}}
+		r.releaseFlush(p, now)
 	}
 	r.refreshProgress(p)
 	return r
@@ -493,6 +493,14 @@ func (r *record) applyFlush(p *Plan, ev *messages.TaskResult) bool {
 	if ev.FinishedAt.After(r.FlushLast) {
 		r.FlushLast = ev.FinishedAt
 	}
+	if f := ev.Flush; f != nil && !f.Started.IsZero() {
+		if r.StartFirst.IsZero() || f.Started.Before(r.StartFirst) {
+			r.StartFirst = f.Started
+		}
+		if f.Started.After(r.StartLast) {
+			r.StartLast = f.Started
+		}
+	}
 	// A flush that lands after its job ended leaves a tag no one else will
 	// clear. If the job's clean-up already queued this node's clear, that
 	// clear may have run before the flush finished: clear once more.
@@ -649,10 +657,20 @@ func (r *record) stepPlanned(p *Plan, now time.Time) (transition, bool) {
 		if p.Mode == messages.ModeCrash {
 			r.addOutbox(effect{Kind: fxSnapshots})
 		} else {
-			r.addOutbox(effect{Kind: fxFlush})
+			r.releaseFlush(p, now)
 		}
 	}
 	return transition{}, false
+}
+
+// releaseFlush queues the flush tasks and fixes, once, the instant every
+// node's flush starts: tasks published again after a crash carry the same
+// one, so a re-publish never moves the cut.
+func (r *record) releaseFlush(p *Plan, now time.Time) {
+	if r.FireAt.IsZero() && p.Policy.ArmWindow > 0 {
+		r.FireAt = now.Add(p.Policy.ArmWindow)
+	}
+	r.addOutbox(effect{Kind: fxFlush})
 }
 
 // stepFlushing holds the barrier: the snapshots are released only once

@@ -38,6 +38,7 @@ type machineOpts struct {
 	allowPartial   bool
 	mode           messages.Mode
 	hooks          []messages.Hook
+	armWindow      time.Duration
 }
 
 func newMachine(t *testing.T, o machineOpts) *machine {
@@ -58,6 +59,7 @@ func newMachine(t *testing.T, o machineOpts) *machine {
 	start := time.Unix(1_000, 0)
 	pol := testPolicy(o.allowPartial)
 	pol.Hooks = o.hooks
+	pol.ArmWindow = o.armWindow
 	p, err := BuildPlan(req, pol, nodes, o.perInstance, start)
 	require.NoError(t, err)
 	m := &machine{t: t, p: p, r: newRecord(p, start), now: start}

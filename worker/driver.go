@@ -129,6 +129,22 @@ type Preparer interface {
 	Prepare(ctx context.Context, node messages.Node) error
 }
 
+// SnapshotArmer is implemented by node tools that can start a node's
+// snapshot command ahead of its fire time: ArmSnapshot returns once the
+// command is ready to start on the node (over SSH: the session open and its
+// shell started, holding before nodetool), and nothing has run yet. Fire
+// then starts nodetool with one write; Wait returns what Snapshot would.
+// Ending ctx before Fire withdraws the command, which never runs.
+type SnapshotArmer interface {
+	ArmSnapshot(ctx context.Context, node messages.Node, tag string, keyspaces []string) (ArmedSnapshot, error)
+}
+
+// ArmedSnapshot is a snapshot command made ready by SnapshotArmer.
+type ArmedSnapshot interface {
+	Fire()
+	Wait() error
+}
+
 // Syncer is implemented by node tools that can make a snapshot durable:
 // sync the file systems holding dirs (every file system of the node when
 // dirs is empty), through the same executor.

@@ -35,9 +35,16 @@ type flushBundle struct {
 
 func newFlushBundle(t *testing.T) *flushBundle {
 	t.Helper()
+	return newFlushBundleOf(t, func(r *recordingTool) worker.NodeTool { return r })
+}
+
+// newFlushBundleOf is newFlushBundle with the node tool the worker uses made
+// from the recording one.
+func newFlushBundleOf(t *testing.T, tool func(*recordingTool) worker.NodeTool) *flushBundle {
+	t.Helper()
 	env := testenv.New(t, topology.Options{})
 	b := &flushBundle{env: env, tool: &recordingTool{NodeTool: fakes.NewNodeTool()}}
-	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: b.tool, Snap: fakes.NewSnapshotter()}, worker.Config{
+	w := worker.New(env.JS, env.H.Jobs, fakes.Drivers{Tool: tool(b.tool), Snap: fakes.NewSnapshotter()}, worker.Config{
 		Logger: zerolog.Nop(), Kinds: []messages.Kind{messages.KindFlush, messages.KindClear},
 		BackoffBase: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 	})
@@ -61,6 +68,9 @@ type recordingTool struct {
 	syncErr    error
 	clears     map[string]int
 	snapTables []messages.TableSnapshot
+	// armedAt and firedAt are when each node was last prepared and when
+	// its snapshot was last asked for.
+	armedAt, firedAt map[string]time.Time
 }
 
 var (
@@ -75,11 +85,19 @@ func (r *recordingTool) Prepare(_ context.Context, node messages.Node) error {
 	if r.unreached[node.Name] {
 		return errors.New("ssh: dial tcp 10.0.0.7:22: connect: connection refused")
 	}
+	if r.armedAt == nil {
+		r.armedAt = map[string]time.Time{}
+	}
+	r.armedAt[node.Name] = time.Now()
 	return nil
 }
 
 func (r *recordingTool) Snapshot(ctx context.Context, node messages.Node, tag string, ks []string) error {
 	r.mu.Lock()
+	if r.firedAt == nil {
+		r.firedAt = map[string]time.Time{}
+	}
+	r.firedAt[node.Name] = time.Now()
 	if r.notRun[node.Name] > 0 {
 		r.notRun[node.Name]--
 		r.mu.Unlock()
@@ -201,16 +219,28 @@ func TestFlushSyncsAndSaysSo(t *testing.T) {
 	b.publish(t, flushTask("n1", []string{"/var/lib/cassandra/data", "/data2"}))
 	r := b.result(t, messages.KindFlush, "n1")
 	require.Equal(t, messages.OutcomeSucceeded, r.Outcome, r.Error)
-	require.Equal(t, &messages.FlushReport{Tag: "quiesce-t1", Synced: []string{"/var/lib/cassandra/data", "/data2"}}, r.Flush)
+	require.Equal(t, &messages.FlushReport{Tag: "quiesce-t1", Synced: []string{"/var/lib/cassandra/data", "/data2"}}, untimed(t, r.Flush))
 	require.Equal(t, "ran", b.intent(t, "n1")["state"])
 
 	b.publish(t, flushTask("n2", nil))
 	r = b.result(t, messages.KindFlush, "n2")
 	require.Equal(t, messages.OutcomeSucceeded, r.Outcome, r.Error)
-	require.Equal(t, &messages.FlushReport{Tag: "quiesce-t1", SyncedAll: true}, r.Flush)
+	require.Equal(t, &messages.FlushReport{Tag: "quiesce-t1", SyncedAll: true}, untimed(t, r.Flush))
 	b.tool.mu.Lock()
 	require.Equal(t, [][]string{nil}, b.tool.synced["n2"])
 	b.tool.mu.Unlock()
+}
+
+// untimed checks that a flush report says when its command started and
+// returned, and returns it without those times.
+func untimed(t *testing.T, f *messages.FlushReport) *messages.FlushReport {
+	t.Helper()
+	require.NotNil(t, f)
+	require.False(t, f.Started.IsZero(), "no start time")
+	require.False(t, f.Returned.Before(f.Started), "returned %s before it started %s", f.Returned, f.Started)
+	c := *f
+	c.Started, c.Returned = time.Time{}, time.Time{}
+	return &c
 }
 
 // A sync that fails fails the flush: the snapshot is not durable.

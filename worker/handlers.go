@@ -91,10 +91,13 @@ func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 //  1. the node's executor gets ready (connected, host key verified): a node
 //     that cannot be reached fails here, before anything is recorded;
 //  2. the job records its intent to run nodetool there (intent.go);
-//  3. nodetool snapshot runs, and must report the tag made; a tag already
+//  3. the flush waits for the job's fire time (Task.FireAt), so that every
+//     node, armed by steps 1 and 2, starts at one instant; a job that ended
+//     meanwhile (another node failed to arm) is not flushed here at all;
+//  4. nodetool snapshot runs, and must report the tag made; a tag already
 //     on the node counts only when an earlier attempt of this job recorded
 //     its intent before, and is otherwise someone else's: the node fails;
-//  4. the file systems holding the node's data directories are synced, so
+//  5. the file systems holding the node's data directories are synced, so
 //     the hard links have reached the volumes before any volume snapshot is
 //     requested.
 func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task, attempt int) (*taskOutput, error) {
@@ -117,6 +120,24 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 			return nil, err
 		}
 	}
+	// With a fire time ahead, the command itself is made ready too (its
+	// session and shell started), so firing costs one write.
+	var armed ArmedSnapshot
+	if a, ok := nt.(SnapshotArmer); ok && t.FireAt.After(w.cfg.Now()) {
+		actx, withdraw := context.WithCancel(ctx)
+		defer withdraw()
+		armed, err = a.ArmSnapshot(actx, node, t.Tag, t.Keyspaces)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			// Unless fired, the command is withdrawn, never run.
+			if armed != nil {
+				withdraw()
+				_ = armed.Wait()
+			}
+		}()
+	}
 	key := messages.IntentKey(t.JobID, node.Name)
 	earlier, rev, err := w.beginIntent(ctx, key, attempt)
 	if err != nil {
@@ -125,7 +146,30 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	if earlier != nil && earlier.State == intentForeign {
 		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID})
 	}
-	err = nt.Snapshot(ctx, node, t.Tag, t.Keyspaces)
+	if waited, err := w.awaitFire(ctx, t.FireAt); err != nil {
+		if earlier == nil {
+			w.withdrawIntent(ctx, key, rev)
+		}
+		return nil, err
+	} else if waited && w.jobEnded(ctx, t.JobID) {
+		// The job failed while this node was armed (another node could
+		// not be reached): nothing is run here. An earlier attempt's
+		// intent stays, and flushAfterEnd clears what that attempt made.
+		if earlier == nil {
+			w.withdrawIntent(ctx, key, rev)
+		}
+		log.Info().Msg("job ended before the fire time; the armed node is not flushed")
+		return nil, w.flushAfterEnd(ctx, log, t)
+	}
+	started := w.cfg.Now()
+	if armed != nil {
+		armed.Fire()
+		err = armed.Wait()
+		armed = nil
+	} else {
+		err = nt.Snapshot(ctx, node, t.Tag, t.Keyspaces)
+	}
+	returned := w.cfg.Now()
 	again := false
 	switch {
 	case err == nil:
@@ -152,7 +196,7 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	default:
 		return nil, err
 	}
-	report := &messages.FlushReport{Tag: t.Tag, Again: again}
+	report := &messages.FlushReport{Tag: t.Tag, Again: again, Started: started, Returned: returned}
 	if s, ok := nt.(Syncer); ok {
 		var dirs []string
 		if node.Dirs != nil {
@@ -164,6 +208,28 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 		report.Synced, report.SyncedAll = dirs, len(dirs) == 0
 	}
 	return &taskOutput{Flush: report}, nil
+}
+
+// awaitFire waits until fireAt, and reports whether it had to: a task that
+// arrives at or after its fire time (a redelivery, a late worker) fires at
+// once. The wait ends early only with ctx, whose cause it returns marked as
+// nothing run.
+func (w *Worker) awaitFire(ctx context.Context, fireAt time.Time) (bool, error) {
+	if fireAt.IsZero() {
+		return false, nil
+	}
+	d := fireAt.Sub(w.cfg.Now())
+	if d <= 0 {
+		return false, nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true, nil
+	case <-ctx.Done():
+		return true, errclass.NotRun(fmt.Errorf("waiting for the flush's fire time %s: %w", fireAt.Format(time.RFC3339Nano), context.Cause(ctx)))
+	}
 }
 
 // flushAfterEnd answers a flush delivered after its job ended. When an

@@ -31,7 +31,9 @@ type Config struct {
 	Name string
 	// Kinds to execute (default all).
 	Kinds []messages.Kind
-	// Concurrency per kind (default 64 flush and clear, 16 others).
+	// Concurrency per kind (default 256 flush, 64 clear, 16 others). A
+	// flush waiting for its fire time holds one slot and one idle SSH
+	// connection, so one worker can hold a whole cluster of 256 nodes armed.
 	Concurrency map[messages.Kind]int
 	// Heartbeat is the InProgress interval (default 10s). A consumer whose
 	// AckWait is shorter than three heartbeats gets one every third of it.
@@ -76,11 +78,19 @@ func agentKind(k messages.Kind) bool {
 	return k == messages.KindFlush || k == messages.KindClear || k == messages.KindHook
 }
 
+// DefaultFlushConcurrency is how many flushes a worker runs at once unless
+// configured: every node of a cluster this large can be connected and
+// waiting for the fire time on one worker.
+const DefaultFlushConcurrency = 256
+
 func (c Config) concurrency(k messages.Kind) int {
 	if n, ok := c.Concurrency[k]; ok && n > 0 {
 		return n
 	}
-	if k == messages.KindFlush || k == messages.KindClear {
+	switch k {
+	case messages.KindFlush:
+		return DefaultFlushConcurrency
+	case messages.KindClear:
 		return 64
 	}
 	return 16

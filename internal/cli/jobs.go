@@ -315,8 +315,14 @@ func printJob(w io.Writer, j messages.Job, now time.Time) {
 	if c := cleanupText(j); c != "" {
 		fmt.Fprintf(tw, "clean-up\t%s\n", c)
 	}
+	if !j.FireAt.IsZero() {
+		fmt.Fprintf(tw, "fire time\t%s\n", j.FireAt.Format(time.RFC3339Nano))
+	}
 	if !j.FlushFirst.IsZero() {
 		fmt.Fprintf(tw, "flush spread\t%s\n", j.FlushLast.Sub(j.FlushFirst).Round(time.Millisecond))
+	}
+	if !j.StartFirst.IsZero() {
+		fmt.Fprintf(tw, "start spread\t%s\n", j.StartLast.Sub(j.StartFirst).Round(time.Millisecond))
 	}
 	for _, ph := range []messages.Phase{messages.PhasePlanned, messages.PhaseFlushing, messages.PhaseSnapshotting, messages.PhaseFinishing} {
 		if t, ok := j.PhaseTimes[ph]; ok {

@@ -348,7 +348,7 @@ func roleCmd(g *globals, use, short string, roles []string) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&g.metricsAddr, "metrics-addr", ":9464", "listen address for /metrics, /healthz and /readyz (empty: off)")
 	if slices.Contains(roles, "worker") {
-		cmd.Flags().IntVar(&concurrency, "concurrency", 0, "tasks run at once per kind (default: 64 flush/clear, 16 others)")
+		cmd.Flags().IntVar(&concurrency, "concurrency", 0, "tasks run at once per kind (default: 256 flush, 64 clear, 16 others)")
 		cmd.Flags().StringSliceVar(&kinds, "kinds", nil, "task kinds to execute (default all)")
 		cmd.Flags().StringVar(&name, "name", "", "worker name in events (default host-pid)")
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -363,6 +364,22 @@ type Policy struct {
 	SnapshotTimeout Duration `json:"snapshot_timeout,omitempty"`
 	FinishTimeout   Duration `json:"finish_timeout,omitempty"`
 	JobTimeout      Duration `json:"job_timeout,omitempty"`
+	// ArmWindow is how long after the flush phase opens every node's
+	// nodetool snapshot starts, all at once: the workers connect to every
+	// node in the meantime. Unset takes DefaultArmWindow; 0s starts each
+	// node's command as soon as its task reaches a worker.
+	ArmWindow *Duration `json:"arm_window,omitempty"`
+}
+
+// DefaultArmWindow is a policy's arm_window where it sets none.
+const DefaultArmWindow = 2 * time.Second
+
+// Arm is the policy's arm window: its arm_window, or DefaultArmWindow.
+func (p Policy) Arm() time.Duration {
+	if p.ArmWindow == nil {
+		return DefaultArmWindow
+	}
+	return time.Duration(*p.ArmWindow)
 }
 
 // RetentionRules are the keep rules of one copy region; they mean what the
@@ -573,6 +590,9 @@ func (c *Config) Validate() error {
 			}
 		}
 		errs = append(errs, p.validateHooks(where)...)
+		if flush := cmp.Or(time.Duration(p.FlushTimeout), defaultFlushTimeout); p.Arm() >= flush {
+			add("%s.arm_window %s: must be shorter than the policy's flush_timeout (%s), or no node would be flushed in time", where, p.Arm(), flush)
+		}
 	}
 	for i, cl := range c.Clusters {
 		if cl.DefaultPolicy != "" && !policies[cl.Name+"/"+cl.DefaultPolicy] {

@@ -48,6 +48,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"hook of an unknown scope", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: after, scope: cluster, command: [/bin/true], timeout: 1m}\n", "policies[0].hooks[0].scope \"cluster\""},
 		{"complete hook that would fail the job", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- name: p\n  cluster: a\n  hooks:\n  - {name: h, point: complete, command: [/bin/true], timeout: 1m, on_error: fail}\n", "policies[0].hooks[0].on_error fail"},
 		{"retention that keeps nothing", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, keep_within: 10s}\n", "policies[0].keep_within 10s: keeps nothing"},
+		{"arm window as long as the flush", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, flush_timeout: 10s, arm_window: 10s}\n", "policies[0].arm_window 10s: must be shorter than the policy's flush_timeout (10s)"},
+		{"negative arm window", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, arm_window: -1s}\n", "negative"},
 		{"negative max age", "clusters:\n- name: a\n  backup_max_age: -1h\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n", "negative"},
 		{"bad policy schedule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\npolicies:\n- {name: p, cluster: a, schedule: 'every tuesday'}\n", `policies[0].schedule: schedule "every tuesday"`},
 		{"bad drill schedule", "clusters:\n- name: a\n  nodes: [{name: n1, volumes: [{id: v1}]}]\n  drill: {target: s, schedule: '0 3 * *'}\n" +

@@ -113,6 +113,7 @@ func TestSettingsCarryEveryField(t *testing.T) {
 		{Name: "n2", Region: "us-east-1", Volumes: []messages.Volume{{ID: "vol-2"}}, Dirs: &clusterDirs},
 	}}, pc)
 
+	arm := config.Duration(500 * time.Millisecond)
 	p := drivers.Policy(config.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
 		KeepLast: 14, KeepWithin: config.Duration(48 * time.Hour), KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12, KeepYearly: 3,
 		CountPartial:  true,
@@ -120,7 +121,8 @@ func TestSettingsCarryEveryField(t *testing.T) {
 		Hooks: []config.Hook{{Name: "resume", Point: "after", Command: []string{"/usr/local/bin/resume"},
 			Timeout: config.Duration(time.Minute), Retries: 2}},
 		FlushTimeout: config.Duration(time.Minute), SnapshotTimeout: config.Duration(2 * time.Minute),
-		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute)}, cl.EBS.CopyRegions)
+		FinishTimeout: config.Duration(3 * time.Minute), JobTimeout: config.Duration(4 * time.Minute),
+		ArmWindow: &arm}, cl.EBS.CopyRegions)
 	requireAllSet(t, p)
 	require.Equal(t, planner.Policy{Name: "nightly", Cluster: "orders", Schedule: "0 2 * * *", AllowPartial: true,
 		Retention: planner.Retention{KeepLast: 14, KeepWithin: 48 * time.Hour, KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12,
@@ -129,7 +131,8 @@ func TestSettingsCarryEveryField(t *testing.T) {
 		CopyRetention: map[string]planner.Retention{"us-west-2": {KeepMonthly: 12, KeepWithin: time.Hour}},
 		Hooks: []messages.Hook{{Name: "resume", Point: messages.HookAfter, Scope: messages.ScopeNode,
 			Command: []string{"/usr/local/bin/resume"}, TimeoutMS: 60_000, OnError: messages.OnErrorFail, Retries: 2}},
-		FlushTimeout: time.Minute, SnapshotTimeout: 2 * time.Minute, FinishTimeout: 3 * time.Minute, JobTimeout: 4 * time.Minute}, p)
+		FlushTimeout: time.Minute, SnapshotTimeout: 2 * time.Minute, FinishTimeout: 3 * time.Minute, JobTimeout: 4 * time.Minute,
+		ArmWindow: 500 * time.Millisecond}, p)
 }
 
 func TestInventoryResolvesPolicies(t *testing.T) {

@@ -127,7 +127,8 @@ func Policy(p config.Policy, copyRegions []string) planner.Policy {
 			CountPartial: p.CountPartial},
 		FlushTimeout: time.Duration(p.FlushTimeout), SnapshotTimeout: time.Duration(p.SnapshotTimeout),
 		FinishTimeout: time.Duration(p.FinishTimeout), JobTimeout: time.Duration(p.JobTimeout),
-		Hooks: PolicyHooks(p.Hooks),
+		ArmWindow: p.Arm(),
+		Hooks:     PolicyHooks(p.Hooks),
 	}
 }
 

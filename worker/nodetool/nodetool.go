@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
@@ -266,11 +267,16 @@ func (c *Client) run(ctx context.Context, node messages.Node, args ...string) (O
 // exec runs cmd, naming it by its label in the error of a failed run.
 func (c *Client) exec(ctx context.Context, node messages.Node, cmd Command) (Output, error) {
 	out, err := c.Runner.Run(ctx, node, cmd)
+	return out, labelled(cmd, err)
+}
+
+// labelled names a failed run of cmd by its label.
+func labelled(cmd Command, err error) error {
 	var ee *ExitError
 	if errors.As(err, &ee) && ee.Label == "" {
 		ee.Label = cmd.Label
 	}
-	return out, err
+	return err
 }
 
 // SnapshotArgs builds the arguments of "nodetool snapshot", validating every
@@ -314,6 +320,11 @@ func (c *Client) Snapshot(ctx context.Context, node messages.Node, tag string, k
 		return errclass.Permanent(errclass.NotRun(err))
 	}
 	out, err := c.run(ctx, node, args...)
+	return snapshotResult(tag, out, err)
+}
+
+// snapshotResult judges what nodetool snapshot of tag returned.
+func snapshotResult(tag string, out Output, err error) error {
 	if err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) && snapshotExists(ee.Out, tag) {
@@ -326,6 +337,76 @@ func (c *Client) Snapshot(ctx context.Context, node messages.Node, tag string, k
 			tag, "Snapshot directory: "+tag, firstLine(append(out.Stdout, out.Stderr...))))
 	}
 	return nil
+}
+
+// ArmedRunner is a Runner that can start a command's session ahead of the
+// command: RunArmed calls ready once the command is held on the node,
+// starts it when fire is closed, and withdraws it, never run, when ctx ends
+// first.
+type ArmedRunner interface {
+	RunArmed(ctx context.Context, node messages.Node, cmd Command, ready func(), fire <-chan struct{}) (Output, error)
+}
+
+var _ worker.SnapshotArmer = (*Client)(nil)
+
+// ArmSnapshot makes nodetool snapshot ready to start on node. Over a runner
+// that can hold a command (ArmedRunner: SSH) the session and its shell are
+// started now, so firing costs one write; over any other (local) firing
+// starts the command.
+func (c *Client) ArmSnapshot(ctx context.Context, node messages.Node, tag string, keyspaces []string) (worker.ArmedSnapshot, error) {
+	args, err := SnapshotArgs(tag, keyspaces)
+	if err != nil {
+		return nil, errclass.Permanent(errclass.NotRun(err))
+	}
+	a := &armed{fire: make(chan struct{}), done: make(chan error, 1)}
+	ar, ok := c.Runner.(ArmedRunner)
+	if !ok {
+		go func() {
+			select {
+			case <-a.fire:
+				a.done <- c.Snapshot(ctx, node, tag, keyspaces)
+			case <-ctx.Done():
+				a.done <- errclass.NotRun(context.Cause(ctx))
+			}
+		}()
+		return a, nil
+	}
+	ready := make(chan struct{})
+	cmd := c.command(node, args...)
+	go func() {
+		out, err := ar.RunArmed(ctx, node, cmd, func() { close(ready) }, a.fire)
+		if err != nil && !fired(a.fire) {
+			// Withdrawn or failed before nodetool started.
+			a.done <- errclass.NotRun(labelled(cmd, err))
+			return
+		}
+		a.done <- snapshotResult(tag, out, labelled(cmd, err))
+	}()
+	select {
+	case <-ready:
+		return a, nil
+	case err := <-a.done:
+		return nil, err
+	}
+}
+
+// armed is a snapshot command waiting for its fire.
+type armed struct {
+	fire chan struct{}
+	once sync.Once
+	done chan error
+}
+
+func (a *armed) Fire()       { a.once.Do(func() { close(a.fire) }) }
+func (a *armed) Wait() error { return <-a.done }
+
+func fired(fire <-chan struct{}) bool {
+	select {
+	case <-fire:
+		return true
+	default:
+		return false
+	}
 }
 
 // existsError is a snapshot refused because its tag is on the node already.

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/user"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -52,6 +54,15 @@ type Options struct {
 	OnError func(code string)
 	// Logger receives connection events; default none.
 	Logger *zerolog.Logger
+	// HandshakesStart and HandshakesMax bound the connections being set up
+	// (TCP connect, SSH handshake, authentication) at once: the limit
+	// starts at HandshakesStart (default 16), grows by one per connection
+	// made up to HandshakesMax (default 512), and halves when handshakes
+	// time out or are dropped by the server (sshd's MaxStartups), so a
+	// burst of connections is admitted as fast as the nodes and this
+	// process take them, never faster.
+	HandshakesStart int
+	HandshakesMax   int
 }
 
 // Executor runs commands on nodes over SSH. It is safe for concurrent use.
@@ -63,9 +74,10 @@ type Executor struct {
 	auth    *auth
 	bastion *endpoint
 
-	sem  chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup
+	sem   chan struct{}
+	admit *admission
+	done  chan struct{}
+	wg    sync.WaitGroup
 
 	mu     sync.Mutex
 	hosts  map[string]*host
@@ -140,6 +152,7 @@ func New(cfg Config, opts Options) (*Executor, error) {
 		cfg: cfg, opts: opts, keys: keys, auth: a,
 		log:   zerolog.Nop(),
 		sem:   make(chan struct{}, opts.MaxSessions),
+		admit: newAdmission(opts.HandshakesStart, opts.HandshakesMax),
 		done:  make(chan struct{}),
 		hosts: map[string]*host{},
 	}
@@ -300,13 +313,67 @@ func (e *Executor) connect(ctx context.Context, addr, user string) (c *conn, fre
 // each under its own timeout. A server that refuses every credential is
 // tried once more if the credential files changed in a way their metadata
 // did not show, so a refusal is never reported for keys since replaced.
+//
+// A connection dropped during its handshake, or a handshake that timed out,
+// is tried again once admitted again, for as long as one connect timeout
+// from the first try: that is how a server with more connections starting
+// than it takes (sshd's MaxStartups) says so, and the admission has just
+// lowered its limit.
 func (e *Executor) dial(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
-	client, err := e.dialOnce(ctx, addr, user, via)
+	var client *gossh.Client
+	var err error
+	until := time.Now().Add(orDefault(e.cfg.ConnectTimeout, DefaultConnectTimeout))
+	for try := 1; ; try++ {
+		client, err = e.admitted(ctx, addr, user, via)
+		if err == nil || ctx.Err() != nil || outcomeOf(ctx, err) != handshakeOverload || !time.Now().Before(until) {
+			break
+		}
+		e.log.Debug().Err(err).Str("address", addr).Int("try", try).Msg("ssh handshake dropped or timed out; trying again")
+	}
 	if err != nil && errclass.Code(err) == CodeAuth && e.auth.reread() {
 		e.log.Info().Str("address", addr).Msg("ssh credentials changed on disk; trying them")
-		client, err = e.dialOnce(ctx, addr, user, via)
+		client, err = e.admitted(ctx, addr, user, via)
 	}
 	return client, err
+}
+
+// admitted runs one connect and handshake once the admission lets it, and
+// tells the admission how it went.
+func (e *Executor) admitted(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
+	t, err := e.admit.acquire(ctx)
+	if err != nil {
+		return nil, classify(ctx, "dial", addr, err)
+	}
+	client, err := e.dialOnce(ctx, addr, user, via)
+	e.admit.release(t, outcomeOf(ctx, err))
+	return client, err
+}
+
+// outcomeOf tells what a connect and handshake that ended with err says of
+// the load: a timeout of its own (not the caller's deadline), or a
+// connection reset or closed during the handshake, is overload.
+func outcomeOf(ctx context.Context, err error) handshakeOutcome {
+	if err == nil {
+		return handshakeDone
+	}
+	if ctx.Err() != nil {
+		return handshakeNeutral
+	}
+	var se *Error
+	if !errors.As(err, &se) {
+		return handshakeNeutral
+	}
+	dropped := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+	switch {
+	case se.Class == CodeTimeout:
+		return handshakeOverload
+	case se.Class == CodeHandshake && dropped:
+		return handshakeOverload
+	case errors.Is(err, syscall.ECONNRESET):
+		return handshakeOverload
+	}
+	return handshakeNeutral
 }
 
 func (e *Executor) dialOnce(ctx context.Context, addr, user string, via *gossh.Client) (*gossh.Client, error) {
@@ -445,7 +512,30 @@ func (e *Executor) report(err error) {
 	e.opts.OnError(code)
 }
 
+var _ nodetool.ArmedRunner = (*Executor)(nil)
+
+// RunArmed runs cmd as Run does, in two steps: the session and the remote
+// shell are started at once, holding the command until one line arrives on
+// their input; ready is called then. Closing fire sends that line, so the
+// command starts within one write of it. When ctx ends before fire, the
+// session's input is closed and the command exits without ever starting.
+func (e *Executor) RunArmed(ctx context.Context, node messages.Node, cmd nodetool.Command, ready func(), fire <-chan struct{}) (nodetool.Output, error) {
+	out, err := e.runGated(ctx, node, cmd, &gate{ready: ready, fire: fire})
+	e.report(err)
+	return out, err
+}
+
+// gate holds a command until fire is closed.
+type gate struct {
+	ready func()
+	fire  <-chan struct{}
+}
+
 func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	return e.runGated(ctx, node, cmd, nil)
+}
+
+func (e *Executor) runGated(ctx context.Context, node messages.Node, cmd nodetool.Command, g *gate) (nodetool.Output, error) {
 	if len(cmd.Stdin) > 0 {
 		return nodetool.Output{}, errclass.Permanent(&Error{Op: "command", Host: node.Name, Class: CodeConfig,
 			Err: errors.New("a command's standard input cannot be sent over SSH: the session's input stops the command")})
@@ -495,7 +585,10 @@ func (e *Executor) run(ctx context.Context, node messages.Node, cmd nodetool.Com
 			}
 			continue
 		}
-		return e.exec(ctx, addr, sess, cmd.Argv, remoteCommand(words))
+		if g != nil {
+			return e.exec(ctx, addr, sess, cmd.Argv, gatedCommand(words), g)
+		}
+		return e.exec(ctx, addr, sess, cmd.Argv, remoteCommand(words), nil)
 	}
 }
 
@@ -514,7 +607,7 @@ func (e *Executor) acquire(ctx context.Context, h *host) (func(), error) {
 	return func() { <-h.sem; <-e.sem }, nil
 }
 
-func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, argv []string, remote string) (nodetool.Output, error) {
+func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, argv []string, remote string, g *gate) (nodetool.Output, error) {
 	defer sess.Close()
 	// The remote wrapper reads its stdin until end of input; closing this
 	// pipe is how a cancellation reaches a server that ignores signals.
@@ -532,6 +625,32 @@ func (e *Executor) exec(ctx context.Context, addr string, sess *gossh.Session, a
 	go func() { done <- sess.Wait() }()
 	output := func(code int) nodetool.Output {
 		return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: code}
+	}
+	if g != nil {
+		g.ready()
+		select {
+		case <-g.fire:
+			if _, err := stdin.Write([]byte("\n")); err != nil {
+				_ = sess.Close()
+				<-done
+				return output(-1), classify(ctx, "run", addr, fmt.Errorf("starting %s: %w", argv[0], err))
+			}
+		case err := <-done:
+			// The session ended while it held the command.
+			if err == nil {
+				err = errors.New("session ended before the command started")
+			}
+			return output(-1), classify(ctx, "run", addr, err)
+		case <-ctx.Done():
+			_ = stdin.Close()
+			select {
+			case <-done:
+			case <-time.After(e.opts.KillGrace):
+				_ = sess.Close()
+				<-done
+			}
+			return output(-1), classify(ctx, "run", addr, fmt.Errorf("%s withdrawn before it started: %w", argv[0], context.Cause(ctx)))
+		}
 	}
 	select {
 	case err = <-done:

@@ -40,3 +40,11 @@ var wrapper = strings.Join([]string{
 func remoteCommand(words []string) string {
 	return "exec sh -c " + nodetool.Quote(wrapper) + " quiesce-run " + nodetool.Join(words)
 }
+
+// gatedCommand is remoteCommand holding the command until one line arrives
+// on the session's input (sh's read takes no byte past the newline, so the
+// wrapper still sees the rest of the input); input that ends first exits
+// 125, the command never started.
+func gatedCommand(words []string) string {
+	return "exec sh -c " + nodetool.Quote("IFS= read -r _ || exit 125; "+wrapper) + " quiesce-run " + nodetool.Join(words)
+}

@@ -291,6 +291,7 @@ func (b *bundle) flushResults(t *testing.T, job string) map[string]messages.Task
 	for {
 		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
 		if err != nil {
+			logCommandSpread(t, out)
 			return out
 		}
 		var r messages.TaskResult
@@ -298,6 +299,37 @@ func (b *bundle) flushResults(t *testing.T, job string) map[string]messages.Task
 		if r.Outcome == messages.OutcomeSucceeded || out[r.Target].Outcome != messages.OutcomeSucceeded {
 			out[r.Target] = r
 		}
+	}
+}
+
+// logCommandSpread logs how far apart the nodes' nodetool snapshot commands
+// started (the width of the cut) and how long the longest took, then drops
+// those times from the reports, so that callers compare what was made.
+func logCommandSpread(t *testing.T, res map[string]messages.TaskResult) {
+	t.Helper()
+	var first, last time.Time
+	var longest time.Duration
+	for node, r := range res {
+		if r.Flush == nil {
+			continue
+		}
+		f := *r.Flush
+		require.False(t, f.Started.IsZero(), "%s: flush report without its command's start", node)
+		require.False(t, f.Returned.Before(f.Started), node)
+		if first.IsZero() || f.Started.Before(first) {
+			first = f.Started
+		}
+		if f.Started.After(last) {
+			last = f.Started
+		}
+		longest = max(longest, f.Returned.Sub(f.Started))
+		f.Started, f.Returned = time.Time{}, time.Time{}
+		r.Flush = &f
+		res[node] = r
+	}
+	if !first.IsZero() {
+		t.Logf("nodetool snapshot started on %d nodes within %s of each other (longest command %s)",
+			len(res), last.Sub(first).Round(time.Millisecond), longest.Round(time.Millisecond))
 	}
 }
 
