@@ -70,11 +70,13 @@ bench:
 ## nodes (127.0.1.N) behind one real sshd, a simulated nodetool taking 1 s,
 ## quiesce's flush path (arm, then fire) cold and warm, at 32 and 200 in flight,
 ## beside parallel-ssh -p 32 and -p 200; then again with a 300 ms shell start-up
-## per session. Needs openssh-server and pssh (apt-get install openssh-server
-## pssh); as root it makes the plain user quiesce-bench. A few minutes.
+## per session; then 200 agents on this machine, each its node's own consumer,
+## running the simulated nodetool locally. Needs openssh-server and pssh
+## (apt-get install openssh-server pssh); as root it makes the plain user
+## quiesce-bench. A few minutes.
 ## QUIESCE_SSHBENCH_NODES, _FLUSH, _ARM and _LOGIN_COST change the settings.
 bench-ssh:
-	$(GO) test -count=1 -tags benchssh -run '^TestSSHFlushBench$$' -v -timeout 20m ./internal/suite/sshbench/
+	$(GO) test -count=1 -tags benchssh -run '^Test(SSH|Agent)FlushBench$$' -v -timeout 20m ./internal/suite/sshbench/
 
 ## bench-fleet: the fleet against a simulated EC2 that enforces AWS's request
 ## buckets and per-volume limits, in scaled time: one 10,000-node cluster

@@ -139,13 +139,14 @@ func jobFailsWhileArmed(t *testing.T, ahead bool) {
 	ctx := context.Background()
 	_, err := b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"flushing"}`))
 	require.NoError(t, err)
-	fireAt := time.Now().Add(armWindow)
+	// The job fails well before the last check ahead of the fire time.
+	fireAt := time.Now().Add(3 * armWindow)
 	for _, node := range []string{"n1", "n2", "n3"} {
 		task := flushTask(node, nil)
 		task.FireAt = fireAt
 		b.publish(t, task)
 	}
-	require.NoError(t, testenv.Eventually(armWindow, func() bool {
+	require.NoError(t, testenv.Eventually(2*armWindow, func() bool {
 		return b.intent(t, "n1") != nil && b.intent(t, "n2") != nil && b.intent(t, "n3") != nil
 	}), "every node armed before the fire time")
 	_, err = b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"failed"}`))

@@ -146,12 +146,11 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	if earlier != nil && earlier.State == intentForeign {
 		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID})
 	}
-	if waited, err := w.awaitFire(ctx, t.FireAt); err != nil {
-		if earlier == nil {
-			w.withdrawIntent(ctx, key, rev)
-		}
-		return nil, err
-	} else if waited && w.jobEnded(ctx, t.JobID) {
+	// The job is checked a little before the fire time, so the check's
+	// round trip is not paid by every node at once after it: each node
+	// starts its command on its own clock at the fire time.
+	waited, err := w.awaitFire(ctx, t.FireAt.Add(-fireCheckLead))
+	if err == nil && waited && w.jobEnded(ctx, t.JobID) {
 		// The job failed while this node was armed (another node could
 		// not be reached): nothing is run here. An earlier attempt's
 		// intent stays, and flushAfterEnd clears what that attempt made.
@@ -160,6 +159,15 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 		}
 		log.Info().Msg("job ended before the fire time; the armed node is not flushed")
 		return nil, w.flushAfterEnd(ctx, log, t)
+	}
+	if err == nil {
+		_, err = w.awaitFire(ctx, t.FireAt)
+	}
+	if err != nil {
+		if earlier == nil {
+			w.withdrawIntent(ctx, key, rev)
+		}
+		return nil, err
 	}
 	started := w.cfg.Now()
 	if armed != nil {
@@ -209,6 +217,12 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	}
 	return &taskOutput{Flush: report}, nil
 }
+
+// fireCheckLead is how long before its fire time an armed flush checks that
+// its job still runs. A job that ends within it (another node failed to arm
+// at the last moment) may find its nodes flushed; their tags are cleared as
+// those of any flush that reports after its job ended.
+const fireCheckLead = 250 * time.Millisecond
 
 // awaitFire waits until fireAt, and reports whether it had to: a task that
 // arrives at or after its fire time (a redelivery, a late worker) fires at

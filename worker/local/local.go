@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sort"
@@ -27,11 +28,34 @@ type Runner struct {
 	WaitDelay time.Duration
 }
 
-var _ nodetool.Runner = (*Runner)(nil)
+var (
+	_ nodetool.Runner      = (*Runner)(nil)
+	_ nodetool.ArmedRunner = (*Runner)(nil)
+)
+
+// heldExit is the exit status of a held command withdrawn before it started:
+// its input ended before the line that starts it.
+const heldExit = 125
 
 // Run starts cmd.Argv in its own process group and waits for it. A cancelled
 // ctx signals the whole group, so nothing the command started outlives it.
 func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command) (nodetool.Output, error) {
+	return r.run(ctx, cmd, nil, nil)
+}
+
+// RunArmed runs cmd as Run does, in two steps: a shell is started now that
+// holds the command until one line on its input, ready is called, and the
+// line is written when fire closes, so that starting the command costs one
+// write, no process start. Ending ctx before fire closes the shell's input:
+// the command never runs.
+func (r *Runner) RunArmed(ctx context.Context, _ messages.Node, cmd nodetool.Command, ready func(), fire <-chan struct{}) (nodetool.Output, error) {
+	if len(cmd.Stdin) > 0 {
+		return nodetool.Output{}, errclass.Permanent(errclass.NotRun(errors.New("local: a held command's input is the line that starts it")))
+	}
+	return r.run(ctx, cmd, ready, fire)
+}
+
+func (r *Runner) run(ctx context.Context, cmd nodetool.Command, ready func(), fire <-chan struct{}) (nodetool.Output, error) {
 	if len(cmd.Argv) == 0 {
 		return nodetool.Output{}, errclass.Permanent(errclass.NotRun(errors.New("local: empty command")))
 	}
@@ -39,7 +63,11 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 	if cmd.Sudo {
 		argv = append([]string{"sudo", "-n", "--"}, argv...)
 	}
-	c := exec.Command(argv[0], argv[1:]...)
+	run := argv
+	if fire != nil {
+		run = append([]string{"sh", "-c", "IFS= read -r _ || exit " + fmt.Sprint(heldExit) + `; exec "$@"`, "quiesce-run"}, argv...)
+	}
+	c := exec.Command(run[0], run[1:]...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if len(cmd.Env) > 0 {
 		env := os.Environ()
@@ -58,6 +86,13 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 	if len(cmd.Stdin) > 0 {
 		c.Stdin = bytes.NewReader(cmd.Stdin)
 	}
+	var hold io.WriteCloser
+	if fire != nil {
+		var err error
+		if hold, err = c.StdinPipe(); err != nil {
+			return nodetool.Output{}, errclass.NotRun(fmt.Errorf("local: %s: %w", argv[0], err))
+		}
+	}
 	if err := c.Start(); err != nil {
 		// Nothing ran: the node is as it was.
 		return nodetool.Output{}, errclass.Permanent(errclass.NotRun(fmt.Errorf("local: start %s: %w", argv[0], err)))
@@ -65,17 +100,43 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	var err error
+	if fire != nil {
+		ready()
+		select {
+		case <-fire:
+			_, werr := hold.Write([]byte("\n"))
+			_ = hold.Close()
+			if werr != nil {
+				<-done
+				return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: -1},
+					fmt.Errorf("local: starting %s: %w", argv[0], werr)
+			}
+		case err := <-done:
+			if err == nil {
+				err = errors.New("exited")
+			}
+			return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: -1},
+				fmt.Errorf("local: %s ended before it was started: %w", argv[0], err)
+		case <-ctx.Done():
+			// The held shell reads the end of its input and exits.
+			_ = hold.Close()
+			select {
+			case <-done:
+			case <-time.After(r.waitDelay()):
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+				<-done
+			}
+			return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: -1},
+				fmt.Errorf("local: %s withdrawn before it started: %w", argv[0], context.Cause(ctx))
+		}
+	}
 	select {
 	case err = <-done:
 	case <-ctx.Done():
 		_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
-		delay := r.WaitDelay
-		if delay == 0 {
-			delay = 2 * time.Second
-		}
 		select {
 		case <-done:
-		case <-time.After(delay):
+		case <-time.After(r.waitDelay()):
 			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
@@ -91,6 +152,13 @@ func (r *Runner) Run(ctx context.Context, _ messages.Node, cmd nodetool.Command)
 		return out, err
 	}
 	return out, nil
+}
+
+func (r *Runner) waitDelay() time.Duration {
+	if r.WaitDelay == 0 {
+		return 2 * time.Second
+	}
+	return r.WaitDelay
 }
 
 // capped keeps the first MaxOutput bytes written to it and drops the rest.

@@ -96,3 +96,57 @@ func TestOutputIsBounded(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, local.MaxOutput, len(out.Stdout))
 }
+
+// A held command starts only when fired: until then its shell waits, and
+// nothing of the command has run; firing costs one write.
+func TestRunArmedHoldsTheCommandUntilFired(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "ran")
+	r := &local.Runner{}
+	ready, fire := make(chan struct{}), make(chan struct{})
+	type result struct {
+		out nodetool.Output
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := r.RunArmed(context.Background(), node, nodetool.Command{Argv: []string{"sh", "-c", `touch "$1"; echo started; exit 3`, "sh", marker}},
+			func() { close(ready) }, fire)
+		done <- result{out, err}
+	}()
+	<-ready
+	time.Sleep(100 * time.Millisecond)
+	require.NoFileExists(t, marker, "nothing runs before the fire")
+	close(fire)
+	res := <-done
+	require.FileExists(t, marker)
+	require.Equal(t, "started\n", string(res.out.Stdout))
+	var ee *nodetool.ExitError
+	require.ErrorAs(t, res.err, &ee, "the command's own exit status, as Run reports it")
+	require.Equal(t, 3, ee.ExitCode)
+}
+
+// A held command whose context ends before the fire is withdrawn: its shell
+// exits and the command never runs.
+func TestRunArmedWithdrawnNeverRuns(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "ran")
+	r := &local.Runner{}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.RunArmed(ctx, node, nodetool.Command{Argv: []string{"touch", marker}}, func() { close(ready) }, make(chan struct{}))
+		done <- err
+	}()
+	<-ready
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "withdrawn before it started")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the withdrawn command's shell did not exit")
+	}
+	time.Sleep(100 * time.Millisecond)
+	require.NoFileExists(t, marker)
+}
