@@ -247,7 +247,7 @@ func followWith(ctx context.Context, js jetstream.JetStream, jobID string, p *pr
 }
 
 func statusCmd(g *globals) *cobra.Command {
-	var asJSON bool
+	var asJSON, flushes bool
 	cmd := &cobra.Command{
 		Use:   "status JOB",
 		Short: "Show a job's phase, progress, failures, retries and clean-up (exit 0 whenever it can show the job)",
@@ -261,7 +261,7 @@ func statusCmd(g *globals) *cobra.Command {
 			if err := messages.ValidateJobID(args[0]); err != nil {
 				return withCode(ExitRejected, err)
 			}
-			nc, _, h, err := g.bind(cmd.Context(), "status")
+			nc, js, h, err := g.bind(cmd.Context(), "status")
 			if err != nil {
 				return err
 			}
@@ -282,6 +282,13 @@ func statusCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(j)
 			}
+			if flushes {
+				results, err := flushResults(cmd.Context(), js, j.ID)
+				if err != nil {
+					return withCode(ExitError, err)
+				}
+				return printFlushes(g.stdout, j, results)
+			}
 			printJob(g.stdout, j, time.Now())
 			runs, err := hookRuns(cmd.Context(), h.Jobs, j.ID)
 			if err != nil {
@@ -292,6 +299,7 @@ func statusCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the job record as JSON")
+	cmd.Flags().BoolVar(&flushes, "flushes", false, "list each node's flush: when its nodetool started after the fire time, how long it took, its error")
 	return cmd
 }
 
