@@ -180,3 +180,44 @@ func TestFlushArrivingAfterItsFireTimeFiresAtOnce(t *testing.T) {
 	require.Equal(t, messages.OutcomeSucceeded, r.Outcome, r.Error)
 	require.Equal(t, []string{"quiesce-t1"}, b.tool.TagsOn("n1"))
 }
+
+// A flush whose job passed its barrier before the flush fires (a
+// redelivery, or a worker frozen past its fire time) runs nothing on the
+// node: its snapshot would be in no volume snapshot, and the tag it made
+// could outlive the node's clean-up.
+func TestFlushAfterTheBarrierRunsNothing(t *testing.T) {
+	t.Parallel()
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fires_late=%v", late), func(t *testing.T) {
+			t.Parallel()
+			b := newFlushBundle(t)
+			ctx := context.Background()
+			phase := func(p messages.Phase) {
+				_, err := b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"`+string(p)+`"}`))
+				require.NoError(t, err)
+			}
+			task := flushTask("n1", nil)
+			if late {
+				// Armed in time, then held up past the fire time while the
+				// barrier is released.
+				phase(messages.PhaseFlushing)
+				task.FireAt = time.Now().Add(300 * time.Millisecond)
+				b.tool.onPrepare = func(string) {
+					phase(messages.PhaseSnapshotting)
+					time.Sleep(time.Until(task.FireAt.Add(300 * time.Millisecond)))
+				}
+			} else {
+				phase(messages.PhaseSnapshotting)
+				task.FireAt = time.Now().Add(-time.Second)
+			}
+			b.publish(t, task)
+			require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
+				info, err := b.env.JS.Stream(ctx, messages.StreamTasks)
+				return err == nil && info.CachedInfo().State.Msgs == 0
+			}), "the flush is settled")
+			require.Zero(t, b.tool.Calls.Load(), "no snapshot asked for")
+			require.Empty(t, b.tool.TagsOn("n1"))
+			require.Nil(t, b.intent(t, "n1"), "no intent left")
+		})
+	}
+}

@@ -71,6 +71,8 @@ type recordingTool struct {
 	// armedAt and firedAt are when each node was last prepared and when
 	// its snapshot was last asked for.
 	armedAt, firedAt map[string]time.Time
+	// onPrepare, when set, is called as a node is prepared.
+	onPrepare func(node string)
 }
 
 var (
@@ -80,6 +82,9 @@ var (
 )
 
 func (r *recordingTool) Prepare(_ context.Context, node messages.Node) error {
+	if r.onPrepare != nil {
+		r.onPrepare(node.Name)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.unreached[node.Name] {

@@ -62,8 +62,14 @@ const jobCheckTimeout = 5 * time.Second
 // jobEnded reports whether the task's job is already terminal, so work that
 // would create something (a flush, a snapshot) is not started for it.
 func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
+	return w.jobPhase(ctx, jobID).Terminal()
+}
+
+// jobPhase reads the phase of the task's job; "" when it cannot be read (the
+// job record is the coordinator's: a task goes on without it).
+func (w *Worker) jobPhase(ctx context.Context, jobID string) messages.Phase {
 	if w.jobs == nil {
-		return false
+		return ""
 	}
 	// A read the server never answers (it stopped mid-request) would
 	// otherwise wait out the task's own deadline while heartbeats keep the
@@ -72,7 +78,7 @@ func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 	defer cancel()
 	e, err := w.jobs.Get(gctx, jobID)
 	if err != nil {
-		return false
+		return ""
 	}
 	// Only the phase is needed; decoding the whole record (failures,
 	// progress, phase times) for every task showed in profiles.
@@ -80,9 +86,32 @@ func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 		Phase messages.Phase `json:"phase"`
 	}
 	if json.Unmarshal(e.Value(), &j) != nil {
-		return false
+		return ""
 	}
-	return j.Phase.Terminal()
+	return j.Phase
+}
+
+// flushable reports whether a job in phase may still run a node's nodetool
+// snapshot: once its barrier released the volume snapshots, a flush (a
+// redelivery, or a worker that was frozen) is too late to be in them, and
+// the tag it would make could outlive the node's clean-up.
+func flushable(phase messages.Phase) bool {
+	return phase == "" || phase == messages.PhasePlanned || phase == messages.PhaseFlushing
+}
+
+// flushTooLate answers a flush whose job is past its flush phase: nothing is
+// run on the node. The intent this attempt recorded is withdrawn; an
+// earlier attempt's stays, for the node's clean-up (or, once the job ended,
+// flushAfterEnd) to clear what that attempt made.
+func (w *Worker) flushTooLate(ctx context.Context, log zerolog.Logger, t messages.Task, phase messages.Phase, ownIntent func()) error {
+	if ownIntent != nil {
+		ownIntent()
+	}
+	if phase.Terminal() {
+		return w.flushAfterEnd(ctx, log, t)
+	}
+	log.Info().Str("job_phase", string(phase)).Msg("flush delivered after its job's barrier; nothing run on the node")
+	return errSkip
 }
 
 // flush runs nodetool snapshot on the task's node and reports success only
@@ -104,8 +133,8 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	if t.Node == nil {
 		return nil, errclass.Permanent(errors.New("flush task has no node"))
 	}
-	if w.jobEnded(ctx, t.JobID) {
-		return nil, w.flushAfterEnd(ctx, log, t)
+	if phase := w.jobPhase(ctx, t.JobID); !flushable(phase) {
+		return nil, w.flushTooLate(ctx, log, t, phase, nil)
 	}
 	nt, err := w.drivers.NodeTool(t.Cluster)
 	if err != nil {
@@ -146,28 +175,39 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 	if earlier != nil && earlier.State == intentForeign {
 		return nil, errclass.Permanent(&ForeignTagError{Node: node.Name, Tag: t.Tag, Job: t.JobID})
 	}
+	var ownIntent func()
+	if earlier == nil {
+		ownIntent = func() { w.withdrawIntent(ctx, key, rev) }
+	}
 	// The job is checked a little before the fire time, so the check's
 	// round trip is not paid by every node at once after it: each node
-	// starts its command on its own clock at the fire time.
+	// starts its command on its own clock at the fire time. A job that
+	// failed while the node was armed (another node could not be reached)
+	// is flushed here no more.
+	checked := false
 	waited, err := w.awaitFire(ctx, t.FireAt.Add(-fireCheckLead))
-	if err == nil && waited && w.jobEnded(ctx, t.JobID) {
-		// The job failed while this node was armed (another node could
-		// not be reached): nothing is run here. An earlier attempt's
-		// intent stays, and flushAfterEnd clears what that attempt made.
-		if earlier == nil {
-			w.withdrawIntent(ctx, key, rev)
+	if err == nil && waited {
+		if phase := w.jobPhase(ctx, t.JobID); !flushable(phase) {
+			return nil, w.flushTooLate(ctx, log, t, phase, ownIntent)
 		}
-		log.Info().Msg("job ended before the fire time; the armed node is not flushed")
-		return nil, w.flushAfterEnd(ctx, log, t)
+		checked = true
 	}
 	if err == nil {
 		_, err = w.awaitFire(ctx, t.FireAt)
 	}
 	if err != nil {
-		if earlier == nil {
-			w.withdrawIntent(ctx, key, rev)
+		if ownIntent != nil {
+			ownIntent()
 		}
 		return nil, err
+	}
+	// A flush that did not check ahead of the fire time (it arrived late),
+	// or that fires late (its process was frozen, or starved), checks now:
+	// its job may have passed the barrier, and cleared the node, meanwhile.
+	if !checked || w.cfg.Now().Sub(t.FireAt) > fireLate {
+		if phase := w.jobPhase(ctx, t.JobID); !flushable(phase) {
+			return nil, w.flushTooLate(ctx, log, t, phase, ownIntent)
+		}
 	}
 	started := w.cfg.Now()
 	if armed != nil {
@@ -223,6 +263,10 @@ func (w *Worker) flush(ctx context.Context, log zerolog.Logger, t messages.Task,
 // at the last moment) may find its nodes flushed; their tags are cleared as
 // those of any flush that reports after its job ended.
 const fireCheckLead = 250 * time.Millisecond
+
+// fireLate is how far past its fire time a flush that checked its job ahead
+// of it checks again before it fires.
+const fireLate = 100 * time.Millisecond
 
 // awaitFire waits until fireAt, and reports whether it had to: a task that
 // arrives at or after its fire time (a redelivery, a late worker) fires at
