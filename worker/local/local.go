@@ -120,12 +120,7 @@ func (r *Runner) run(ctx context.Context, cmd nodetool.Command, ready func(), fi
 		case <-ctx.Done():
 			// The held shell reads the end of its input and exits.
 			_ = hold.Close()
-			select {
-			case <-done:
-			case <-time.After(r.waitDelay()):
-				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
-				<-done
-			}
+			r.reap(c, done)
 			return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: -1},
 				fmt.Errorf("local: %s withdrawn before it started: %w", argv[0], context.Cause(ctx))
 		}
@@ -134,12 +129,7 @@ func (r *Runner) run(ctx context.Context, cmd nodetool.Command, ready func(), fi
 	case err = <-done:
 	case <-ctx.Done():
 		_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(r.waitDelay()):
-			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		r.reap(c, done)
 		return nodetool.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: -1},
 			fmt.Errorf("local: %s stopped: %w", argv[0], context.Cause(ctx))
 	}
@@ -154,11 +144,19 @@ func (r *Runner) run(ctx context.Context, cmd nodetool.Command, ready func(), fi
 	return out, nil
 }
 
-func (r *Runner) waitDelay() time.Duration {
-	if r.WaitDelay == 0 {
-		return 2 * time.Second
+// reap waits for the command to exit, and after the wait delay kills its
+// process group.
+func (r *Runner) reap(c *exec.Cmd, done <-chan error) {
+	delay := r.WaitDelay
+	if delay == 0 {
+		delay = 2 * time.Second
 	}
-	return r.WaitDelay
+	select {
+	case <-done:
+	case <-time.After(delay):
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 }
 
 // capped keeps the first MaxOutput bytes written to it and drops the rest.
