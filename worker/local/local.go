@@ -65,6 +65,11 @@ func (r *Runner) run(ctx context.Context, cmd nodetool.Command, ready func(), fi
 	}
 	run := argv
 	if fire != nil {
+		// The held shell would only find out at the fire time that the
+		// program cannot be started: find out now, before anything is done.
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			return nodetool.Output{}, errclass.Permanent(errclass.NotRun(fmt.Errorf("local: start %s: %w", argv[0], err)))
+		}
 		run = append([]string{"sh", "-c", "IFS= read -r _ || exit " + fmt.Sprint(heldExit) + `; exec "$@"`, "quiesce-run"}, argv...)
 	}
 	c := exec.Command(run[0], run[1:]...)

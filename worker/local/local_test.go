@@ -150,3 +150,16 @@ func TestRunArmedWithdrawnNeverRuns(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	require.NoFileExists(t, marker)
 }
+
+// A program that cannot be started is refused when the command is armed, as
+// Run refuses it: nothing was done, and trying again will not help.
+func TestRunArmedMissingProgramIsRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	r := &local.Runner{}
+	missing := filepath.Join(t.TempDir(), "no-such-nodetool")
+	_, err := r.RunArmed(context.Background(), node, nodetool.Command{Argv: []string{missing, "snapshot"}},
+		func() { t.Error("a command that cannot start is never ready") }, make(chan struct{}))
+	require.ErrorContains(t, err, "no-such-nodetool: no such file or directory")
+	require.True(t, errclass.IsNotRun(err))
+	require.True(t, errclass.IsPermanent(err))
+}
