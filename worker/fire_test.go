@@ -152,10 +152,7 @@ func jobFailsWhileArmed(t *testing.T, ahead bool) {
 	_, err = b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"failed"}`))
 	require.NoError(t, err)
 
-	require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
-		info, err := b.env.JS.Stream(ctx, messages.StreamTasks)
-		return err == nil && info.CachedInfo().State.Msgs == 0
-	}), "the flushes are settled")
+	b.waitSettled(t, "the flushes are settled")
 	require.Zero(t, b.tool.Calls.Load(), "no snapshot asked for")
 	for _, node := range []string{"n1", "n2", "n3"} {
 		require.Empty(t, b.tool.TagsOn(node))
@@ -211,10 +208,7 @@ func TestFlushAfterTheBarrierRunsNothing(t *testing.T) {
 				task.FireAt = time.Now().Add(-time.Second)
 			}
 			b.publish(t, task)
-			require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
-				info, err := b.env.JS.Stream(ctx, messages.StreamTasks)
-				return err == nil && info.CachedInfo().State.Msgs == 0
-			}), "the flush is settled")
+			b.waitSettled(t, "the flush is settled")
 			require.Zero(t, b.tool.Calls.Load(), "no snapshot asked for")
 			require.Empty(t, b.tool.TagsOn("n1"))
 			require.Nil(t, b.intent(t, "n1"), "no intent left")

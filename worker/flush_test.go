@@ -173,6 +173,16 @@ func (b *flushBundle) publish(t *testing.T, task messages.Task) {
 	require.NoError(t, err)
 }
 
+// waitSettled waits until every published task was acknowledged: run,
+// skipped or refused, none left for redelivery.
+func (b *flushBundle) waitSettled(t *testing.T, what string) {
+	t.Helper()
+	require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
+		info, err := b.env.JS.Stream(context.Background(), messages.StreamTasks)
+		return err == nil && info.CachedInfo().State.Msgs == 0
+	}), what)
+}
+
 // result waits for the outcome of the task of kind on target.
 func (b *flushBundle) result(t *testing.T, kind messages.Kind, target string) messages.TaskResult {
 	t.Helper()
@@ -435,10 +445,7 @@ func TestFlushAfterItsJobEndedClearsWhatItsEarlierAttemptMade(t *testing.T) {
 	require.NoError(t, testenv.Eventually(20*time.Second, func() bool { return b.tool.clearCalls("n1") == 1 }))
 	require.Empty(t, b.tool.NodeTool.TagsOn("n1"), "the job's own tag, made after its clean-up")
 	// n2's flush is settled too (skipped), and its tag, never the job's, stays.
-	require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
-		info, err := b.env.JS.Stream(ctx, messages.StreamTasks)
-		return err == nil && info.CachedInfo().State.Msgs == 0
-	}))
+	b.waitSettled(t, "n2's flush settled")
 	require.Zero(t, b.tool.clearCalls("n2"))
 	require.Equal(t, []string{"quiesce-t1"}, b.tool.NodeTool.TagsOn("n2"))
 }
