@@ -323,7 +323,11 @@ func (r *record) apply(p *Plan, ev *messages.TaskResult, now time.Time) bool {
 	case messages.KindHook:
 		changed = r.applyHook(p, ev)
 	}
-	if r.dropRetry(ev.TaskID) {
+	// The result ends its task's retries, and may end another's: a
+	// repeated clear that clears a node settles the node's first clear.
+	if r.dropRetries(func(x messages.Retry) bool {
+		return x.TaskID == ev.TaskID || r.settled(p, x.Kind, x.TaskID, x.Target)
+	}) {
 		changed = true
 	}
 	if changed {
@@ -369,11 +373,6 @@ func (r *record) applyRetry(p *Plan, ev *messages.TaskRetry) bool {
 	}
 	r.refreshProgress(p)
 	return true
-}
-
-// dropRetry forgets the retries of a task that ended.
-func (r *record) dropRetry(taskID string) bool {
-	return r.dropRetries(func(x messages.Retry) bool { return x.TaskID == taskID })
 }
 
 // dropRetries forgets the retries drop selects, and reports whether there

@@ -656,6 +656,30 @@ func TestStateMachineScripts(t *testing.T) {
 			},
 		},
 		{
+			desc: "a repeated clear that clears the node ends the retries of the node's first clear",
+			opts: machineOpts{nodes: 3},
+			script: func(m *machine) {
+				m.drain().ok(messages.KindFlush, "n1")
+				m.failed(messages.KindFlush, "n2", "host key changed").drain()
+				m.ok(messages.KindClear, "n1").ok(messages.KindClear, "n2")
+				require.True(m.t, m.retry(messages.KindClear, "n3", 1))
+				// n3's flush lands after its clear was queued: cleared once more.
+				m.ok(messages.KindFlush, "n3").drain()
+				again := messages.TaskID(m.p.JobID, messages.KindClear, "n3") + reclearSuffix + "1"
+				m.event(messages.TaskResult{TaskID: again, Kind: messages.KindClear, Target: "n3",
+					Outcome: messages.OutcomeSucceeded})
+			},
+			phase:  failed,
+			reason: ReasonFlushFailed,
+			progress: func(t *testing.T, p messages.Progress) {
+				require.Zero(t, p.CleanupPending)
+				require.Zero(t, p.Retrying, "n3 is cleared: its first clear's retries no longer matter")
+			},
+			check: func(t *testing.T, m *machine) {
+				require.Empty(t, m.r.Retrying)
+			},
+		},
+		{
 			desc: "repeated clears and snapshot clean-ups are pending until they end",
 			opts: machineOpts{nodes: 2},
 			script: func(m *machine) {
