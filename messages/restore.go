@@ -493,9 +493,22 @@ type RestoreSource struct {
 	// From holds <keyspace>/<table>-<id>/snapshots/<tag>/; empty when the
 	// snapshot is inside DataDir itself.
 	From string `json:"from,omitempty"`
-	// VolumeID and Device name the restored volume, when one was attached.
+	// VolumeID is the backup's volume holding the directory; Device is
+	// where the restored copy of it was attached, when one was.
 	VolumeID string `json:"volume_id,omitempty"`
 	Device   string `json:"device,omitempty"`
+	// Snapshot is the source snapshot of an EBS volume attached to the node
+	// for its restore (the restore-volume task's target, by which the
+	// worker finds the volume made after the plan), and Region where that
+	// volume is, when not the driver's. Mount is where the node's prepare
+	// mounts the volume; From is under it.
+	Snapshot string `json:"snapshot,omitempty"`
+	Region   string `json:"region,omitempty"`
+	Mount    string `json:"mount,omitempty"`
+	// Devices are the paths the volume's device may have on the node, most
+	// likely first: filled in by the worker running the prepare, from the
+	// volume it finds.
+	Devices []string `json:"devices,omitempty"`
 }
 
 // NewClusterConfig is what a node of a new cluster is configured with.

@@ -114,10 +114,8 @@ func BuildRestorePlan(req messages.RestoreRequest, backup messages.Backup, targe
 	if backup.Partial && req.Target == messages.TargetInPlace && !req.Force {
 		refuse("backup %s is partial (no data of %s): restoring it in place needs force", backup.JobID, strings.Join(backup.MissingNodes, ", "))
 	}
-	if p.Snapshotter != SnapshotterFS && req.Target != messages.TargetVolumes {
-		// An EBS volume restored for a node would have to be mounted on
-		// it before its files can be put in place, which no task does yet.
-		refuse("cluster %s snapshots with %s: restore it with target volumes (and attach them), then put the files in place by hand; in-place and new-cluster restores need the fs snapshotter for now", req.Cluster, p.Snapshotter)
+	if p.Snapshotter != SnapshotterFS && p.Snapshotter != SnapshotterEBS && req.Target != messages.TargetVolumes {
+		refuse("cluster %s snapshots with %s: only ebs and fs snapshots are restored onto nodes; restore it with target volumes", req.Cluster, p.Snapshotter)
 	}
 	if backup.Mode == messages.ModeCrash && req.Target != messages.TargetVolumes {
 		refuse("backup %s is crash-consistent: it has no Cassandra snapshot tag to restore from; restore its volumes instead", backup.JobID)
@@ -329,11 +327,32 @@ func BuildRestorePlan(req messages.RestoreRequest, backup messages.Backup, targe
 					p.Warnings = append(p.Warnings, fmt.Sprintf("volume %s of node %s holds no data directory; not restored", v.ID, src.Name))
 					continue
 				}
-				// The fs driver restores the volume's copy beside the target
-				// data directory; the node's restore reads it from there.
-				vr.Path = stagingDir(srcs[0].DataDir, p.RestoreID, v.ID)
+				// The volume's copy is beside the target data directory:
+				// restored there by the fs driver, or, with EBS, a new
+				// volume attached to the target's instance and mounted
+				// there by the node's prepare.
+				dir := stagingDir(srcs[0].DataDir, p.RestoreID, v.ID)
+				if p.Snapshotter == SnapshotterFS {
+					vr.Path = dir
+				} else {
+					if target.InstanceID == "" {
+						refuse("target node %s: no instance_id configured: its restored volumes are attached to its instance", target.Name)
+					}
+					vr.AZ = firstOf(target.AZ, vr.AZ)
+					if req.Volumes != nil {
+						vr.AZ = firstOf(req.Volumes.AZ, vr.AZ)
+					}
+					if target.AZ != "" && vr.AZ != target.AZ {
+						refuse("volume %s: availability zone %s is not target node %s's (%s): a volume attaches only in its instance's zone", v.ID, vr.AZ, target.Name, target.AZ)
+					}
+					vr.InstanceID = target.InstanceID
+					vr.Device = nextDevice(deviceSeq, target.InstanceID)
+				}
 				for k := range srcs {
-					srcs[k].From = path.Join(vr.Path, srcs[k].From)
+					srcs[k].From = path.Join(dir, srcs[k].From)
+					if p.Snapshotter != SnapshotterFS {
+						srcs[k].Snapshot, srcs[k].Region, srcs[k].Mount, srcs[k].Device = s.SnapshotID, req.Region, dir, vr.Device
+					}
 				}
 				spec.Sources = append(spec.Sources, srcs...)
 			}

@@ -56,14 +56,41 @@ func TestBuildRestorePlanNewCluster(t *testing.T) {
 	require.Equal(t, []string{"100", "150"}, p.Verify.Nodes[0].Tokens)
 }
 
-// An EBS volume would have to be mounted on its node before its files are
-// put in place, which no task does: refused, with the way that works.
-func TestBuildRestorePlanEBSNodeTargetsRefused(t *testing.T) {
+// With EBS each volume is made in the target node's zone, attached to its
+// instance, and mounted by the node's prepare beside the data directory:
+// the sources say which snapshot's volume, where to mount it and at which
+// device it was attached.
+func TestBuildRestorePlanEBSNodeTargets(t *testing.T) {
 	t.Parallel()
 	b := testBackup(2)
-	_, err := BuildRestorePlan(restoreReq(messages.TargetInPlace), b, testTargets(b, SnapshotterEBS, 0), time.Unix(0, 0))
+	p, err := BuildRestorePlan(restoreReq(messages.TargetInPlace), b, testTargets(b, SnapshotterEBS, 0), time.Unix(0, 0))
+	require.NoError(t, err)
+	require.Len(t, p.Volumes, 2)
+	mount := "/var/lib/c2/.quiesce-restore/" + p.RestoreID + "/vol-2"
+	v := p.Volumes[1].Volume
+	require.Equal(t, "i-00000000000000002", v.InstanceID)
+	require.Equal(t, "/dev/sdr", v.Device)
+	require.Equal(t, "us-east-1a", v.AZ)
+	require.Empty(t, v.Path, "nothing restored into a directory")
+	require.Equal(t, []messages.RestoreSource{{DataDir: "/var/lib/c2/data", From: mount, VolumeID: "vol-2",
+		Snapshot: "snap-00000000000000002", Mount: mount, Device: "/dev/sdr"}}, p.Nodes[1].Spec.Sources)
+
+	req := restoreReq(messages.TargetNewCluster)
+	p, err = BuildRestorePlan(req, b, testTargets(b, SnapshotterEBS, 2), time.Unix(0, 0))
+	require.NoError(t, err)
+	v = p.Volumes[0].Volume
+	require.Equal(t, "i-00000000000000101", v.InstanceID, "the new node's instance")
+	require.Equal(t, "us-east-1b", v.AZ, "in the new node's zone")
+	require.Equal(t, "/srv/m1/.quiesce-restore/"+p.RestoreID+"/vol-1", p.Nodes[0].Spec.Sources[0].Mount)
+
+	// A target without an instance, or a zone override elsewhere, is refused.
+	tg := testTargets(b, SnapshotterEBS, 2)
+	tg.Target.Nodes[1].InstanceID = ""
+	req.Volumes = &messages.VolumeOverrides{AZ: "us-east-1c"}
+	_, err = BuildRestorePlan(req, b, tg, time.Unix(0, 0))
 	require.ErrorIs(t, err, ErrRefused)
-	require.Contains(t, err.Error(), "restore it with target volumes")
+	require.Contains(t, err.Error(), "target node m2: no instance_id configured")
+	require.Contains(t, err.Error(), "availability zone us-east-1c is not target node m1's (us-east-1b)")
 }
 
 func TestBuildRestorePlanVolumesWithOverrides(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -19,6 +20,19 @@ import (
 // taskID: a rerun finds what an earlier attempt made.
 type VolumeRestorer interface {
 	RestoreVolume(ctx context.Context, taskID string, v messages.VolumeRestore) (messages.RestoreReport, error)
+}
+
+// AttachedVolumes is implemented by volume restorers whose volumes are
+// attached to a node and mounted there for its restore (EBS). The volume a
+// restore-volume task made is found again by the task's ID, in region (""
+// for the driver's own).
+type AttachedVolumes interface {
+	// AttachedVolume returns the volume's ID and the paths its device may
+	// have on its instance, most likely first.
+	AttachedVolume(ctx context.Context, taskID, region string) (volumeID string, devices []string, err error)
+	// ReleaseVolume detaches the volume and deletes it, once its files are
+	// on the node; a volume gone already is success.
+	ReleaseVolume(ctx context.Context, taskID, region string) error
 }
 
 // NodeRestorer carries out the node-level steps of a restore on one node
@@ -136,7 +150,7 @@ func (w *Worker) restore(ctx context.Context, log zerolog.Logger, t messages.Tas
 					err = errclass.Permanent(err)
 				}
 			case messages.KindRestorePrepare:
-				rep, err = nr.Prepare(ctx, *t.Node, *rt.Node)
+				rep, err = w.prepare(ctx, t, nr)
 			case messages.KindRestoreStart:
 				rep, err = nr.Start(ctx, *t.Node, *rt.Node)
 			default:
@@ -151,4 +165,48 @@ func (w *Worker) restore(ctx context.Context, log zerolog.Logger, t messages.Tas
 	ev.Str("restore_id", t.JobID).Str("target", t.Target).Str("step", rep.Step).Bool("again", rep.Again).
 		Int64("duration_ms", time.Since(start).Milliseconds()).Msg("restore task ran")
 	return &taskOutput{Restore: &rep}, err
+}
+
+// prepare runs a node's restore-prepare. Sources on volumes attached for
+// the restore are given the devices the node finds them at first, and the
+// volumes are detached and deleted once the node's files are in place
+// (copied from them): their snapshot stays, held by the restore.
+func (w *Worker) prepare(ctx context.Context, t messages.Task, nr NodeRestorer) (messages.RestoreReport, error) {
+	spec := *t.Restore.Node
+	spec.Sources = slices.Clone(spec.Sources)
+	type attached struct{ task, region string }
+	var volumes []attached
+	var av AttachedVolumes
+	for k, src := range spec.Sources {
+		if src.Snapshot == "" {
+			continue
+		}
+		if av == nil {
+			snap, err := w.drivers.Snapshotter(t.Cluster)
+			if err != nil {
+				return messages.RestoreReport{}, errclass.Permanent(err)
+			}
+			ok := false
+			if av, ok = snap.(AttachedVolumes); !ok {
+				return messages.RestoreReport{}, errclass.Permanent(fmt.Errorf("cluster %s's snapshotter attaches no volumes to nodes", t.Cluster))
+			}
+		}
+		task := messages.TaskID(t.JobID, messages.KindRestoreVolume, src.Snapshot)
+		_, devices, err := av.AttachedVolume(ctx, task, src.Region)
+		if err != nil {
+			return messages.RestoreReport{}, fmt.Errorf("the volume restored from %s: %w", src.Snapshot, err)
+		}
+		spec.Sources[k].Devices = devices
+		volumes = append(volumes, attached{task, src.Region})
+	}
+	rep, err := nr.Prepare(ctx, *t.Node, spec)
+	if err != nil || av == nil {
+		return rep, err
+	}
+	for _, v := range volumes {
+		if err := av.ReleaseVolume(ctx, v.task, v.region); err != nil {
+			return rep, fmt.Errorf("node %s is prepared; releasing its restored volume: %w", t.Node.Name, err)
+		}
+	}
+	return rep, nil
 }

@@ -174,12 +174,20 @@ func printRestorePlan(w io.Writer, p *planner.RestorePlan) {
 				tokens = fmt.Sprintf("%d of %s's (initial_token)", nc.NumTokens, n.Spec.SourceNode)
 			}
 			var data []string
+			mounted := false
 			for _, s := range n.Spec.Sources {
 				data = append(data, s.DataDir+" ← "+s.From)
+				mounted = mounted || s.Mount != ""
+			}
+			if mounted {
+				data = append(data, "(copied from the volumes mounted there)")
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Node.Name, orDash(n.Node.Address), n.Spec.SourceNode, tokens, strings.Join(data, ", "))
 		}
 		_ = tw.Flush()
+		if p.Snapshotter == planner.SnapshotterEBS {
+			fmt.Fprintln(w, "volumes: each made in its node's zone and attached to its instance; mounted by the node's prepare, its files copied in, then unmounted, detached and deleted (the snapshot stays)")
+		}
 		fmt.Fprintln(w, "steps: every node stopped (drain first) → every node's data put in place (commit log, hints, saved caches emptied; displaced files kept aside) → every node started → verified")
 	}
 	for _, warn := range p.Warnings {

@@ -85,7 +85,7 @@ type EC2Limit struct {
 var EC2Operations = []string{
 	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot",
 	"DescribeSnapshots", "DescribeInstances", "DescribeVolumes",
-	"CreateVolume", "AttachVolume",
+	"CreateVolume", "AttachVolume", "DetachVolume", "DeleteVolume",
 }
 
 // NATS says how to reach JetStream and how to lay out the topology.

@@ -29,7 +29,7 @@ func restoreSpec(node messages.Node, s messages.NodeRestore) noderestore.Spec {
 	spec := noderestore.Spec{RestoreID: s.RestoreID, Target: noderestore.Target(s.Target), Tag: s.Tag,
 		StopRunning: s.StopRunning, Keyspaces: s.Keyspaces, Dirs: s.Dirs, Address: node.Address}
 	for _, src := range s.Sources {
-		spec.Sources = append(spec.Sources, noderestore.Source{DataDir: src.DataDir, From: src.From})
+		spec.Sources = append(spec.Sources, noderestore.Source{DataDir: src.DataDir, From: src.From, Mount: src.Mount, Devices: src.Devices})
 	}
 	if nc := s.NewCluster; nc != nil {
 		spec.NewCluster = &noderestore.NewClusterSpec{ClusterName: nc.ClusterName, KeepIdentity: !nc.DropSystemLocal,

@@ -78,6 +78,11 @@ type Options struct {
 	// EC2 error code. Observability counts throttles with it.
 	OnAPIError func(op, code string)
 
+	// DeviceLinks is the directory where the nodes' udev links NVMe devices
+	// by serial (default /dev/disk/by-id): where a node's restore looks for
+	// a volume attached for it.
+	DeviceLinks string
+
 	// Pacer, when set, paces every attempt of every EC2 call by the budget of
 	// its account, region and operation that the fleet shares (package
 	// pace), and is told of every RequestLimitExceeded. Without it calls

@@ -20,7 +20,10 @@ const (
 	CodeConcurrentSnapshotLimit = "ConcurrentSnapshotLimitExceeded"
 	CodeSnapshotPerVolumeRate   = "SnapshotCreationPerVolumeRateExceeded"
 	CodeSnapshotNotFound        = "InvalidSnapshot.NotFound"
-	CodeSnapshotInUse           = "InvalidSnapshot.InUse"
+	CodeVolumeNotFound          = "InvalidVolume.NotFound"
+	// CodeIncorrectState answers a detach of a volume already detaching.
+	CodeIncorrectState = "IncorrectState"
+	CodeSnapshotInUse  = "InvalidSnapshot.InUse"
 	// CodeRetryQuotaExceeded: the SDK's retry token bucket is empty.
 	CodeRetryQuotaExceeded = "RetryQuotaExceeded"
 	// CodeRequestCanceled: the caller's context ended the call.

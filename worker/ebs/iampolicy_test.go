@@ -58,7 +58,7 @@ func TestIAMPolicy(t *testing.T) {
 		"ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots",
 		"ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CopySnapshot",
 		"ec2:DeleteSnapshot", "ec2:CreateTags", "sts:AssumeRole",
-		"ec2:CreateVolume", "ec2:AttachVolume",
+		"ec2:CreateVolume", "ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume",
 	}
 	allowed := map[string]bool{}
 	sids := map[string]bool{}
@@ -106,14 +106,18 @@ func TestIAMPolicy(t *testing.T) {
 				default:
 					t.Fatalf("%s: CreateVolume on %v", st.Sid, st.Resource)
 				}
-			case "ec2:AttachVolume":
+			case "ec2:DeleteVolume":
+				require.Equal(t, []string{"arn:aws:ec2:*:*:volume/*"}, []string(st.Resource), st.Sid)
+				require.Equal(t, []string{"true"}, cond("StringEquals", "ec2:ResourceTag/quiesce:managed"),
+					"%s: deletes only volumes carrying the managed tag", st.Sid)
+			case "ec2:AttachVolume", "ec2:DetachVolume":
 				// Only managed volumes; any instance.
 				switch {
 				case slices.Equal([]string(st.Resource), []string{"arn:aws:ec2:*:*:volume/*"}):
 					require.Equal(t, []string{"true"}, cond("StringEquals", "ec2:ResourceTag/quiesce:managed"), st.Sid)
 				case slices.Equal([]string(st.Resource), []string{"arn:aws:ec2:*:*:instance/*"}):
 				default:
-					t.Fatalf("%s: AttachVolume on %v", st.Sid, st.Resource)
+					t.Fatalf("%s: %s on %v", st.Sid, a, st.Resource)
 				}
 			case "ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CopySnapshot":
 				if snapshotResource || a == "ec2:CopySnapshot" {

@@ -13,7 +13,7 @@ import (
 var Operations = []string{
 	"CreateSnapshot", "CreateSnapshots", "DeleteSnapshot", "CopySnapshot",
 	"DescribeSnapshots", "DescribeInstances", "DescribeVolumes",
-	"CreateVolume", "AttachVolume",
+	"CreateVolume", "AttachVolume", "DetachVolume", "DeleteVolume",
 }
 
 // AWS's default request budgets, per account, region and API: 5 calls a

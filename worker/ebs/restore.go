@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 	"time"
@@ -34,13 +35,108 @@ func ClientToken(taskID string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+var _ worker.AttachedVolumes = (*Driver)(nil)
+
 // NVMeDevice is the stable name an EBS volume has on a Nitro instance,
 // where the kernel names devices /dev/nvme<N>n1 in the order they appear,
 // whatever device name AttachVolume was given: udev links the volume's ID
 // (its NVMe serial, "vol" and the hex digits) under /dev/disk/by-id. On Xen
 // instances the requested name (or its /dev/xvd* form) is the device.
 func NVMeDevice(volumeID string) string {
-	return "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + strings.ReplaceAll(volumeID, "-", "")
+	return nvmeLink(defaultDeviceLinks, volumeID)
+}
+
+const defaultDeviceLinks = "/dev/disk/by-id"
+
+func nvmeLink(dir, volumeID string) string {
+	return path.Join(dir, "nvme-Amazon_Elastic_Block_Store_"+strings.ReplaceAll(volumeID, "-", ""))
+}
+
+// xenDevice is the name the kernel of a Xen instance gives a volume
+// attached as /dev/sdX: /dev/xvdX.
+func xenDevice(device string) string {
+	if rest, ok := strings.CutPrefix(device, "/dev/sd"); ok {
+		return "/dev/xvd" + rest
+	}
+	return ""
+}
+
+func (d *Driver) client(region string) *ec2.Client {
+	if region != "" && region != d.Region() {
+		return d.c.region(region)
+	}
+	return d.c.home()
+}
+
+// AttachedVolume finds the volume restore-volume task taskID made and
+// returns its ID and the paths its device may have on the instance it is
+// attached to: the NVMe link by serial first (Nitro), then the name it was
+// attached at and its Xen form. A volume not attached is an error: the
+// node's restore cannot reach it.
+func (d *Driver) AttachedVolume(ctx context.Context, taskID, region string) (string, []string, error) {
+	vol, err := d.findVolume(ctx, d.client(region), taskID)
+	if err != nil {
+		return "", nil, err
+	}
+	if vol == nil {
+		return "", nil, permanentf("DescribeVolumes", CodeInvalidRequest, "no volume carries %s=%s: the restore's volume task made none", messages.TagTask, taskID)
+	}
+	id := aws.ToString(vol.VolumeId)
+	links := d.opts.DeviceLinks
+	if links == "" {
+		links = defaultDeviceLinks
+	}
+	devices := []string{nvmeLink(links, id)}
+	for _, a := range vol.Attachments {
+		if a.State != types.VolumeAttachmentStateAttached {
+			continue
+		}
+		dev := aws.ToString(a.Device)
+		devices = append(devices, dev)
+		if x := xenDevice(dev); x != "" {
+			devices = append(devices, x)
+		}
+	}
+	if len(devices) == 1 {
+		return "", nil, permanentf("DescribeVolumes", CodeInvalidRequest, "volume %s made by %s is attached to no instance", id, taskID)
+	}
+	return id, devices, nil
+}
+
+// ReleaseVolume detaches the volume restore-volume task taskID made from
+// its instance, waits until it is available, and deletes it. Only a volume
+// carrying the task's tag is touched; none left is success.
+func (d *Driver) ReleaseVolume(ctx context.Context, taskID, region string) error {
+	client := d.client(region)
+	vol, err := d.findVolume(ctx, client, taskID)
+	if err != nil || vol == nil {
+		return err
+	}
+	id := aws.ToString(vol.VolumeId)
+	if vol.Tags == nil || tagValue(vol.Tags, messages.TagManaged) != "true" {
+		return permanentf("DeleteVolume", CodeInvalidRequest, "volume %s does not carry %s=true; not deleted", id, messages.TagManaged)
+	}
+	if len(vol.Attachments) > 0 {
+		for _, a := range vol.Attachments {
+			if a.State == types.VolumeAttachmentStateDetached || a.State == types.VolumeAttachmentStateDetaching {
+				continue
+			}
+			_, err := client.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(id), InstanceId: a.InstanceId})
+			if err != nil && apiCode(err) != CodeIncorrectState {
+				return classify("DetachVolume", err)
+			}
+		}
+		w := ec2.NewVolumeAvailableWaiter(client, func(o *ec2.VolumeAvailableWaiterOptions) {
+			o.MinDelay, o.MaxDelay = RestorePollMin, RestorePollMax
+		})
+		if err := w.Wait(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}}, RestoreWait); err != nil {
+			return classify("DescribeVolumes", fmt.Errorf("volume %s not detached: %w", id, err))
+		}
+	}
+	if _, err := client.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(id)}); err != nil && apiCode(err) != CodeVolumeNotFound {
+		return classify("DeleteVolume", err)
+	}
+	return nil
 }
 
 // RestoreVolume makes one volume from snapshot v.SnapshotID (or, with

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -93,8 +94,13 @@ type Source struct {
 	// DataDir is the live data directory.
 	DataDir string
 	// From holds <ks>/<table>-<id>/snapshots/<tag> (a restored copy of the
-	// volume on the same file system); empty for DataDir itself.
+	// volume); empty for DataDir itself.
 	From string
+	// Mount, when set, is where the restored volume holding From is
+	// mounted for the restore, from the first of Devices that is a block
+	// device on the node. It is unmounted once the files are in place.
+	Mount   string
+	Devices []string
 }
 
 // NewClusterSpec is what differs for a node of a new cluster.
@@ -119,8 +125,9 @@ type Report struct {
 	// Aside are where displaced files went (patterns).
 	Aside []string
 	// Files are the SSTable files in place; Linked how many this attempt
-	// hard-linked; Moved how many entries it moved aside.
-	Files, Linked, Moved int
+	// hard-linked, Copied how many it copied from another file system;
+	// Moved how many entries it moved aside.
+	Files, Linked, Copied, Moved int
 	// Emptied are the table directories emptied (no snapshot: created
 	// after the barrier; or dropped for a new cluster).
 	Emptied []string
@@ -261,6 +268,22 @@ func (s Spec) Validate(node messages.Node) error {
 				errs = append(errs, err)
 			}
 		}
+		if src.Mount == "" {
+			continue
+		}
+		if err := messages.ValidateDir("mount point", src.Mount); err != nil {
+			errs = append(errs, err)
+		} else if _, ok := within(src.Mount, src.From); !ok {
+			add("source for %q: %q is not under its mount point %q", src.DataDir, src.From, src.Mount)
+		}
+		if len(src.Devices) == 0 {
+			add("source for %q: a mounted source needs the devices its volume may be found at", src.DataDir)
+		}
+		for _, d := range src.Devices {
+			if err := messages.ValidateDir("device", d); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadSpec, err)
@@ -295,6 +318,28 @@ func (s Spec) sources(node messages.Node) []Source {
 		out = append(out, src)
 	}
 	return out
+}
+
+// mounts are the spec's sources that are mounted for the restore, one per
+// mount point.
+func (s Spec) mounts() []Source {
+	var out []Source
+	for _, src := range s.Sources {
+		if src.Mount != "" && !slices.ContainsFunc(out, func(m Source) bool { return m.Mount == src.Mount }) {
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
+// within reports whether dir is root or under it.
+func within(root, dir string) (string, bool) {
+	root, dir = path.Clean(root), path.Clean(dir)
+	if dir == root {
+		return ".", true
+	}
+	rel, ok := strings.CutPrefix(dir, strings.TrimSuffix(root, "/")+"/")
+	return rel, ok
 }
 
 // dropped are the tables a node of the spec never takes from the snapshot.
@@ -477,6 +522,12 @@ func (r *Restorer) Prepare(ctx context.Context, node messages.Node, spec Spec) (
 		rep.Again = true
 		return rep, nil
 	}
+	mounts := spec.mounts()
+	for _, m := range mounts {
+		if _, err := r.sh(ctx, node, "mount the restored volume at "+m.Mount, mountScript, append([]string{m.Mount}, m.Devices...)...); err != nil {
+			return rep, fmt.Errorf("node %s: %w", node.Name, err)
+		}
+	}
 	for _, src := range spec.sources(node) {
 		out, err := r.sh(ctx, node, "place "+src.DataDir+" at snapshots/"+spec.Tag, placeScript,
 			spec.Tag, aside, src.From, src.DataDir, strings.Join(spec.Keyspaces, " "), strings.Join(spec.dropped(), " "))
@@ -497,6 +548,15 @@ func (r *Restorer) Prepare(ctx context.Context, node messages.Node, spec Spec) (
 			rep.Moved += m
 		}
 	}
+	if len(mounts) > 0 {
+		var points []string
+		for _, m := range mounts {
+			points = append(points, m.Mount)
+		}
+		if _, err := r.sh(ctx, node, "unmount "+strings.Join(points, " "), unmountScript, points...); err != nil {
+			return rep, fmt.Errorf("node %s: %w", node.Name, err)
+		}
+	}
 	if err := r.record(ctx, node, spec, string(StepPrepared)); err != nil {
 		return rep, err
 	}
@@ -507,10 +567,10 @@ func (r *Restorer) Prepare(ctx context.Context, node messages.Node, spec Spec) (
 func parsePlace(out []byte, rep *Report) error {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	f := strings.Fields(lines[0])
-	if len(f) != 8 || f[0] != "placed" || f[2] != "linked" || f[4] != "moved" || f[6] != "emptied" {
+	if len(f) != 10 || f[0] != "placed" || f[2] != "linked" || f[4] != "copied" || f[6] != "moved" || f[8] != "emptied" {
 		return fmt.Errorf("unexpected output %q", lines[0])
 	}
-	var n [4]int
+	var n [5]int
 	for i := range n {
 		v, err := strconv.Atoi(f[2*i+1])
 		if err != nil {
@@ -520,7 +580,8 @@ func parsePlace(out []byte, rep *Report) error {
 	}
 	rep.Files += n[0]
 	rep.Linked += n[1]
-	rep.Moved += n[2]
+	rep.Copied += n[2]
+	rep.Moved += n[3]
 	for _, l := range lines[1:] {
 		if d, ok := strings.CutPrefix(l, "emptied "); ok {
 			rep.Emptied = append(rep.Emptied, d)

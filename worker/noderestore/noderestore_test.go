@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -139,6 +140,21 @@ func layout(t *testing.T, n node) {
 	write(t, filepath.Join(n.caches, "KeyCache-g.db"), "cache")
 }
 
+// ordersAtTheBarrier checks that shop.orders holds the files of the
+// barrier, the later one aside, its snapshots untouched, and returns its
+// directory.
+func ordersAtTheBarrier(t *testing.T, n node, restoreID string) string {
+	t.Helper()
+	orders := filepath.Join(n.data, "shop", "orders-0a1b")
+	require.ElementsMatch(t, []string{
+		"nb-1-big-Data.db", "nb-1-big-SAI+aa+orders_item+Meta.db",
+		filepath.Join("snapshots", noderestore.AsideName(restoreID), "nb-2-big-Data.db"),
+		"snapshots/T/manifest.json", "snapshots/T/nb-1-big-Data.db", "snapshots/T/nb-1-big-SAI+aa+orders_item+Meta.db", "snapshots/T/schema.cql",
+		"snapshots/older/nb-0-big-Data.db",
+	}, files(t, orders))
+	return orders
+}
+
 func newRestorer(svc noderestore.Service) *noderestore.Restorer {
 	r := &local.Runner{}
 	return noderestore.New(r, nodetool.New(r, nodetool.Settings{Base: []string{"false"}}), svc, noderestore.Settings{})
@@ -155,14 +171,8 @@ func TestPrepareInPlacePutsTheBarrierBackAndKeepsWhatItDisplaces(t *testing.T) {
 	rep, err := r.Prepare(t.Context(), n.msg(), spec)
 	require.NoError(t, err)
 	require.False(t, rep.Again)
-	orders := filepath.Join(n.data, "shop", "orders-0a1b")
-	aside := filepath.Join("snapshots", "quiesce-displaced-r1")
-	require.ElementsMatch(t, []string{
-		"nb-1-big-Data.db", "nb-1-big-SAI+aa+orders_item+Meta.db",
-		filepath.Join(aside, "nb-2-big-Data.db"),
-		"snapshots/T/manifest.json", "snapshots/T/nb-1-big-Data.db", "snapshots/T/nb-1-big-SAI+aa+orders_item+Meta.db", "snapshots/T/schema.cql",
-		"snapshots/older/nb-0-big-Data.db",
-	}, files(t, orders))
+	orders := ordersAtTheBarrier(t, n, "r1")
+	aside := filepath.Join("snapshots", noderestore.AsideName("r1"))
 	require.True(t, sameFile(t, filepath.Join(orders, "nb-1-big-SAI+aa+orders_item+Meta.db"),
 		filepath.Join(orders, "snapshots", "T", "nb-1-big-SAI+aa+orders_item+Meta.db")), "a hard link, not a copy")
 	// A table made after the barrier is emptied, its file kept aside.
@@ -404,4 +414,48 @@ func TestTeardownEmptiesOnlyANodeThisRestorePrepared(t *testing.T) {
 		require.Empty(t, ents, d)
 	}
 	require.NoError(t, r.Teardown(t.Context(), n.msg(), spec), "torn down already")
+}
+
+// A source on another file system (an EBS volume restored and mounted for
+// the restore) is copied in place of being hard-linked; a file the node
+// holds already (same name, size and time: an SSTable that was live at the
+// barrier) stays, and a rerun copies nothing again.
+func TestPrepareCopiesFromAnotherFileSystem(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	layout(t, n)
+	// The volume's copy, as a snapshot restored elsewhere would hold it.
+	vol, err := os.MkdirTemp("/dev/shm", "quiesce-volume-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(vol) })
+	var a, b syscall.Stat_t
+	require.NoError(t, syscall.Stat(vol, &a))
+	require.NoError(t, syscall.Stat(n.root, &b))
+	require.NotEqual(t, a.Dev, b.Dev, "/dev/shm must be another file system than the test's temporary directory")
+	require.NoError(t, exec.Command("cp", "-a", n.data, vol).Run())
+	from := filepath.Join(vol, "data")
+
+	r := newRestorer(&fakeService{})
+	spec := noderestore.Spec{RestoreID: "r3", Target: noderestore.InPlace, Tag: "T",
+		Sources: []noderestore.Source{{DataDir: n.data, From: from}}}
+	rep, err := r.Prepare(t.Context(), n.msg(), spec)
+	require.NoError(t, err)
+	orders := ordersAtTheBarrier(t, n, "r3")
+	data, err := os.ReadFile(filepath.Join(orders, "nb-1-big-SAI+aa+orders_item+Meta.db"))
+	require.NoError(t, err)
+	require.Equal(t, "index of A", string(data))
+	require.Equal(t, 4, rep.Files)
+	require.Zero(t, rep.Linked)
+	require.Equal(t, 3, rep.Copied, "orders' live nb-1-big-Data.db is the snapshot's file already")
+	want := files(t, n.root)
+
+	// An attempt that died mid-copy left a partial file and no record.
+	require.NoError(t, os.Remove(noderestore.ProgressPath(*n.msg().Dirs, "r3")))
+	local := filepath.Join(n.data, "system", "local-7ad5")
+	require.NoError(t, os.Rename(filepath.Join(local, "nb-1-big-Data.db"), filepath.Join(local, "nb-1-big-Data.db.quiesce-copy")))
+	rep, err = r.Prepare(t.Context(), n.msg(), spec)
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.Copied, "only the file the first attempt had not finished")
+	require.Zero(t, rep.Moved, "nothing of the first attempt is moved aside")
+	require.Equal(t, want, files(t, n.root))
 }

@@ -12,19 +12,25 @@ package noderestore
 // taken from the snapshot).
 //
 // In each live table directory every entry but snapshots/ and backups/ that
-// is not already the snapshot's own file (the same inode: placed by an
-// earlier run) is moved into snapshots/<aside>/ (a rename: same file
-// system; under snapshots/ so that Cassandra's start-up checks skip it);
-// then every file of snapshots/<tag> but manifest.json and schema.cql is
-// hard-linked in. A table directory with no snapshots/<tag> did not exist at
-// the barrier and is emptied the same way. Every step is safe to repeat: a
-// rerun finds the snapshot's files in place and moves nothing.
+// is not already the snapshot's own file (placed by an earlier run) is
+// moved into snapshots/<aside>/ (a rename: same file system; under
+// snapshots/ so that Cassandra's start-up checks skip it); then every file
+// of snapshots/<tag> but manifest.json and schema.cql is hard-linked in. A
+// source on another file system (an EBS volume mounted for the restore) is
+// copied instead, each file under a temporary name renamed when complete,
+// and synced at the end. The snapshot's own file is the same inode, or,
+// when copying, a file of the same name, size and modification time (an
+// SSTable never changes once written). A table directory with no
+// snapshots/<tag> did not exist at the barrier and is emptied the same way.
+// Every step is safe to repeat: a rerun finds the snapshot's files in place
+// and moves nothing.
 //
-// It prints one line: "placed N linked M moved K emptied E", then the emptied
-// table directories, one per line, prefixed "emptied ".
+// It prints one line: "placed N linked M copied C moved K emptied E", then
+// the emptied table directories, one per line, prefixed "emptied ".
 const placeScript = `set -eu
 tag=$1 aside=$2 src=$3 dst=$4 kss=" $5 " drop=" $6 "
-placed=0 linked=0 moved=0 emptied=0 emptied_list=""
+placed=0 linked=0 copied=0 moved=0 emptied=0 emptied_list=""
+copy=0
 
 # moveaside FILE ASIDE_DIR: rename FILE into ASIDE_DIR, never over anything.
 moveaside() {
@@ -37,13 +43,23 @@ moveaside() {
 	moved=$((moved + 1))
 }
 
-# place LIVE SNAP ASIDE: make LIVE hold exactly SNAP's files (hard links).
+# same LIVE SNAP: is LIVE the snapshot's file?
+same() {
+	[ "$1" -ef "$2" ] && return 0
+	[ $copy = 1 ] && [ "$(stat -c %s.%Y -- "$1")" = "$(stat -c %s.%Y -- "$2")" ]
+}
+
+# place LIVE SNAP ASIDE: make LIVE hold exactly SNAP's files (hard links, or
+# copies from another file system).
 place() {
 	for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
 		[ -e "$f" ] || [ -L "$f" ] || continue
 		n=${f##*/}
-		case $n in snapshots|backups) continue ;; esac
-		if [ -f "$f" ] && [ ! -L "$f" ] && [ -f "$2/$n" ] && [ "$f" -ef "$2/$n" ]; then
+		case $n in
+		snapshots|backups) continue ;;
+		*.quiesce-copy) rm -f -- "$f"; continue ;; # an interrupted copy
+		esac
+		if [ -f "$f" ] && [ ! -L "$f" ] && [ -f "$2/$n" ] && same "$f" "$2/$n"; then
 			placed=$((placed + 1))
 			continue
 		fi
@@ -62,8 +78,14 @@ place() {
 			continue
 		fi
 		[ -e "$1/$n" ] && continue
-		ln -- "$s" "$1/$n"
-		linked=$((linked + 1))
+		if [ $copy = 1 ]; then
+			cp -p -- "$s" "$1/$n.quiesce-copy"
+			mv -- "$1/$n.quiesce-copy" "$1/$n"
+			copied=$((copied + 1))
+		else
+			ln -- "$s" "$1/$n"
+			linked=$((linked + 1))
+		fi
 		placed=$((placed + 1))
 	done
 }
@@ -102,6 +124,7 @@ valid_name() {
 
 [ -d "$dst" ] || { echo "quiesce-restore: data directory $dst does not exist" >&2; exit 3; }
 [ -d "$src" ] || { echo "quiesce-restore: source directory $src does not exist" >&2; exit 3; }
+[ "$(stat -c %d -- "$src")" = "$(stat -c %d -- "$dst")" ] || copy=1
 
 # Live table directories: placed from the snapshot, or emptied.
 for ksd in "$dst"/*; do
@@ -140,7 +163,63 @@ if [ "$src" != "$dst" ]; then
 	done
 fi
 
-echo "placed $placed linked $linked moved $moved emptied $emptied$emptied_list"
+[ $copy = 0 ] || sync
+echo "placed $placed linked $linked copied $copied moved $moved emptied $emptied$emptied_list"
+`
+
+// mountScript mounts the restored volume of a data directory. Arguments: the
+// mount point, then the paths the volume's device may have on the node, most
+// likely first. A mount point mounted already is left as it is (an earlier
+// attempt mounted it). It waits up to a minute for one of the paths to be a
+// block device (udev links a newly attached volume shortly after EC2 says it
+// is attached); a device holding no file system but a first partition has it
+// mounted. XFS is mounted with nouuid: in place, the restored copy of a
+// volume has the UUID of the volume still mounted on the node.
+const mountScript = `set -eu
+mnt=$1; shift
+if mountpoint -q -- "$mnt" 2>/dev/null; then
+	echo "mounted already"
+	exit 0
+fi
+dev="" waited=0
+while [ -z "$dev" ]; do
+	for d in "$@"; do
+		if [ -b "$d" ]; then dev=$d; break; fi
+	done
+	[ -n "$dev" ] && break
+	if [ $waited -ge 60 ]; then
+		echo "quiesce-restore: the restored volume is not on this node: none of $* is a block device (is it attached to this instance?)" >&2
+		exit 3
+	fi
+	sleep 1
+	waited=$((waited + 1))
+done
+fstype=$(blkid -o value -s TYPE -- "$dev" 2>/dev/null || true)
+if [ -z "$fstype" ]; then
+	for p in "$dev-part1" "${dev}p1" "${dev}1"; do
+		if [ -b "$p" ]; then dev=$p; break; fi
+	done
+	fstype=$(blkid -o value -s TYPE -- "$dev" 2>/dev/null || true)
+fi
+mkdir -p -- "$mnt"
+if [ "$fstype" = xfs ]; then
+	mount -o nouuid -- "$dev" "$mnt"
+else
+	mount -- "$dev" "$mnt"
+fi
+echo "mounted $dev"
+`
+
+// unmountScript unmounts the restored volumes of a node once their files
+// are in place, and removes the mount points. Arguments: the mount points.
+// One not mounted is left as it is.
+const unmountScript = `set -eu
+for mnt in "$@"; do
+	if mountpoint -q -- "$mnt" 2>/dev/null; then
+		umount -- "$mnt"
+	fi
+	rmdir -- "$mnt" 2>/dev/null || true
+done
 `
 
 // emptyScript empties directories (commitlog, hints, saved caches,
