@@ -35,6 +35,11 @@ type AttachedVolumes interface {
 	ReleaseVolume(ctx context.Context, taskID, region string) error
 }
 
+// ErrVolumeGone is wrapped by AttachedVolumes.AttachedVolume's error when
+// the task's volume no longer exists: released by an earlier attempt of
+// the node's prepare, which then had put the node's files in place.
+var ErrVolumeGone = errors.New("the restored volume is gone")
+
 // NodeRestorer carries out the node-level steps of a restore on one node
 // through the cluster's executor. Every method is idempotent: it records
 // its progress on the node, and a rerun after a crash continues where the
@@ -193,9 +198,12 @@ func (w *Worker) prepare(ctx context.Context, t messages.Task, nr NodeRestorer) 
 		}
 		task := messages.TaskID(t.JobID, messages.KindRestoreVolume, src.Snapshot)
 		_, devices, err := av.AttachedVolume(ctx, task, src.Region)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrVolumeGone) {
 			return messages.RestoreReport{}, fmt.Errorf("the volume restored from %s: %w", src.Snapshot, err)
 		}
+		// A volume gone was released after the node's prepare: the node's
+		// progress record says so, and without devices a node not yet
+		// prepared refuses to go on.
 		spec.Sources[k].Devices = devices
 		volumes = append(volumes, attached{task, src.Region})
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,7 +22,7 @@ type attachingSnapshotter struct {
 func (s *attachingSnapshotter) AttachedVolume(_ context.Context, taskID, region string) (string, []string, error) {
 	d, ok := s.devices[taskID]
 	if !ok {
-		return "", nil, errors.New("no volume made by " + taskID)
+		return "", nil, fmt.Errorf("no volume made by %s: %w", taskID, ErrVolumeGone)
 	}
 	return "vol-new", d, nil
 }
@@ -73,6 +74,13 @@ func TestPrepareFindsAttachedVolumesAndReleasesThemAfter(t *testing.T) {
 	_, err = w.prepare(t.Context(), tk, nr)
 	require.NoError(t, err)
 	require.Equal(t, []string{task}, snap.released)
+
+	// The attempt that released the volume died before its result: the
+	// next finds the volume gone and leaves it to the node's progress.
+	delete(snap.devices, task)
+	_, err = w.prepare(t.Context(), tk, nr)
+	require.NoError(t, err)
+	require.Empty(t, nr.got.Sources[0].Devices)
 
 	// A snapshotter that attaches nothing cannot serve such a source.
 	w = &Worker{drivers: snapshotterOnly{snap.Snapshotter}}

@@ -19,8 +19,11 @@ func (r *Registry) RestoreNodes(cluster string) (worker.NodeRestorer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nodeRestore{nr}, nil
+	return NodeRestore(nr), nil
 }
+
+// NodeRestore puts r behind worker.NodeRestorer.
+func NodeRestore(r *noderestore.Restorer) worker.NodeRestorer { return nodeRestore{r} }
 
 // nodeRestore maps the restore job's messages onto noderestore's own types.
 type nodeRestore struct{ r *noderestore.Restorer }

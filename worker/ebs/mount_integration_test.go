@@ -7,47 +7,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/quiesce/quiesce/internal/testkit/testenv"
+	"github.com/quiesce/quiesce/internal/testkit/blockdev"
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
 	"github.com/quiesce/quiesce/worker/local"
 	"github.com/quiesce/quiesce/worker/noderestore"
 	"github.com/quiesce/quiesce/worker/nodetool"
 )
-
-// blockDevice makes an ext4 file system holding dir's files on a loop
-// device, standing in for a volume restored from a snapshot and attached to
-// the node, and removes it when the test ends.
-func blockDevice(t *testing.T, dir string) string {
-	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "losetup", "mount", "umount", "mountpoint", "blkid"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Missing(t, tool+" is not installed (e2fsprogs, util-linux, mount)")
-		}
-	}
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "mounting a loop device needs root")
-	}
-	img := filepath.Join(t.TempDir(), "volume.img")
-	require.NoError(t, os.WriteFile(img, nil, 0o600))
-	require.NoError(t, os.Truncate(img, 32<<20))
-	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", dir, img).CombinedOutput()
-	require.NoError(t, err, "mkfs.ext4: %s", out)
-	out, err = exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		testenv.Missing(t, "no loop device: losetup: "+strings.TrimSpace(string(out)))
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "--detach", dev).Run() })
-	return dev
-}
 
 // An EBS volume restored for a node is found by the restore's task tag,
 // mounted on the node from the NVMe link of its ID, its snapshot's files
@@ -80,7 +52,7 @@ func TestMotoRestoredVolumeIsMountedCopiedAndReleased(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(content, table, "snapshots", "T"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(content, table, "snapshots", "T", "nb-1-big-Data.db"), []byte("rows of A"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(content, table, "nb-1-big-Data.db"), []byte("rows of A"), 0o644))
-	dev := blockDevice(t, content)
+	dev := blockdev.Ext4(t, content)
 	id, devices, err := d.AttachedVolume(t.Context(), task, "")
 	require.NoError(t, err)
 	require.Equal(t, rep.VolumeID, id)
@@ -118,6 +90,14 @@ func TestMotoRestoredVolumeIsMountedCopiedAndReleased(t *testing.T) {
 		require.Equal(t, "deleted", string(v.State), "volume %s", aws.ToString(v.VolumeId))
 	}
 	require.NoError(t, d.ReleaseVolume(t.Context(), task, ""), "released already")
+	_, _, err = d.AttachedVolume(t.Context(), task, "")
+	require.ErrorIs(t, err, worker.ErrVolumeGone)
+	// The prepare again (its result was lost): the node's record says it
+	// is done, and no device is needed.
+	spec.Sources[0].Devices = nil
+	prep, err = r.Prepare(t.Context(), node, spec)
+	require.NoError(t, err)
+	require.True(t, prep.Again)
 	_, err = b.raw.DescribeVolumes(t.Context(), &ec2.DescribeVolumesInput{VolumeIds: []string{n.Volumes[0].ID}})
 	require.NoError(t, err, "the node's own volume is untouched")
 }

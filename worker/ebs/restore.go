@@ -16,6 +16,7 @@ import (
 
 	"github.com/quiesce/quiesce/messages"
 	"github.com/quiesce/quiesce/worker"
+	"github.com/quiesce/quiesce/worker/errclass"
 )
 
 var _ worker.VolumeRestorer = (*Driver)(nil)
@@ -79,7 +80,8 @@ func (d *Driver) AttachedVolume(ctx context.Context, taskID, region string) (str
 		return "", nil, err
 	}
 	if vol == nil {
-		return "", nil, permanentf("DescribeVolumes", CodeInvalidRequest, "no volume carries %s=%s: the restore's volume task made none", messages.TagTask, taskID)
+		return "", nil, errclass.Permanent(&Error{Op: "DescribeVolumes", code: CodeVolumeNotFound,
+			err: fmt.Errorf("no volume carries %s=%s: %w", messages.TagTask, taskID, worker.ErrVolumeGone)})
 	}
 	id := aws.ToString(vol.VolumeId)
 	links := d.opts.DeviceLinks

@@ -276,9 +276,6 @@ func (s Spec) Validate(node messages.Node) error {
 		} else if _, ok := within(src.Mount, src.From); !ok {
 			add("source for %q: %q is not under its mount point %q", src.DataDir, src.From, src.Mount)
 		}
-		if len(src.Devices) == 0 {
-			add("source for %q: a mounted source needs the devices its volume may be found at", src.DataDir)
-		}
 		for _, d := range src.Devices {
 			if err := messages.ValidateDir("device", d); err != nil {
 				errs = append(errs, err)
@@ -523,6 +520,12 @@ func (r *Restorer) Prepare(ctx context.Context, node messages.Node, spec Spec) (
 		return rep, nil
 	}
 	mounts := spec.mounts()
+	for _, m := range mounts {
+		if len(m.Devices) == 0 {
+			return rep, errclass.Permanent(errclass.NotRun(fmt.Errorf("%w: node %s: no device given for the volume to mount at %s",
+				ErrBadSpec, node.Name, m.Mount)))
+		}
+	}
 	for _, m := range mounts {
 		if _, err := r.sh(ctx, node, "mount the restored volume at "+m.Mount, mountScript, append([]string{m.Mount}, m.Devices...)...); err != nil {
 			return rep, fmt.Errorf("node %s: %w", node.Name, err)
