@@ -4,10 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
@@ -112,12 +112,9 @@ func parseDuration(t *testing.T, s string) time.Duration {
 	if s == "" {
 		return 0
 	}
-	d, err := time.ParseDuration(strings.Replace(s, "d", "h", 1))
+	d, err := model.ParseDuration(s)
 	require.NoError(t, err, s)
-	if strings.Contains(s, "d") {
-		d *= 24
-	}
-	return d
+	return time.Duration(d)
 }
 
 // The rewrite of quiesce's own rules changes every `for` and every range
