@@ -119,6 +119,8 @@ type Worker struct {
 	publishRetryFn func(context.Context, *messages.TaskRetry) error
 	// restores is the restores bucket, bound on first use.
 	restores jetstream.KeyValue
+	// phases shares the reads of a job's phase among its tasks.
+	phases phaseReads
 }
 
 // New makes a worker. jobs is the jobs bucket, read to skip tasks of jobs
