@@ -173,6 +173,40 @@ func TestDecideClassifiesInOnePlace(t *testing.T) {
 	}
 }
 
+// A task is acknowledged only once its result is stored: the publish has
+// returned, acknowledged by the stream, before the ack. A result that
+// cannot be stored hands the task back; it is never acknowledged.
+func TestTaskAckedOnlyOnceItsResultIsStored(t *testing.T) {
+	t.Parallel()
+	for _, stored := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stored=%v", stored), func(t *testing.T) {
+			t.Parallel()
+			w := New(nil, nil, nil, Config{Logger: zerolog.Nop(), BackoffBase: 10 * time.Millisecond})
+			msg := &recordingMsg{}
+			var settledAtPublish string
+			w.publishFn = func(context.Context, *messages.TaskResult) error {
+				msg.mu.Lock()
+				settledAtPublish = msg.settled
+				msg.mu.Unlock()
+				if !stored {
+					return errors.New("nats: timeout")
+				}
+				return nil
+			}
+			res := &messages.TaskResult{TaskID: "j.flush.n1", JobID: "j", Kind: messages.KindFlush, Target: "n1"}
+			got, _ := w.decide(context.Background(), zerolog.Nop(), msg, res, nil, 1, messages.KindFlush, false)
+			require.Empty(t, settledAtPublish, "the task was settled before its result was stored")
+			if stored {
+				require.Equal(t, outcomeSucceeded, got)
+				require.Equal(t, "ack", msg.settled)
+				return
+			}
+			require.Equal(t, outcomeRetry, got)
+			require.Equal(t, "nak", msg.settled, "a task whose result was not stored is handed back, not acknowledged")
+		})
+	}
+}
+
 // The retry's log line says when, in a field that names its unit.
 func TestRetryLogCarriesUnits(t *testing.T) {
 	t.Parallel()

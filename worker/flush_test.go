@@ -183,6 +183,13 @@ func (b *flushBundle) waitSettled(t *testing.T, what string) {
 	}), what)
 }
 
+// setPhase writes the job's record with phase.
+func (b *flushBundle) setPhase(t *testing.T, phase messages.Phase) {
+	t.Helper()
+	_, err := b.env.H.Jobs.Put(context.Background(), flushJob, []byte(`{"id":"`+flushJob+`","phase":"`+string(phase)+`"}`))
+	require.NoError(t, err)
+}
+
 // result waits for the outcome of the task of kind on target.
 func (b *flushBundle) result(t *testing.T, kind messages.Kind, target string) messages.TaskResult {
 	t.Helper()
@@ -431,8 +438,7 @@ func TestFlushAfterItsJobEndedClearsWhatItsEarlierAttemptMade(t *testing.T) {
 	t.Parallel()
 	b := newFlushBundle(t)
 	ctx := context.Background()
-	_, err := b.env.H.Jobs.Put(ctx, flushJob, []byte(`{"id":"`+flushJob+`","phase":"succeeded"}`))
-	require.NoError(t, err)
+	b.setPhase(t, messages.PhaseSucceeded)
 	earlier, err := json.Marshal(map[string]any{"state": "ran", "attempt": 2, "worker": "w-dead", "at": time.Now()})
 	require.NoError(t, err)
 	_, err = b.env.H.Jobs.Create(ctx, messages.IntentKey(flushJob, "n1"), earlier)
@@ -473,4 +479,23 @@ func TestDefaultTagOnTheNodeIsTheJobsOwn(t *testing.T) {
 	require.Equal(t, messages.OutcomeSucceeded, c.Outcome, c.Error)
 	require.True(t, c.Clear.Cleared)
 	require.Empty(t, b.tool.TagsOn("n1"))
+}
+
+// A job's phase is read for each task, never remembered from an earlier
+// task of the job: once the job has failed, a flush delivered after that
+// runs nothing on its node, though the job's previous flush, a moment
+// before, found it flushing.
+func TestFlushOfAJobThatEndedSinceItsPreviousTaskRunsNothing(t *testing.T) {
+	t.Parallel()
+	b := newFlushBundle(t)
+	b.setPhase(t, messages.PhaseFlushing)
+	b.publish(t, flushTask("n1", nil))
+	require.Equal(t, messages.OutcomeSucceeded, b.result(t, messages.KindFlush, "n1").Outcome)
+	b.waitSettled(t, "n1's flush settled")
+
+	b.setPhase(t, messages.PhaseFailed)
+	b.publish(t, flushTask("n2", nil))
+	b.waitSettled(t, "n2's flush settled")
+	require.Empty(t, b.tool.NodeTool.TagsOn("n2"), "a flush of a job that ended ran nodetool snapshot")
+	require.Nil(t, b.intent(t, "n2"), "a flush of a job that ended recorded an intent")
 }

@@ -66,7 +66,9 @@ func (w *Worker) jobEnded(ctx context.Context, jobID string) bool {
 }
 
 // jobPhase reads the phase of the task's job; "" when it cannot be read (the
-// job record is the coordinator's: a task goes on without it).
+// job record is the coordinator's: a task goes on without it). The read
+// begins after the call (phaseReads), shared with the job's other tasks
+// asking at the same time.
 func (w *Worker) jobPhase(ctx context.Context, jobID string) messages.Phase {
 	if w.jobs == nil {
 		return ""
@@ -76,19 +78,7 @@ func (w *Worker) jobPhase(ctx context.Context, jobID string) messages.Phase {
 	// task from redelivery; the check is only an optimisation.
 	gctx, cancel := context.WithTimeout(ctx, jobCheckTimeout)
 	defer cancel()
-	e, err := w.jobs.Get(gctx, jobID)
-	if err != nil {
-		return ""
-	}
-	// Only the phase is needed; decoding the whole record (failures,
-	// progress, phase times) for every task showed in profiles.
-	var j struct {
-		Phase messages.Phase `json:"phase"`
-	}
-	if json.Unmarshal(e.Value(), &j) != nil {
-		return ""
-	}
-	return j.Phase
+	return w.phases.phase(gctx, w.jobs, jobID)
 }
 
 // flushable reports whether a job in phase may still run a node's nodetool

@@ -350,3 +350,25 @@ func TestStalledWorkerCreatesNoSecondSnapshot(t *testing.T) {
 		})
 	}
 }
+
+// A snapshot task delivered again after its result was stored (its ack
+// lost) takes no second snapshot: it finds its first by task tag.
+func TestSnapshotTaskDeliveredAgainAfterItsResultTakesNothingMore(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t, topology.Options{})
+	snap := fakes.NewSnapshotter()
+	task := snapshotTask("vol-1", "vol-2")
+	res := watchResults(t, env)
+	startWorker(t, env.JS, env.H.Jobs, fakes.Drivers{Snap: snap}, worker.Config{Leases: env.H.Leases})
+	publishTask(t, env.JS, task)
+	first := res.next(t, task.ID, 20*time.Second)
+	require.Equal(t, messages.OutcomeSucceeded, first.Outcome, "error: %s", first.Error)
+
+	// The same task again, as the stream redelivers it when the ack is lost.
+	publishTask(t, env.JS, task)
+	require.NoError(t, testenv.Eventually(20*time.Second, func() bool {
+		info, err := env.JS.Stream(context.Background(), messages.StreamTasks)
+		return err == nil && info.CachedInfo().State.Msgs == 0
+	}), "the second delivery settled")
+	require.Equal(t, 2, snap.Count(map[string]string{messages.TagTask: task.ID}), "one snapshot per volume, taken once")
+}

@@ -119,6 +119,8 @@ type Worker struct {
 	publishRetryFn func(context.Context, *messages.TaskRetry) error
 	// restores is the restores bucket, bound on first use.
 	restores jetstream.KeyValue
+	// phases shares the reads of a job's phase among its tasks.
+	phases phaseReads
 }
 
 // New makes a worker. jobs is the jobs bucket, read to skip tasks of jobs
@@ -492,8 +494,16 @@ func (w *Worker) decide(ctx context.Context, log zerolog.Logger, msg jetstream.M
 			_ = msg.NakWithDelay(w.cfg.BackoffBase)
 			return outcomeRetry, "publish"
 		}
-		if err := msg.DoubleAck(ctx); err != nil {
-			log.Warn().Err(err).Msg("ack failed; the task may run again")
+		// The result is stored, so the ack is sent without waiting for
+		// the server to confirm it. A lost ack, as likely either way, runs
+		// the task again, which every kind tolerates: a flush finds its
+		// intent and its tag (the coordinator counts the node once), a
+		// snapshot finds its snapshots by task tag, a clear clears an
+		// absent tag, and a hook's command runs again as on any
+		// redelivery. A confirmation would only keep the task's slot for
+		// one more round trip.
+		if err := msg.Ack(); err != nil {
+			log.Warn().Err(err).Msg("ack not sent; the task may run again")
 		}
 		log.Debug().Msg("task succeeded")
 		return outcomeSucceeded, ""

@@ -113,10 +113,10 @@ func BenchmarkOrchestrated(b *testing.B) {
 					d := fakes.Drivers{Tool: tool, Snap: newIndexedSnapshotter()}
 					env := startStack(b, st.memory, cfg, d, 1000)
 					b.StartTimer()
-					start := time.Now()
+					start, cpu0 := time.Now(), processCPU()
 					job := env.Submit(b, testenv.Request("c0", "throughput"))
 					j := env.WaitTerminal(b, job, 5*time.Minute)
-					el := time.Since(start)
+					el, cpu := time.Since(start), processCPU()-cpu0
 					b.StopTimer()
 					if j.Phase != messages.PhaseSucceeded {
 						b.Fatalf("job %s: %s", j.Phase, j.Error)
@@ -125,6 +125,10 @@ func BenchmarkOrchestrated(b *testing.B) {
 					b.ReportMetric(float64(tasks)/el.Seconds(), "tasks/s")
 					b.ReportMetric(float64(tasks), "tasks")
 					b.ReportMetric(ms(el), "job-ms")
+					// The process's CPU time (server, planner, coordinator
+					// and worker together) per task: unlike tasks/s, it
+					// hardly moves when other work shares the machine.
+					b.ReportMetric(float64(cpu.Microseconds())/float64(tasks), "cpu-us/task")
 					pt := j.PhaseTimes
 					b.ReportMetric(ms(pt[messages.PhaseSnapshotting].Sub(pt[messages.PhaseFlushing])), "flushing-ms")
 					b.ReportMetric(ms(pt[messages.PhaseFinishing].Sub(pt[messages.PhaseSnapshotting])), "snapshotting-ms")
