@@ -15,11 +15,10 @@ import (
 // heldRecords answers each Get with the phase the record had when the Get
 // began, once the test releases it.
 type heldRecords struct {
-	mu      sync.Mutex
-	phase   messages.Phase
-	begun   chan chan struct{} // one per Get: close it to answer
-	gets    int
-	errored bool
+	mu    sync.Mutex
+	phase messages.Phase
+	begun chan chan struct{} // one per Get: close it to answer
+	gets  int
 }
 
 func newHeldRecords(p messages.Phase) *heldRecords {
