@@ -87,6 +87,7 @@ type drillMetrics struct {
 	lastSuccess *prometheus.GaugeVec
 	finished    *prometheus.CounterVec
 	maxAge      *prometheus.GaugeVec
+	configured  *prometheus.GaugeVec
 }
 
 func (m *Metrics) initDrill() {
@@ -96,6 +97,8 @@ func (m *Metrics) initDrill() {
 		"Restore drills that ended, by outcome (succeeded, failed).", "cluster", "outcome")
 	m.drill.maxAge = m.gauge("drill", "max_age_seconds",
 		"Age a cluster's newest successful drill may reach before it counts as stale (alerting threshold).", "cluster")
+	m.drill.configured = m.gauge("drill", "configured",
+		"1 for a cluster whose configuration has a drill section: its drills are expected to succeed.", "cluster")
 }
 
 // DrillFinished records a restore drill that just ended. The last-success
@@ -130,4 +133,10 @@ func (m *Metrics) DrillReplayed(cluster string, ok bool, at time.Time) {
 // reach before the QuiesceDrillStale alert fires.
 func (m *Metrics) SetDrillMaxAge(cluster string, d time.Duration) {
 	m.drill.maxAge.WithLabelValues(cluster).Set(d.Seconds())
+}
+
+// SetDrillConfigured says that a cluster's configuration has a drill
+// section, so that a cluster never drilled successfully is alerted.
+func (m *Metrics) SetDrillConfigured(cluster string) {
+	m.drill.configured.WithLabelValues(cluster).Set(1)
 }

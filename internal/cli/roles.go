@@ -113,13 +113,14 @@ func startRoles(ctx context.Context, cfg *config.Config, js jetstream.JetStream,
 		if drivers.UsesEC2(cfg) && (slices.Contains(roles, "worker") || slices.Contains(roles, "planner")) {
 			metrics.InitEC2Errors(ebs.Operations, ebs.CodeRequestLimitExceeded)
 		}
-		// The drill threshold of every cluster with a drill section is
-		// exported (the dashboard shows it beside the age): the stale-drill
-		// alert reads it, and a cluster exporting it with no successful
-		// drill at all is alerted as never drilled.
+		// Every cluster's drill threshold is exported (the dashboard shows
+		// it beside the age); the stale-drill alert needs a drill to have
+		// succeeded once, and a cluster with a drill section that never
+		// had one is alerted as never drilled.
 		for _, cl := range cfg.Clusters {
+			metrics.SetDrillMaxAge(cl.Name, drillMaxAge(cl.Drill))
 			if cl.Drill != nil {
-				metrics.SetDrillMaxAge(cl.Name, drillMaxAge(cl.Drill))
+				metrics.SetDrillConfigured(cl.Name)
 			}
 		}
 		if slices.Contains(roles, "coordinator") {
