@@ -45,8 +45,11 @@ func ResolveBackup(ctx context.Context, h *topology.Handles, cluster, backup str
 }
 
 // PlanRestore plans a restore from the catalog and the inventory, without
-// storing or starting anything: what `quiesce restore plan` shows.
-func PlanRestore(ctx context.Context, h *topology.Handles, inv Inventory, req messages.RestoreRequest, now time.Time) (*RestorePlan, error) {
+// storing or starting anything: what `quiesce restore plan` shows. The
+// nodes of the clusters restored onto are found by disc (their static
+// inventory when nil): a cluster found by EC2 discovery is restored onto
+// the instances it has now.
+func PlanRestore(ctx context.Context, h *topology.Handles, inv Inventory, disc Discoverer, req messages.RestoreRequest, now time.Time) (*RestorePlan, error) {
 	if err := req.Validate(); err != nil {
 		return nil, &RefusalError{Reasons: []string{err.Error()}}
 	}
@@ -57,11 +60,28 @@ func PlanRestore(ctx context.Context, h *topology.Handles, inv Inventory, req me
 	if !ok {
 		return nil, &RefusalError{Reasons: []string{fmt.Sprintf("unknown cluster %q: not in the configuration", req.Cluster)}}
 	}
-	src.Nodes = withClusterDirs(src.Nodes, src.Dirs)
+	if disc == nil {
+		disc = StaticDiscoverer{}
+	}
+	nodesOf := func(c *Cluster) error {
+		nodes, err := disc.Discover(ctx, *c)
+		if err != nil {
+			return fmt.Errorf("discover cluster %q: %w", c.Name, err)
+		}
+		c.Nodes = withClusterDirs(nodes, c.Dirs)
+		return nil
+	}
 	targets := RestoreTargets{Source: src}
-	if req.Target == messages.TargetNewCluster {
+	switch req.Target {
+	case messages.TargetInPlace:
+		if err := nodesOf(&targets.Source); err != nil {
+			return nil, err
+		}
+	case messages.TargetNewCluster:
 		if t, ok := inv.Cluster(req.TargetCluster); ok {
-			t.Nodes = withClusterDirs(t.Nodes, t.Dirs)
+			if err := nodesOf(&t); err != nil {
+				return nil, err
+			}
 			targets.Target = &t
 		}
 	}
@@ -82,7 +102,7 @@ func (p *Planner) SubmitRestore(ctx context.Context, req messages.RestoreRequest
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, err
 	}
-	plan, err := PlanRestore(ctx, p.e.h, p.cfg.Inventory, req, p.e.now())
+	plan, err := PlanRestore(ctx, p.e.h, p.cfg.Inventory, p.cfg.Discoverer, req, p.e.now())
 	if err != nil {
 		return false, err
 	}

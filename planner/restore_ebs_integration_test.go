@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,13 @@ func (filesOnlyRestorer) Start(context.Context, messages.Node, messages.NodeRest
 
 func (filesOnlyRestorer) Verify(context.Context, messages.Node, messages.RestoreVerify) (messages.RestoreReport, error) {
 	return messages.RestoreReport{Step: messages.StepVerified}, nil
+}
+
+// foundNodes is discovery finding the given nodes.
+type foundNodes []messages.Node
+
+func (f foundNodes) Discover(context.Context, planner.Cluster) ([]messages.Node, error) {
+	return slices.Clone(f), nil
 }
 
 type ebsRestoreDrivers struct {
@@ -127,9 +135,11 @@ func TestRestoreInPlaceFromEBSMountsAndReleasesTheVolume(t *testing.T) {
 
 	runner := &local.Runner{}
 	nr := noderestore.New(runner, nodetool.New(runner, nodetool.Settings{Base: []string{"false"}}), stoppedService{}, noderestore.Settings{})
-	inv := planner.Inventory{Clusters: []planner.Cluster{{Name: "c1", Snapshotter: planner.SnapshotterEBS, Nodes: []messages.Node{node}}}}
+	// The cluster is found by discovery, as EBS clusters usually are: no
+	// static nodes in the inventory.
+	inv := planner.Inventory{Clusters: []planner.Cluster{{Name: "c1", Snapshotter: planner.SnapshotterEBS}}}
 	st := stack.New(t, env, stack.Config{
-		Planner:     planner.PlannerConfig{Inventory: inv},
+		Planner:     planner.PlannerConfig{Inventory: inv, Discoverer: foundNodes{node}},
 		Coordinator: planner.CoordinatorConfig{SweepInterval: 200 * time.Millisecond, StallAfter: time.Second},
 		Worker:      worker.Config{BackoffBase: 50 * time.Millisecond, BackoffMax: time.Second, Heartbeat: time.Second},
 		Drivers:     ebsRestoreDrivers{snap: d, nodes: filesOnlyRestorer{drivers.NodeRestore(nr)}},

@@ -101,7 +101,13 @@ func (g *globals) planFromCatalog(ctx context.Context, req messages.RestoreReque
 	if err != nil {
 		return nil, withCode(ExitError, err)
 	}
-	p, err := planner.PlanRestore(ctx, h, drivers.Inventory(cfg), req, time.Now())
+	log, err := g.logger()
+	if err != nil {
+		return nil, withCode(ExitRejected, err)
+	}
+	reg := drivers.New(cfg, drivers.Env{Ctx: ctx, Log: log})
+	defer func() { _ = reg.Close() }()
+	p, err := planner.PlanRestore(ctx, h, drivers.Inventory(cfg), reg, req, time.Now())
 	if errors.Is(err, planner.ErrRefused) {
 		return nil, withCode(ExitRejected, err)
 	}
