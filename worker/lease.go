@@ -169,6 +169,8 @@ func (ls *lease) renew() {
 			return
 		case <-t.C:
 		}
+		// The lease lives until release (ls.stop), not as long as any
+		// caller's context: each renewal is bounded by its own timeout.
 		ctx, cancel := context.WithTimeout(context.Background(), ls.l.ttl/4)
 		err := ls.extend(ctx)
 		cancel()
